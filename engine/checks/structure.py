@@ -1,0 +1,335 @@
+"""Second semantic pass: visibility, templates, routes, loops, cycles and dead ends.
+
+Visibility is the security boundary of a flow, so it is decided here, once: each node's
+`sees` is resolved to the exact set of inputs and nodes it may receive (`all` expanded),
+templates are checked against that set, and route branches are marked with a `Guard` so
+they run only when chosen. The dependency map built here is what the DAG is made of.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import networkx as nx
+
+from engine.checks import templates
+from engine.checks.resolve import NodeInfo, Resolved
+from engine.checks.values import Reader
+from engine.diagnostics import did_you_mean
+from engine.model import Fuse, Guard, Loop, Route, Step, Verify
+from engine.syntax.ast import Atom, Span
+
+CALLING = (Step, Verify, Fuse)
+
+
+class Structure:
+    """Checks a `Resolved` flow as a whole and finishes its nodes (sees, guards)."""
+
+    def __init__(self, res: Resolved, reader: Reader) -> None:
+        self.res = res
+        self.r = reader
+        self.info = res.info
+        self.nodes: dict[str, Any] = dict(res.nodes)
+        self.route_of: dict[str, str] = {}
+        self.deps: dict[str, set[str]] = {}
+        self.used_inputs: set[str] = set()
+
+    def run(self) -> tuple[dict[str, Any], str | None, dict[str, set[str]]]:
+        self._routes()
+        for name, node in list(self.nodes.items()):
+            if isinstance(node, CALLING):
+                self._visibility(name, node)
+        self._loops()
+        guards = self._guards()
+        for name, (route, arm) in guards.items():
+            node = self.nodes[name]
+            self.nodes[name] = node.model_copy(update={"guard": Guard(route=route, arm=arm)})
+            decision = self._decision_deps(self.nodes[route])
+            self.deps.setdefault(name, set()).update(decision)
+        self._direct_branch_use(guards)
+        self._cycles()
+        output = self._output()
+        self._dead_ends(output)
+        self._unused_inputs()
+        return self.nodes, output, self.deps
+
+    # -- routes ---------------------------------------------------------------------------
+
+    def _routes(self) -> None:
+        for name, node in self.nodes.items():
+            if not isinstance(node, Route):
+                continue
+            ast_route = self.res.arms_ast[name]
+            deps: set[str] = set()
+            if node.by is not None:
+                by_span = ast_route.by_span or ast_route.name_span
+                if self._known_top_level(node.by, by_span, f"route `{name}` by"):
+                    deps.add(node.by)
+            arm_asts = [a for a in ast_route.arms]
+            has_else = False
+            seen_labels: set[str] = set()
+            for arm, arm_ast in zip(node.arms, arm_asts):
+                if arm.kind == "rule" and arm.subject is not None:
+                    subject_span = arm_ast.condition.atoms[0].span if arm_ast.condition else arm_ast.span
+                    if arm.subject in self.res.inputs:
+                        self.used_inputs.add(arm.subject)
+                    elif self._known_top_level(arm.subject, subject_span, f"rule of route `{name}`"):
+                        deps.add(arm.subject)
+                target_ok = self._route_target(name, arm.target, arm_ast.target_span)
+                if has_else:
+                    self.r.error("W402", f"`{arm.target}` can never be chosen: it comes after `else`", arm_ast.span)
+                elif arm.kind == "label" and all(lab.lower() in seen_labels for lab in arm.labels):
+                    self.r.error("W402", f"`{arm.target}` can never be chosen: its labels are matched by an earlier arm", arm_ast.span)
+                if target_ok:
+                    deps.add(arm.target)
+                seen_labels.update(lab.lower() for lab in arm.labels)
+                has_else = has_else or arm.kind == "else"
+            if not has_else:
+                self.r.error("W400", f"route `{name}` has no `else`: a reply that matches no arm fails the run", ast_route.name_span,
+                             "add `else -> STEP`")
+            self.deps[name] = deps
+
+    def _known_top_level(self, name: str, span: Span, what: str) -> bool:
+        info = self.info.get(name)
+        if info is None:
+            hint = did_you_mean(name, list(self.info) + list(self.res.inputs))
+            self.r.error("E201", f"{what}: `{name}` is not defined", span, hint)
+            return False
+        if info.loop is not None:
+            self.r.error("E308", f"`{name}` is inside loop `{info.loop}`; outside it, only the loop can be named", span,
+                         f"name `{info.loop}` instead")
+            return False
+        return True
+
+    def _route_target(self, route: str, target: str, span: Span) -> bool:
+        if target in self.res.inputs:
+            self.r.error("E303", f"route target `{target}` is an input, not a step", span)
+            return False
+        if target == route:
+            self.r.error("E303", f"route `{route}` cannot target itself", span)
+            return False
+        if not self._known_top_level(target, span, "route target"):
+            return False
+        owner = self.route_of.get(target)
+        if owner is not None and owner != route:
+            self.r.error("E304", f"`{target}` is already a branch of route `{owner}`", span, "a step can be the branch of one route only")
+            return False
+        self.route_of[target] = route
+        return True
+
+    def _decision_deps(self, route: Route) -> set[str]:
+        """What a route needs before it can choose: its `by` step and rule subjects that are nodes."""
+        out = {route.by} if route.by and route.by in self.info else set()
+        out.update(a.subject for a in route.arms if a.subject and a.subject in self.info)
+        return out
+
+    def _guards(self) -> dict[str, tuple[str, int]]:
+        """Branches that run only when chosen: route targets not needed to make the choice."""
+        guards: dict[str, tuple[str, int]] = {}
+        for name, node in self.nodes.items():
+            if not isinstance(node, Route):
+                continue
+            needed: set[str] = set()
+            for d in self._decision_deps(node):
+                needed |= self._ancestors(d) | {d}
+            for i, arm in enumerate(node.arms):
+                if arm.target in self.info and arm.target not in needed and arm.target not in guards and self.route_of.get(arm.target) == name:
+                    guards[arm.target] = (name, i)
+        return guards
+
+    def _ancestors(self, name: str) -> set[str]:
+        out: set[str] = set()
+        stack = list(self.deps.get(name, ()))
+        while stack:
+            n = stack.pop()
+            if n not in out:
+                out.add(n)
+                stack.extend(self.deps.get(n, ()))
+        return out
+
+    def _direct_branch_use(self, guards: dict[str, tuple[str, int]]) -> None:
+        for name, deps in self.deps.items():
+            node = self.nodes.get(name)
+            if isinstance(node, Route):
+                continue
+            for d in sorted(deps):
+                if d in guards and guards[d][0] != name and self.info[name].loop is None:
+                    route = guards[d][0]
+                    if self.nodes[name].guard is None or self.nodes[name].guard.route != route:
+                        self.r.error("E304", f"`{name}` sees `{d}`, which runs only when route `{route}` picks it", self.info[name].name_span,
+                                     f"see `{route}` instead: it holds the output of whichever branch ran")
+
+    # -- visibility and templates ---------------------------------------------------------
+
+    def _visibility(self, name: str, node: Any) -> None:
+        info = self.info[name]
+        visible: list[str] = []
+        if info.sees_all:
+            visible = self._all_before(info)
+        for atom in info.sees_atoms:
+            if self._may_see(info, atom):
+                if atom.value not in visible:
+                    visible.append(atom.value)
+        for v in visible:
+            if v in self.res.inputs:
+                self.used_inputs.add(v)
+        self._check_templates(info, node, set(visible))
+        self.nodes[name] = node.model_copy(update={"sees": tuple(visible)})
+        self.deps[name] = {v for v in visible if v in self.info}
+
+    def _all_before(self, info: NodeInfo) -> list[str]:
+        out = list(self.res.inputs)
+        for other in self.res.order[: info.index]:
+            o = self.info[other]
+            if o.loop is None and other not in self.route_of and other != info.loop:
+                out.append(other)
+            elif info.loop is not None and o.loop == info.loop:
+                out.append(other)
+        if info.loop is not None:
+            out.append("feedback")
+        return out
+
+    def _may_see(self, info: NodeInfo, atom: Atom) -> bool:
+        name = atom.value
+        if name in self.res.inputs:
+            return True
+        if name == "feedback":
+            if info.loop is None:
+                self.r.error("E201", "`feedback` exists only inside a loop", atom.span)
+                return False
+            return True
+        if name == info.name:
+            self.r.error("E301", f"`{name}` cannot see itself", atom.span)
+            return False
+        other = self.info.get(name)
+        if other is None:
+            hint = did_you_mean(name, list(self.info) + list(self.res.inputs))
+            self.r.error("E201", f"`{name}` is not an input or a step", atom.span, hint)
+            return False
+        if other.loop is not None and other.loop != info.loop:
+            self.r.error("E308", f"`{name}` is inside loop `{other.loop}`; outside it, only the loop can be seen", atom.span,
+                         f"see `{other.loop}` instead")
+            return False
+        if name == info.loop:
+            self.r.error("E301", f"`{name}` is the loop this step belongs to", atom.span, "use `feedback` for the previous round")
+            return False
+        if info.loop is not None and other.loop == info.loop and other.index > info.index:
+            self.r.error("E301", f"`{name}` comes later in loop `{info.loop}`", atom.span, "a loop member sees only earlier members (and `feedback`)")
+            return False
+        return True
+
+    def _check_templates(self, info: NodeInfo, node: Any, visible: set[str]) -> None:
+        task_atom = info.task_atom
+        fields = [("task", node.task, task_atom)]
+        if isinstance(node, Fuse) and node.judge_task:
+            fields.append(("judge_task", node.judge_task, None))
+        for _field, text, atom in fields:
+            for part in templates.scan(text):
+                span = _template_span(atom, part) if atom else self.info[info.name].name_span
+                if isinstance(part, templates.TemplateProblem):
+                    self.r.error("E105", f"`{part.text}` is not a placeholder", span, "write {name} for a value, {{ and }} for literal braces")
+                    continue
+                if part.name in self.res.inputs:
+                    self.used_inputs.add(part.name)
+                elif part.name in visible:
+                    continue
+                elif part.name in self.info or part.name == "feedback":
+                    self.r.error("E302", f"`{info.name}` cannot see `{part.name}`", span,
+                                 f"add `{part.name}` to its `sees:`" if part.name != "feedback" or info.loop else "`feedback` exists only inside a loop")
+                else:
+                    hint = did_you_mean(part.name, list(self.info) + list(self.res.inputs))
+                    self.r.error("E201", f"`{{{part.name}}}` names nothing: no input or step is called `{part.name}`", span, hint)
+
+    # -- loops ----------------------------------------------------------------------------
+
+    def _loops(self) -> None:
+        for name, node in list(self.nodes.items()):
+            if not isinstance(node, Loop):
+                continue
+            external: set[str] = set()
+            visible: set[str] = set()
+            for member in node.members:
+                m = self.nodes.get(member)
+                if m is None:
+                    continue
+                for s in m.sees:
+                    if s != "feedback" and self.info.get(s, None) is not None and self.info[s].loop != name:
+                        external.add(s)
+                    if s in self.res.inputs or (s in self.info and self.info[s].loop != name):
+                        visible.add(s)
+            self.deps[name] = external
+            self.nodes[name] = node.model_copy(update={"sees": tuple(sorted(visible))})
+
+    # -- whole-graph checks ---------------------------------------------------------------
+
+    def _top_graph(self) -> nx.DiGraph:
+        g: nx.DiGraph = nx.DiGraph()
+        for name, info in self.info.items():
+            if info.loop is None:
+                g.add_node(name)
+        for name, deps in self.deps.items():
+            if self.info[name].loop is not None:
+                continue
+            for d in deps:
+                g.add_edge(d, name)
+        return g
+
+    def _cycles(self) -> None:
+        g = self._top_graph()
+        if nx.is_directed_acyclic_graph(g):
+            return
+        for component in nx.strongly_connected_components(g):
+            if len(component) == 1:
+                (only,) = component
+                if not g.has_edge(only, only):
+                    continue
+            sub = g.subgraph(component)
+            cycle = [u for u, _v in nx.find_cycle(sub)]
+            start = min(cycle, key=lambda n: self.info[n].index)
+            i = cycle.index(start)
+            path = cycle[i:] + cycle[:i] + [start]
+            self.r.error("E300", f"cycle: {' -> '.join(path)}", self.info[start].name_span,
+                         "each arrow means 'is seen by'; a flow must be acyclic (use a loop for repetition)")
+
+    def _output(self) -> str | None:
+        top = [n for n in self.res.order if self.info[n].loop is None]
+        if not top:
+            self.r.error("E309", "the flow has no steps", Span(1, 1, 1, 2), "add `step NAME { model: ... task: \"...\" }`")
+            return None
+        if self.res.output is None:
+            return top[-1]
+        span = self.res.output_span or Span(1, 1, 1, 2)
+        if self.res.output in self.res.inputs:
+            self.r.error("E201", f"output `{self.res.output}` is an input, not a step", span)
+            return None
+        if not self._known_top_level(self.res.output, span, "output"):
+            return None
+        return self.res.output
+
+    def _dead_ends(self, output: str | None) -> None:
+        consumed: set[str] = set()
+        for deps in self.deps.values():
+            consumed |= deps
+        for name in self.res.order:
+            info = self.info[name]
+            if info.loop is not None or name == output or name in consumed:
+                continue
+            self.r.error("W401", f"the output of `{name}` is never used: no step sees it and it is not the flow's output", info.name_span,
+                         "let a later step see it, make it the `output`, or remove it")
+
+    def _unused_inputs(self) -> None:
+        for name, span in self.res.input_spans.items():
+            if name not in self.used_inputs:
+                self.r.error("W404", f"input `{name}` is never used", span, f"name it in a task as {{{name}}} or in a `sees:`")
+
+
+def _template_span(atom: Atom, part: templates.Placeholder | templates.TemplateProblem) -> Span:
+    """Point at the placeholder inside the string literal when it can be found verbatim."""
+    needle = "{" + part.name + "}" if isinstance(part, templates.Placeholder) else part.text
+    idx = atom.text.find(needle)
+    if idx < 0:
+        return atom.span
+    before = atom.text[:idx]
+    line = atom.span.line + before.count("\n")
+    col = (idx - before.rfind("\n")) if "\n" in before else atom.span.column + idx
+    return Span(line, col, line, col + len(needle), atom.span.start + idx, atom.span.start + idx + len(needle))

@@ -1,0 +1,28 @@
+"""Helpers every subcommand shares: pool selection, error printing, colour."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from engine.errors import PoolError
+from engine.pool import Pool, discover_pool
+
+
+def add_pool_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--pool", metavar="FILE", help="model pool TOML (default: $BATON_POOL, models.toml beside the flow or here, built-in)")
+
+
+def pool_for(args: argparse.Namespace, flow_path: str | Path | None) -> Pool:
+    """The pool by the documented discovery order; `PoolError` propagates for the caller to print."""
+    return discover_pool(flow_path, getattr(args, "pool", None))
+
+
+def fail(message: str, code: int) -> int:
+    print(f"baton: error: {message}", file=sys.stderr)
+    return code
+
+
+def pool_error(err: PoolError) -> int:
+    return fail(str(err), 2)

@@ -1,0 +1,86 @@
+"""The `baton` command: argument parsing and dispatch, nothing else.
+
+Each subcommand lives in its own module and is imported only when used, so `baton
+validate` never loads the runtime, providers or HTTP client (start-up stays short).
+Exit codes: 0 ok, 1 invalid flow or failed run, 2 usage error, 3 budget exhausted,
+130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_BUDGET = 3
+EXIT_INTERRUPTED = 130
+
+#: subcommand -> module under engine.cli that defines `add_arguments(parser)` and `run(args) -> int`.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "validate": ("validate", "check flows without calling any model (dry run)"),
+    "fmt": ("fmt", "rewrite flows in the canonical layout"),
+    "graph": ("graph", "print a flow's DAG as Mermaid, Graphviz dot or JSON"),
+    "run": ("run", "run a flow"),
+    "runs": ("runs", "list recent runs"),
+    "show": ("show", "show what a run did, step by step"),
+    "models": ("models", "list the model pool (and check endpoints)"),
+    "cache": ("cache", "manage the response cache"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="baton", description="Orchestrate teams of language models with plans written as text.")
+    parser.add_argument("--version", action="store_true", help="print Baton's version and exit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        _module(module).add_arguments(p)
+    return parser
+
+
+def _module(name: str):  # type: ignore[no-untyped-def]
+    return importlib.import_module(f"engine.cli.{name}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in args_list if not a.startswith("-")), None)
+    if command in COMMANDS:
+        # Build only the parser that is needed: importing every command module costs start-up time.
+        parser = argparse.ArgumentParser(prog="baton")
+        sub = parser.add_subparsers(dest="command")
+        module = _module(COMMANDS[command][0])
+        module.add_arguments(sub.add_parser(command, description=COMMANDS[command][1]))
+    else:
+        parser = build_parser()
+    args = parser.parse_args(args_list)
+    if getattr(args, "version", False):
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            print(f"baton {version('baton')}")
+        except PackageNotFoundError:
+            print("baton (not installed)")
+        return EXIT_OK
+    if not args.command:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return int(_module(COMMANDS[args.command][0]).run(args))
+    except KeyboardInterrupt:
+        print("baton: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

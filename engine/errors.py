@@ -1,0 +1,85 @@
+"""Baton's exceptions, split by who is at fault.
+
+    BatonError
+    ├── FlowError            what the user (or a planner) wrote wrong; carries diagnostics with spans
+    ├── PoolError            a model pool file that is missing, malformed or inconsistent
+    ├── InputError           flow inputs that are missing, unknown, unreadable or too large
+    └── RunError             what went wrong while running a valid flow
+        ├── ProviderError        a model endpoint failed (after retries and fallbacks)
+        ├── BudgetExceeded       a cost, token or call cap refused a call
+        ├── VerificationFailed   an `expect` check or a verifier loop failed for good
+        ├── RouteError           no route arm matched and there was no `else`
+        └── RunCancelled         the run was interrupted
+
+Messages never contain secrets: providers redact API keys before raising.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from engine.diagnostics import Diagnostic
+
+
+class BatonError(Exception):
+    """Base of every error Baton raises on purpose."""
+
+
+class FlowError(BatonError):
+    """A flow that does not parse or check; `diagnostics` holds every problem found."""
+
+    def __init__(self, diagnostics: list[Diagnostic], source: str = "") -> None:
+        self.diagnostics = diagnostics
+        self.source = source
+        first = diagnostics[0] if diagnostics else None
+        summary = f"{first.file}:{first.span.line}:{first.span.column}: {first.message}" if first else "invalid flow"
+        more = f" (and {len(diagnostics) - 1} more)" if len(diagnostics) > 1 else ""
+        super().__init__(summary + more)
+
+
+class PoolError(BatonError):
+    """The model pool cannot be loaded or is inconsistent."""
+
+
+class InputError(BatonError):
+    """Flow inputs are missing, unknown or unreadable."""
+
+
+class RunError(BatonError):
+    """Something failed while running a flow; completed step outputs are kept."""
+
+    def __init__(self, message: str, step: str | None = None) -> None:
+        self.step = step
+        super().__init__(message)
+
+
+class ProviderError(RunError):
+    """A model call failed for good (retries and fallbacks exhausted, or not retryable)."""
+
+    def __init__(self, message: str, step: str | None = None, status: int | None = None, retryable: bool = False) -> None:
+        self.status = status
+        self.retryable = retryable
+        super().__init__(message, step)
+
+
+class BudgetExceeded(RunError):
+    """A call was refused because it could break a cap; names the cap and the spend."""
+
+    def __init__(self, message: str, step: str | None = None, cap: str = "", limit: float = 0.0, spent: float = 0.0) -> None:
+        self.cap = cap
+        self.limit = limit
+        self.spent = spent
+        super().__init__(message, step)
+
+
+class VerificationFailed(RunError):
+    """An `expect` check failed on every model of the chain, or a loop ran out with `exhausted: fail`."""
+
+
+class RouteError(RunError):
+    """No arm of a route matched its label and the route has no `else`."""
+
+
+class RunCancelled(RunError):
+    """The run was interrupted (Ctrl-C or cancellation); completed outputs are kept."""

@@ -1,0 +1,177 @@
+"""The validated flow: typed, immutable, with every name resolved.
+
+`engine.checks` builds a `Flow` from a syntax tree once every check has passed, so code
+above this layer (graph, runtime, planner) never re-checks what a flow means. Each node
+keeps its source `Span` for run-time messages that point back at the flow.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from engine.pool import ModelSpec
+
+SpanTuple = tuple[int, int, int, int, int, int]
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Check(Frozen):
+    """An `expect:` criterion on a step's reply; a failure escalates to the next model."""
+
+    kind: Literal["matches", "not_matches", "contains", "not_contains", "json"]
+    pattern: str = ""
+
+    def describe(self) -> str:
+        if self.kind == "json":
+            return "json"
+        shown = f"/{self.pattern}/" if "matches" in self.kind else f'"{self.pattern}"'
+        return f"{self.kind.replace('_', ' ')} {shown}"
+
+
+class Params(Frozen):
+    """Model request parameters a step may set."""
+
+    temperature: float = 0.0
+    max_tokens: int = 1024
+    top_p: float | None = None
+    reasoning: Literal["low", "medium", "high"] | None = None
+    system: str | None = None
+    seed: int | None = None
+
+
+class Guard(Frozen):
+    """A node that runs only when a route picks it."""
+
+    route: str
+    arm: int
+
+
+class CallSpec(Frozen):
+    """What every model-calling node shares: visibility, task, models, policy."""
+
+    name: str
+    sees: tuple[str, ...] = ()
+    task: str = ""
+    params: Params = Params()
+    retries: int = 2
+    timeout: float = 120.0
+    loop: str | None = None
+    guard: Guard | None = None
+    span: SpanTuple = (0, 0, 0, 0, 0, 0)
+
+
+class Step(CallSpec):
+    """One model call (with retries, fallbacks and escalation)."""
+
+    kind: Literal["step"] = "step"
+    models: tuple[str, ...]
+    fallbacks: tuple[str, ...] = ()
+    expect: tuple[Check, ...] = ()
+
+
+class Verify(CallSpec):
+    """The verifier of a loop: its reply is accepted when it matches `accept`."""
+
+    kind: Literal["verify"] = "verify"
+    models: tuple[str, ...]
+    fallbacks: tuple[str, ...] = ()
+    accept: str = "ACCEPT"
+
+
+class Fuse(CallSpec):
+    """A panel answering in parallel, then a judge (or a vote) over the answers."""
+
+    kind: Literal["fuse"] = "fuse"
+    panel: tuple[str, ...]
+    judge: str | None = None
+    judge_task: str = ""
+    quorum: int = 1
+    fallbacks: tuple[str, ...] = ()
+
+
+class Arm(Frozen):
+    """One way out of a route: labels, a rule over a name, or `else`."""
+
+    kind: Literal["label", "rule", "else"]
+    labels: tuple[str, ...] = ()
+    subject: str | None = None
+    op: Literal["matches", "contains", "not_matches", "not_contains"] | None = None
+    pattern: str = ""
+    target: str
+
+    def describe(self) -> str:
+        if self.kind == "label":
+            return " | ".join(f'"{lab}"' for lab in self.labels)
+        if self.kind == "rule":
+            shown = f"/{self.pattern}/" if self.op and "matches" in self.op else f'"{self.pattern}"'
+            return f"when {self.subject} {(self.op or '').replace('_', ' ')} {shown}"
+        return "else"
+
+
+class Route(Frozen):
+    """Runs exactly one of its targets, chosen by a step's label or by rules over names."""
+
+    kind: Literal["route"] = "route"
+    name: str
+    by: str | None = None
+    arms: tuple[Arm, ...]
+    loop: str | None = None
+    guard: Guard | None = None
+    span: SpanTuple = (0, 0, 0, 0, 0, 0)
+
+
+class Loop(Frozen):
+    """Worker steps and a verifier, repeated until the verifier accepts or `max` rounds."""
+
+    kind: Literal["loop"] = "loop"
+    name: str
+    max_rounds: int
+    members: tuple[str, ...]
+    verifier: str
+    result: str
+    exhausted: Literal["last", "fail", "escalate"] = "last"
+    sees: tuple[str, ...] = ()
+    guard: Guard | None = None
+    loop: str | None = None
+    span: SpanTuple = (0, 0, 0, 0, 0, 0)
+
+
+Node = Annotated[Union[Step, Verify, Fuse, Route, Loop], Field(discriminator="kind")]
+
+
+class InputSpec(Frozen):
+    name: str
+    description: str = ""
+
+
+class Budget(Frozen):
+    """Hard caps for one run; None means no cap of that kind."""
+
+    usd: float | None = None
+    tokens: int | None = None
+    calls: int | None = None
+
+
+class Flow(Frozen):
+    """A checked flow. `nodes` holds every node, loop members included; `order` is source order."""
+
+    name: str
+    description: str = ""
+    version: int = 1
+    inputs: dict[str, InputSpec] = Field(default_factory=dict)
+    budget: Budget = Budget()
+    models: dict[str, ModelSpec] = Field(default_factory=dict)
+    nodes: dict[str, Node] = Field(default_factory=dict)
+    order: tuple[str, ...] = ()
+    output: str
+    source: str = ""
+    filename: str = "<flow>"
+
+    def top_level(self) -> list[str]:
+        """Names of the nodes outside any loop, in source order."""
+        return [n for n in self.order if self.nodes[n].loop is None]

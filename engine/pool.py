@@ -1,0 +1,145 @@
+"""The model pool: aliases that flows name, mapped to providers, model ids and prices.
+
+A pool is a TOML file (schema below, documented in docs/models.md). Flows never name a
+provider's model id directly; they name an alias, so the same flow runs on another pool.
+Discovery is the same for every command: `--pool FILE`, else `$BATON_POOL`, else a
+`models.toml` beside the flow file, else one in the current folder, else the built-in
+default pool (the embedded local model).
+
+Secrets never live here: a provider names the *environment variable* holding its key.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from engine.errors import PoolError
+
+ProviderKind = Literal["openai", "local", "scripted", "replay"]
+
+
+class ProviderSpec(BaseModel):
+    """An endpoint: how to reach it and how hard to push it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: ProviderKind = "openai"
+    base_url: str | None = None
+    api_key_env: str | None = Field(default=None, description="name of the environment variable holding the API key")
+    headers: dict[str, str] = Field(default_factory=dict)
+    max_concurrency: int = Field(default=16, ge=1, le=4096)
+    timeout: float = Field(default=120.0, gt=0, le=3600)
+    options: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+
+class ModelSpec(BaseModel):
+    """One alias of the pool. Prices are USD per one million tokens."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    provider: str
+    id: str
+    input_price: float = Field(default=0.0, ge=0, le=10_000)
+    output_price: float = Field(default=0.0, ge=0, le=10_000)
+    context: int | None = Field(default=None, ge=1)
+    max_concurrency: int | None = Field(default=None, ge=1, le=4096)
+    description: str = ""
+
+    def cost(self, input_tokens: int, output_tokens: int) -> float:
+        """USD for a call of this size at this alias's prices."""
+        return (input_tokens * self.input_price + output_tokens * self.output_price) / 1_000_000
+
+
+#: Providers every pool knows without declaring them.
+BUILTIN_PROVIDERS: dict[str, ProviderSpec] = {
+    "openai": ProviderSpec(kind="openai", base_url="https://api.openai.com/v1", api_key_env="OPENAI_API_KEY"),
+    "openrouter": ProviderSpec(kind="openai", base_url="https://openrouter.ai/api/v1", api_key_env="OPENROUTER_API_KEY"),
+    "local": ProviderSpec(kind="local", max_concurrency=1, timeout=600),
+}
+
+#: The embedded model's id, as the `local` provider knows it.
+LOCAL_MODEL_ID = "gemma-3-270m-q4_k_m"
+
+
+class Pool(BaseModel):
+    """Providers and model aliases, plus where they came from (for run records)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    providers: dict[str, ProviderSpec] = Field(default_factory=dict)
+    models: dict[str, ModelSpec] = Field(default_factory=dict)
+    max_concurrency: int = Field(default=64, ge=1, le=100_000)
+    source: str = Field(default="<built-in default pool>", exclude=True)
+
+    def provider(self, name: str) -> ProviderSpec:
+        spec = self.providers.get(name) or BUILTIN_PROVIDERS.get(name)
+        if spec is None:
+            raise PoolError(f"{self.source}: unknown provider `{name}`")
+        return spec
+
+    def provider_known(self, name: str) -> bool:
+        return name in self.providers or name in BUILTIN_PROVIDERS
+
+    def with_models(self, extra: dict[str, ModelSpec]) -> Pool:
+        """This pool with `extra` aliases added or replacing its own (inline `models {}` blocks)."""
+        if not extra:
+            return self
+        return self.model_copy(update={"models": {**self.models, **extra}})
+
+    def check(self) -> None:
+        """Every alias names a known provider."""
+        for alias, spec in self.models.items():
+            if spec.provider not in self.providers and spec.provider not in BUILTIN_PROVIDERS:
+                known = sorted(set(self.providers) | set(BUILTIN_PROVIDERS))
+                raise PoolError(f"{self.source}: model `{alias}` names unknown provider `{spec.provider}` (known: {', '.join(known)})")
+
+
+def default_pool() -> Pool:
+    """The zero-configuration pool: the embedded local model under a few role aliases."""
+    local = ModelSpec(provider="local", id=LOCAL_MODEL_ID, context=8192,
+                      description="Gemma 3 270M on the CPU: makes everything run with no keys; weak answers")
+    return Pool(models={"local": local}, source="<built-in default pool>")
+
+
+def load_pool(path: str | Path) -> Pool:
+    """Read and check a pool TOML file; every problem is a `PoolError` naming the file."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as err:
+        raise PoolError(f"{p}: cannot read pool file: {err.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise PoolError(f"{p}: pool file is not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as err:
+        raise PoolError(f"{p}: not valid TOML: {err}") from None
+    try:
+        pool = Pool.model_validate({**data, "source": str(p)})
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in err.errors())
+        raise PoolError(f"{p}: invalid pool: {problems}") from None
+    pool.check()
+    return pool
+
+
+def discover_pool(flow_path: str | Path | None = None, explicit: str | Path | None = None) -> Pool:
+    """Find the pool by the documented order and load it."""
+    if explicit:
+        return load_pool(explicit)
+    env = os.environ.get("BATON_POOL")
+    if env:
+        return load_pool(env)
+    if flow_path is not None:
+        beside = Path(flow_path).resolve().parent / "models.toml"
+        if beside.is_file():
+            return load_pool(beside)
+    here = Path.cwd() / "models.toml"
+    if here.is_file():
+        return load_pool(here)
+    return default_pool()
