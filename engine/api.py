@@ -1,0 +1,209 @@
+"""Baton's Python API: load a flow, run it with inputs and a pool, get the output and the trace.
+
+    from engine import run_flow_sync
+    summary = run_flow_sync("workflows/hello.flow", {"question": "Why is the sky blue?"})
+    print(summary.output, summary.cost, summary.steps["answer"].model)
+
+`run_flow` is the async form. Both return a `RunSummary` (typed, JSON-serialisable) and
+leave the run record in `.baton/runs/<run-id>/`. Failures raise `RunError` subclasses
+after the record is written; `err.summary` holds the partial trace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from engine.errors import BudgetExceeded, InputError, RunCancelled, RunError
+from engine.loading import check_source, load_flow
+from engine.model import Budget, Flow
+from engine.pool import Pool, discover_pool
+from engine.run.budget import BudgetGuard
+from engine.run.cache import ResponseCache
+from engine.run.calls import Caller, Limits, RetryPolicy
+from engine.run.executor import Executor, Progress, summarise
+from engine.run.protocol import Provider, ProviderFault
+from engine.run.store import RunStore, baton_home
+from engine.run.trace import RunSummary
+
+MAX_INPUT_BYTES = 4 * 1024 * 1024
+_SECRET_HEADER_WORDS = ("auth", "key", "token", "secret", "cookie")
+
+
+def check_inputs(flow: Flow, inputs: Mapping[str, str]) -> dict[str, str]:
+    """Every declared input present, nothing undeclared, each a reasonable size of text."""
+    missing = [n for n in flow.inputs if n not in inputs]
+    unknown = [n for n in inputs if n not in flow.inputs]
+    problems = []
+    if missing:
+        problems.append("missing input" + ("s" if len(missing) > 1 else "") + ": " + ", ".join(missing))
+    if unknown:
+        declared = ", ".join(flow.inputs) or "none"
+        problems.append(f"unknown input{'s' if len(unknown) > 1 else ''}: {', '.join(unknown)} (the flow declares: {declared})")
+    for name, value in inputs.items():
+        if not isinstance(value, str):
+            problems.append(f"input `{name}` must be text")
+        elif len(value.encode("utf-8", "surrogatepass")) > MAX_INPUT_BYTES:
+            problems.append(f"input `{name}` is {len(value.encode('utf-8', 'surrogatepass'))} bytes; the limit is {MAX_INPUT_BYTES}")
+        elif "\x00" in value:
+            problems.append(f"input `{name}` contains NUL bytes; it looks binary")
+    if problems:
+        raise InputError("; ".join(problems))
+    return dict(inputs)
+
+
+def pool_snapshot(pool: Pool) -> dict[str, Any]:
+    """The pool as recorded with a run: key *variable names* only, secret-looking headers masked."""
+    data = pool.model_dump(mode="json")
+    for spec in data.get("providers", {}).values():
+        spec["headers"] = {k: ("***" if any(w in k.lower() for w in _SECRET_HEADER_WORDS) else v) for k, v in spec.get("headers", {}).items()}
+    data["source"] = pool.source
+    return data
+
+
+class ProviderSet:
+    """Provider instances for one run, created on first use and closed at the end."""
+
+    def __init__(self, pool: Pool, overrides: Mapping[str, Provider] | None = None) -> None:
+        self.pool = pool
+        self.overrides = dict(overrides or {})
+        self.instances: dict[str, Provider] = {}
+
+    def for_alias(self, alias: str) -> Provider:
+        provider_name = self.pool.models[alias].provider
+        if provider_name in self.overrides:
+            return self.overrides[provider_name]
+        if "*" in self.overrides:
+            return self.overrides["*"]
+        if provider_name not in self.instances:
+            from engine.providers import make_provider
+
+            try:
+                self.instances[provider_name] = make_provider(provider_name, self.pool.provider(provider_name))
+            except (ValueError, ImportError) as err:
+                raise ProviderFault("client_error", str(err)) from None
+        return self.instances[provider_name]
+
+    def preflight(self, flow: Flow) -> None:
+        """Fail before any call when a provider the flow needs cannot run here (e.g. a missing extra)."""
+        used = {a for n in flow.nodes.values() for a in _aliases(n)}
+        for alias in sorted(used):
+            kind = self.pool.provider(self.pool.models[alias].provider).kind
+            if kind == "local" and self.pool.models[alias].provider not in self.overrides and "*" not in self.overrides:
+                from engine.providers.local import available
+
+                hint = available()
+                if hint:
+                    raise RunError(f"model `{alias}`: {hint}")
+
+    async def aclose(self) -> None:
+        for p in self.instances.values():
+            await p.aclose()
+
+
+def _aliases(node: Any) -> list[str]:
+    return [*getattr(node, "models", ()), *getattr(node, "fallbacks", ()), *getattr(node, "panel", ()),
+            *([node.judge] if getattr(node, "judge", None) else [])]
+
+
+async def run_flow(
+    flow: Flow | str | Path,
+    inputs: Mapping[str, str] | None = None,
+    *,
+    pool: Pool | None = None,
+    providers: Mapping[str, Provider] | None = None,
+    home: str | Path | None = None,
+    budget_usd: float | None = None,
+    cache: bool = True,
+    resume: str | None = None,
+    progress: Progress | None = None,
+    durable: bool = True,
+    retry: RetryPolicy | None = None,
+    sleep: Callable[[float], Any] | None = None,
+) -> RunSummary:
+    """Run a flow (a `Flow`, or a path to a .flow file) and return its summary; see the module docstring."""
+    store: RunStore
+    completed = {}
+    attempts_of_run = 1
+    if resume is not None:
+        store = RunStore.open(home, resume, durable)
+        previous = store.read_summary()
+        attempts_of_run = (previous.attempts_of_run + 1) if previous else 2
+        source = store.read_flow_source()
+        pool = pool or discover_pool(previous.flow_file if previous and previous.flow_file else None)
+        result = check_source(source, pool, previous.flow_file if previous else "flow.flow")
+        if result.flow is None:
+            raise RunError(f"run {resume}: its recorded flow no longer checks against this pool")
+        flow_obj = result.flow
+        inputs = store.read_inputs()
+        completed = store.completed_steps()
+        flow_file = previous.flow_file if previous else ""
+    else:
+        if isinstance(flow, Flow):
+            flow_obj, flow_file = flow, flow.filename
+            pool = pool or discover_pool(None)
+        else:
+            flow_obj, pool = load_flow(flow, pool)
+            flow_file = str(flow)
+        store = RunStore.create(home, durable)
+    pool = pool.with_models(flow_obj.models)
+    checked_inputs = check_inputs(flow_obj, inputs or {})
+    budget = flow_obj.budget
+    if budget_usd is not None:
+        budget = Budget(usd=min(budget_usd, budget.usd) if budget.usd is not None else budget_usd, tokens=budget.tokens, calls=budget.calls)
+    summary = RunSummary(run_id=store.run_id, flow=flow_obj.name, flow_file=flow_file, started=time.time(),
+                         attempts_of_run=attempts_of_run, budget=budget.model_dump(), output_step=flow_obj.output)
+    previous_cost = sum(r.cost for r in completed.values())
+    guard = BudgetGuard(budget, spent_usd=previous_cost)
+    provider_set = ProviderSet(pool, providers)
+    caller = Caller(pool=pool, providers=provider_set.for_alias, budget=guard, limits=Limits(pool),
+                    cache=ResponseCache(baton_home(home) / "cache") if cache else None, retry=retry or RetryPolicy())
+    if sleep is not None:
+        caller.sleep = sleep
+    executor = Executor(flow_obj, caller, store, checked_inputs, completed, progress)
+    if resume is None:
+        store.write_setup(flow_obj.source, checked_inputs, pool_snapshot(pool))
+    store.write_summary(summary)
+    store.event("run_resumed" if resume else "run_started", flow=flow_obj.name, attempt=attempts_of_run,
+                resumed_steps=sorted(completed), budget=budget.model_dump())
+    error: RunError | None = None
+    try:
+        provider_set.preflight(flow_obj)
+        await executor.run()
+        error = executor.failure
+    except asyncio.CancelledError:
+        error = RunCancelled("the run was interrupted; finished steps are kept (resume with --resume " + store.run_id + ")")
+    except RunError as err:
+        error = err
+    finally:
+        await provider_set.aclose()
+        summarise(summary, executor.results, flow_obj.top_level())
+        summary.cost += previous_cost
+        summary.finished = time.time()
+        summary.duration_s = round(summary.finished - summary.started, 4)
+        out = executor.results.get(flow_obj.output)
+        if error is None and out is not None and out.status == "ok":
+            summary.status = "ok"
+            summary.output = out.output
+        else:
+            summary.status = ("budget_exhausted" if isinstance(error, BudgetExceeded)
+                              else "interrupted" if isinstance(error, RunCancelled) else "failed")
+            summary.error = str(error) if error else "the output step did not finish"
+            summary.error_step = getattr(error, "step", None)
+        store.event("run_finished", status=summary.status, cost=round(summary.cost, 8), calls=summary.calls,
+                    duration_s=summary.duration_s, error=summary.error)
+        store.write_summary(summary)
+        store.close()
+    if summary.status != "ok":
+        err = error or RunError(summary.error or "run failed")
+        err.summary = summary  # type: ignore[attr-defined]
+        raise err
+    return summary
+
+
+def run_flow_sync(flow: Flow | str | Path, inputs: Mapping[str, str] | None = None, **kwargs: Any) -> RunSummary:
+    """`run_flow` for code that is not async."""
+    return asyncio.run(run_flow(flow, inputs, **kwargs))

@@ -1,0 +1,27 @@
+"""Model providers: one module per kind, all implementing `engine.run.protocol.Provider`.
+
+To add a provider kind (say Anthropic's native API): write a class with `complete()` and
+`aclose()`, and map its `kind` in `make_provider` below.
+"""
+
+from __future__ import annotations
+
+from engine.pool import ProviderSpec
+from engine.run.protocol import Provider
+
+
+def make_provider(name: str, spec: ProviderSpec) -> Provider:
+    """A provider instance for a pool entry; imports only the kind it needs."""
+    if spec.kind == "openai":
+        from engine.providers.openai_compat import OpenAICompatProvider
+
+        return OpenAICompatProvider(name, spec)
+    if spec.kind == "local":
+        from engine.providers.local import LocalProvider
+
+        return LocalProvider(name, spec)
+    if spec.kind == "scripted":
+        from engine.providers.scripted import ScriptedProvider
+
+        return ScriptedProvider(name=name)
+    raise ValueError(f"provider `{name}`: kind `{spec.kind}` is not available")

@@ -1,0 +1,66 @@
+"""A content-addressed response cache on disk.
+
+The key is a SHA-256 of everything that determines a deterministic reply: provider
+endpoint, model id, parameters and the exact messages. Only temperature-0 calls are
+cached by default (a sampled reply is not a fact to reuse). A hit is recorded as a hit,
+costs $0 and sends no request. Entries are single JSON files written atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+from engine.run.protocol import ChatRequest, ChatResponse
+
+
+class ResponseCache:
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    @staticmethod
+    def key(endpoint: str, request: ChatRequest) -> str:
+        material = {
+            "endpoint": endpoint, "model": request.model_id, "messages": list(request.messages),
+            "temperature": request.temperature, "max_tokens": request.max_tokens, "top_p": request.top_p,
+            "seed": request.seed, "reasoning": request.reasoning,
+        }
+        return hashlib.sha256(json.dumps(material, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+    def _path(self, key: str) -> Path:
+        return self.root / key[:2] / f"{key}.json"
+
+    def get(self, key: str) -> ChatResponse | None:
+        try:
+            data = json.loads(self._path(key).read_text(encoding="utf-8"))
+            return ChatResponse(**data)
+        except (OSError, ValueError, TypeError):
+            return None
+
+    def put(self, key: str, response: ChatResponse) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(asdict(response), fh, ensure_ascii=False)
+        os.replace(tmp, path)
+
+    def clear(self) -> int:
+        """Remove every entry; returns how many there were."""
+        if not self.root.exists():
+            return 0
+        count = sum(1 for _ in self.root.rglob("*.json"))
+        shutil.rmtree(self.root)
+        return count
+
+    def stats(self) -> tuple[int, int]:
+        """(entries, bytes)."""
+        if not self.root.exists():
+            return 0, 0
+        files = list(self.root.rglob("*.json"))
+        return len(files), sum(f.stat().st_size for f in files)

@@ -1,0 +1,222 @@
+"""One model call with the user's policy around it: limits, budget, cache, retries, fallbacks, escalation.
+
+`Caller.chain` is the single place where a node's request meets providers:
+
+    for each escalation level (`model: a then b`):        an `expect` failure moves up a level
+        for the level's model, then each `fallback`:      exhausted retries move to the next
+            up to 1 + retries attempts                    timeouts, 429, 5xx, bad replies retried
+                                                          with exponential backoff + jitter,
+                                                          Retry-After honoured
+
+Every attempt, including refused and cached ones, is returned as an `Attempt` with its
+cause, so the trace says exactly why the final model was the one that answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+
+from engine.errors import BudgetExceeded, ProviderError, VerificationFailed
+from engine.model import Check, Params
+from engine.pool import ModelSpec, Pool
+from engine.run.budget import BudgetGuard, prompt_token_bound
+from engine.run.cache import ResponseCache
+from engine.run.protocol import ChatRequest, ChatResponse, Provider, ProviderFault
+from engine.run.trace import Attempt
+
+Validator = Callable[[str], "str | None"]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Backoff for retryable faults: base * 2**n seconds with full jitter, capped."""
+
+    base: float = 0.5
+    cap: float = 20.0
+    max_retry_after: float = 60.0
+
+    def delay(self, attempt: int, retry_after: float | None, rng: random.Random) -> float:
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), self.max_retry_after)
+        return rng.uniform(0, min(self.cap, self.base * (2**attempt)))
+
+
+class Limits:
+    """Concurrency limits: global, per provider and per model alias."""
+
+    def __init__(self, pool: Pool) -> None:
+        self.pool = pool
+        self.global_slots = asyncio.Semaphore(pool.max_concurrency)
+        self._provider: dict[str, asyncio.Semaphore] = {}
+        self._model: dict[str, asyncio.Semaphore] = {}
+
+    def semaphores(self, alias: str) -> list[asyncio.Semaphore]:
+        spec = self.pool.models[alias]
+        out = [self.global_slots]
+        if spec.provider not in self._provider:
+            self._provider[spec.provider] = asyncio.Semaphore(self.pool.provider(spec.provider).max_concurrency)
+        out.append(self._provider[spec.provider])
+        if spec.max_concurrency:
+            if alias not in self._model:
+                self._model[alias] = asyncio.Semaphore(spec.max_concurrency)
+            out.append(self._model[alias])
+        return out
+
+
+def check_reply(checks: tuple[Check, ...]) -> Validator:
+    """A validator for `expect:` checks: None when the reply passes, else why it failed."""
+    compiled = [(c, re.compile(c.pattern) if "matches" in c.kind else None) for c in checks]
+
+    def validate(text: str) -> str | None:
+        import json
+
+        for check, rx in compiled:
+            ok: bool
+            if check.kind == "json":
+                try:
+                    json.loads(text)
+                    ok = True
+                except ValueError:
+                    ok = False
+            elif rx is not None:
+                ok = rx.search(text) is not None
+                ok = not ok if check.kind.startswith("not_") else ok
+            else:
+                ok = check.pattern in text
+                ok = not ok if check.kind.startswith("not_") else ok
+            if not ok:
+                return f"expect {check.describe()} failed"
+        return None
+
+    return validate
+
+
+@dataclass
+class Caller:
+    """Everything a run needs to make calls; one per run."""
+
+    pool: Pool
+    providers: Callable[[str], Provider]
+    budget: BudgetGuard
+    limits: Limits
+    cache: ResponseCache | None = None
+    cache_all: bool = False
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    rng: random.Random = field(default_factory=lambda: random.Random(0))
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    on_attempt: Callable[[str, Attempt], None] | None = None
+
+    def _cost(self, spec: ModelSpec, resp: ChatResponse) -> tuple[float, str]:
+        if resp.reported_cost is not None:
+            return float(resp.reported_cost), "reported"
+        kind = self.pool.provider(spec.provider).kind
+        if spec.input_price or spec.output_price or kind in ("local", "scripted", "replay"):
+            return spec.cost(resp.input_tokens, resp.output_tokens), "computed"
+        return 0.0, "unknown"
+
+    async def attempt(self, step: str, alias: str, role: str, messages: tuple[dict[str, str], ...], params: Params,
+                      timeout: float) -> tuple[ChatResponse | None, Attempt, ProviderFault | None]:
+        """One call to one alias, inside limits and budget; never raises for provider faults."""
+        spec = self.pool.models[alias]
+        request = ChatRequest(
+            model_id=spec.id, messages=messages, temperature=params.temperature, max_tokens=params.max_tokens,
+            top_p=params.top_p, seed=params.seed, reasoning=params.reasoning, timeout=timeout, step=step, alias=alias,
+        )
+        cache_key = None
+        if self.cache is not None and (params.temperature == 0 or self.cache_all):
+            endpoint = f"{spec.provider}:{self.pool.provider(spec.provider).base_url or ''}"
+            cache_key = ResponseCache.key(endpoint, request)
+            hit = self.cache.get(cache_key)
+            if hit is not None:
+                return hit, Attempt(alias=alias, model_id=spec.id, role=role, status="cache_hit", input_tokens=hit.input_tokens,
+                                    output_tokens=hit.output_tokens, cost=0.0, cost_source="cache", reply_preview=hit.text[:200]), None
+        async with AsyncExitStack() as stack:
+            for sem in self.limits.semaphores(alias):
+                await stack.enter_async_context(sem)
+            worst_tokens = prompt_token_bound(messages) + params.max_tokens
+            reservation = self.budget.reserve(step, spec.cost(prompt_token_bound(messages), params.max_tokens), worst_tokens)
+            started = time.perf_counter()
+            try:
+                response = await asyncio.wait_for(self.providers(alias).complete(request), timeout)
+                if not response.text.strip():
+                    raise ProviderFault("empty_reply", "the model returned an empty message")
+            except ProviderFault as fault:
+                self.budget.settle(reservation, 0.0, 0)
+                return None, Attempt(alias=alias, model_id=spec.id, role=role, status="fault", cause=fault.kind,
+                                     reason=str(fault), latency_ms=(time.perf_counter() - started) * 1000), fault
+            except asyncio.TimeoutError:
+                self.budget.settle(reservation, 0.0, 0)
+                fault = ProviderFault("timeout", f"no reply within {timeout:g}s")
+                return None, Attempt(alias=alias, model_id=spec.id, role=role, status="fault", cause="timeout",
+                                     reason=str(fault), latency_ms=(time.perf_counter() - started) * 1000), fault
+            except BaseException:
+                self.budget.settle(reservation, 0.0, 0)
+                raise
+            latency = (time.perf_counter() - started) * 1000
+            cost, source = self._cost(spec, response)
+            self.budget.settle(reservation, cost, response.input_tokens + response.output_tokens)
+        if cache_key is not None and self.cache is not None:
+            self.cache.put(cache_key, response)
+        return response, Attempt(
+            alias=alias, model_id=response.response_model or spec.id, role=role, status="ok", input_tokens=response.input_tokens,
+            output_tokens=response.output_tokens, cost=cost, cost_source=source, latency_ms=latency,  # type: ignore[arg-type]
+            reply_preview=response.text[:200],
+        ), None
+
+    async def chain(self, step: str, levels: tuple[str, ...], fallbacks: tuple[str, ...], retries: int,
+                    messages: tuple[dict[str, str], ...], params: Params, timeout: float, validate: Validator | None = None,
+                    role: str = "worker", record: Callable[[Attempt], None] | None = None) -> tuple[str, str, str]:
+        """Run the retry / fallback / escalation policy; returns (text, alias, why this alias)."""
+        last_problem = ""
+        for level_index, level in enumerate(levels):
+            escalate_reason = ""
+            for cand_index, alias in enumerate((level, *fallbacks)):
+                for n in range(retries + 1):
+                    try:
+                        response, attempt, fault = await self.attempt(step, alias, role, messages, params, timeout)
+                    except BudgetExceeded as err:
+                        self._record(step, record, Attempt(alias=alias, role=role, status="refused", cause="budget", reason=str(err)))
+                        raise
+                    problem = validate(response.text) if (validate and response is not None) else None
+                    if problem is not None:
+                        attempt.status = "rejected"
+                        attempt.cause = "expect"
+                        attempt.reason = problem
+                    self._record(step, record, attempt)
+                    if response is not None:
+                        if problem is None:
+                            return response.text, alias, self._why(level_index, cand_index, levels, alias, last_problem)
+                        escalate_reason = f"{problem} on `{alias}`"
+                        last_problem = escalate_reason
+                        break
+                    assert fault is not None
+                    last_problem = f"`{alias}`: {fault.kind}: {fault}"
+                    if not fault.retryable:
+                        break
+                    if n < retries:
+                        await self.sleep(self.retry.delay(n, fault.retry_after, self.rng))
+                if escalate_reason:
+                    break
+            if not escalate_reason and level_index == len(levels) - 1:
+                raise ProviderError(f"step `{step}` failed: every model failed; last: {last_problem}", step=step)
+        raise VerificationFailed(f"step `{step}`: {last_problem}; no model left to escalate to", step=step)
+
+    def _record(self, step: str, record: Callable[[Attempt], None] | None, attempt: Attempt) -> None:
+        if record is not None:
+            record(attempt)
+        if self.on_attempt is not None:
+            self.on_attempt(step, attempt)
+
+    @staticmethod
+    def _why(level: int, cand: int, levels: tuple[str, ...], alias: str, last_problem: str) -> str:
+        if level == 0 and cand == 0:
+            return f"first choice `{alias}`" + (" (after retries)" if last_problem else "")
+        if cand > 0:
+            return f"fallback `{alias}` after {last_problem}"
+        return f"escalated to `{alias}` (level {level + 1} of {len(levels)}) after {last_problem}"

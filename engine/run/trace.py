@@ -1,0 +1,93 @@
+"""The typed trace of a run: every attempt, every step, and the run as a whole.
+
+These objects are what the Python API returns, what `summary.json` and the per-step
+output files hold, and what `baton show` renders. Token fields follow OpenTelemetry's
+GenAI names in the event log (`gen_ai.usage.input_tokens` ...).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+StepStatus = Literal["ok", "failed", "skipped", "not_run"]
+RunStatus = Literal["running", "ok", "failed", "budget_exhausted", "interrupted"]
+CostSource = Literal["reported", "computed", "unknown", "cache"]
+
+
+class Attempt(BaseModel):
+    """One call (or one refused call) to one model."""
+
+    alias: str
+    model_id: str = ""
+    role: str = "worker"
+    status: Literal["ok", "fault", "rejected", "refused", "cache_hit"]
+    cause: str = ""
+    reason: str = ""
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost: float = 0.0
+    cost_source: CostSource = "unknown"
+    latency_ms: float = 0.0
+    reply_preview: str = ""
+
+
+class RouteDecision(BaseModel):
+    route: str
+    label: str | None = None
+    matched: str
+    chosen: str
+    skipped: list[str] = Field(default_factory=list)
+
+
+class StepResult(BaseModel):
+    """What one node did: its output, which model produced it and why, and what it cost."""
+
+    name: str
+    kind: str
+    status: StepStatus = "not_run"
+    output: str = ""
+    subtask: str = ""
+    model: str | None = None
+    reason: str = ""
+    attempts: list[Attempt] = Field(default_factory=list)
+    verdict: str | None = None
+    decision: RouteDecision | None = None
+    rounds: int | None = None
+    error: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost: float = 0.0
+    latency_ms: float = 0.0
+    started: float = 0.0
+    finished: float = 0.0
+    resumed: bool = False
+
+    def add(self, attempt: Attempt) -> None:
+        self.attempts.append(attempt)
+        self.input_tokens += attempt.input_tokens
+        self.output_tokens += attempt.output_tokens
+        self.cost += attempt.cost
+
+
+class RunSummary(BaseModel):
+    run_id: str
+    flow: str
+    flow_file: str = ""
+    status: RunStatus = "running"
+    output: str | None = None
+    output_step: str = ""
+    error: str | None = None
+    error_step: str | None = None
+    cost: float = 0.0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    calls: int = 0
+    cache_hits: int = 0
+    started: float = 0.0
+    finished: float = 0.0
+    duration_s: float = 0.0
+    attempts_of_run: int = 1
+    budget: dict[str, float | int | None] = Field(default_factory=dict)
+    steps: dict[str, StepResult] = Field(default_factory=dict)
