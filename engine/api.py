@@ -91,7 +91,14 @@ class ProviderSet:
         """Fail before any call when a provider the flow needs cannot run here (e.g. a missing extra)."""
         used = {a for n in flow.nodes.values() for a in _aliases(n)}
         for alias in sorted(used):
-            kind = self.pool.provider(self.pool.models[alias].provider).kind
+            pname = self.pool.models[alias].provider
+            spec = self.pool.provider(pname)
+            if spec.kind == "openai" and spec.api_key_env and pname not in self.overrides and "*" not in self.overrides:
+                import os
+
+                if not os.environ.get(spec.api_key_env):
+                    raise RunError(f"model `{alias}` needs an API key in ${spec.api_key_env} (provider `{pname}`), which is not set")
+            kind = spec.kind
             if kind == "local" and self.pool.models[alias].provider not in self.overrides and "*" not in self.overrides:
                 from engine.providers.local import available
 

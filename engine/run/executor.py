@@ -276,7 +276,11 @@ class Executor:
                              + " and there is no `else`", step=route.name)
         targets = list(dict.fromkeys(a.target for a in route.arms))
         return RouteDecision(route=route.name, label=label, matched=matched, chosen=chosen_arm.target,
-                             skipped=[t for t in targets if t != chosen_arm.target])
+                             skipped=[t for t in targets if t != chosen_arm.target and self._guarded_by(t, route.name)])
+
+    def _guarded_by(self, target: str, route: str) -> bool:
+        guard = getattr(self.flow.nodes[target], "guard", None)
+        return guard is not None and guard.route == route
 
     async def _route(self, route: Route, result: StepResult) -> None:
         try:

@@ -96,11 +96,11 @@ class _Printer:
         for c in self.leading.get(key, ()):
             self.lines.append(pad + c)
         first, *rest = text.split("\n")
+        lines = [pad + first, *rest]
         trail = self.trailing.get(key)
         if trail:
-            first += "  " + " ".join(trail)
-        self.lines.append(pad + first)
-        self.lines.extend(rest)
+            lines[-1] += "  " + " ".join(trail)
+        self.lines.extend(lines)
 
     # -- items ----------------------------------------------------------------------------
 

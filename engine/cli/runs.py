@@ -1,0 +1,18 @@
+"""`baton runs`: recent runs, newest first."""
+
+from __future__ import annotations
+
+import argparse
+
+from engine.records.render import list_runs, runs_table
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--home", metavar="DIR")
+
+
+def run(args: argparse.Namespace) -> int:
+    runs = list_runs(args.home, args.limit)
+    print(runs_table(runs) if runs else "no runs yet")
+    return 0

@@ -1,0 +1,1 @@
+"""Reading and rendering run records (`baton runs`, `baton show`)."""

@@ -1,0 +1,109 @@
+"""Rendering run records for people: the run list and a per-step view of one run.
+
+`show` answers, for each step: which model produced the output, why that model (first
+choice, fallback, escalation, route decision, judge), every attempt with its cause,
+tokens, cost and latency, verdicts and skipped branches.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from engine.run.store import baton_home
+from engine.run.trace import RunSummary, StepResult
+
+
+def list_runs(home: str | Path | None = None, limit: int = 20) -> list[RunSummary]:
+    root = baton_home(home) / "runs"
+    if not root.exists():
+        return []
+    out = []
+    for d in sorted(root.iterdir(), reverse=True):
+        try:
+            out.append(RunSummary.model_validate_json((d / "summary.json").read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            continue
+        if len(out) >= limit:
+            break
+    return out
+
+
+def runs_table(runs: list[RunSummary]) -> str:
+    rows = [("RUN", "FLOW", "STATUS", "COST", "CALLS", "DURATION")]
+    for r in runs:
+        rows.append((r.run_id, r.flow, r.status, f"${r.cost:.4f}", str(r.calls), f"{r.duration_s:.1f}s"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
+
+
+def load_run(run_id: str, home: str | Path | None = None) -> RunSummary:
+    root = baton_home(home) / "runs"
+    path = root / run_id / "summary.json"
+    if not path.exists():
+        matches = sorted(p.name for p in root.glob(f"{run_id}*")) if root.exists() else []
+        if len(matches) == 1:
+            path = root / matches[0] / "summary.json"
+        else:
+            raise FileNotFoundError(run_id)
+    summary = RunSummary.model_validate_json(path.read_text(encoding="utf-8"))
+    steps_dir = path.parent / "steps"
+    for f in steps_dir.glob("*.json") if steps_dir.exists() else ():
+        step = StepResult.model_validate_json(f.read_text(encoding="utf-8"))
+        summary.steps.setdefault(step.name, step)
+    return summary
+
+
+def _short(text: str, width: int = 100) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 3] + "..."
+
+
+def render_run(summary: RunSummary, full_output_step: str | None = None) -> str:
+    lines = [
+        f"run {summary.run_id}  flow {summary.flow}  {summary.status}",
+        f"  cost ${summary.cost:.6f}  calls {summary.calls}  cache hits {summary.cache_hits}  "
+        f"tokens {summary.input_tokens} in / {summary.output_tokens} out  {summary.duration_s:.2f}s"
+        + (f"  (attempt {summary.attempts_of_run} of this run)" if summary.attempts_of_run > 1 else ""),
+    ]
+    if summary.error:
+        lines.append(f"  error: {summary.error}")
+    lines.append("")
+    for name, step in summary.steps.items():
+        lines.extend(_render_step(name, step, full_output_step == name))
+    lines.append(f"output ({summary.output_step}): {_short(summary.output or '', 300)}")
+    return "\n".join(lines)
+
+
+def _render_step(name: str, s: StepResult, full: bool) -> list[str]:
+    head = f"{s.kind} {name}: {s.status}"
+    if s.model:
+        head += f"  model {s.model}"
+    if s.resumed:
+        head += "  (from the previous attempt; not called again)"
+    out = [head]
+    if s.reason:
+        out.append(f"  why: {s.reason}")
+    if s.decision is not None:
+        d = s.decision
+        label = f"label {d.label!r}, " if d.label is not None else ""
+        out.append(f"  decision: {label}{d.matched} -> {d.chosen}; skipped: {', '.join(d.skipped) or 'none'}")
+    if s.verdict:
+        out.append(f"  verdict (round {s.rounds}): {_short(s.verdict)}")
+    if s.status == "ok" or s.attempts:
+        out.append(f"  tokens {s.input_tokens} in / {s.output_tokens} out  cost ${s.cost:.6f}  {s.latency_ms / 1000:.2f}s")
+    for a in s.attempts:
+        cause = f" {a.cause}" if a.cause else ""
+        reason = f": {_short(a.reason, 80)}" if a.reason and a.status != "ok" else ""
+        out.append(f"    - {a.role:<14} {a.alias:<10} {a.status}{cause}  {a.input_tokens}+{a.output_tokens} tok  "
+                   f"${a.cost:.6f} ({a.cost_source})  {a.latency_ms:.0f} ms{reason}")
+    if s.error:
+        out.append(f"  error: {s.error}")
+    if s.output:
+        out.append("  output: " + (s.output if full else _short(s.output)))
+    out.append("")
+    return out
+
+
+def run_json(summary: RunSummary) -> str:
+    return json.dumps(summary.model_dump(mode="json"), indent=2)

@@ -1,0 +1,196 @@
+"""A real OpenAI-compatible chat-completions server on loopback, for tests and benchmarks.
+
+It speaks HTTP on 127.0.0.1 (aiohttp, in a background thread), logs every request body
+it receives (the ground truth for visibility and resume tests), adds `usage` to every
+reply, and can be scripted per model id to misbehave: HTTP errors with or without
+Retry-After, resets, slow replies, malformed or truncated bodies, wrong content types.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+
+@dataclass
+class Reply:
+    """What the server does for one request. Defaults: HTTP 200 with `text`."""
+
+    text: str | None = None
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+    raw: bytes | None = None
+    content_type: str = "application/json"
+    reset: bool = False
+    truncate: bool = False
+    cost: float | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+Responder = Callable[[dict[str, Any]], "Reply | str"]
+
+
+def _default_responder(body: dict[str, Any]) -> Reply:
+    last = body["messages"][-1]["content"] if body.get("messages") else ""
+    return Reply(text=f"[{body.get('model')}] answered: {last[-80:]}")
+
+
+class ChatServer:
+    """Start with `start()` (or as a context manager); `url` is the base URL to put in a pool."""
+
+    def __init__(self, latency: float = 0.0, responder: Responder | None = None, seed: int = 0,
+                 latency_jitter: float = 0.0) -> None:
+        self.latency = latency
+        self.latency_jitter = latency_jitter
+        self.responder: Responder = responder or _default_responder
+        self.script: dict[str, list[Reply | str]] = {}
+        self.requests: list[dict[str, Any]] = []
+        self.request_headers: list[dict[str, str]] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._rng = random.Random(seed)
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
+        self._thread: threading.Thread | None = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def count(self, model: str | None = None) -> int:
+        with self._lock:
+            return sum(1 for r in self.requests if model is None or r.get("model") == model)
+
+    def bodies(self) -> list[str]:
+        """Every request body as text, for searching (e.g. for a marker that must not leak)."""
+        with self._lock:
+            return [json.dumps(r, ensure_ascii=False) for r in self.requests]
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            return web.json_response({"error": {"message": "bad JSON"}}, status=400)
+        with self._lock:
+            self.requests.append(body)
+            self.request_headers.append(dict(request.headers))
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            queue = self.script.get(body.get("model", ""))
+            scripted = (queue.pop(0) if len(queue) > 1 else queue[0]) if queue else None
+        try:
+            reply = scripted if scripted is not None else self.responder(body)
+            if isinstance(reply, str):
+                reply = Reply(text=reply)
+            delay = reply.delay or self.latency
+            if self.latency_jitter:
+                delay += self._rng.uniform(0, self.latency_jitter)
+            if delay:
+                await asyncio.sleep(delay)
+            return await self._respond(request, body, reply)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+    async def _respond(self, request: web.Request, body: dict[str, Any], reply: Reply) -> web.StreamResponse:
+        if reply.reset:
+            if request.transport is not None:
+                request.transport.abort()
+            return web.Response(status=500)
+        if reply.raw is not None:
+            payload = reply.raw
+        elif reply.status >= 400:
+            payload = json.dumps({"error": {"message": reply.text or f"error {reply.status}", "code": reply.status}}).encode()
+        else:
+            text = reply.text or ""
+            prompt_tokens = reply.prompt_tokens if reply.prompt_tokens is not None else sum(len(m.get("content", "")) for m in body.get("messages", [])) // 4 + 1
+            completion_tokens = reply.completion_tokens if reply.completion_tokens is not None else min(len(text) // 4 + 1, int(body.get("max_tokens") or 10**9))
+            usage: dict[str, Any] = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                                     "total_tokens": prompt_tokens + completion_tokens}
+            if reply.cost is not None:
+                usage["cost"] = reply.cost
+            payload = json.dumps({
+                "id": f"chatcmpl-{len(self.requests)}", "object": "chat.completion", "created": int(time.time()),
+                "model": body.get("model"), "usage": usage,
+                "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
+            }).encode()
+        if reply.truncate:
+            resp = web.StreamResponse(status=reply.status, headers={"Content-Type": reply.content_type, **reply.headers})
+            resp.content_length = len(payload)
+            await resp.prepare(request)
+            await resp.write(payload[: len(payload) // 2])
+            if request.transport is not None:
+                request.transport.abort()
+            return resp
+        return web.Response(body=payload, status=reply.status, headers={"Content-Type": reply.content_type, **reply.headers})
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> ChatServer:
+        ready = threading.Event()
+
+        def serve() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            app = web.Application(client_max_size=64 * 1024 * 1024)
+            app.router.add_post("/v1/chat/completions", self._handle)
+            runner = web.AppRunner(app, access_log=None)
+            loop.run_until_complete(runner.setup())
+            site = web.TCPSite(runner, "127.0.0.1", 0, backlog=2048)
+            loop.run_until_complete(site.start())
+            server = site._server
+            assert server is not None
+            self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            self._runner = runner
+            ready.set()
+            loop.run_forever()
+            loop.run_until_complete(runner.cleanup())
+            loop.close()
+
+        self._thread = threading.Thread(target=serve, name="chat-server", daemon=True)
+        self._thread.start()
+        ready.wait(10)
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._thread is not None:
+            self._thread.join(10)
+
+    def __enter__(self) -> ChatServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def main() -> None:
+    """`python -m engine.testing.chat_server [LATENCY_SECONDS]`: serve on a free port until interrupted."""
+    import sys
+
+    server = ChatServer(latency=float(sys.argv[1]) if len(sys.argv) > 1 else 0.0)
+    server.start()
+    print(server.url, flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()
