@@ -297,7 +297,8 @@ class Structure:
             self.r.error("E309", "the flow has no steps", Span(1, 1, 1, 2), "add `step NAME { model: ... task: \"...\" }`")
             return None
         if self.res.output is None:
-            return top[-1]
+            unrouted = [n for n in top if n not in self.route_of]
+            return (unrouted or top)[-1]
         span = self.res.output_span or Span(1, 1, 1, 2)
         if self.res.output in self.res.inputs:
             self.r.error("E201", f"output `{self.res.output}` is an input, not a step", span)

@@ -1,0 +1,62 @@
+"""Small helpers for executor tests: write a flow, run it, normalise a summary for snapshots."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from engine.api import run_flow
+from engine.errors import FlowError
+from engine.loading import check_source
+from engine.model import Flow
+from engine.pool import Pool
+from engine.run.trace import RunSummary
+
+
+def flow_from(text: str, pool: Pool, name: str = "t.flow") -> Flow:
+    result = check_source(text, pool, name)
+    if result.flow is None:
+        raise FlowError(result.diagnostics, text)
+    return result.flow
+
+
+def run(flow: Flow | str | Path, inputs: dict[str, str], pool: Pool, home: Path, **kw: Any) -> RunSummary:
+    return asyncio.run(run_flow(flow, inputs, pool=pool, home=home, **kw))
+
+
+def shape(summary: RunSummary) -> dict[str, Any]:
+    """The deterministic part of a run summary (no ids, clocks or latencies)."""
+    return {
+        "status": summary.status,
+        "output_step": summary.output_step,
+        "calls": summary.calls,
+        "cost": round(summary.cost, 8),
+        "tokens": [summary.input_tokens, summary.output_tokens],
+        "steps": {
+            name: {
+                "status": s.status, "model": s.model, "reason": s.reason,
+                "attempts": [(a.role, a.alias, a.status, a.cause) for a in s.attempts],
+                **({"decision": [s.decision.matched, s.decision.chosen, s.decision.skipped]} if s.decision else {}),
+                **({"rounds": s.rounds} if s.rounds else {}),
+            }
+            for name, s in sorted(summary.steps.items())
+        },
+    }
+
+
+def smart_reply(body: dict[str, Any]) -> str:
+    """A responder that answers the reference flows the way a competent model would."""
+    content = body["messages"][-1]["content"]
+    task = content.rsplit("Your assigned subtask:", 1)[-1]
+    if "Reply with the label only" in task:
+        return "code"
+    if "Reply easy, hard or hardest" in task:
+        return "hardest"
+    if "Reply ACCEPT" in task:
+        return "ACCEPT: the draft is right"
+    if "```python" in task:
+        return "```python\nprint(sum(range(10)))\n```"
+    if "ANSWER:" in task:
+        return "Four.\nANSWER: 4"
+    return f"[{body['model']}] {task.strip()[:60]}"
