@@ -48,6 +48,7 @@ class ModelSpec(BaseModel):
     output_price: float = Field(default=0.0, ge=0, le=10_000)
     context: int | None = Field(default=None, ge=1)
     max_concurrency: int | None = Field(default=None, ge=1, le=4096)
+    max_output_tokens: int | None = Field(default=None, ge=1, description="clamp every request's max_tokens to this")
     description: str = ""
 
     def cost(self, input_tokens: int, output_tokens: int) -> float:

@@ -30,7 +30,7 @@ SCHEMAS: dict[str, tuple[str, ...]] = {
     "verify": ("model", "fallback", "accept", *_CALL_KEYS),
     "fuse": ("panel", "judge", "judge_task", "quorum", "fallback", *_CALL_KEYS),
     "loop": ("exhausted", "output"),
-    "model": ("provider", "id", "input_price", "output_price", "context", "max_concurrency", "description"),
+    "model": ("provider", "id", "input_price", "output_price", "context", "max_concurrency", "max_output_tokens", "description"),
 }
 REQUIRED: dict[str, tuple[str, ...]] = {
     "step": ("model", "task"), "verify": ("model", "task"), "fuse": ("panel", "task"), "model": ("provider", "id"),
@@ -207,7 +207,7 @@ class Resolver:
                     values[key] = float(atom.value)
                 elif atom is not None:
                     self.r.error("E208", f"`{key}` takes a price per 1M tokens like $0.15", atom.span)
-            elif key in ("context", "max_concurrency"):
+            elif key in ("context", "max_concurrency", "max_output_tokens"):
                 n = self.r.number(prop, 1, 10_000_000, integer=True)
                 if n is not None:
                     values[key] = int(n)

@@ -124,6 +124,8 @@ class Caller:
                       timeout: float) -> tuple[ChatResponse | None, Attempt, ProviderFault | None]:
         """One call to one alias, inside limits and budget; never raises for provider faults."""
         spec = self.pool.models[alias]
+        if spec.max_output_tokens is not None and params.max_tokens > spec.max_output_tokens:
+            params = params.model_copy(update={"max_tokens": spec.max_output_tokens})
         request = ChatRequest(
             model_id=spec.id, messages=messages, temperature=params.temperature, max_tokens=params.max_tokens,
             top_p=params.top_p, seed=params.seed, reasoning=params.reasoning, timeout=timeout, step=step, alias=alias,

@@ -333,6 +333,7 @@ class Executor:
                 raise VerificationFailed(f"loop `{loop.name}`: the verifier did not accept within {result.rounds} rounds", step=loop.name)
         for member, mres in scope.items():
             self.results[member] = mres
+            self.store.write_step(mres)
         out = scope[loop.result]
         result.output, result.model, result.subtask = out.output, out.model, out.subtask
         result.reason = f"{'accepted' if result.verdict and result.verdict.startswith('ACCEPTED') else 'not accepted; kept the last'} round {result.rounds} of {loop.max_rounds}"

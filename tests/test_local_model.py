@@ -1,0 +1,122 @@
+"""The embedded model for real: llama.cpp's own OpenAI-compatible server, and the in-process provider.
+
+These prove the HTTP provider against a server nobody here wrote. Marked `model`:
+`pytest -m 'not model'` skips them locally; CI runs them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from engine.pool import ModelSpec, Pool, ProviderSpec, default_pool, load_pool
+from tests.conftest import ROOT, WORKFLOWS
+from tests.helpers import run
+
+pytestmark = pytest.mark.model
+INPUTS = {"question": "What is 2 + 2?"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def llama_server() -> Iterator[str]:
+    pytest.importorskip("llama_cpp", reason="needs the `local` extra")
+    from engine.providers.local import model_path
+
+    port = _free_port()
+    log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"llama-server-{port}.log", "w")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llama_cpp.server", "--model", model_path(), "--host", "127.0.0.1", "--port", str(port),
+         "--chat_format", "gemma", "--n_ctx", "4096", "--model_alias", "local"],
+        stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"llama.cpp server exited with {proc.returncode}; see {log.name}")
+            try:
+                if httpx.get(f"{url}/models", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        else:
+            raise RuntimeError("llama.cpp server did not become ready in 120 s")
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def llama_pool(url: str) -> Pool:
+    """Every alias of the reference pool served by the llama.cpp server (short replies keep CPU time down)."""
+    reference = load_pool(WORKFLOWS / "models.toml")
+    models = {alias: ModelSpec(provider="llama", id="local", max_output_tokens=48) for alias in reference.models}
+    return Pool(providers={"llama": ProviderSpec(kind="openai", base_url=url, max_concurrency=2, timeout=300)}, models=models,
+                source="<llama.cpp server>")
+
+
+@pytest.mark.parametrize("name", ["hello", "fuse_panel", "route_label", "verify_loop"])
+def test_reference_flow_against_llama_cpp_server(llama_server: str, name: str, home: Path) -> None:
+    summary = run(WORKFLOWS / f"{name}.flow", INPUTS, llama_pool(llama_server), home, cache=False)
+    assert summary.status == "ok"
+    assert summary.output and summary.output.strip()
+    ran = [s for s in summary.steps.values() if s.status == "ok" and s.kind != "route"]
+    assert ran
+    for step in ran:
+        assert step.output.strip(), step.name
+        assert step.input_tokens > 0 and step.output_tokens > 0, step.name
+        assert all(a.model_id for a in step.attempts if a.status == "ok")
+    run_dir = home / "runs" / summary.run_id
+    recorded = json.loads((run_dir / "summary.json").read_text())
+    assert recorded["status"] == "ok" and recorded["output"] == summary.output
+    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+    assert sum(e["event"] == "attempt" for e in events) == summary.calls
+    assert events[-1]["event"] == "run_finished"
+    for step in ran:
+        assert (run_dir / "steps" / f"{step.name}.json").exists()
+
+
+def test_hello_in_process_with_zero_configuration(tmp_path: Path) -> None:
+    """`baton run workflows/hello.flow` from another folder, no pool file, no keys: the built-in default pool."""
+    hello = tmp_path / "hello.flow"
+    hello.write_text((WORKFLOWS / "hello.flow").read_text())
+    env = {k: v for k, v in os.environ.items() if k != "BATON_POOL"}
+    proc = subprocess.run([sys.executable, "-m", "engine.cli.main", "run", str(hello), "--input", "question=Name a colour."],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip()
+    assert "run " in proc.stderr and ": ok;" in proc.stderr
+
+
+def test_models_check_reports_the_local_model_reachable(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "BATON_POOL"}
+    proc = subprocess.run([sys.executable, "-m", "engine.cli.main", "models", "--check"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "local: reachable" in proc.stdout
+
+
+def test_default_pool_is_the_local_model() -> None:
+    pool = default_pool()
+    assert pool.provider(pool.models["local"].provider).kind == "local"
+    assert str(ROOT)  # the default pool needs no file
