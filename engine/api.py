@@ -205,9 +205,9 @@ async def run_flow(
         store.write_summary(summary)
         store.close()
     if summary.status != "ok":
-        err = error or RunError(summary.error or "run failed")
-        err.summary = summary  # type: ignore[attr-defined]
-        raise err
+        failure = error or RunError(summary.error or "run failed")
+        failure.summary = summary
+        raise failure
     return summary
 
 

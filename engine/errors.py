@@ -16,7 +16,7 @@ Messages never contain secrets: providers redact API keys before raising.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from engine.diagnostics import Diagnostic
@@ -51,6 +51,7 @@ class RunError(BatonError):
 
     def __init__(self, message: str, step: str | None = None) -> None:
         self.step = step
+        self.summary: Any = None  # the partial RunSummary, attached when a run fails
         super().__init__(message)
 
 

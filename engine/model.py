@@ -7,7 +7,7 @@ keeps its source `Span` for run-time messages that point back at the flow.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -141,7 +141,7 @@ class Loop(Frozen):
     span: SpanTuple = (0, 0, 0, 0, 0, 0)
 
 
-Node = Annotated[Union[Step, Verify, Fuse, Route, Loop], Field(discriminator="kind")]
+Node = Annotated[Step | Verify | Fuse | Route | Loop, Field(discriminator="kind")]
 
 
 class InputSpec(Frozen):

@@ -144,7 +144,7 @@ def test_every_model_failing_fails_the_run_cleanly_keeping_finished_steps(home: 
         pool = loopback_pool(server.url)
         with pytest.raises(ProviderError) as info:
             run(flow_from(text, pool), {"q": "x"}, pool, home, retry=FAST_RETRY)
-        summary = info.value.summary  # type: ignore[attr-defined]
+        summary = info.value.summary
         assert summary.status == "failed" and summary.error_step == "b"
         assert summary.steps["a"].status == "ok"
         assert (home / "runs" / summary.run_id / "steps" / "a.json").exists()
@@ -161,7 +161,7 @@ def test_budget_is_never_exceeded_with_20_concurrent_calls(home: Path) -> None:
         pool = loopback_pool(server.url)
         with pytest.raises(BudgetExceeded) as info:
             run(flow_from("\n".join(lines), pool), {"q": "x"}, pool, home, cache=False)
-        summary = info.value.summary  # type: ignore[attr-defined]
+        summary = info.value.summary
         assert summary.status == "budget_exhausted"
         assert summary.cost <= 0.05
         assert 1 <= server.count() <= 4

@@ -144,10 +144,9 @@ class Resolver:
     def _decl(self, d: ast.Decl) -> None:
         if d.kind == "version":
             assert d.text is not None
-            if self._once("version", d.span):
-                if d.text.text not in {str(v) for v in SUPPORTED_VERSIONS}:
-                    self.r.error("E206", f"language version {d.text.text} is not supported", d.text.span,
-                                 f"this Baton reads version {', '.join(map(str, SUPPORTED_VERSIONS))}")
+            if self._once("version", d.span) and d.text.text not in {str(v) for v in SUPPORTED_VERSIONS}:
+                self.r.error("E206", f"language version {d.text.text} is not supported", d.text.span,
+                             f"this Baton reads version {', '.join(map(str, SUPPORTED_VERSIONS))}")
         elif d.kind == "flow":
             if self._once("flow", d.span):
                 self.out.name = d.name or self.out.name
@@ -166,10 +165,9 @@ class Resolver:
                 assert d.value is not None
                 self._budget(d.value)
                 self.out.budget_span = d.span
-        elif d.kind == "output":
-            if self._once("output", d.span):
-                self.out.output = d.name
-                self.out.output_span = d.name_span
+        elif d.kind == "output" and self._once("output", d.span):
+            self.out.output = d.name
+            self.out.output_span = d.name_span
 
     def _budget(self, value: ast.Value) -> None:
         usd: float | None = None

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import networkx as nx
-
 from engine.checks import templates
 from engine.checks.resolve import NodeInfo, Resolved
 from engine.checks.values import Reader
@@ -68,7 +66,7 @@ class Structure:
             arm_asts = [a for a in ast_route.arms]
             has_else = False
             seen_labels: set[str] = set()
-            for arm, arm_ast in zip(node.arms, arm_asts):
+            for arm, arm_ast in zip(node.arms, arm_asts, strict=False):
                 if arm.kind == "rule" and arm.subject is not None:
                     subject_span = arm_ast.condition.atoms[0].span if arm_ast.condition else arm_ast.span
                     if arm.subject in self.res.inputs:
@@ -167,9 +165,8 @@ class Structure:
         if info.sees_all:
             visible = self._all_before(info)
         for atom in info.sees_atoms:
-            if self._may_see(info, atom):
-                if atom.value not in visible:
-                    visible.append(atom.value)
+            if self._may_see(info, atom) and atom.value not in visible:
+                visible.append(atom.value)
         for v in visible:
             if v in self.res.inputs:
                 self.used_inputs.add(v)
@@ -181,9 +178,7 @@ class Structure:
         out = list(self.res.inputs)
         for other in self.res.order[: info.index]:
             o = self.info[other]
-            if o.loop is None and other not in self.route_of and other != info.loop:
-                out.append(other)
-            elif info.loop is not None and o.loop == info.loop:
+            if o.loop is None and other not in self.route_of and other != info.loop or info.loop is not None and o.loop == info.loop:
                 out.append(other)
         if info.loop is not None:
             out.append("feedback")
@@ -262,34 +257,48 @@ class Structure:
 
     # -- whole-graph checks ---------------------------------------------------------------
 
-    def _top_graph(self) -> nx.DiGraph:
-        g: nx.DiGraph = nx.DiGraph()
-        for name, info in self.info.items():
-            if info.loop is None:
-                g.add_node(name)
-        for name, deps in self.deps.items():
-            if self.info[name].loop is not None:
-                continue
-            for d in deps:
-                g.add_edge(d, name)
-        return g
-
     def _cycles(self) -> None:
-        g = self._top_graph()
-        if nx.is_directed_acyclic_graph(g):
+        """Report each cycle once, as a path, using an iterative depth-first search (no graph library: start-up time)."""
+        edges: dict[str, list[str]] = {n: [] for n, info in self.info.items() if info.loop is None}
+        for name, deps in self.deps.items():
+            if self.info[name].loop is None:
+                for d in sorted(deps, key=lambda n: self.info[n].index):
+                    edges.setdefault(d, []).append(name)
+        state: dict[str, int] = {}  # 1 on the stack, 2 finished
+        reported: set[frozenset[str]] = set()
+        for root in sorted(edges, key=lambda n: self.info[n].index):
+            if root in state:
+                continue
+            stack: list[tuple[str, int]] = [(root, 0)]
+            path: list[str] = [root]
+            state[root] = 1
+            while stack:
+                node, i = stack[-1]
+                succ = edges.get(node, [])
+                if i < len(succ):
+                    stack[-1] = (node, i + 1)
+                    nxt = succ[i]
+                    if state.get(nxt) == 1:
+                        self._report_cycle(path[path.index(nxt):], reported)
+                    elif nxt not in state:
+                        state[nxt] = 1
+                        stack.append((nxt, 0))
+                        path.append(nxt)
+                else:
+                    state[node] = 2
+                    stack.pop()
+                    path.pop()
+
+    def _report_cycle(self, cycle: list[str], reported: set[frozenset[str]]) -> None:
+        key = frozenset(cycle)
+        if key in reported:
             return
-        for component in nx.strongly_connected_components(g):
-            if len(component) == 1:
-                (only,) = component
-                if not g.has_edge(only, only):
-                    continue
-            sub = g.subgraph(component)
-            cycle = [u for u, _v in nx.find_cycle(sub)]
-            start = min(cycle, key=lambda n: self.info[n].index)
-            i = cycle.index(start)
-            path = cycle[i:] + cycle[:i] + [start]
-            self.r.error("E300", f"cycle: {' -> '.join(path)}", self.info[start].name_span,
-                         "each arrow means 'is seen by'; a flow must be acyclic (use a loop for repetition)")
+        reported.add(key)
+        start = min(cycle, key=lambda n: self.info[n].index)
+        i = cycle.index(start)
+        ordered = cycle[i:] + cycle[:i] + [start]
+        self.r.error("E300", f"cycle: {' -> '.join(ordered)}", self.info[start].name_span,
+                     "each arrow means 'is seen by'; a flow must be acyclic (use a loop for repetition)")
 
     def _output(self) -> str | None:
         top = [n for n in self.res.order if self.info[n].loop is None]

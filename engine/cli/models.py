@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         rows.append((alias, spec.provider, spec.id, f"{spec.input_price:g}", f"{spec.output_price:g}", spec.description))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r[:5], widths)) + "  " + r[5])
+        print("  ".join(c.ljust(w) for c, w in zip(r[:5], widths, strict=False)) + "  " + r[5])
     if not args.check:
         return 0
     results = asyncio.run(_check(pool))

@@ -8,6 +8,7 @@ import json
 import re
 import sys
 from pathlib import Path
+from typing import TextIO
 
 from engine.cli.common import add_pool_argument, fail, pool_error, pool_for
 from engine.cli.main import EXIT_BUDGET, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE
@@ -67,9 +68,9 @@ def parse_money(text: str) -> float:
     return float(m.group(1))
 
 
-def print_summary(summary: RunSummary, stream: object = sys.stderr) -> None:
+def print_summary(summary: RunSummary, stream: TextIO | None = None) -> None:
     print(f"run {summary.run_id}: {summary.status}; {summary.calls} calls, {summary.cache_hits} cache hits, "
-          f"{summary.input_tokens}+{summary.output_tokens} tokens, ${summary.cost:.6f}, {summary.duration_s:.2f}s", file=stream)  # type: ignore[arg-type]
+          f"{summary.input_tokens}+{summary.output_tokens} tokens, ${summary.cost:.6f}, {summary.duration_s:.2f}s", file=stream or sys.stderr)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -101,13 +102,13 @@ def run(args: argparse.Namespace) -> int:
         return fail(f"no run {err.args[0]!r} to resume (see `baton runs`)", EXIT_USAGE)
     except RunError as err:
         progress.close()
-        summary = getattr(err, "summary", None)
-        if args.json and summary is not None:
-            print(json.dumps({"output": None, "summary": summary.model_dump(mode="json")}, indent=2))
+        partial: RunSummary | None = err.summary
+        if args.json and partial is not None:
+            print(json.dumps({"output": None, "summary": partial.model_dump(mode="json")}, indent=2))
         print(f"baton: run failed: {err}", file=sys.stderr)
-        if summary is not None:
-            print_summary(summary)
-            print(f"finished steps are kept; resume with: baton run --resume {summary.run_id}", file=sys.stderr)
+        if partial is not None:
+            print_summary(partial)
+            print(f"finished steps are kept; resume with: baton run --resume {partial.run_id}", file=sys.stderr)
         if isinstance(err, BudgetExceeded):
             return EXIT_BUDGET
         if isinstance(err, RunCancelled):

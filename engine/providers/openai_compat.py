@@ -28,7 +28,8 @@ def _transport() -> httpx.AsyncBaseTransport | None:
         from httpx_aiohttp import AiohttpTransport
     except ImportError:  # pragma: no cover - a declared dependency; httpx's own transport still works
         return None
-    return AiohttpTransport()  # type: ignore[no-any-return]
+    transport: httpx.AsyncBaseTransport = AiohttpTransport()
+    return transport
 
 
 def parse_retry_after(value: str | None) -> float | None:

@@ -34,7 +34,7 @@ def runs_table(runs: list[RunSummary]) -> str:
     for r in runs:
         rows.append((r.run_id, r.flow, r.status, f"${r.cost:.4f}", str(r.calls), f"{r.duration_s:.1f}s"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)).rstrip() for row in rows)
 
 
 def load_run(run_id: str, home: str | Path | None = None) -> RunSummary:

@@ -152,11 +152,11 @@ class Caller:
                 self.budget.settle(reservation, 0.0, 0)
                 return None, Attempt(alias=alias, model_id=spec.id, role=role, status="fault", cause=fault.kind,
                                      reason=str(fault), latency_ms=(time.perf_counter() - started) * 1000), fault
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self.budget.settle(reservation, 0.0, 0)
-                fault = ProviderFault("timeout", f"no reply within {timeout:g}s")
+                timed_out = ProviderFault("timeout", f"no reply within {timeout:g}s")
                 return None, Attempt(alias=alias, model_id=spec.id, role=role, status="fault", cause="timeout",
-                                     reason=str(fault), latency_ms=(time.perf_counter() - started) * 1000), fault
+                                     reason=str(timed_out), latency_ms=(time.perf_counter() - started) * 1000), timed_out
             except BaseException:
                 self.budget.settle(reservation, 0.0, 0)
                 raise

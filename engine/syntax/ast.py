@@ -9,7 +9,7 @@ Property values stay generic (phrases of atoms) here; `engine.checks` interprets
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, NamedTuple, Union
+from typing import Literal, NamedTuple
 
 AtomKind = Literal["NAME", "STRING", "LONG_STRING", "NUMBER", "MONEY", "DURATION", "REGEX"]
 
@@ -134,7 +134,7 @@ class Decl:
     span: Span
 
 
-Item = Union[Decl, ModelsBlock, Block, RouteNode, LoopNode]
+Item = Decl | ModelsBlock | Block | RouteNode | LoopNode
 
 
 @dataclass(slots=True)

@@ -29,6 +29,10 @@ def format_document(doc: ast.Document) -> str:
     return _Printer(doc).run()
 
 
+def _start(node: Any) -> int:
+    return int(node.span.start)
+
+
 def _closer(node: Any) -> int:
     return int(node.span.end) - 1
 
@@ -62,7 +66,7 @@ class _Printer:
             elif isinstance(node, ast.RouteNode):
                 block(node, node.arms)
             elif isinstance(node, ast.LoopNode):
-                block(node, sorted([*node.members, *node.props], key=lambda n: n.span.start))
+                block(node, sorted([*node.members, *node.props], key=_start))
             else:
                 out.append((node.span.start, id(node)))
 
@@ -135,7 +139,7 @@ class _Printer:
             self._open(item, depth, head, item.arms, self._arm)
         elif isinstance(item, ast.LoopNode):
             head = f"loop {item.name}" + (f" max {item.max_rounds.text}" if item.max_rounds else "")
-            body = sorted([*item.members, *item.props], key=lambda n: n.span.start)
+            body = sorted([*item.members, *item.props], key=_start)
             self._open(item, depth, head, body, self._loop_part)
 
     def _open(self, node: Any, depth: int, head: str, children: Iterable[Any], emit_child: Any) -> None:

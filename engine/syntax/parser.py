@@ -12,7 +12,7 @@ import textwrap
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from lark import Lark, Token, Transformer
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
@@ -49,6 +49,7 @@ def _parser() -> Lark:
         strict=True,
         maybe_placeholders=True,
         transformer=_ToAst(),
+        cache=True,  # the LALR table is kept in a temp file keyed by the grammar's hash: ~60 ms off start-up
     )
 
 
@@ -242,7 +243,7 @@ def parse(text: str, filename: str = "<flow>") -> ast.Document:
     comments: list[ast.Comment] = []
     token = comment_sink.set(comments)
     try:
-        items = _parser().parse(text)
+        items = cast(tuple[ast.Item, ...], _parser().parse(text))
     except (LexError, UnexpectedInput) as err:
         raise FlowError([_syntax_diagnostic(err, filename, text)], text) from None
     except VisitError as err:

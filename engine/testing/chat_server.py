@@ -151,9 +151,8 @@ class ChatServer:
             loop.run_until_complete(runner.setup())
             site = web.TCPSite(runner, "127.0.0.1", 0, backlog=2048)
             loop.run_until_complete(site.start())
-            server = site._server
-            assert server is not None
-            self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            server: Any = site._server
+            self.port = int(server.sockets[0].getsockname()[1])
             self._runner = runner
             ready.set()
             loop.run_forever()

@@ -1,0 +1,80 @@
+"""Code-quality gates that CI enforces: lint, strict typing, one-way layering, a dry run with no network code."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ENGINE = Path(__file__).resolve().parents[1] / "engine"
+
+#: Lower layers first; a module may import its own layer and the ones before it, never a later one.
+LAYERS = [
+    ("engine.errors", "engine.syntax", "engine.diagnostics"),
+    ("engine.pool", "engine.model", "engine.checks", "engine.loading"),
+    ("engine.graph",),
+    ("engine.run",),
+    ("engine.providers", "engine.testing"),
+    ("engine.api", "engine.records", "engine.cli", "engine.planner", "engine.eval", "engine"),
+]
+
+
+def layer_of(module: str) -> int:
+    best = (-1, -1)
+    for i, prefixes in enumerate(LAYERS):
+        for p in prefixes:
+            if (module == p or module.startswith(p + ".")) and len(p) > best[1]:
+                best = (i, len(p))
+    assert best[0] >= 0, module
+    return best[0]
+
+
+def module_name(path: Path) -> str:
+    rel = path.relative_to(ENGINE.parent).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def test_dependencies_point_one_way() -> None:
+    problems = []
+    for path in ENGINE.rglob("*.py"):
+        mod = module_name(path)
+        if mod == "engine":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets = []
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("engine"):
+                targets = [node.module]
+            elif isinstance(node, ast.Import):
+                targets = [a.name for a in node.names if a.name.startswith("engine")]
+            for target in targets:
+                if layer_of(target) > layer_of(mod):
+                    problems.append(f"{mod} imports {target} (a higher layer)")
+    assert not problems, "\n".join(problems)
+
+
+def test_dry_run_imports_no_runtime_provider_or_network_code(tmp_path: Path) -> None:
+    flow = Path(__file__).resolve().parents[1] / "workflows" / "conductor.flow"
+    code = (
+        "import sys\nfrom engine.cli.main import main\nrc = main(['validate', sys.argv[1]])\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('httpx', 'aiohttp', 'llama_cpp') "
+        "or m.startswith(('engine.run', 'engine.providers', 'engine.api')))\n"
+        "print('IMPORTED:' + ','.join(bad))\nsys.exit(rc)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(flow)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "IMPORTED:", f"the dry run imported: {proc.stdout}"
+
+
+@pytest.mark.parametrize("tool", [["ruff", "check", "engine", "tests", "bench"], ["mypy", "engine"]])
+def test_lint_and_types_are_clean(tool: list[str]) -> None:
+    exe = Path(sys.executable).parent / tool[0]
+    if not exe.exists():
+        pytest.skip(f"{tool[0]} is not installed (pip install -e '.[test]')")
+    proc = subprocess.run([str(exe), *tool[1:]], capture_output=True, text=True, timeout=600, cwd=ENGINE.parent)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
