@@ -46,7 +46,10 @@ def build_graph(flow: Flow) -> nx.DiGraph:
             for arm in node.arms:
                 if arm.subject:
                     g.add_edge(arm.subject, name, kind="rule")
-                g.add_edge(arm.target, name, kind="branch", arm=arm.describe())
+                if g.has_edge(arm.target, name) and g.edges[arm.target, name]["kind"] == "branch":
+                    g.edges[arm.target, name]["arm"] += " | " + arm.describe()
+                else:
+                    g.add_edge(arm.target, name, kind="branch", arm=arm.describe())
             continue
         for seen in node.sees:
             if seen in g and seen != "feedback":
