@@ -32,6 +32,14 @@ def _transport() -> httpx.AsyncBaseTransport | None:
     return transport
 
 
+def _is_timeout(err: Exception) -> bool:
+    """Whether a transport error really was a timeout, judged by the exception underneath it."""
+    cause = err.__cause__ or err.__context__
+    if cause is None:
+        return True
+    return isinstance(cause, TimeoutError) or "timeout" in type(cause).__name__.lower()
+
+
 def parse_retry_after(value: str | None) -> float | None:
     """Seconds from a Retry-After header (delta-seconds or HTTP date)."""
     if not value:
@@ -92,6 +100,8 @@ class OpenAICompatProvider:
         try:
             resp = await self.client.post(url, json=self.payload(request), headers=headers, timeout=request.timeout)
         except httpx.TimeoutException as err:
+            if not _is_timeout(err):  # httpx-aiohttp reports refused and dropped connections as ConnectTimeout
+                raise ProviderFault("connect", self._scrub(f"{self.name}: connection failed: {err}")) from None
             raise ProviderFault("timeout", f"{self.name}: timed out ({type(err).__name__})") from None
         except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as err:
             raise ProviderFault("connect", self._scrub(f"{self.name}: connection failed: {type(err).__name__}: {err}")) from None

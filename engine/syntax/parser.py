@@ -21,6 +21,7 @@ from engine.diagnostics import Diagnostic
 from engine.errors import FlowError
 from engine.syntax import ast
 from engine.syntax.ast import Span
+from engine.syntax.lalr import ParseError, TableDriver
 from engine.syntax.lexer import FlowLexer, LexError, comment_sink
 
 #: Human words for terminals, used in "expected ..." messages.
@@ -42,15 +43,27 @@ def grammar_text() -> str:
 
 @lru_cache(maxsize=1)
 def _parser() -> Lark:
+    """Lark's analysis of the grammar: terminals, rules and the LALR(1) table (strict: conflicts are errors)."""
     return Lark(
         grammar_text(),
         parser="lalr",
         lexer=FlowLexer,
         strict=True,
         maybe_placeholders=True,
-        transformer=_ToAst(),
         cache=True,  # the LALR table is kept in a temp file keyed by the grammar's hash: ~60 ms off start-up
     )
+
+
+@lru_cache(maxsize=1)
+def _front() -> tuple[FlowLexer, TableDriver]:
+    lark = _parser()
+    return FlowLexer(lark.lexer_conf), TableDriver(lark, _ToAst())
+
+
+def parse_with_lark(text: str) -> tuple[Any, ...]:
+    """The same parse through Lark's own LALR loop (slower): the reference the fast driver is tested against."""
+    lark = Lark(grammar_text(), parser="lalr", lexer=FlowLexer, strict=True, maybe_placeholders=True, transformer=_ToAst())
+    return cast(tuple[Any, ...], lark.parse(text))
 
 
 def _span(tok: Token) -> Span:
@@ -211,13 +224,14 @@ def _syntax_diagnostic(err: Exception, filename: str, text: str) -> Diagnostic:
         closer = {"BAD_STRING": '"', "BAD_LONG_STRING": '"""', "BAD_REGEX": "/"}[err.kind]
         span = Span(err.span.line, err.span.column, err.span.line, err.span.column + 1, err.span.start, err.span.start + 1)
         return Diagnostic("E103", f"unterminated {what}", span, f"expected a closing {closer} on the same line" if err.kind != "BAD_LONG_STRING" else 'expected a closing """', filename)
-    if isinstance(err, UnexpectedToken):
+    if isinstance(err, (UnexpectedToken, ParseError)):
         tok = err.token
+        expected = set(err.expected) if isinstance(err, ParseError) else set(err.accepts or err.expected)
         if tok.type == "$END":
             span = _end_span(text)
-            return Diagnostic("E101", "unexpected end of file", span, f"expected {_expected_words(err.accepts or err.expected)}", filename)
-        hint = f"expected {_expected_words(err.accepts or err.expected)}"
-        if tok.type in _KEYWORD_TYPES and "NAME" in (err.accepts or err.expected):
+            return Diagnostic("E101", "unexpected end of file", span, f"expected {_expected_words(expected)}", filename)
+        hint = f"expected {_expected_words(expected)}"
+        if tok.type in _KEYWORD_TYPES and "NAME" in expected:
             hint += f"; `{tok}` is a reserved word and cannot be used as a name"
         return Diagnostic("E100", f"unexpected {_found(tok)}", _span(tok), hint, filename)
     if isinstance(err, UnexpectedEOF):
@@ -242,9 +256,10 @@ def parse(text: str, filename: str = "<flow>") -> ast.Document:
     """Parse flow text. Raises `FlowError` (one syntax diagnostic) when it does not parse."""
     comments: list[ast.Comment] = []
     token = comment_sink.set(comments)
+    lexer, driver = _front()
     try:
-        items = cast(tuple[ast.Item, ...], _parser().parse(text))
-    except (LexError, UnexpectedInput) as err:
+        items = cast(tuple[ast.Item, ...], driver.parse(lexer.tokenize(text)))
+    except (LexError, ParseError, UnexpectedInput) as err:
         raise FlowError([_syntax_diagnostic(err, filename, text)], text) from None
     except VisitError as err:
         inner = err.orig_exc

@@ -1,0 +1,110 @@
+"""A lean driver for the LALR(1) table that Lark builds from `grammar/flow.lark`.
+
+Lark analyses the grammar (strict mode: any conflict is an error at load time) and owns
+the parse table; this module only runs it. Lark's own loop wraps every reduction in
+child-filtering callbacks that cost more than the parse itself on machine-written flows
+of thousands of steps; here the reduction plan of each rule (which children come from
+inlined `_rules`, where `[optional]` placeholders go) is computed once, so a reduction is
+a slice, a splice and one call. `tests/test_syntax.py` checks that both drivers build
+the same tree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from lark import Lark, Token
+from lark.parsers.lalr_analysis import Shift
+
+
+class ParseError(Exception):
+    """No action for `token` in the current state; `expected` lists the terminals that would fit."""
+
+    def __init__(self, token: Token, expected: set[str]) -> None:
+        self.token = token
+        self.expected = expected
+        super().__init__(f"unexpected {token.type}")
+
+
+class _Inline(list[Any]):
+    """Children of an inlined rule (`_item`, `__x_star_0`), spliced into the parent."""
+
+
+class TableDriver:
+    """Runs Lark's LALR table with the callbacks of a transformer object."""
+
+    def __init__(self, lark: Lark, transformer: Any) -> None:
+        table = lark.parser.parser._parse_table  # the analysed table; Lark's public API has no accessor
+        self.states: dict[Any, dict[str, tuple[Any, Any]]] = table.states
+        self.start_state = table.start_states["start"]
+        self.end_state = table.end_states["start"]
+        self.plans: dict[Any, tuple[int, str, Callable[[list[Any]], Any] | None, tuple[bool, ...]]] = {}
+        for rule in lark.rules:
+            name = rule.origin.name
+            name = name.value if isinstance(name, Token) else str(name)
+            inline = name.startswith("_")
+            fn = None if inline else getattr(transformer, str(rule.alias or name))
+            self.plans[rule] = (len(rule.expansion), name, fn, tuple(rule.options.empty_indices or ()))
+
+    def parse(self, tokens: Iterable[Token]) -> Any:
+        states = self.states
+        plans = self.plans
+        end_state = self.end_state
+        state_stack = [self.start_state]
+        value_stack: list[Any] = []
+        end = Token("$END", "", 0, 1, 1, 1, 1, 0)
+        last: Token | None = None
+        for tok in _with_end(tokens, end):
+            if tok is end and last is not None:
+                end = Token("$END", "", last.end_pos, last.end_line, last.end_column, last.end_line, last.end_column, last.end_pos)
+                tok = end
+            typ = tok.type
+            while True:
+                row = states[state_stack[-1]]
+                entry = row.get(typ)
+                if entry is None:
+                    raise ParseError(tok, {t for t in row if t.isupper() or t == "$END"})
+                action, arg = entry
+                if action is Shift:
+                    state_stack.append(arg)
+                    value_stack.append(tok)
+                    last = tok
+                    break
+                size, origin, fn, empty = plans[arg]
+                if size:
+                    children = value_stack[-size:]
+                    del value_stack[-size:]
+                    del state_stack[-size:]
+                else:
+                    children = []
+                if empty:
+                    filled: list[Any] = []
+                    it = iter(children)
+                    for is_none in empty:
+                        filled.append(None if is_none else next(it))
+                    children = filled
+                if fn is None and children and type(children[0]) is _Inline:
+                    # Left recursion (`__items: __items item`): grow the list in place, not a copy per item,
+                    # which would make a flow of n items cost O(n^2).
+                    kids: list[Any] = children[0]
+                    children = children[1:]
+                else:
+                    kids = []
+                for child in children:
+                    if type(child) is _Inline:
+                        kids.extend(child)
+                    else:
+                        kids.append(child)
+                value = (kids if type(kids) is _Inline else _Inline(kids)) if fn is None else fn(kids)
+                _goto, next_state = states[state_stack[-1]][origin]
+                state_stack.append(next_state)
+                value_stack.append(value)
+                if typ == "$END" and next_state == end_state:
+                    return value_stack[-1]
+        raise ParseError(end, set())
+
+
+def _with_end(tokens: Iterable[Token], end: Token) -> Iterable[Token]:
+    yield from tokens
+    yield end

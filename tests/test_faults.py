@@ -1,0 +1,105 @@
+"""Provider faults, injected by a real HTTP server on loopback: each is classified, retried per policy, recorded."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import pytest
+
+from engine.errors import ProviderError
+from engine.pool import ModelSpec, Pool, ProviderSpec
+from engine.run.calls import RetryPolicy
+from engine.testing.chat_server import ChatServer, Reply
+from tests.conftest import loopback_pool
+from tests.helpers import flow_from, run
+
+FAST = RetryPolicy(base=0.001, cap=0.01)
+
+FAULTS = {
+    "429_retry_after": (Reply(status=429, headers={"Retry-After": "0"}), "rate_limited"),
+    "429_plain": (Reply(status=429), "rate_limited"),
+    "500": (Reply(status=500), "server_error"),
+    "502": (Reply(status=502), "server_error"),
+    "503": (Reply(status=503), "server_error"),
+    "408": (Reply(status=408), "rate_limited"),
+    "reset": (Reply(reset=True), "connect"),
+    "read_timeout": (Reply(text="late", delay=1.5), "timeout"),
+    "malformed_json": (Reply(raw=b'{"choices": [ {"message": '), "bad_response"),
+    "no_choices": (Reply(raw=b'{"id": "x", "choices": []}'), "bad_response"),
+    "empty_message": (Reply(text=""), "empty_reply"),
+    "truncated_body": (Reply(text="a complete reply that is cut in half", truncate=True), "connect"),
+    "html_error_page": (Reply(raw=b"<html><body>Bad gateway</body></html>", content_type="text/html"), "bad_response"),
+    "error_object": (Reply(raw=b'{"error": {"message": "overloaded"}}'), "server_error"),
+}
+
+FLOW = """
+input q
+step a { model: fast  task: "first {q}" }
+step b { model: coder  fallback: cheap  sees: a  task: "second"  retries: 1  timeout: 0.5s }
+output b
+"""
+FLOW_NO_FALLBACK = FLOW.replace("  fallback: cheap", "")
+
+
+@pytest.mark.parametrize("name", sorted(FAULTS))
+def test_fault_is_retried_then_falls_back(name: str, home: Path) -> None:
+    fault, cause = FAULTS[name]
+    with ChatServer() as server:
+        server.script["coder"] = [fault]
+        server.script["cheap"] = [Reply(text="rescued by the fallback")]
+        pool = loopback_pool(server.url)
+        summary = run(flow_from(FLOW, pool), {"q": "x"}, pool, home, retry=FAST)
+        b = summary.steps["b"]
+        assert [(a.alias, a.status, a.cause) for a in b.attempts] == [("coder", "fault", cause)] * 2 + [("cheap", "ok", "")]
+        assert b.model == "cheap" and summary.output == "rescued by the fallback"
+        assert f"`coder`: {cause}" in b.reason
+        events = [json.loads(x) for x in (home / "runs" / summary.run_id / "events.jsonl").read_text().splitlines()]
+        assert [e["cause"] for e in events if e["event"] == "attempt" and e["step"] == "b"] == [cause, cause, ""]
+
+
+@pytest.mark.parametrize("name", ["500", "malformed_json", "read_timeout", "reset"])
+def test_fault_without_fallback_fails_the_run_cleanly_and_keeps_finished_steps(name: str, home: Path) -> None:
+    fault, cause = FAULTS[name]
+    with ChatServer() as server:
+        server.script["coder"] = [fault]
+        pool = loopback_pool(server.url)
+        with pytest.raises(ProviderError) as info:
+            run(flow_from(FLOW_NO_FALLBACK, pool), {"q": "x"}, pool, home, retry=FAST)
+        summary = info.value.summary
+        assert summary.status == "failed" and summary.error_step == "b" and cause in summary.error
+        assert summary.steps["a"].status == "ok" and summary.steps["a"].output
+        saved = json.loads((home / "runs" / summary.run_id / "steps" / "a.json").read_text())
+        assert saved["output"] == summary.steps["a"].output
+        assert server.count("coder") == 2
+
+
+def test_client_errors_are_not_retried(home: Path) -> None:
+    with ChatServer() as server:
+        server.script["coder"] = [Reply(status=401, text="bad key")]
+        pool = loopback_pool(server.url)
+        with pytest.raises(ProviderError, match="client_error"):
+            run(flow_from(FLOW_NO_FALLBACK, pool), {"q": "x"}, pool, home, retry=FAST)
+        assert server.count("coder") == 1
+
+
+def test_connection_refused_is_a_connect_fault(home: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead_port = s.getsockname()[1]
+    pool = Pool(providers={"dead": ProviderSpec(kind="openai", base_url=f"http://127.0.0.1:{dead_port}/v1")},
+                models={"fast": ModelSpec(provider="dead", id="fast")})
+    flow = flow_from('input q\nstep a { model: fast  task: "{q}"  retries: 1 }', pool)
+    with pytest.raises(ProviderError) as info:
+        run(flow, {"q": "x"}, pool, home, retry=FAST)
+    attempts = info.value.summary.steps["a"].attempts
+    assert [a.cause for a in attempts] == ["connect", "connect"]
+
+
+def test_lenient_about_content_type_when_the_body_is_valid(home: Path) -> None:
+    with ChatServer() as server:
+        server.responder = lambda body: Reply(text="fine", content_type="text/plain")
+        pool = loopback_pool(server.url)
+        summary = run(flow_from(FLOW_NO_FALLBACK, pool), {"q": "x"}, pool, home)
+        assert summary.output == "fine"
