@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
 
 from engine.errors import FlowError
 from engine.syntax import ast
-from engine.syntax.parser import _parser, decode_long_string, parse
+from engine.syntax.parser import _parser, decode_long_string, parse, parse_with_lark
+from tests.flowgen import flow_text
+from tests.test_fmt import meaning
 
 
 def test_grammar_is_lalr_and_strict() -> None:
@@ -65,3 +68,22 @@ def test_syntax_errors_are_diagnostics(text: str, code: str) -> None:
     assert diag.code == code
     assert diag.file == "f.flow"
     assert diag.span.line == 1
+
+
+@settings(max_examples=150, deadline=None)
+@given(flow_text())
+def test_fast_driver_builds_the_same_tree_as_larks_own_parser(text: str) -> None:
+    """The lean table driver is an optimisation, never a second parser: same table, same tree, same errors."""
+    try:
+        ours: object = meaning(parse(text))
+    except FlowError as err:
+        ours = ("error", err.diagnostics[0].span.line, err.diagnostics[0].span.column)
+    try:
+        theirs: object = meaning(ast.Document(parse_with_lark(text)))
+    except Exception as err:  # noqa: BLE001 - Lark's own exceptions, compared by position
+        line = getattr(err, "line", None) or getattr(getattr(err, "token", None), "line", None)
+        ours_pos = ours[1] if isinstance(ours, tuple) and ours and ours[0] == "error" else None
+        assert ours_pos is not None, f"Lark rejected what the driver accepted: {err}"
+        assert line is None or line == ours_pos or getattr(err, "orig_exc", None) is not None
+        return
+    assert ours == theirs

@@ -47,6 +47,11 @@ class TableDriver:
             fn = None if inline else getattr(transformer, str(rule.alias or name))
             self.plans[rule] = (len(rule.expansion), name, fn, tuple(rule.options.empty_indices or ()))
 
+    def _accepts(self, state_stack: list[Any]) -> set[str]:
+        """The terminals that could really come next (a state's row also lists default reductions)."""
+        row = self.states[state_stack[-1]]
+        return {t for t in row if (t.isupper() or t == "$END") and _simulate(self.states, self.plans, state_stack, t)}
+
     def parse(self, tokens: Iterable[Token]) -> Any:
         states = self.states
         plans = self.plans
@@ -64,7 +69,7 @@ class TableDriver:
                 row = states[state_stack[-1]]
                 entry = row.get(typ)
                 if entry is None:
-                    raise ParseError(tok, {t for t in row if t.isupper() or t == "$END"})
+                    raise ParseError(tok, self._accepts(state_stack))
                 action, arg = entry
                 if action is Shift:
                     state_stack.append(arg)
@@ -103,6 +108,22 @@ class TableDriver:
                 if typ == "$END" and next_state == end_state:
                     return value_stack[-1]
         raise ParseError(end, set())
+
+
+def _simulate(states: dict[Any, dict[str, tuple[Any, Any]]], plans: dict[Any, Any], stack: list[Any], terminal: str) -> bool:
+    """Would `terminal` be shifted from this stack (after the reductions it triggers)?"""
+    stack = list(stack)
+    while True:
+        entry = states[stack[-1]].get(terminal)
+        if entry is None:
+            return False
+        action, arg = entry
+        if action is Shift:
+            return True
+        size, origin = plans[arg][0], plans[arg][1]
+        if size:
+            del stack[-size:]
+        stack.append(states[stack[-1]][origin][1])
 
 
 def _with_end(tokens: Iterable[Token], end: Token) -> Iterable[Token]:
