@@ -1,0 +1,96 @@
+"""Crashes: `baton run` as a real subprocess, killed with SIGKILL mid-run or interrupted with SIGINT."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from engine.testing.chat_server import ChatServer
+from tests.conftest import ROOT
+
+FLOW = """
+input q
+step a { model: fast  task: "first {q}" }
+step b { model: cheap  sees: a  task: "left" }
+step c { model: coder  sees: a  task: "right" }
+step d { model: strong  sees: b, c  task: "join" }
+"""
+
+
+def write_setup(tmp: Path, url: str) -> tuple[Path, Path]:
+    flow = tmp / "crash.flow"
+    flow.write_text(FLOW)
+    pool = tmp / "pool.toml"
+    models = "\n".join(f'[models.{a}]\nprovider = "loop"\nid = "{a}"\ninput_price = 1.0\noutput_price = 2.0\n'
+                       for a in ("fast", "cheap", "coder", "strong"))
+    pool.write_text(f'[providers.loop]\nkind = "openai"\nbase_url = "{url}"\n\n{models}')
+    return flow, pool
+
+
+def start(flow: Path, pool: Path, home: Path, *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "engine.cli.main", "run", str(flow), "--pool", str(pool), "--home", str(home),
+                             "--input", "q=x", "--no-cache", *extra], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={k: v for k, v in os.environ.items() if k != "BATON_POOL"})
+
+
+def wait_for(predicate, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(0.02)
+    raise AssertionError("timed out waiting")
+
+
+def only_run(home: Path) -> Path:
+    runs = list((home / "runs").iterdir())
+    assert len(runs) == 1
+    return runs[0]
+
+
+def test_sigkill_mid_run_then_resume_sends_no_finished_step_again(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    with ChatServer(latency=1.0) as server:
+        flow, pool = write_setup(tmp_path, server.url)
+        proc = start(flow, pool, home)
+        wait_for(lambda: server.count("cheap") == 1 and server.count("coder") == 1)  # a is done, b and c in flight
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        run_dir = only_run(home)
+        assert (run_dir / "steps" / "a.json").exists()
+        assert not (run_dir / "steps" / "d.json").exists()
+        before = {m: server.count(m) for m in ("fast", "cheap", "coder", "strong")}
+        assert before == {"fast": 1, "cheap": 1, "coder": 1, "strong": 0}
+
+        resumed = subprocess.run([sys.executable, "-m", "engine.cli.main", "run", "--resume", run_dir.name, "--pool", str(pool),
+                                  "--home", str(home), "--no-cache"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert resumed.returncode == 0, resumed.stderr
+        assert "(resumed: not called again)" in resumed.stderr
+        after = {m: server.count(m) for m in ("fast", "cheap", "coder", "strong")}
+        assert after == {"fast": 1, "cheap": 2, "coder": 2, "strong": 1}  # a never again; b, c re-sent (in flight at the kill)
+        summary = json.loads((run_dir / "summary.json").read_text())
+        assert summary["status"] == "ok" and summary["attempts_of_run"] == 2
+        events = [json.loads(x)["event"] for x in (run_dir / "events.jsonl").read_text().splitlines()]
+        assert events.count("run_started") == 1 and events.count("run_resumed") == 1
+
+
+def test_sigint_stops_cleanly_keeps_finished_steps_and_exits_130(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    with ChatServer(latency=1.0) as server:
+        flow, pool = write_setup(tmp_path, server.url)
+        proc = start(flow, pool, home)
+        wait_for(lambda: server.count("cheap") == 1)
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=20)
+        assert proc.returncode == 130, err
+        assert "Traceback" not in err
+        assert "resume with: baton run --resume" in err
+        run_dir = only_run(home)
+        summary = json.loads((run_dir / "summary.json").read_text())
+        assert summary["status"] == "interrupted"
+        assert (run_dir / "steps" / "a.json").exists()
