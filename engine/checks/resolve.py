@@ -32,6 +32,16 @@ SCHEMAS: dict[str, tuple[str, ...]] = {
     "loop": ("exhausted", "output"),
     "model": ("provider", "id", "input_price", "output_price", "context", "max_concurrency", "max_output_tokens", "description"),
 }
+#: The kind of value each property takes: what the readers below enforce, and what the planner's
+#: constrained grammar (engine.planner.gbnf) offers after each key.
+VALUE_KINDS: dict[str, str] = {
+    "model": "chain", "fallback": "chain", "sees": "names", "task": "text", "system": "text", "judge_task": "text",
+    "temperature": "number", "top_p": "number", "max_tokens": "int", "seed": "int", "retries": "int", "quorum": "int",
+    "timeout": "duration", "reasoning": "choice:low|medium|high", "expect": "checks", "accept": "regex", "panel": "panel",
+    "judge": "alias", "exhausted": "choice:last|fail|escalate", "output": "name", "provider": "name", "id": "text",
+    "input_price": "number", "output_price": "number", "context": "int", "max_concurrency": "int",
+    "max_output_tokens": "int", "description": "text",
+}
 REQUIRED: dict[str, tuple[str, ...]] = {
     "step": ("model", "task"), "verify": ("model", "task"), "fuse": ("panel", "task"), "model": ("provider", "id"),
 }

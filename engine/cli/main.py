@@ -29,6 +29,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "show": ("show", "show what a run did, step by step"),
     "models": ("models", "list the model pool (and check endpoints)"),
     "cache": ("cache", "manage the response cache"),
+    "plan": ("plan", "have a planner model write a flow for a task"),
+    "ask": ("ask", "plan, run and answer a task, with every decision recorded"),
+    "import": ("importer", "convert a Conductor completion into a flow"),
 }
 
 

@@ -50,6 +50,17 @@ def _load(n_ctx: int, threads: int | None) -> Any:
     return _models[key]
 
 
+_grammars: dict[str, Any] = {}
+
+
+def _grammar(text: str) -> Any:
+    if text not in _grammars:
+        from llama_cpp.llama_grammar import LlamaGrammar
+
+        _grammars[text] = LlamaGrammar.from_string(text, verbose=False)
+    return _grammars[text]
+
+
 class LocalProvider:
     def __init__(self, name: str, spec: ProviderSpec) -> None:
         self.name = name
@@ -60,10 +71,12 @@ class LocalProvider:
     def _complete(self, request: ChatRequest) -> ChatResponse:
         with _lock:
             llm = _load(self.n_ctx, self.threads)
+            grammar = _grammar(request.grammar) if request.grammar and request.grammar_format == "gbnf" else None
             try:
                 out = llm.create_chat_completion(
                     messages=list(request.messages), max_tokens=request.max_tokens, temperature=request.temperature,
                     top_p=request.top_p if request.top_p is not None else 0.95, seed=request.seed if request.seed is not None else 0,
+                    grammar=grammar,
                 )
             except ValueError as err:  # e.g. prompt longer than the context window
                 raise ProviderFault("client_error", f"local model: {err}") from None

@@ -89,6 +89,11 @@ class OpenAICompatProvider:
             body["seed"] = request.seed
         if request.reasoning is not None:
             body["reasoning_effort"] = request.reasoning
+        if request.grammar and request.grammar_format == "gbnf":
+            body["grammar"] = request.grammar  # llama.cpp's server
+        elif request.grammar and request.grammar_format == "lark":
+            body["guided_grammar"] = request.grammar  # vLLM (older name)
+            body["structured_outputs"] = {"grammar": request.grammar}  # vLLM (newer name)
         return body
 
     async def complete(self, request: ChatRequest) -> ChatResponse:

@@ -31,6 +31,8 @@ class ChatRequest:
     timeout: float = 120.0
     step: str = ""
     alias: str = ""
+    grammar: str | None = None
+    grammar_format: str | None = None  # "gbnf" (llama.cpp) or "lark" (vLLM, OpenAI custom tools)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,95 @@
+"""`baton plan "TASK"`: a planner model writes a flow; Baton checks it, repairs it, prints it."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+from engine.cli.common import add_pool_argument, fail, pool_error, pool_for
+from engine.errors import PoolError
+from engine.planner.limits import ALL_CONSTRUCTS, PlanLimits
+from engine.planner.plan import PlanResult, plan
+from engine.pool import Pool
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("task", metavar="TASK")
+    add_plan_arguments(p)
+    p.add_argument("-o", "--output", metavar="FILE", help="write the accepted flow here")
+    p.add_argument("--json", action="store_true", help="print the planning record as JSON")
+
+
+def add_plan_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--planner", metavar="ALIAS", help="the pool alias that plans (default: the first alias of the pool)")
+    add_pool_argument(p)
+    p.add_argument("--max-steps", type=int, default=5)
+    p.add_argument("--budget", metavar="$X", help="plans may not declare a larger budget")
+    p.add_argument("--allow", default="step,fuse", help=f"constructs a plan may use, from {','.join(ALL_CONSTRUCTS)}")
+    p.add_argument("--constrain", choices=["auto", "off", "gbnf", "lark"], default="auto")
+    p.add_argument("--repairs", type=int, default=3, help="how many times to send diagnostics back (default 3)")
+    p.add_argument("--prompt", metavar="FILE", help="a prompt template replacing the built-in one")
+
+
+def limits_from(args: argparse.Namespace, pool: Pool) -> PlanLimits:
+    allow = tuple(a.strip() for a in args.allow.split(",") if a.strip())
+    bad = [a for a in allow if a not in ALL_CONSTRUCTS]
+    if bad:
+        raise ValueError(f"--allow: unknown construct {', '.join(bad)} (choose from {', '.join(ALL_CONSTRUCTS)})")
+    budget = float(args.budget.lstrip("$")) if args.budget else None
+    if not 1 <= args.max_steps <= 50:
+        raise ValueError("--max-steps must be 1..50")
+    return PlanLimits(max_steps=args.max_steps, budget_usd=budget, allow=allow)
+
+
+async def make_plan(args: argparse.Namespace, pool: Pool, task: str, allow_keep: bool = False) -> PlanResult:
+    from engine.api import ProviderSet
+
+    planner = args.planner or next(iter(pool.models))
+    if planner not in pool.models:
+        raise ValueError(f"--planner {planner!r} is not in the pool ({', '.join(pool.models)})")
+    template = Path(args.prompt).read_text(encoding="utf-8") if args.prompt else None
+    providers = ProviderSet(pool)
+    try:
+        return await plan(task, pool, planner, providers.for_alias(planner), limits=limits_from(args, pool),
+                          constrain=args.constrain, repairs=args.repairs, template=template, allow_keep=allow_keep)
+    finally:
+        await providers.aclose()
+
+
+def report(result: PlanResult) -> None:
+    for i, a in enumerate(result.attempts, 1):
+        errors = [d for d in a.diagnostics if d.get("severity", "error") == "error"]
+        state = "valid" if a.valid else f"{len(errors)} error(s)"
+        print(f"plan attempt {i}: {state} ({a.latency_s:.1f}s, {a.output_tokens} tokens, constraint: {a.constrained or 'none'})",
+              file=sys.stderr)
+        for d in errors[:5]:
+            where = f"{d['range']['start']['line']}:{d['range']['start']['column']}: " if "range" in d else ""
+            print(f"  {where}{d.get('code', '')} {d['message']}", file=sys.stderr)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        pool = pool_for(args, None)
+    except PoolError as err:
+        return pool_error(err)
+    try:
+        result = asyncio.run(make_plan(args, pool, args.task))
+    except (ValueError, OSError) as err:
+        return fail(str(err), 2)
+    report(result)
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+    if not result.ok:
+        return fail(f"no valid plan after {len(result.attempts)} attempts", 1)
+    if not args.json:
+        sys.stdout.write(result.text)
+        worst = result.worst
+        if worst is not None:
+            print(f"worst case: {worst.calls} calls, ~{worst.tokens} tokens, ${worst.usd:.4f}", file=sys.stderr)
+    if args.output:
+        Path(args.output).write_text(result.text, encoding="utf-8")
+        print(f"wrote {args.output}", file=sys.stderr)
+    return 0

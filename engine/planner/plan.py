@@ -1,0 +1,163 @@
+"""`baton plan`: a model of the user's choice writes a flow; Baton checks it and asks again until it is sound.
+
+Each attempt: build the request (the prompt, then for a repair the previous reply and the
+exact diagnostics `baton validate` would print), call the planner (grammar-constrained
+where its endpoint supports it), extract the flow, run every check plus the planner
+limits. Every attempt is kept in the `PlanResult`, so the record shows what the planner
+wrote, what was wrong and how it was fixed.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from engine.checks.cost import WorstCase
+from engine.diagnostics import Diagnostic, render_all
+from engine.loading import check_source
+from engine.model import Flow, Params
+from engine.planner.extract import extract_flow
+from engine.planner.gbnf import _sym, literal, to_gbnf
+from engine.planner.limits import ALL_CONSTRUCTS, PlanLimits, check_limits
+from engine.planner.prompt import build_prompt
+from engine.pool import Pool
+from engine.run.protocol import ChatRequest, Provider, ProviderFault
+from engine.syntax.fmt import format_source
+
+Constrain = Literal["auto", "off", "gbnf", "lark"]
+
+
+@dataclass
+class PlanAttempt:
+    reply: str
+    flow_text: str
+    diagnostics: list[dict[str, Any]] = field(default_factory=list)
+    valid: bool = False
+    constrained: str | None = None
+    latency_s: float = 0.0
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+@dataclass
+class PlanResult:
+    task: str
+    planner: str
+    flow: Flow | None = None
+    text: str = ""
+    worst: WorstCase | None = None
+    attempts: list[PlanAttempt] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.flow is not None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "task": self.task, "planner": self.planner, "ok": self.ok, "flow": self.text,
+            "worst_case": self.worst.to_json() if self.worst else None,
+            "attempts": [a.__dict__ for a in self.attempts],
+        }
+
+
+def planner_gbnf(pool: Pool, limits: PlanLimits, allow_keep: bool = False) -> str:
+    """The flow grammar specialised for one request, from grammar/flow.lark plus this request's data.
+
+    What the generated grammar keeps: every terminal (strings, names, numbers) and rule
+    shape. What the request narrows, as a small model needs: the pool's aliases as
+    literals; steps named `s1`, `s2` ... in order, each able to see only `question` and
+    the steps before it (so a plan cannot repeat a name or see forward); at most
+    `max_steps` of them; the planner's property keys; task text of bounded length.
+    """
+    aliases = [a for a in pool.models if not limits.models or a in limits.models]
+    alias = "(" + " | ".join(literal(a) for a in aliases) + ")"
+    text = _sym("STRING", True)
+    overrides: dict[str, str] = {}
+    steps = []
+    for k in range(1, limits.max_steps + 1):
+        visible = "(" + " | ".join(literal(n) for n in ["question", *(f"s{i}" for i in range(1, k))]) + ")"
+        props = [f'"model:" ws {alias}', f'"task:" ws {text}']
+        props.insert(1, f'("sees:" ws {visible} (ws "," ws {visible}){{0,{k - 1}}} ws)?')
+        overrides[f"plan_step_{k}"] = f'"step" ws "s{k}" ws "{{" ws {props[0]} ws {props[1]} {props[2]} ws "}}"'
+        steps.append(f"plan-step-{k}")
+    chain = ""
+    for name in reversed(steps[1:]):
+        chain = f"(ws {name}{chain})?"
+    overrides["start"] = f'"input" ws "question" ws {steps[0]} {chain}'.rstrip()
+    overrides["STRING"] = '"\\"" [^"\\\\\\n]{3,160} "\\""'
+    overrides["ws"] = '(" " | "\\n" | "\\n  ")?'  # one separator, not a runaway of blank lines
+    grammar = to_gbnf(overrides, drop=())
+    if allow_keep:  # a recursion round may also answer KEEP
+        grammar = grammar.replace("root ::= start", 'root ::= "KEEP" | start', 1)
+    return grammar
+
+
+def _constraint(mode: Constrain, provider_kind: str, options: dict[str, Any]) -> str | None:
+    if mode == "off":
+        return None
+    if mode in ("gbnf", "lark"):
+        return mode
+    if provider_kind == "local":
+        return "gbnf"
+    fmt = options.get("grammar")
+    return str(fmt) if fmt in ("gbnf", "lark") else None
+
+
+def _repair_message(reply: str, diagnostics: list[Diagnostic], text: str) -> str:
+    return (f"Your flow has problems. `baton validate` says:\n\n{render_all(diagnostics, text, colour=False)}\n\n"
+            "Write the corrected flow, complete, in one ```flow code block.")
+
+
+async def plan(task: str, pool: Pool, planner_alias: str, provider: Provider, *, limits: PlanLimits | None = None,
+               constrain: Constrain = "auto", repairs: int = 3, template: str | None = None, max_tokens: int = 600,
+               temperature: float = 0.0, allow_keep: bool = False) -> PlanResult:
+    """Ask the planner for a flow until one passes every check, at most `1 + repairs` times."""
+    limits = limits or PlanLimits()
+    spec = pool.models[planner_alias]
+    pspec = pool.provider(spec.provider)
+    mode = _constraint(constrain, pspec.kind, dict(pspec.options))
+    grammar = planner_gbnf(pool, limits, allow_keep) if mode == "gbnf" else None
+    if mode == "lark":
+        from engine.planner.gbnf import to_lark
+
+        grammar = to_lark([c for c in ALL_CONSTRUCTS if c not in limits.allow])
+    result = PlanResult(task=task, planner=planner_alias)
+    messages: list[dict[str, str]] = [{"role": "user", "content": build_prompt(task, pool, limits, template)}]
+    for n in range(repairs + 1):
+        # a repair at the same temperature from a deterministic model tends to repeat the same flow
+        params = Params(temperature=temperature if n == 0 else max(temperature, 0.7), max_tokens=max_tokens)
+        request = ChatRequest(model_id=spec.id, messages=tuple(messages), temperature=params.temperature,
+                              max_tokens=params.max_tokens, timeout=600, step="planner", alias=planner_alias,
+                              grammar=grammar, grammar_format=mode)
+        t0 = time.perf_counter()
+        try:
+            response = await provider.complete(request)
+            reply = response.text
+        except ProviderFault as fault:
+            result.attempts.append(PlanAttempt(reply="", flow_text="", diagnostics=[{"message": f"planner call failed: {fault}"}],
+                                               constrained=mode, latency_s=time.perf_counter() - t0))
+            if not fault.retryable:
+                break
+            continue
+        if allow_keep and reply.strip().strip(".").upper() == "KEEP":
+            result.attempts.append(PlanAttempt(reply=reply, flow_text="", valid=True, constrained=mode,
+                                               latency_s=round(time.perf_counter() - t0, 3)))
+            return result
+        text = extract_flow(reply)
+        checked = check_source(text, pool, f"plan-{n + 1}.flow")
+        diags = list(checked.diagnostics)
+        if checked.flow is not None:
+            diags += check_limits(checked.flow, limits)
+        errors = [d for d in diags if d.severity == "error"]
+        attempt = PlanAttempt(reply=reply, flow_text=text, diagnostics=[d.to_json() for d in diags], valid=not errors,
+                              constrained=mode, latency_s=round(time.perf_counter() - t0, 3),
+                              input_tokens=response.input_tokens, output_tokens=response.output_tokens)
+        result.attempts.append(attempt)
+        if not errors and checked.flow is not None:
+            result.flow = checked.flow
+            result.text = format_source(text)
+            result.worst = checked.worst
+            return result
+        messages += [{"role": "assistant", "content": reply}, {"role": "user", "content": _repair_message(reply, errors, text)}]
+    return result
