@@ -120,3 +120,19 @@ def test_default_pool_is_the_local_model() -> None:
     pool = default_pool()
     assert pool.provider(pool.models["local"].provider).kind == "local"
     assert str(ROOT)  # the default pool needs no file
+
+
+def test_ask_end_to_end_on_the_local_model(tmp_path: Path) -> None:
+    """`baton ask`: the embedded model plans under a grammar, the plan runs, the record shows plan, models and answer."""
+    env = {k: v for k, v in os.environ.items() if k != "BATON_POOL"}
+    proc = subprocess.run([sys.executable, "-m", "engine.cli.main", "ask", "Name a primary colour.", "--max-steps", "2",
+                           "--home", str(tmp_path)], cwd=tmp_path, capture_output=True, text=True, timeout=900, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "--- plan ---" in proc.stderr and "plan attempt 1:" in proc.stderr
+    assert proc.stdout.strip()
+    run_dir = next((tmp_path / "runs").iterdir())
+    record = json.loads((run_dir / "ask.json").read_text())
+    assert record["rounds"][0]["plan"]["ok"] and record["rounds"][0]["plan"]["flow"].startswith("input question")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "ok" and summary["output"] == record["output"]
+    assert all(s["model"] == "local" for s in summary["steps"].values())
