@@ -26,7 +26,7 @@ from engine.run.cache import ResponseCache
 from engine.run.calls import Caller, Limits, RetryPolicy
 from engine.run.executor import Executor, Progress, summarise
 from engine.run.protocol import Provider, ProviderFault
-from engine.run.store import RunStore, baton_home
+from engine.run.store import MemoryStore, RunStore, baton_home
 from engine.run.trace import RunSummary
 
 MAX_INPUT_BYTES = 4 * 1024 * 1024
@@ -113,7 +113,7 @@ class ProviderSet:
 
 def _aliases(node: Any) -> list[str]:
     return [*getattr(node, "models", ()), *getattr(node, "fallbacks", ()), *getattr(node, "panel", ()),
-            *([node.judge] if getattr(node, "judge", None) else [])]
+            *([node.judge] if getattr(node, "judge", None) else []), *([node.escalate] if getattr(node, "escalate", None) else [])]
 
 
 async def run_flow(
@@ -130,6 +130,7 @@ async def run_flow(
     durable: bool = True,
     retry: RetryPolicy | None = None,
     sleep: Callable[[float], Any] | None = None,
+    record: bool = True,
 ) -> RunSummary:
     """Run a flow (a `Flow`, or a path to a .flow file) and return its summary; see the module docstring."""
     store: RunStore
@@ -155,7 +156,7 @@ async def run_flow(
         else:
             flow_obj, pool = load_flow(flow, pool)
             flow_file = str(flow)
-        store = RunStore.create(home, durable)
+        store = RunStore.create(home, durable) if record else MemoryStore()
     pool = pool.with_models(flow_obj.models)
     checked_inputs = check_inputs(flow_obj, inputs or {})
     budget = flow_obj.budget

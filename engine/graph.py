@@ -21,7 +21,7 @@ def _node_models(node: Any) -> list[str]:
     if isinstance(node, (Step, Verify)):
         return [*node.models, *node.fallbacks]
     if isinstance(node, Fuse):
-        return [*dict.fromkeys(node.panel), *([node.judge] if node.judge else [])]
+        return [*dict.fromkeys(node.panel), *([node.judge] if node.judge else []), *([node.escalate] if node.escalate else [])]
     return []
 
 

@@ -92,6 +92,9 @@ class Fuse(CallSpec):
     judge_task: str = ""
     quorum: int = 1
     fallbacks: tuple[str, ...] = ()
+    vote: Literal["number", "text"] | None = None
+    agree: int = 1
+    escalate: str | None = None
 
 
 class Arm(Frozen):

@@ -126,7 +126,18 @@ def load_pool(path: str | Path) -> Pool:
         problems = "; ".join(f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in err.errors())
         raise PoolError(f"{p}: invalid pool: {problems}") from None
     pool.check()
-    return pool
+    return _resolve_paths(pool, p.parent)
+
+
+def _resolve_paths(pool: Pool, base: Path) -> Pool:
+    """Relative `options.dataset` paths are relative to the pool file, not to the current folder."""
+    providers = {}
+    for name, spec in pool.providers.items():
+        dataset = spec.options.get("dataset")
+        if isinstance(dataset, str) and not Path(dataset).is_absolute():
+            spec = spec.model_copy(update={"options": {**spec.options, "dataset": str((base / dataset).resolve())}})
+        providers[name] = spec
+    return pool.model_copy(update={"providers": providers})
 
 
 def discover_pool(flow_path: str | Path | None = None, explicit: str | Path | None = None) -> Pool:

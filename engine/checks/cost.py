@@ -94,6 +94,8 @@ class CostModel:
             if node.judge:
                 judge_prompt = prompt + len(node.panel) * node.params.max_tokens + text_tokens(node.judge_task)
                 result = result + self.chain((node.judge,), (), node.retries, judge_prompt, node.params.max_tokens)
+            if node.escalate:
+                result = result + self.chain((node.escalate,), node.fallbacks, node.retries, prompt, node.params.max_tokens)
         elif isinstance(node, Loop):
             per_round = WorstCase()
             levels = 1

@@ -28,7 +28,7 @@ _CALL_KEYS = ("sees", "task", "system", "temperature", "max_tokens", "top_p", "r
 SCHEMAS: dict[str, tuple[str, ...]] = {
     "step": ("model", "fallback", "expect", *_CALL_KEYS),
     "verify": ("model", "fallback", "accept", *_CALL_KEYS),
-    "fuse": ("panel", "judge", "judge_task", "quorum", "fallback", *_CALL_KEYS),
+    "fuse": ("panel", "judge", "judge_task", "quorum", "vote", "agree", "escalate", "fallback", *_CALL_KEYS),
     "loop": ("exhausted", "output"),
     "model": ("provider", "id", "input_price", "output_price", "context", "max_concurrency", "max_output_tokens", "description"),
 }
@@ -38,7 +38,7 @@ VALUE_KINDS: dict[str, str] = {
     "model": "chain", "fallback": "chain", "sees": "names", "task": "text", "system": "text", "judge_task": "text",
     "temperature": "number", "top_p": "number", "max_tokens": "int", "seed": "int", "retries": "int", "quorum": "int",
     "timeout": "duration", "reasoning": "choice:low|medium|high", "expect": "checks", "accept": "regex", "panel": "panel",
-    "judge": "alias", "exhausted": "choice:last|fail|escalate", "output": "name", "provider": "name", "id": "text",
+    "judge": "alias", "vote": "choice:number|text", "agree": "int", "escalate": "alias", "exhausted": "choice:last|fail|escalate", "output": "name", "provider": "name", "id": "text",
     "input_price": "number", "output_price": "number", "context": "int", "max_concurrency": "int",
     "max_output_tokens": "int", "description": "text",
 }
@@ -379,7 +379,28 @@ class Resolver:
         judge_task = ""
         if "judge_task" in props:
             judge_task = self.r.text(props["judge_task"]) or ""
-        return Fuse(panel=tuple(panel), judge=judge, judge_task=judge_task, quorum=quorum, **common)
+        vote = self.r.choice(props["vote"], ("number", "text")) if "vote" in props else None
+        if vote is not None and judge is not None:
+            self.r.error("E208", "a fuse takes a `judge` or a `vote`, not both", props["vote"].key_span)
+        agree = 1
+        if "agree" in props:
+            a = self.r.number(props["agree"], 1, MAX_PANEL, integer=True)
+            if a is not None:
+                agree = int(a)
+                if vote is None:
+                    self.r.error("E208", "`agree` needs `vote`", props["agree"].key_span)
+                elif panel and agree > len(panel):
+                    self.r.error("E306", f"agree {agree} is more than the panel of {len(panel)}", props["agree"].value.span)
+        escalate = None
+        if "escalate" in props:
+            atom = self.r.single(props["escalate"], "a model alias")
+            if atom is not None and atom.kind == "NAME":
+                escalate = self._model_names([atom])[0]
+                info.model_atoms.append(atom)
+            if vote is None:
+                self.r.error("E208", "`escalate` needs `vote` (it is called when the panel does not agree)", props["escalate"].key_span)
+        return Fuse(panel=tuple(panel), judge=judge, judge_task=judge_task, quorum=quorum, vote=vote,  # type: ignore[arg-type]
+                    agree=agree, escalate=escalate, **common)
 
     def _route(self, route: ast.RouteNode) -> None:
         info = self.out.info.get(route.name)

@@ -32,6 +32,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "plan": ("plan", "have a planner model write a flow for a task"),
     "ask": ("ask", "plan, run and answer a task, with every decision recorded"),
     "import": ("importer", "convert a Conductor completion into a flow"),
+    "eval": ("evaluate", "run flows over a dataset: accuracy, cost and latency"),
+    "compare": ("compare", "evaluate flows on the same items, with paired tests"),
 }
 
 

@@ -20,6 +20,10 @@ def make_provider(name: str, spec: ProviderSpec) -> Provider:
         from engine.providers.local import LocalProvider
 
         return LocalProvider(name, spec)
+    if spec.kind == "replay":
+        from engine.providers.replay import ReplayProvider
+
+        return ReplayProvider(name, spec)
     if spec.kind == "scripted":
         from engine.providers.scripted import ScriptedProvider
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from engine.checks.templates import names as prompt_names
@@ -21,6 +22,7 @@ from engine.errors import BudgetExceeded, RouteError, RunCancelled, RunError, Ve
 from engine.graph import build_graph
 from engine.model import Flow, Fuse, Loop, Route, Step, Verify
 from engine.run import prompt
+from engine.run.answers import extract_answer
 from engine.run.calls import Caller, check_reply
 from engine.run.store import RunStore
 from engine.run.trace import Attempt, RouteDecision, RunSummary, StepResult
@@ -223,6 +225,9 @@ class Executor:
         if len(ok) < node.quorum:
             raise RunError(f"fuse `{node.name}`: {len(ok)} of {len(node.panel)} panel members answered, quorum is {node.quorum}; "
                            + "; ".join(failed), step=node.name)
+        if node.vote is not None:
+            await self._vote(node, result, ok, messages)
+            return
         if node.judge is None:
             i, alias, text = ok[0]
             result.output, result.model = text or "", alias
@@ -237,6 +242,29 @@ class Executor:
                                                     node.timeout, role="judge", record=result.add)
         result.output, result.model = text, alias
         result.reason = f"judge `{alias}` over {len(ok)} of {len(node.panel)} panel answers" + (f" ({len(failed)} failed)" if failed else "")
+
+    async def _vote(self, node: Fuse, result: StepResult, ok: Sequence[tuple[int, str, str | None]],
+                    messages: tuple[dict[str, str], ...]) -> None:
+        """Majority vote over extracted answers (self-consistency); below `agree`, escalate (a FrugalGPT-style cascade)."""
+        answers = [(i, alias, text or "", extract_answer(text or "", node.vote or "number")) for i, alias, text in ok]
+        counts = Counter(a for *_rest, a in answers if a)
+        winner, votes = counts.most_common(1)[0] if counts else ("", 0)
+        tally = ", ".join(f"{a!r} x{c}" for a, c in counts.most_common())
+        self._emit("vote", step=node.name, tally=tally, winner=winner, votes=votes, agree=node.agree)
+        if votes >= node.agree:
+            i, alias, text, _a = next(x for x in answers if x[3] == winner)
+            result.output, result.model = text, alias
+            result.reason = f"vote: {winner!r} by {votes} of {len(node.panel)} ({tally})"
+            result.verdict = f"agreement {votes}/{len(node.panel)} >= {node.agree}"
+            return
+        if node.escalate is None:
+            raise VerificationFailed(f"fuse `{node.name}`: only {votes} of {len(node.panel)} agree ({tally}); agree is {node.agree}",
+                                     step=node.name)
+        text, alias, _why = await self.caller.chain(node.name, (node.escalate,), node.fallbacks, node.retries, messages, node.params,
+                                                    node.timeout, role="escalate", record=result.add)
+        result.output, result.model = text, alias
+        result.reason = f"escalated to `{alias}`: only {votes} of {len(node.panel)} agreed ({tally}); agree is {node.agree}"
+        result.verdict = f"agreement {votes}/{len(node.panel)} < {node.agree}"
 
     # -- routes ---------------------------------------------------------------------------
 

@@ -136,3 +136,27 @@ class RunStore:
                 os.fsync(self._events.fileno())
             self._events.close()
             self._events = None
+
+
+class MemoryStore(RunStore):
+    """A run record kept in memory only: for evaluations of thousands of items, where the
+    per-item record lives in the evaluation's own results file instead."""
+
+    def __init__(self, run_id: str | None = None) -> None:
+        super().__init__(Path("."), run_id or new_run_id(), durable=False)
+        self.events: list[tuple[str, dict[str, Any]]] = []
+
+    def event(self, name: str, **fields: Any) -> None:
+        return None
+
+    def write_setup(self, flow_source: str, inputs: dict[str, str], pool_json: dict[str, Any]) -> None:
+        return None
+
+    def write_step(self, result: StepResult) -> None:
+        return None
+
+    def write_summary(self, summary: RunSummary) -> None:
+        return None
+
+    def close(self) -> None:
+        return None

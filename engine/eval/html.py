@@ -1,0 +1,80 @@
+"""The evaluation report as one self-contained HTML file: a table and a cost-vs-accuracy chart (inline SVG)."""
+
+from __future__ import annotations
+
+import html
+import math
+
+from engine.eval.runner import EvalReport
+
+W, H, PAD = 640, 400, 60
+
+
+def _chart(report: EvalReport) -> str:
+    pts = [(f.flow, max(f.mean_cost, 1e-9), f.accuracy, f.pareto) for f in report.flows]
+    if not pts:
+        return ""
+    xs = [math.log10(c) for _, c, _, _ in pts]
+    ys = [a for _, _, a, _ in pts]
+    x0, x1 = min(xs) - 0.2, max(xs) + 0.2
+    y0, y1 = max(0.0, min(ys) - 0.03), min(1.0, max(ys) + 0.03)
+    if y1 - y0 < 0.01:
+        y0, y1 = y0 - 0.01, y1 + 0.01
+
+    def sx(c: float) -> float:
+        return PAD + (math.log10(c) - x0) / (x1 - x0) * (W - 2 * PAD)
+
+    def sy(a: float) -> float:
+        return H - PAD - (a - y0) / (y1 - y0) * (H - 2 * PAD)
+
+    parts = [f'<svg id="pareto-chart" xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" role="img" '
+             'aria-label="cost versus accuracy">',
+             f'<rect x="{PAD}" y="{PAD}" width="{W - 2 * PAD}" height="{H - 2 * PAD}" fill="#fafafa" stroke="#999"/>',
+             f'<text x="{W / 2}" y="{H - 15}" text-anchor="middle" font-size="13">mean cost per item (USD, log scale)</text>',
+             f'<text x="15" y="{H / 2}" text-anchor="middle" font-size="13" transform="rotate(-90 15 {H / 2})">accuracy</text>']
+    for k in range(5):
+        a = y0 + (y1 - y0) * k / 4
+        parts.append(f'<text x="{PAD - 6}" y="{sy(a) + 4:.1f}" text-anchor="end" font-size="11">{a * 100:.1f}%</text>')
+        c = 10 ** (x0 + (x1 - x0) * k / 4)
+        parts.append(f'<text x="{sx(c):.1f}" y="{H - PAD + 16}" text-anchor="middle" font-size="11">${c:.2g}</text>')
+    front = sorted((p for p in pts if p[3]), key=lambda p: p[1])
+    if len(front) > 1:
+        path = " ".join(f"{sx(c):.1f},{sy(a):.1f}" for _, c, a, _ in front)
+        parts.append(f'<polyline class="frontier" points="{path}" fill="none" stroke="#d33" stroke-width="2" stroke-dasharray="6 3"/>')
+    for name, c, a, on_front in pts:
+        colour = "#d33" if on_front else "#36c"
+        parts.append(f'<circle cx="{sx(c):.1f}" cy="{sy(a):.1f}" r="6" fill="{colour}"><title>{html.escape(name)}: '
+                     f'{a * 100:.1f}%, ${c:.6f}/item</title></circle>')
+        parts.append(f'<text x="{sx(c) + 9:.1f}" y="{sy(a) - 8:.1f}" font-size="12">{html.escape(name)}</text>')
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
+def render_html(report: EvalReport) -> str:
+    rows = "\n".join(
+        f"<tr><td>{html.escape(f.flow)}{' ★' if f.pareto else ''}</td><td>{f.n}</td><td>{f.accuracy * 100:.1f}%</td>"
+        f"<td>{f.ci_low * 100:.1f}–{f.ci_high * 100:.1f}%</td><td>${f.total_cost:.4f}</td><td>${f.mean_cost:.6f}</td>"
+        f"<td>{f'${f.cost_per_correct:.6f}' if f.cost_per_correct else '–'}</td><td>{f.latency_p50_ms:.0f}</td>"
+        f"<td>{f.latency_p95_ms:.0f}</td><td>{f.calls_per_item:.2f}</td><td>{f.failures}</td></tr>"
+        for f in report.flows)
+    pairs = "\n".join(f"<tr><td>{html.escape(p['a'])}</td><td>{html.escape(p['b'])}</td><td>{p['a_only']}</td><td>{p['b_only']}</td>"
+                      f"<td>{p['mcnemar_p']:.3g}</td></tr>" for p in report.pairs)
+    oracle = f"<p>Oracle (an item counts if any flow got it right): {report.oracle * 100:.1f}%</p>" if report.oracle is not None else ""
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Baton evaluation {html.escape(report.eval_id)}</title>
+<style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1000px}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:first-child,th:first-child{{text-align:left}}</style></head>
+<body>
+<h1>Evaluation {html.escape(report.eval_id)}</h1>
+<p>Dataset: {html.escape(report.dataset)}; scorer: {html.escape(report.scorer)}; {report.duration_s:.1f}s.
+★ marks the Pareto frontier (no other flow is both cheaper and more accurate).</p>
+<table><tr><th>flow</th><th>items</th><th>accuracy</th><th>95% CI</th><th>total cost</th><th>mean cost</th>
+<th>cost per correct</th><th>p50 ms</th><th>p95 ms</th><th>calls/item</th><th>failures</th></tr>
+{rows}
+</table>
+{oracle}
+<h2>Cost versus accuracy</h2>
+{_chart(report)}
+{"<h2>Paired comparisons (McNemar's exact test)</h2><table><tr><th>A</th><th>B</th><th>only A right</th><th>only B right</th><th>p</th></tr>" + pairs + "</table>" if pairs else ""}
+</body></html>
+"""

@@ -1,0 +1,168 @@
+"""Running flows over a dataset: concurrent items, a spending cap, resumable results, one report.
+
+Each (flow, item) pair is one run through the ordinary executor (records kept in memory;
+the evaluation's own `results.jsonl` is the durable record, appended as each item
+finishes, so `--resume` skips what is done and never bills it again).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine.api import run_flow
+from engine.errors import RunError
+from engine.eval.dataset import Item
+from engine.eval.scorers import Scorer
+from engine.eval.stats import mcnemar, pareto, percentile, wilson
+from engine.model import Flow
+from engine.pool import Pool
+from engine.run.protocol import Provider
+from engine.run.store import baton_home, new_run_id
+
+
+@dataclass
+class ItemResult:
+    flow: str
+    item: str
+    correct: bool
+    cost: float
+    latency_ms: float
+    calls: int
+    output: str
+    error: str | None = None
+
+
+@dataclass
+class FlowReport:
+    flow: str
+    n: int
+    correct: int
+    accuracy: float
+    ci_low: float
+    ci_high: float
+    total_cost: float
+    mean_cost: float
+    cost_per_correct: float | None
+    latency_p50_ms: float
+    latency_p95_ms: float
+    calls_per_item: float
+    failures: int
+    pareto: bool = False
+
+
+@dataclass
+class EvalReport:
+    eval_id: str
+    dataset: str
+    scorer: str
+    flows: list[FlowReport] = field(default_factory=list)
+    pairs: list[dict[str, Any]] = field(default_factory=list)
+    oracle: float | None = None
+    stopped: str | None = None
+    duration_s: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"eval_id": self.eval_id, "dataset": self.dataset, "scorer": self.scorer, "duration_s": self.duration_s,
+                "flows": [asdict(f) for f in self.flows], "pairs": self.pairs, "oracle": self.oracle, "stopped": self.stopped}
+
+
+async def evaluate(flows: list[tuple[str, Flow]], items: list[Item], pool: Pool, scorer: Scorer, *, scorer_name: str = "",
+                   dataset_name: str = "", providers: dict[str, Provider] | None = None, concurrency: int = 32,
+                   budget_usd: float | None = None, home: str | Path | None = None, resume: str | None = None,
+                   progress: Callable[[int, int, int, float], None] | None = None) -> EvalReport:
+    eval_id = resume or new_run_id()
+    folder = baton_home(home) / "evals" / eval_id
+    folder.mkdir(parents=True, exist_ok=True)
+    results_path = folder / "results.jsonl"
+    done: dict[tuple[str, str], ItemResult] = {}
+    if results_path.exists():
+        kept = []
+        for line in results_path.read_text(encoding="utf-8").splitlines():
+            try:
+                r = ItemResult(**json.loads(line))
+            except (ValueError, TypeError):
+                continue  # a line cut short by a crash: that item runs again
+            done[(r.flow, r.item)] = r
+            kept.append(line)
+        # rewrite without the torn line, so the next append does not glue onto it
+        tmp = results_path.with_suffix(".tmp")
+        tmp.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
+        tmp.replace(results_path)
+    report = EvalReport(eval_id, dataset_name, scorer_name)
+    spent = sum(r.cost for r in done.values())
+    sem = asyncio.Semaphore(concurrency)
+    total = len(flows) * len(items)
+    counters = {"done": len(done), "right": sum(r.correct for r in done.values())}
+    t0 = time.perf_counter()
+    out = open(results_path, "a", encoding="utf-8")  # noqa: SIM115 - closed below
+
+    async def one(label: str, flow: Flow, item: Item) -> None:
+        nonlocal spent
+        if (label, item.id) in done:
+            return
+        async with sem:
+            if budget_usd is not None and spent >= budget_usd:
+                report.stopped = f"budget ${budget_usd:g} reached after ${spent:.4f}"
+                return
+            inputs = {k: v for k, v in item.fields.items() if k in flow.inputs}
+            started = time.perf_counter()
+            try:
+                summary = await run_flow(flow, inputs, pool=pool, providers=providers, record=False, cache=False)
+                output, cost, calls, error = summary.output or "", summary.cost, summary.calls, None
+            except RunError as err:
+                partial = err.summary
+                output, error = "", str(err)
+                cost = partial.cost if partial is not None else 0.0
+                calls = partial.calls if partial is not None else 0
+            correct = bool(output) and await scorer(output, item.reference, item.fields)
+            result = ItemResult(label, item.id, correct, cost, (time.perf_counter() - started) * 1000, calls, output[:500], error)
+            spent += cost
+            done[(label, item.id)] = result
+            out.write(json.dumps(asdict(result), ensure_ascii=False) + "\n")
+            counters["done"] += 1
+            counters["right"] += correct
+            if progress is not None:
+                progress(counters["done"], total, counters["right"], spent)
+
+    try:
+        await asyncio.gather(*(one(label, flow, item) for label, flow in flows for item in items))
+    finally:
+        out.close()
+    report.duration_s = round(time.perf_counter() - t0, 2)
+    _summarise(report, [label for label, _ in flows], items, done)
+    (folder / "report.json").write_text(json.dumps(report.to_json(), indent=2), encoding="utf-8")
+    return report
+
+
+def _summarise(report: EvalReport, labels: list[str], items: list[Item], done: dict[tuple[str, str], ItemResult]) -> None:
+    for label in labels:
+        rs = [done[(label, it.id)] for it in items if (label, it.id) in done]
+        n = len(rs)
+        right = sum(r.correct for r in rs)
+        low, high = wilson(right, n)
+        cost = sum(r.cost for r in rs)
+        lat = [r.latency_ms for r in rs]
+        report.flows.append(FlowReport(
+            flow=label, n=n, correct=right, accuracy=right / n if n else 0.0, ci_low=low, ci_high=high, total_cost=cost,
+            mean_cost=cost / n if n else 0.0, cost_per_correct=cost / right if right else None,
+            latency_p50_ms=percentile(lat, 0.5), latency_p95_ms=percentile(lat, 0.95),
+            calls_per_item=sum(r.calls for r in rs) / n if n else 0.0, failures=sum(r.error is not None for r in rs),
+        ))
+    front = pareto([(f.flow, f.mean_cost, f.accuracy) for f in report.flows])
+    for f in report.flows:
+        f.pareto = f.flow in front
+    if len(labels) > 1:
+        common = [it.id for it in items if all((lab, it.id) in done for lab in labels)]
+        report.oracle = sum(any(done[(lab, i)].correct for lab in labels) for i in common) / len(common) if common else None
+        for a_i, a in enumerate(labels):
+            for b in labels[a_i + 1:]:
+                only_a = sum(done[(a, i)].correct and not done[(b, i)].correct for i in common)
+                only_b = sum(done[(b, i)].correct and not done[(a, i)].correct for i in common)
+                report.pairs.append({"a": a, "b": b, "a_only": only_a, "b_only": only_b, "items": len(common),
+                                     "mcnemar_p": mcnemar(only_a, only_b)})

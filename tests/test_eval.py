@@ -1,0 +1,169 @@
+"""`baton eval` / `baton compare`: replay of real recorded models, statistics, the HTML report, live endpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+import os
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from engine.eval.dataset import load_dataset
+from engine.eval.runner import evaluate
+from engine.eval.scorers import make_scorer
+from engine.eval.stats import mcnemar, pareto, wilson
+from engine.loading import check_source, load_flow
+from engine.pool import load_pool
+from engine.providers import make_provider
+from engine.testing.chat_server import ChatServer
+from tests.conftest import ROOT, loopback_pool
+
+EVAL = ROOT / "workflows" / "eval"
+DATA = EVAL / "gsm8k" / "items.jsonl"
+SOLO = sorted(EVAL.glob("solo_*.flow"))
+
+
+def label_grid_accuracy(model: str) -> float:
+    with open(EVAL / "gsm8k" / "correct.csv", newline="") as fh:
+        cells = [row[model] for row in csv.DictReader(fh) if row[model] != ""]
+    return sum(c == "1" for c in cells) / len(cells)
+
+
+def run_eval(paths: list[Path], limit: int | None = None, **kw: object):  # type: ignore[no-untyped-def]
+    pool = load_pool(EVAL / "models.toml")
+    flows = [(p.stem, load_flow(p, pool)[0]) for p in paths]
+    providers = {name: make_provider(name, spec) for name, spec in pool.providers.items()}
+    items = load_dataset(DATA, limit)
+    return asyncio.run(evaluate(flows, items, pool, make_scorer("number"), providers=providers, **kw))  # type: ignore[arg-type]
+
+
+def test_replay_accuracy_equals_the_label_grid_for_every_solo_flow(tmp_path: Path) -> None:
+    report = run_eval(SOLO, home=tmp_path)
+    pool = load_pool(EVAL / "models.toml")
+    for path, flow_report in zip(SOLO, report.flows, strict=True):
+        flow, _ = load_flow(path, pool)
+        alias = flow.nodes["answer"].models[0]  # type: ignore[union-attr]
+        assert flow_report.n == 1319
+        assert flow_report.accuracy == pytest.approx(label_grid_accuracy(pool.models[alias].id), abs=1e-12), path.stem
+
+
+def test_vote_and_cascade_match_the_grid(tmp_path: Path) -> None:
+    report = run_eval([EVAL / "vote3.flow", EVAL / "cascade.flow"], home=tmp_path)
+    vote, cascade = report.flows
+    assert round(vote.accuracy * 100, 1) == 95.0  # the figure computed directly from the grid
+    assert cascade.calls_per_item < 3 and cascade.accuracy > vote.accuracy
+
+
+def test_compare_cli_on_all_items_writes_the_report(tmp_path: Path) -> None:
+    flows = [str(EVAL / f"{n}.flow") for n in ("solo_gpt4o", "solo_gpt4o_mini", "solo_haiku", "vote3", "cascade", "self_moa")]
+    html_path = tmp_path / "report.html"
+    proc = subprocess.run([sys.executable, "-m", "engine.cli.main", "compare", *flows, "--dataset", str(DATA), "--scorer", "number",
+                           "--report", str(html_path), "--home", str(tmp_path), "--json"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300, env={k: v for k, v in os.environ.items() if k != "BATON_POOL"})
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert [f["n"] for f in report["flows"]] == [1319] * 6
+    assert report["oracle"] > max(f["accuracy"] for f in report["flows"])
+    assert len(report["pairs"]) == 15
+    page = html_path.read_text()
+    parser = _Tags()
+    parser.feed(page)
+    assert {"html", "table", "svg", "circle", "polyline"} <= parser.tags
+    assert "http" not in page.replace("http://www.w3.org/2000/svg", "")  # no network at view time
+
+
+class _Tags(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: set[str] = set()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.add(tag)
+
+
+def test_eval_resumes_without_rerunning_finished_items(tmp_path: Path) -> None:
+    first = run_eval([EVAL / "solo_haiku.flow"], limit=50, home=tmp_path)
+    results = tmp_path / "evals" / first.eval_id / "results.jsonl"
+    lines = results.read_text().splitlines()
+    results.write_text("\n".join(lines[:20]) + "\n" + lines[20][:15])  # a crash mid-write
+    second = run_eval([EVAL / "solo_haiku.flow"], limit=50, home=tmp_path, resume=first.eval_id)
+    assert second.flows[0].n == 50 and second.flows[0].correct == first.flows[0].correct
+    assert len(results.read_text().splitlines()) == 50  # 20 kept, the torn line dropped, 30 re-run
+
+
+def test_budget_stops_starting_items(tmp_path: Path) -> None:
+    report = run_eval([EVAL / "solo_gpt4o.flow"], limit=200, home=tmp_path, budget_usd=0.05, concurrency=1)
+    assert report.stopped and report.flows[0].n < 200
+    assert report.flows[0].total_cost <= 0.05 + 0.01
+
+
+def test_replay_refuses_requests_it_has_no_record_for(tmp_path: Path) -> None:
+    from engine.api import run_flow_sync
+    from engine.errors import ProviderError
+
+    pool = load_pool(EVAL / "models.toml")
+    result = check_source('input question\nstep a { model: haiku  task: "Please answer: {question}"  retries: 0 }', pool)
+    assert result.flow is not None
+    with pytest.raises(ProviderError, match="no recorded answer"):
+        run_flow_sync(result.flow, {"question": "What is 2+2?"}, pool=pool, home=tmp_path)
+
+
+def test_eval_against_a_live_endpoint(tmp_path: Path) -> None:
+    dataset = tmp_path / "tiny.jsonl"
+    dataset.write_text("\n".join(json.dumps({"id": i, "question": f"What is {i} + {i}?", "answer": str(2 * i)}) for i in range(8)))
+
+    def responder(body: dict[str, object]) -> str:
+        content = body["messages"][-1]["content"]  # type: ignore[index]
+        n = int(content.split()[2])
+        return f"The answer is {2 * n if n % 4 else 2 * n + 1}."  # wrong on 0 and 4
+
+    with ChatServer(responder=responder) as server:
+        pool = loopback_pool(server.url)
+        flow = check_source('input question\nstep a { model: fast  task: "{question}" }', pool).flow
+        assert flow is not None
+        providers = {"loop": make_provider("loop", pool.provider("loop"))}
+        report = asyncio.run(evaluate([("live", flow)], load_dataset(dataset), pool, make_scorer("number"), providers=providers,
+                                      home=tmp_path))
+        assert report.flows[0].correct == 6 and server.count() == 8
+        assert report.flows[0].total_cost > 0
+
+
+def test_statistics() -> None:
+    low, high = wilson(90, 100)
+    assert 0.82 < low < 0.83 and 0.94 < high < 0.95
+    assert mcnemar(0, 0) == 1.0 and mcnemar(10, 10) == 1.0
+    assert mcnemar(20, 5) == pytest.approx(0.004077, abs=1e-5)
+    assert pareto([("a", 1.0, 0.9), ("b", 2.0, 0.8), ("c", 0.5, 0.7)]) == {"a", "c"}
+
+
+@pytest.mark.parametrize("text, code", [
+    ('input q\nfuse f { panel: a1, a2  vote: number  judge: a1  task: "{q}" }', "E208"),
+    ('input q\nfuse f { panel: a1, a2  agree: 2  task: "{q}" }', "E208"),
+    ('input q\nfuse f { panel: a1, a2  vote: number  agree: 3  task: "{q}" }', "E306"),
+    ('input q\nfuse f { panel: a1, a2  vote: maybe  task: "{q}" }', "E208"),
+])
+def test_vote_properties_are_checked(text: str, code: str) -> None:
+    from engine.pool import ModelSpec, Pool
+
+    pool = Pool(models={"a1": ModelSpec(provider="openai", id="x"), "a2": ModelSpec(provider="openai", id="y")})
+    assert code in {d.code for d in check_source(text, pool).diagnostics}
+
+
+@pytest.mark.model
+def test_eval_against_the_local_model(tmp_path: Path) -> None:
+    pytest.importorskip("llama_cpp")
+    dataset = tmp_path / "tiny.jsonl"
+    dataset.write_text("\n".join(json.dumps({"question": q, "answer": a}) for q, a in [("2 + 2 =", "4"), ("The capital of France is", "Paris")]))
+    flow = tmp_path / "f.flow"
+    flow.write_text('input question\nstep a { model: local  task: "{question}"  max_tokens: 16 }\n')
+    proc = subprocess.run([sys.executable, "-m", "engine.cli.main", "eval", str(flow), "--dataset", str(dataset), "--scorer", "contains",
+                           "--home", str(tmp_path), "--json"], cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                          env={k: v for k, v in os.environ.items() if k != "BATON_POOL"})
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["flows"][0]["n"] == 2 and report["flows"][0]["failures"] == 0
