@@ -8,7 +8,10 @@ in a worker thread to keep the event loop free. Needs the `local` extra.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from engine.pool import ProviderSpec
@@ -39,6 +42,22 @@ def available() -> str | None:
     return None
 
 
+@contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _load(n_ctx: int, threads: int | None) -> Any:
     key = f"{n_ctx}:{threads}"
     if key not in _models:
@@ -46,7 +65,9 @@ def _load(n_ctx: int, threads: int | None) -> Any:
             from llama_cpp import Llama
         except ImportError:
             raise ProviderFault("client_error", INSTALL_HINT) from None
-        _models[key] = Llama(model_path=model_path(), n_ctx=n_ctx, n_threads=threads, chat_format="gemma", verbose=False, seed=0)
+        path = model_path()
+        with _quiet_stderr():  # llama.cpp prints context notes from C even with verbose=False
+            _models[key] = Llama(model_path=path, n_ctx=n_ctx, n_threads=threads, chat_format="gemma", verbose=False, seed=0)
     return _models[key]
 
 
@@ -61,10 +82,19 @@ def _grammar(text: str) -> Any:
     return _grammars[text]
 
 
+def completion_prompt(messages: tuple[dict[str, str], ...], constrained: bool) -> str:
+    """Chat messages as a plain-text prompt for a base model: the texts, then an answer cue."""
+    text = "\n\n".join(m.get("content", "").strip() for m in messages)
+    return text + ("\n\n" if constrained else "\n\nAnswer:")
+
+
 class LocalProvider:
     def __init__(self, name: str, spec: ProviderSpec) -> None:
         self.name = name
         self.n_ctx = int(spec.options.get("n_ctx", 4096))
+        # The embedded model is a base model: through a chat template it mostly echoes the prompt, while as
+        # plain text completion it answers sensibly. `options = { mode = "chat" }` restores the template.
+        self.mode = str(spec.options.get("mode", "completion"))
         threads = spec.options.get("threads")
         self.threads = int(threads) if threads is not None else None
 
@@ -72,18 +102,24 @@ class LocalProvider:
         with _lock:
             llm = _load(self.n_ctx, self.threads)
             grammar = _grammar(request.grammar) if request.grammar and request.grammar_format == "gbnf" else None
+            sampling = {"max_tokens": request.max_tokens, "temperature": request.temperature, "grammar": grammar,
+                        "top_p": request.top_p if request.top_p is not None else 0.95,
+                        "seed": request.seed if request.seed is not None else 0}
             try:
-                out = llm.create_chat_completion(
-                    messages=list(request.messages), max_tokens=request.max_tokens, temperature=request.temperature,
-                    top_p=request.top_p if request.top_p is not None else 0.95, seed=request.seed if request.seed is not None else 0,
-                    grammar=grammar,
-                )
+                if self.mode == "chat":
+                    out = llm.create_chat_completion(messages=list(request.messages), **sampling)
+                    text = out["choices"][0]["message"].get("content") or ""
+                else:
+                    out = llm.create_completion(completion_prompt(request.messages, grammar is not None), **sampling)
+                    text = (out["choices"][0].get("text") or "").strip()
+                    if grammar is None:  # a base model runs on into new questions: keep the first paragraph
+                        text = text.split("\n\n", 1)[0].strip()
             except ValueError as err:  # e.g. prompt longer than the context window
                 raise ProviderFault("client_error", f"local model: {err}") from None
         choice = out["choices"][0]
         usage = out.get("usage") or {}
         return ChatResponse(
-            text=choice["message"].get("content") or "", input_tokens=int(usage.get("prompt_tokens", 0)),
+            text=text, input_tokens=int(usage.get("prompt_tokens", 0)),
             output_tokens=int(usage.get("completion_tokens", 0)), response_model=str(out.get("model", "")),
             finish_reason=str(choice.get("finish_reason") or ""),
         )
