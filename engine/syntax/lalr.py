@@ -46,6 +46,13 @@ class TableDriver:
             inline = name.startswith("_")
             fn = None if inline else getattr(transformer, str(rule.alias or name))
             self.plans[rule] = (len(rule.expansion), name, fn, tuple(rule.options.empty_indices or ()))
+        # The same table with each reduce action carrying its plan, and gotos apart: no Rule hashing per reduction.
+        self.actions: dict[Any, dict[str, tuple[bool, Any]]] = {}
+        self.gotos: dict[Any, dict[str, Any]] = {}
+        for state, row in self.states.items():
+            self.actions[state] = {t: (action is Shift, arg if action is Shift else self.plans[arg])
+                                   for t, (action, arg) in row.items() if t.isupper() or t == "$END"}
+            self.gotos[state] = {t: arg for t, (action, arg) in row.items() if not (t.isupper() or t == "$END")}
 
     def _accepts(self, state_stack: list[Any]) -> set[str]:
         """The terminals that could really come next (a state's row also lists default reductions)."""
@@ -53,61 +60,76 @@ class TableDriver:
         return {t for t in row if (t.isupper() or t == "$END") and _simulate(self.states, self.plans, state_stack, t)}
 
     def parse(self, tokens: Iterable[Token]) -> Any:
-        states = self.states
-        plans = self.plans
+        actions = self.actions
+        gotos = self.gotos
         end_state = self.end_state
         state_stack = [self.start_state]
         value_stack: list[Any] = []
-        end = Token("$END", "", 0, 1, 1, 1, 1, 0)
+        push_state = state_stack.append
+        push_value = value_stack.append
         last: Token | None = None
-        for tok in _with_end(tokens, end):
-            if tok is end and last is not None:
-                end = Token("$END", "", last.end_pos, last.end_line, last.end_column, last.end_line, last.end_column, last.end_pos)
-                tok = end
+        for tok in tokens:
+            row = actions[state_stack[-1]]
             typ = tok.type
             while True:
-                row = states[state_stack[-1]]
                 entry = row.get(typ)
                 if entry is None:
                     raise ParseError(tok, self._accepts(state_stack))
-                action, arg = entry
-                if action is Shift:
-                    state_stack.append(arg)
-                    value_stack.append(tok)
-                    last = tok
+                if entry[0]:
+                    push_state(entry[1])
+                    push_value(tok)
                     break
-                size, origin, fn, empty = plans[arg]
-                if size:
-                    children = value_stack[-size:]
-                    del value_stack[-size:]
-                    del state_stack[-size:]
+                self._reduce(entry[1], state_stack, value_stack, gotos)
+                row = actions[state_stack[-1]]
+            last = tok
+        end = Token("$END", "", 0, 1, 1, 1, 1, 0) if last is None else Token(
+            "$END", "", last.end_pos, last.end_line, last.end_column, last.end_line, last.end_column, last.end_pos)
+        while True:
+            entry = actions[state_stack[-1]].get("$END")
+            if entry is None:
+                raise ParseError(end, self._accepts(state_stack))
+            if entry[0]:
+                raise ParseError(end, set())
+            self._reduce(entry[1], state_stack, value_stack, gotos)
+            if state_stack[-1] == end_state:
+                return value_stack[-1]
+
+    @staticmethod
+    def _reduce(plan: tuple[int, str, Any, tuple[bool, ...]], state_stack: list[Any], value_stack: list[Any],
+                gotos: dict[Any, dict[str, Any]]) -> None:
+        size, origin, fn, empty = plan
+        if size:
+            children = value_stack[-size:]
+            del value_stack[-size:]
+            del state_stack[-size:]
+        else:
+            children = []
+        if empty:
+            filled: list[Any] = []
+            it = iter(children)
+            for is_none in empty:
+                filled.append(None if is_none else next(it))
+            children = filled
+        if fn is None and size == 1 and not empty:
+            value = children[0]  # an inlined rule with one child: the child itself splices the same way
+            if type(value) is not _Inline and origin.startswith("__"):
+                value = _Inline(children)  # a repetition list must stay a list, to be extended in place
+        else:
+            if fn is None and children and type(children[0]) is _Inline:
+                # Left recursion (`__items: __items item`): grow the list in place, not a copy per item,
+                # which would make a flow of n items cost O(n^2).
+                kids: list[Any] = children[0]
+                children = children[1:]
+            else:
+                kids = []
+            for child in children:
+                if type(child) is _Inline:
+                    kids.extend(child)
                 else:
-                    children = []
-                if empty:
-                    filled: list[Any] = []
-                    it = iter(children)
-                    for is_none in empty:
-                        filled.append(None if is_none else next(it))
-                    children = filled
-                if fn is None and children and type(children[0]) is _Inline:
-                    # Left recursion (`__items: __items item`): grow the list in place, not a copy per item,
-                    # which would make a flow of n items cost O(n^2).
-                    kids: list[Any] = children[0]
-                    children = children[1:]
-                else:
-                    kids = []
-                for child in children:
-                    if type(child) is _Inline:
-                        kids.extend(child)
-                    else:
-                        kids.append(child)
-                value = (kids if type(kids) is _Inline else _Inline(kids)) if fn is None else fn(kids)
-                _goto, next_state = states[state_stack[-1]][origin]
-                state_stack.append(next_state)
-                value_stack.append(value)
-                if typ == "$END" and next_state == end_state:
-                    return value_stack[-1]
-        raise ParseError(end, set())
+                    kids.append(child)
+            value = (kids if type(kids) is _Inline else _Inline(kids)) if fn is None else fn(kids)
+        state_stack.append(gotos[state_stack[-1]][origin])
+        value_stack.append(value)
 
 
 def _simulate(states: dict[Any, dict[str, tuple[Any, Any]]], plans: dict[Any, Any], stack: list[Any], terminal: str) -> bool:
@@ -125,7 +147,3 @@ def _simulate(states: dict[Any, dict[str, tuple[Any, Any]]], plans: dict[Any, An
             del stack[-size:]
         stack.append(states[stack[-1]][origin][1])
 
-
-def _with_end(tokens: Iterable[Token], end: Token) -> Iterable[Token]:
-    yield from tokens
-    yield end
