@@ -222,3 +222,12 @@ def test_import_cli(tmp_path: Path) -> None:
     assert parse_map("0=a, 1=b") == {0: "a", 1: "b"}
     with pytest.raises(ValueError):
         parse_map("zero=a")
+
+
+def test_hidden_names_are_shown_as_ids_and_revealed_in_the_plan() -> None:
+    provider = planner('input question\nstep a { model: m2 then m0  task: "Answer {question}" }\n')
+    result = run_plan(provider, hide_names=True)
+    prompt = provider.requests[0].messages[0]["content"]
+    assert "- m0:" in prompt and "- fast:" not in prompt
+    aliases = list(POOL.models)
+    assert result.ok and f"model: {aliases[2]} then {aliases[0]}" in result.text  # type: ignore[attr-defined]

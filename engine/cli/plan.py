@@ -31,6 +31,7 @@ def add_plan_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--constrain", choices=["auto", "off", "gbnf", "lark"], default="auto")
     p.add_argument("--repairs", type=int, default=3, help="how many times to send diagnostics back (default 3)")
     p.add_argument("--prompt", metavar="FILE", help="a prompt template replacing the built-in one")
+    p.add_argument("--hide-names", action="store_true", help="show the planner models as m0, m1 ... (as Conductor does)")
 
 
 def limits_from(args: argparse.Namespace, pool: Pool) -> PlanLimits:
@@ -54,7 +55,8 @@ async def make_plan(args: argparse.Namespace, pool: Pool, task: str, allow_keep:
     providers = ProviderSet(pool)
     try:
         return await plan(task, pool, planner, providers.for_alias(planner), limits=limits_from(args, pool),
-                          constrain=args.constrain, repairs=args.repairs, template=template, allow_keep=allow_keep)
+                          constrain=args.constrain, repairs=args.repairs, template=template, allow_keep=allow_keep,
+                          hide_names=args.hide_names)
     finally:
         await providers.aclose()
 

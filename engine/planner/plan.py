@@ -24,6 +24,7 @@ from engine.planner.prompt import build_prompt
 from engine.pool import Pool
 from engine.run.protocol import ChatRequest, Provider, ProviderFault
 from engine.syntax.fmt import format_source
+from engine.syntax.parser import parse
 
 Constrain = Literal["auto", "off", "gbnf", "lark"]
 
@@ -93,6 +94,32 @@ def planner_gbnf(pool: Pool, limits: PlanLimits, allow_keep: bool = False) -> st
     return grammar
 
 
+MODEL_KEYS = ("model", "fallback", "panel", "judge", "escalate")
+
+
+def reveal_names(text: str, names: dict[str, str]) -> str:
+    """Replace hidden aliases (m0, m1 ...) by the real ones, in model positions only, by source span."""
+    doc = parse(text)
+    spans: list[tuple[int, int, str]] = []
+
+    def visit(props: tuple[Any, ...]) -> None:
+        for prop in props:
+            if prop.key in MODEL_KEYS:
+                for phrase in prop.value.phrases:
+                    for atom in phrase.atoms:
+                        if atom.kind == "NAME" and atom.value in names:
+                            spans.append((atom.span.start, atom.span.end, names[atom.value]))
+
+    for item in doc.items:
+        if hasattr(item, "props"):
+            visit(item.props)
+        for member in getattr(item, "members", ()):
+            visit(member.props)
+    for start, end, alias in sorted(spans, reverse=True):
+        text = text[:start] + alias + text[end:]
+    return text
+
+
 def _constraint(mode: Constrain, provider_kind: str, options: dict[str, Any]) -> str | None:
     if mode == "off":
         return None
@@ -111,11 +138,18 @@ def _repair_message(reply: str, diagnostics: list[Diagnostic], text: str) -> str
 
 async def plan(task: str, pool: Pool, planner_alias: str, provider: Provider, *, limits: PlanLimits | None = None,
                constrain: Constrain = "auto", repairs: int = 3, template: str | None = None, max_tokens: int = 600,
-               temperature: float = 0.0, allow_keep: bool = False) -> PlanResult:
+               temperature: float = 0.0, allow_keep: bool = False, hide_names: bool = False) -> PlanResult:
     """Ask the planner for a flow until one passes every check, at most `1 + repairs` times."""
     limits = limits or PlanLimits()
     spec = pool.models[planner_alias]
     pspec = pool.provider(spec.provider)
+    real_pool = pool
+    names: dict[str, str] = {}
+    if hide_names:  # as Conductor does: the planner sees m0, m1 ... so model names cannot bias it
+        allowed = [a for a in pool.models if not limits.models or a in limits.models]
+        names = {f"m{i}": alias for i, alias in enumerate(allowed)}
+        pool = pool.model_copy(update={"models": {hidden: pool.models[alias] for hidden, alias in names.items()}})
+        limits = PlanLimits(limits.max_steps, limits.budget_usd, limits.allow, tuple(names))
     mode = _constraint(constrain, pspec.kind, dict(pspec.options))
     grammar = planner_gbnf(pool, limits, allow_keep) if mode == "gbnf" else None
     if mode == "lark":
@@ -155,6 +189,10 @@ async def plan(task: str, pool: Pool, planner_alias: str, provider: Provider, *,
                               input_tokens=response.input_tokens, output_tokens=response.output_tokens)
         result.attempts.append(attempt)
         if not errors and checked.flow is not None:
+            if names:
+                text = reveal_names(text, names)
+                checked = check_source(text, real_pool, f"plan-{n + 1}.flow")
+                assert checked.flow is not None, "renaming hidden aliases cannot make a valid plan invalid"
             result.flow = checked.flow
             result.text = format_source(text)
             result.worst = checked.worst

@@ -1,0 +1,68 @@
+"""Baton against LangGraph and the no-engine floor, every shape, 100 ms and 0 ms latency (run by hand).
+
+    pip install -r bench/requirements.txt
+    python bench/run_all.py                 # everything: about 10 minutes on 2 cores
+    python bench/run_all.py 100             # one latency
+
+Starts the loopback chat-completions server in its own process (its CPU is not counted),
+runs each engine in its own process (imports and peak memory are per engine), and prints
+one table: wall time (median after a warm-up), ratio to the critical-path ideal, ratio to
+LangGraph and to the floor in the same run, CPU per model call, peak RSS.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ENGINES = ["floor", "baton-memory", "baton", "langgraph"]
+
+
+def start_server(latency_ms: float) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen([sys.executable, "-m", "engine.testing.chat_server", str(latency_ms / 1000)], cwd=ROOT,
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    return proc, proc.stdout.readline().strip()
+
+
+def run_engine(engine: str, url: str, latency_ms: float) -> list[dict[str, float | str]]:
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "engines.py"), engine, url, str(latency_ms)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=3600)
+    if out.returncode != 0:
+        print(out.stderr[-2000:], file=sys.stderr)
+        return []
+    return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+
+
+def main() -> None:
+    latencies = [float(a) for a in sys.argv[1:]] or [100.0, 0.0]
+    print(f"{'latency':>7} {'shape':<20} {'engine':<13} {'wall s':>8} {'x ideal':>8} {'x LangGraph':>11} {'x floor':>8} "
+          f"{'CPU ms/call':>11} {'RSS MB':>7}")
+    for latency in latencies:
+        server, url = start_server(latency)
+        try:
+            rows = {e: run_engine(e, url, latency) for e in ENGINES}
+        finally:
+            server.terminate()
+        by = {(r["engine"], r["shape"]): r for e in ENGINES for r in rows[e]}
+        for shape in dict.fromkeys(r["shape"] for e in ENGINES for r in rows[e]):
+            lg = by.get(("langgraph", shape))
+            fl = by.get(("floor", shape))
+            for engine in ENGINES:
+                r = by.get((engine, shape))
+                if r is None:
+                    continue
+                wall = float(r["wall_s"])
+                ideal = float(r["ideal_s"])
+                x_ideal = f"{wall / ideal:.2f}" if ideal else "-"
+                x_lg = f"{wall / float(lg['wall_s']):.2f}" if lg else "-"
+                x_fl = f"{wall / float(fl['wall_s']):.2f}" if fl else "-"
+                print(f"{latency:>7.0f} {shape:<20} {engine:<13} {wall:>8.3f} {x_ideal:>8} {x_lg:>11} {x_fl:>8} "
+                      f"{float(r['cpu_ms_per_call']):>11.2f} {float(r['max_rss_mb']):>7.0f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
