@@ -35,7 +35,10 @@ def write_setup(tmp: Path, url: str) -> tuple[Path, Path]:
 def start(flow: Path, pool: Path, home: Path, *extra: str) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-m", "engine.cli.main", "run", str(flow), "--pool", str(pool), "--home", str(home),
                              "--input", "q=x", "--no-cache", *extra], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={k: v for k, v in os.environ.items() if k != "BATON_POOL"})
+                            text=True, env={k: v for k, v in os.environ.items() if k != "BATON_POOL"},
+                            # a shell running CI in the background starts children with SIGINT ignored; a user's
+                            # terminal does not, so restore the default for the Ctrl-C test
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def wait_for(predicate, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
