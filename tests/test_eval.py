@@ -167,3 +167,28 @@ def test_eval_against_the_local_model(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert report["flows"][0]["n"] == 2 and report["flows"][0]["failures"] == 0
+
+
+def test_judge_scorer_asks_a_model_with_the_rubric(tmp_path: Path) -> None:
+    dataset = tmp_path / "d.jsonl"
+    dataset.write_text("\n".join(json.dumps({"question": f"q{i}", "answer": f"ref{i}"}) for i in range(4)))
+
+    def responder(body: dict[str, object]) -> str:
+        content = body["messages"][-1]["content"]  # type: ignore[index]
+        if "You grade an answer" in content:
+            return "CORRECT" if "Answer to grade: good" in content else "INCORRECT"
+        return "good" if content in ("q0", "q1") else "bad"
+
+    with ChatServer(responder=responder) as server:
+        flow = tmp_path / "f.flow"
+        flow.write_text('input question\nstep a { model: fast  task: "{question}" }\n')
+        pool_file = tmp_path / "models.toml"
+        pool_file.write_text(f'[providers.loop]\nkind = "openai"\nbase_url = "{server.url}"\n'
+                             '[models.fast]\nprovider = "loop"\nid = "fast"\n[models.grader]\nprovider = "loop"\nid = "grader"\n')
+        proc = subprocess.run([sys.executable, "-m", "engine.cli.main", "eval", str(flow), "--dataset", str(dataset), "--scorer",
+                               "judge:grader", "--pool", str(pool_file), "--home", str(tmp_path), "--json"], cwd=ROOT,
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)["flows"][0]["correct"] == 2
+        grading = [b for b in server.requests if b["model"] == "grader"]
+        assert len(grading) == 4 and "Reference answer: ref0" in json.dumps(grading)

@@ -287,3 +287,29 @@ def test_unknown_provider_faults_stay_faults(tmp_path: Path) -> None:
         server.script["fast"] = [Reply(raw=json.dumps({"choices": [{"message": {"content": ["odd"]}}]}).encode())]
         with pytest.raises(Exception, match="empty_reply|bad_response"):
             run(flow_from('input q\nstep a { model: fast  task: "{q}"  retries: 0 }', pool), {"q": "x"}, pool, tmp_path)
+
+
+def test_marker_isolation_holds_through_resume(tmp_path: Path) -> None:
+    """A resumed run rebuilds prompts from the recorded outputs: still only what each step may see."""
+    from engine.errors import RunError
+
+    pool = load_pool(WORKFLOWS / "models.toml")
+    text = ('input q\nstep secret { model: fast  task: "make the secret" }\nstep keeper { model: fast  sees: secret  task: "keep" }\n'
+            'step other { model: cheap  task: "other {q}"  retries: 0 }\nstep final { model: strong  sees: keeper, other  task: "final" }\n'
+            "output final")
+    flow = flow_from(text, pool)
+    failing = ScriptedProvider(script={"secret": "MARKER-9d1", "other": ProviderFault_client()})
+    with pytest.raises(RunError) as info:
+        asyncio.run(run_flow(flow, {"q": "x"}, pool=pool, providers={"*": failing}, home=tmp_path))
+    run_id = info.value.summary.run_id
+    resumed = ScriptedProvider(script={"secret": "MARKER-9d1"})
+    summary = asyncio.run(run_flow(None, None, pool=pool, providers={"*": resumed}, home=tmp_path, resume=run_id))  # type: ignore[arg-type]
+    assert summary.status == "ok"
+    assert {r.step for r in resumed.requests} == {"other", "final"}
+    assert not any("MARKER-9d1" in json.dumps(list(r.messages)) for r in resumed.requests)
+
+
+def ProviderFault_client():  # type: ignore[no-untyped-def]  # noqa: N802
+    from engine.run.protocol import ProviderFault
+
+    return ProviderFault("client_error", "refused")
