@@ -305,8 +305,11 @@ def test_marker_isolation_holds_through_resume(tmp_path: Path) -> None:
     resumed = ScriptedProvider(script={"secret": "MARKER-9d1"})
     summary = asyncio.run(run_flow(None, None, pool=pool, providers={"*": resumed}, home=tmp_path, resume=run_id))  # type: ignore[arg-type]
     assert summary.status == "ok"
-    assert {r.step for r in resumed.requests} == {"other", "final"}
-    assert not any("MARKER-9d1" in json.dumps(list(r.messages)) for r in resumed.requests)
+    assert "secret" not in {r.step for r in resumed.requests}  # finished before the failure: not called again
+    carriers = {r.step for r in resumed.requests if "MARKER-9d1" in json.dumps(list(r.messages))}
+    assert carriers <= {"keeper"}  # the recorded output reaches the step that sees it, and no other
+    if "keeper" in {r.step for r in resumed.requests}:
+        assert carriers == {"keeper"}
 
 
 def ProviderFault_client():  # type: ignore[no-untyped-def]  # noqa: N802
