@@ -174,7 +174,7 @@ async def run_flow(
     executor = Executor(flow_obj, caller, store, checked_inputs, completed, progress)
     if resume is None:
         store.write_setup(flow_obj.source, checked_inputs, pool_snapshot(pool))
-    store.write_summary(summary)
+    store.write_summary(summary, final=False)
     store.event("run_resumed" if resume else "run_started", flow=flow_obj.name, attempt=attempts_of_run,
                 resumed_steps=sorted(completed), budget=budget.model_dump())
     error: RunError | None = None

@@ -63,6 +63,7 @@ class RunStore:
         self.dir = root / "runs" / run_id
         self.durable = durable
         self._events: TextIO | None = None
+        self._unsynced: list[str] = []
         self.log: Any = None
 
     @classmethod
@@ -94,16 +95,30 @@ class RunStore:
             self.log.info(name, **fields)
 
     def write_setup(self, flow_source: str, inputs: dict[str, str], pool_json: dict[str, Any]) -> None:
-        _atomic_write(self.dir / "flow.flow", flow_source, self.durable)
-        _atomic_write(self.dir / "inputs.json", json.dumps(inputs, ensure_ascii=False, indent=2), self.durable)
-        _atomic_write(self.dir / "pool.json", json.dumps(pool_json, ensure_ascii=False, indent=2), self.durable)
+        """The flow, inputs and pool. Their fsync waits for the first finished step: until a step has
+        finished there is nothing to resume, and most runs save three fsyncs."""
+        _atomic_write(self.dir / "flow.flow", flow_source, False)
+        _atomic_write(self.dir / "inputs.json", json.dumps(inputs, ensure_ascii=False, indent=2), False)
+        _atomic_write(self.dir / "pool.json", json.dumps(pool_json, ensure_ascii=False, indent=2), False)
+        self._unsynced = ["flow.flow", "inputs.json", "pool.json"] if self.durable else []
+
+    def _sync_setup(self) -> None:
+        for name in self._unsynced:
+            fd = os.open(self.dir / name, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        self._unsynced = []
 
     def write_step(self, result: StepResult) -> None:
         """Persist a finished step before anything that depends on it may start."""
-        _atomic_write(self.dir / "steps" / f"{result.name}.json", result.model_dump_json(indent=2), self.durable)
+        self._sync_setup()
+        _atomic_write(self.dir / "steps" / f"{result.name}.json", result.model_dump_json(), self.durable)
 
-    def write_summary(self, summary: RunSummary) -> None:
-        _atomic_write(self.dir / "summary.json", summary.model_dump_json(indent=2), self.durable)
+    def write_summary(self, summary: RunSummary, final: bool = True) -> None:
+        """The run's summary; the first one (status `running`) is not fsynced, the final one is."""
+        _atomic_write(self.dir / "summary.json", summary.model_dump_json(indent=2), self.durable and final)
 
     def completed_steps(self) -> dict[str, StepResult]:
         out: dict[str, StepResult] = {}
@@ -155,7 +170,7 @@ class MemoryStore(RunStore):
     def write_step(self, result: StepResult) -> None:
         return None
 
-    def write_summary(self, summary: RunSummary) -> None:
+    def write_summary(self, summary: RunSummary, final: bool = True) -> None:
         return None
 
     def close(self) -> None:
