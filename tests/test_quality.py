@@ -78,3 +78,11 @@ def test_lint_and_types_are_clean(tool: list[str]) -> None:
         pytest.skip(f"{tool[0]} is not installed (pip install -e '.[test]')")
     proc = subprocess.run([str(exe), *tool[1:]], capture_output=True, text=True, timeout=600, cwd=ENGINE.parent)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_public_api_is_sorted_and_every_name_resolves() -> None:
+    import engine
+
+    assert engine.__all__ == sorted(engine.__all__)
+    for name in engine.__all__:
+        assert getattr(engine, name) is not None, name
