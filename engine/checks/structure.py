@@ -154,7 +154,8 @@ class Structure:
                 if d in guards and guards[d][0] != name and self.info[name].loop is None:
                     route = guards[d][0]
                     if self.nodes[name].guard is None or self.nodes[name].guard.route != route:
-                        self.r.error("E304", f"`{name}` sees `{d}`, which runs only when route `{route}` picks it", self.info[name].name_span,
+                        where = next((a.span for a in self.info[name].sees_atoms if a.value == d), self.info[name].name_span)
+                        self.r.error("E304", f"`{name}` sees `{d}`, which runs only when route `{route}` picks it", where,
                                      f"see `{route}` instead: it holds the output of whichever branch ran")
 
     # -- visibility and templates ---------------------------------------------------------
