@@ -19,7 +19,7 @@ from typing import Any
 
 from engine.errors import BudgetExceeded, InputError, RunCancelled, RunError
 from engine.loading import check_source, load_flow
-from engine.model import Budget, Flow
+from engine.model import Budget, Flow, node_models
 from engine.pool import Pool, discover_pool
 from engine.run.budget import BudgetGuard
 from engine.run.cache import ResponseCache
@@ -89,7 +89,7 @@ class ProviderSet:
 
     def preflight(self, flow: Flow) -> None:
         """Fail before any call when a provider the flow needs cannot run here (e.g. a missing extra)."""
-        used = {a for n in flow.nodes.values() for a in _aliases(n)}
+        used = {a for n in flow.nodes.values() for a in node_models(n)}
         for alias in sorted(used):
             pname = self.pool.models[alias].provider
             spec = self.pool.provider(pname)
@@ -109,11 +109,6 @@ class ProviderSet:
     async def aclose(self) -> None:
         for p in self.instances.values():
             await p.aclose()
-
-
-def _aliases(node: Any) -> list[str]:
-    return [*getattr(node, "models", ()), *getattr(node, "fallbacks", ()), *getattr(node, "panel", ()),
-            *([node.judge] if getattr(node, "judge", None) else []), *([node.escalate] if getattr(node, "escalate", None) else [])]
 
 
 async def run_flow(

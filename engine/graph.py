@@ -14,15 +14,7 @@ from typing import Any
 
 import networkx as nx
 
-from engine.model import Flow, Fuse, Loop, Route, Step, Verify
-
-
-def _node_models(node: Any) -> list[str]:
-    if isinstance(node, (Step, Verify)):
-        return [*node.models, *node.fallbacks]
-    if isinstance(node, Fuse):
-        return [*dict.fromkeys(node.panel), *([node.judge] if node.judge else []), *([node.escalate] if node.escalate else [])]
-    return []
+from engine.model import Flow, Fuse, Loop, Route, Step, Verify, node_models
 
 
 def build_graph(flow: Flow) -> nx.DiGraph:
@@ -33,9 +25,14 @@ def build_graph(flow: Flow) -> nx.DiGraph:
     top = flow.top_level()
     for name in top:
         node = flow.nodes[name]
-        attrs: dict[str, Any] = {"kind": node.kind, "models": _node_models(node)}
+        attrs: dict[str, Any] = {"kind": node.kind, "models": node_models(node)}
+        if isinstance(node, Fuse):
+            counts = {a: node.panel.count(a) for a in dict.fromkeys(node.panel)}
+            panel = ", ".join(f"{a} x{n}" if n > 1 else a for a, n in counts.items())
+            last = f"judge {node.judge}" if node.judge else f"vote ({node.vote})" if node.vote else "first answer"
+            attrs["roles"] = f"{panel} -> {last}" + (f", else {node.escalate}" if node.escalate else "")
         if isinstance(node, Loop):
-            attrs["members"] = [(m, flow.nodes[m].kind, _node_models(flow.nodes[m])) for m in node.members]
+            attrs["members"] = [(m, flow.nodes[m].kind, node_models(flow.nodes[m])) for m in node.members]
             attrs["max_rounds"] = node.max_rounds
         g.add_node(name, **attrs)
     for name in top:
@@ -85,7 +82,7 @@ def critical_path(flow: Flow) -> list[str]:
 
 
 def _label(name: str, data: dict[str, Any]) -> str:
-    models = ", ".join(data.get("models") or [])
+    models = data.get("roles") or ", ".join(data.get("models") or [])
     head = f"{data['kind']} {name}" if data["kind"] != "step" else name
     return f"{head}\\n{models}" if models else head
 

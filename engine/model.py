@@ -147,6 +147,15 @@ class Loop(Frozen):
 Node = Annotated[Step | Verify | Fuse | Route | Loop, Field(discriminator="kind")]
 
 
+def node_models(node: Step | Verify | Fuse | Route | Loop) -> list[str]:
+    """Every alias a node may call, in policy order, each once: models, fallbacks, panel, judge, escalate."""
+    aliases: list[str] = [*getattr(node, "models", ()), *getattr(node, "fallbacks", ()), *getattr(node, "panel", ())]
+    for extra in (getattr(node, "judge", None), getattr(node, "escalate", None)):
+        if extra:
+            aliases.append(extra)
+    return list(dict.fromkeys(aliases))
+
+
 class InputSpec(Frozen):
     name: str
     description: str = ""

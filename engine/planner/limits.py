@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from engine.diagnostics import Diagnostic
-from engine.model import Flow, Fuse, Loop, Route, Step, Verify
+from engine.model import Flow, Fuse, Loop, Route, Step, Verify, node_models
 from engine.syntax.ast import Span
 
 ALL_CONSTRUCTS = ("step", "fuse", "route", "loop")
@@ -47,9 +47,7 @@ def check_limits(flow: Flow, limits: PlanLimits) -> list[Diagnostic]:
             err(f"`{kind}` is not allowed in this plan (allowed: {', '.join(limits.allow)})", _span(node))
         if isinstance(node, (Step, Verify, Fuse)):
             calls += 1
-            used = [*getattr(node, "models", ()), *getattr(node, "fallbacks", ()), *getattr(node, "panel", ()),
-                    *([node.judge] if isinstance(node, Fuse) and node.judge else [])]
-            for alias in used:
+            for alias in node_models(node):
                 if limits.models and alias not in limits.models:
                     err(f"model `{alias}` is not one the planner may use ({', '.join(limits.models)})", _span(node))
     if calls > limits.max_steps:
