@@ -295,3 +295,17 @@ def test_reported_cost_wins_over_computed(home: Path) -> None:
         summary = run(flow_from(text, pool), {"q": "x"}, pool, home)
         attempt = summary.steps["a"].attempts[0]
         assert attempt.cost == 0.0123 and attempt.cost_source == "reported"
+
+
+def test_cached_and_reasoning_tokens_are_recorded(home: Path) -> None:
+    text = 'input q\nstep a { model: strong  task: "{q}" }'
+    body = json.dumps({"choices": [{"message": {"content": "ok"}}], "model": "strong",
+                       "usage": {"prompt_tokens": 100, "completion_tokens": 50, "prompt_tokens_details": {"cached_tokens": 64},
+                                 "completion_tokens_details": {"reasoning_tokens": 30}}}).encode()
+    with ChatServer(responder=lambda b: Reply(raw=body)) as server:
+        pool = loopback_pool(server.url)
+        summary = run(flow_from(text, pool), {"q": "x"}, pool, home)
+        a = summary.steps["a"].attempts[0]
+        assert (a.input_tokens, a.output_tokens, a.cached_tokens, a.reasoning_tokens) == (100, 50, 64, 30)
+        events = (home / "runs" / summary.run_id / "events.jsonl").read_text()
+        assert '"cached_tokens": 64' in events and '"reasoning_tokens": 30' in events

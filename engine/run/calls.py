@@ -167,7 +167,8 @@ class Caller:
             self.cache.put(cache_key, response)
         return response, Attempt(
             alias=alias, model_id=response.response_model or spec.id, role=role, status="ok", input_tokens=response.input_tokens,
-            output_tokens=response.output_tokens, cost=cost, cost_source=source, latency_ms=latency,  # type: ignore[arg-type]
+            output_tokens=response.output_tokens, cached_tokens=response.cached_tokens, reasoning_tokens=response.reasoning_tokens,
+            cost=cost, cost_source=source, latency_ms=latency,  # type: ignore[arg-type]
             reply_preview=response.text[:200],
         ), None
 

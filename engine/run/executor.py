@@ -71,7 +71,8 @@ class Executor:
         self._emit(
             "attempt", step=step, role=a.role, alias=a.alias, status=a.status, cause=a.cause, reason=a.reason,
             **{"gen_ai.request.model": a.model_id, "gen_ai.usage.input_tokens": a.input_tokens,
-               "gen_ai.usage.output_tokens": a.output_tokens},
+               "gen_ai.usage.output_tokens": a.output_tokens, "cached_tokens": a.cached_tokens,
+               "reasoning_tokens": a.reasoning_tokens},
             cost=a.cost, cost_source=a.cost_source, latency_ms=round(a.latency_ms, 1),
         )
 

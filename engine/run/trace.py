@@ -27,6 +27,8 @@ class Attempt(BaseModel):
     reason: str = ""
     input_tokens: int = 0
     output_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
     cost: float = 0.0
     cost_source: CostSource = "unknown"
     latency_ms: float = 0.0
