@@ -192,3 +192,11 @@ def test_judge_scorer_asks_a_model_with_the_rubric(tmp_path: Path) -> None:
         assert json.loads(proc.stdout)["flows"][0]["correct"] == 2
         grading = [b for b in server.requests if b["model"] == "grader"]
         assert len(grading) == 4 and "Reference answer: ref0" in json.dumps(grading)
+
+
+def test_judge_and_escalate_must_be_aliases() -> None:
+    from engine.pool import ModelSpec, Pool
+
+    pool = Pool(models={"a1": ModelSpec(provider="openai", id="x")})
+    result = check_source('input q\nfuse f { panel: a1  judge: "a1"  task: "{q}" }', pool)
+    assert [(d.code, d.message) for d in result.errors] == [("E208", '`judge` takes a model alias, found `"a1"`')]

@@ -363,12 +363,7 @@ class Resolver:
                                  "for example `panel: gpt, claude` or `panel: gpt x 4`")
             if len(panel) > MAX_PANEL:
                 self.r.error("E209", f"a panel has at most {MAX_PANEL} members, this one has {len(panel)}", props["panel"].value.span)
-        judge = None
-        if "judge" in props:
-            atom = self.r.single(props["judge"], "a model alias")
-            if atom is not None and atom.kind == "NAME":
-                judge = self._model_names([atom])[0]
-                info.model_atoms.append(atom)
+        judge = self._alias(props["judge"], info) if "judge" in props else None
         quorum = 1
         if "quorum" in props:
             q = self.r.number(props["quorum"], 1, MAX_PANEL, integer=True)
@@ -393,14 +388,22 @@ class Resolver:
                     self.r.error("E306", f"agree {agree} is more than the panel of {len(panel)}", props["agree"].value.span)
         escalate = None
         if "escalate" in props:
-            atom = self.r.single(props["escalate"], "a model alias")
-            if atom is not None and atom.kind == "NAME":
-                escalate = self._model_names([atom])[0]
-                info.model_atoms.append(atom)
+            escalate = self._alias(props["escalate"], info)
             if vote is None:
                 self.r.error("E208", "`escalate` needs `vote` (it is called when the panel does not agree)", props["escalate"].key_span)
         return Fuse(panel=tuple(panel), judge=judge, judge_task=judge_task, quorum=quorum, vote=vote,  # type: ignore[arg-type]
                     agree=agree, escalate=escalate, **common)
+
+    def _alias(self, prop: ast.Prop, info: NodeInfo) -> str | None:
+        """A property that names one model alias (`judge:`, `escalate:`)."""
+        atom = self.r.single(prop, "a model alias")
+        if atom is None:
+            return None
+        if atom.kind != "NAME":
+            self.r.error("E208", f"`{prop.key}` takes a model alias, found `{atom.text}`", atom.span)
+            return None
+        info.model_atoms.append(atom)
+        return self._model_names([atom])[0]
 
     def _route(self, route: ast.RouteNode) -> None:
         info = self.out.info.get(route.name)
