@@ -184,6 +184,11 @@ class Flow(Frozen):
     source: str = ""
     filename: str = "<flow>"
 
+    def guarded_by(self, target: str, route: str) -> bool:
+        """Whether `target` runs only when `route` picks it (rather than being needed for the decision)."""
+        guard = getattr(self.nodes[target], "guard", None)
+        return guard is not None and guard.route == route
+
     def top_level(self) -> list[str]:
         """Names of the nodes outside any loop, in source order."""
         return [n for n in self.order if self.nodes[n].loop is None]

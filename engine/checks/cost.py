@@ -107,15 +107,11 @@ class CostModel:
             rounds = node.max_rounds + (levels - 1 if node.exhausted == "escalate" else 0)
             result = per_round.times(rounds)
         elif isinstance(node, Route):
-            branches = [self.node(a.target) for a in node.arms if a.target in self.flow.nodes and self._guarded_by(a.target, name)]
+            branches = [self.node(a.target) for a in node.arms if a.target in self.flow.nodes and self.flow.guarded_by(a.target, name)]
             if branches:
                 result = max(branches, key=lambda w: (w.usd, w.calls))
         self._memo[name] = result
         return result
-
-    def _guarded_by(self, target: str, route: str) -> bool:
-        guard = getattr(self.flow.nodes[target], "guard", None)
-        return guard is not None and guard.route == route
 
     def flow_total(self) -> WorstCase:
         total = WorstCase()

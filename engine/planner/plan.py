@@ -131,7 +131,7 @@ def _constraint(mode: Constrain, provider_kind: str, options: dict[str, Any]) ->
     return str(fmt) if fmt in ("gbnf", "lark") else None
 
 
-def _repair_message(reply: str, diagnostics: list[Diagnostic], text: str) -> str:
+def _repair_message(diagnostics: list[Diagnostic], text: str) -> str:
     return (f"Your flow has problems. `baton validate` says:\n\n{render_all(diagnostics, text, colour=False)}\n\n"
             "Write the corrected flow, complete, in one ```flow code block.")
 
@@ -197,5 +197,5 @@ async def plan(task: str, pool: Pool, planner_alias: str, provider: Provider, *,
             result.text = format_source(text)
             result.worst = checked.worst
             return result
-        messages += [{"role": "assistant", "content": reply}, {"role": "user", "content": _repair_message(reply, errors, text)}]
+        messages += [{"role": "assistant", "content": reply}, {"role": "user", "content": _repair_message(errors, text)}]
     return result

@@ -305,11 +305,7 @@ class Executor:
                              + " and there is no `else`", step=route.name)
         targets = list(dict.fromkeys(a.target for a in route.arms))
         return RouteDecision(route=route.name, label=label, matched=matched, chosen=chosen_arm.target,
-                             skipped=[t for t in targets if t != chosen_arm.target and self._guarded_by(t, route.name)])
-
-    def _guarded_by(self, target: str, route: str) -> bool:
-        guard = getattr(self.flow.nodes[target], "guard", None)
-        return guard is not None and guard.route == route
+                             skipped=[t for t in targets if t != chosen_arm.target and self.flow.guarded_by(t, route.name)])
 
     async def _route(self, route: Route, result: StepResult) -> None:
         try:
@@ -358,7 +354,7 @@ class Executor:
                 break
             feedback = verdict
         else:
-            if loop.exhausted == "fail" or (loop.exhausted == "escalate"):
+            if loop.exhausted in ("fail", "escalate"):  # escalate: the extra rounds were the escalation
                 raise VerificationFailed(f"loop `{loop.name}`: the verifier did not accept within {result.rounds} rounds", step=loop.name)
         for member, mres in scope.items():
             self.results[member] = mres

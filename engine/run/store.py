@@ -44,9 +44,8 @@ def _atomic_write(path: Path, text: str, durable: bool) -> None:
 class _JsonLinesLogger:
     """A structlog logger that appends rendered lines to an open file."""
 
-    def __init__(self, fh: TextIO, durable: bool) -> None:
+    def __init__(self, fh: TextIO) -> None:
         self.fh = fh
-        self.durable = durable
 
     def msg(self, message: str) -> None:
         self.fh.write(message + "\n")
@@ -85,7 +84,7 @@ class RunStore:
     def _open_events(self) -> None:
         self._events = open(self.dir / "events.jsonl", "a", encoding="utf-8")  # noqa: SIM115 - lives as long as the run
         self.log = structlog.wrap_logger(
-            _JsonLinesLogger(self._events, self.durable),
+            _JsonLinesLogger(self._events),
             processors=[structlog.processors.TimeStamper(fmt="iso", utc=True), structlog.processors.JSONRenderer(ensure_ascii=False)],
             context_class=dict,
         ).bind(run_id=self.run_id)
