@@ -1,8 +1,12 @@
 """Parse + validate time of generated flows of 100, 1,000 and 10,000 steps (run by hand).
 
-    python bench/parse_bench.py            # median of 5 runs per size, after a warm-up
+    python bench/parse_bench.py            # median of 7 runs per size, after a warm-up
 
-Prints seconds per size and the per-step cost, to show the growth is linear.
+Prints wall and CPU seconds per size and the per-step cost, to show the growth is linear.
+Shared VMs lose a large, changing share of their time to steal (`top` shows `st`), which
+stretches wall time but not the process's CPU time; CPU time is the figure to compare.
+A fixed pure-Python workload timed in the same run (`calibration`) says how fast the
+machine was at that moment: on an idle 2-core VM here it takes about 0.17 s.
 """
 
 from __future__ import annotations
@@ -19,25 +23,41 @@ from engine.loading import check_source  # noqa: E402
 from engine.pool import default_pool  # noqa: E402
 
 
-def measure(steps: int, repeats: int = 5) -> tuple[float, float, int]:
+def calibration() -> float:
+    """CPU seconds of a fixed loop of dict and list operations (1M iterations)."""
+    t0 = time.process_time()
+    d: dict[int, int] = {}
+    out = []
+    for i in range(1_000_000):
+        d[i & 1023] = i
+        out.append(i)
+    return time.process_time() - t0
+
+
+def measure(steps: int, repeats: int = 7) -> tuple[float, float, float, int]:
     text = layered_flow(steps)
     pool = default_pool()
     result = check_source(text, pool, "bench.flow")  # warm-up, and a sanity check
     assert result.flow is not None and not result.errors, result.diagnostics[:3]
-    times = []
+    del result
+    walls, cpus = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        check_source(text, pool, "bench.flow")
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), min(times), len(text)
+        w0, c0 = time.perf_counter(), time.process_time()
+        result = check_source(text, pool, "bench.flow")
+        walls.append(time.perf_counter() - w0)
+        cpus.append(time.process_time() - c0)
+        del result
+    return statistics.median(walls), statistics.median(cpus), min(cpus), len(text)
 
 
 def main() -> None:
     sizes = [int(a) for a in sys.argv[1:]] or [100, 1000, 10000]
-    print(f"{'steps':>7} {'bytes':>10} {'median s':>9} {'min s':>7} {'us/step':>8}")
+    print(f"calibration (1M-iteration loop): {statistics.median(calibration() for _ in range(5)):.3f} s CPU")
+    print(f"{'steps':>7} {'bytes':>10} {'wall s':>8} {'CPU s':>7} {'min CPU':>8} {'CPU us/step':>12}")
     for n in sizes:
-        median, best, size = measure(n)
-        print(f"{n:>7} {size:>10} {median:>9.3f} {best:>7.3f} {median / n * 1e6:>8.1f}")
+        wall, cpu, best, size = measure(n)
+        print(f"{n:>7} {size:>10} {wall:>8.3f} {cpu:>7.3f} {best:>8.3f} {cpu / n * 1e6:>12.1f}")
+    print(f"calibration (1M-iteration loop): {statistics.median(calibration() for _ in range(5)):.3f} s CPU")
 
 
 if __name__ == "__main__":

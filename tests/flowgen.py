@@ -1,6 +1,8 @@
-"""Hypothesis strategies that generate flow text: grammar-aware, with layout noise and comments."""
+"""Hypothesis strategies that generate flow text: grammar-aware with layout noise and comments, or mutated reference flows."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from hypothesis import strategies as st
 
@@ -112,3 +114,26 @@ def flow_text(draw: st.DrawFn) -> str:
         if draw(st.integers(0, 5)) == 0:
             out.append("  " + draw(comment()) + "\n")
     return "".join(out)
+
+
+REFERENCE_TEXTS = [p.read_text() for p in sorted((Path(__file__).resolve().parents[1] / "workflows").glob("*.flow"))]
+
+
+@st.composite
+def mutated_flow(draw: st.DrawFn) -> str:
+    text = draw(st.sampled_from(REFERENCE_TEXTS))
+    for _ in range(draw(st.integers(1, 6))):
+        op = draw(st.sampled_from(["delete", "insert", "swap", "dup"]))
+        if not text:
+            break
+        i = draw(st.integers(0, len(text) - 1))
+        j = draw(st.integers(i, min(len(text), i + 40)))
+        if op == "delete":
+            text = text[:i] + text[j:]
+        elif op == "insert":
+            text = text[:i] + draw(st.text(alphabet='{}[]"/\\#:,->$.0123456789 \n\tabcxyz\x00é😀', max_size=8)) + text[i:]
+        elif op == "swap":
+            text = text[:i] + text[j:] + text[i:j]
+        else:
+            text = text[:j] + text[i:j] + text[j:]
+    return text

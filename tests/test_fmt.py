@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +22,9 @@ def meaning(node: Any) -> Any:
         return (node.kind if node.kind != "LONG_STRING" else "STRING", node.value)
     if isinstance(node, ast.Document):
         return tuple(meaning(i) for i in node.items)
-    if dataclasses.is_dataclass(node):
+    if isinstance(node, tuple) and hasattr(node, "_fields"):  # a syntax node (a named tuple)
         return (type(node).__name__,) + tuple(
-            meaning(getattr(node, f.name)) for f in dataclasses.fields(node) if not f.name.endswith("span") and f.name != "text"
+            meaning(getattr(node, f)) for f in node._fields if not f.endswith("span") and f != "text"
         )
     if isinstance(node, tuple):
         return tuple(meaning(x) for x in node)

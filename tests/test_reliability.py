@@ -24,6 +24,7 @@ from engine.run.protocol import ChatRequest, ChatResponse
 from engine.syntax.fmt import format_source
 from engine.testing.chat_server import ChatServer, Reply
 from tests.conftest import ROOT, WORKFLOWS, loopback_pool
+from tests.flowgen import mutated_flow
 from tests.helpers import flow_from, run
 
 # -- money -------------------------------------------------------------------------------
@@ -189,29 +190,6 @@ def test_missing_key_stops_before_any_call(tmp_path: Path) -> None:
 
 
 # -- hostile input -----------------------------------------------------------------------
-
-REFERENCE_TEXTS = [p.read_text() for p in sorted(WORKFLOWS.glob("*.flow"))]
-
-
-@st.composite
-def mutated_flow(draw: st.DrawFn) -> str:
-    text = draw(st.sampled_from(REFERENCE_TEXTS))
-    for _ in range(draw(st.integers(1, 6))):
-        op = draw(st.sampled_from(["delete", "insert", "swap", "dup"]))
-        if not text:
-            break
-        i = draw(st.integers(0, len(text) - 1))
-        j = draw(st.integers(i, min(len(text), i + 40)))
-        if op == "delete":
-            text = text[:i] + text[j:]
-        elif op == "insert":
-            text = text[:i] + draw(st.text(alphabet='{}[]"/\\#:,->$.0123456789 \n\tabcxyz\x00é😀', max_size=8)) + text[i:]
-        elif op == "swap":
-            text = text[:i] + text[j:] + text[i:j]
-        else:
-            text = text[:j] + text[i:j] + text[j:]
-    return text
-
 
 @settings(max_examples=400, deadline=None)
 @given(st.one_of(mutated_flow(), st.text(max_size=300)))

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engine.errors import FlowError
-from engine.syntax import ast
-from engine.syntax.parser import _parser, decode_long_string, parse, parse_with_lark
-from tests.flowgen import flow_text
+from engine.syntax import ast, descent
+from engine.syntax.parser import _front, _parser, decode_long_string, parse, parse_with_lark, parse_with_table
+from tests.flowgen import REFERENCE_TEXTS, flow_text, mutated_flow
 from tests.test_fmt import meaning
 
 
@@ -72,10 +73,10 @@ def test_syntax_errors_are_diagnostics(text: str, code: str) -> None:
 
 @settings(max_examples=150, deadline=None)
 @given(flow_text())
-def test_fast_driver_builds_the_same_tree_as_larks_own_parser(text: str) -> None:
-    """The lean table driver is an optimisation, never a second parser: same table, same tree, same errors."""
+def test_table_driver_builds_the_same_tree_as_larks_own_parser(text: str) -> None:
+    """The lean table driver is an optimisation of Lark's loop: same table, same tree, same errors."""
     try:
-        ours: object = meaning(parse(text))
+        ours: object = meaning(parse_with_table(text))
     except FlowError as err:
         ours = ("error", err.diagnostics[0].span.line, err.diagnostics[0].span.column)
     try:
@@ -87,3 +88,50 @@ def test_fast_driver_builds_the_same_tree_as_larks_own_parser(text: str) -> None
         assert line is None or line == ours_pos or getattr(err, "orig_exc", None) is not None
         return
     assert ours == theirs
+
+
+def _fast_read(text: str) -> ast.Document | None:
+    comments: list[ast.Comment] = []
+    try:
+        return ast.Document(descent.read(_front()[0], text, comments), tuple(comments), text)
+    except descent.Rejected:
+        return None
+
+
+def _assert_fast_reader_agrees(text: str) -> None:
+    fast = _fast_read(text)
+    try:
+        table = parse_with_table(text)
+    except FlowError:
+        assert fast is None, "the fast reader accepted a text the grammar rejects"
+        return
+    assert fast is not None, "the fast reader rejected a text the grammar accepts"
+    assert meaning(fast) == meaning(table)  # node types and values
+    assert fast.items == table.items  # and every span and source spelling
+    assert fast.comments == table.comments
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(flow_text(), mutated_flow(), st.text(alphabet='step{}:"/\\#,->$.019 \n\r\t\fabxé', max_size=120)))
+def test_fast_reader_accepts_exactly_what_the_grammar_accepts(text: str) -> None:
+    """`parse` reads well-formed text by recursive descent and leaves every error to the LALR table."""
+    _assert_fast_reader_agrees(text)
+
+
+@pytest.mark.parametrize("text", [
+    "", "\n\n", "# only a comment", "step a { }  # trailing comment without newline",
+    'step a {\r\n  model : m\r\n  task:"esc \\" \\\\ \\n {q}"\r\n}\r\n',
+    'step a { step: x max: 1 by: y }', 'step a { t: """\n  one\n   two\n  """ x: """inline""" }',
+    'step a { m: 1.5s 500ms 2m 7 3.25 $0.5 /a\\/b/i }', "route r by a { \"x\", \"y\" -> b when q matches /z/ -> c else -> d }",
+    "loop l max 3 { step a { } verify v { accept: /OK/ } on_exhausted: last }", "models { m { provider: p id: \"x\" } }",
+    "version 1 flow f \"d\" input q \"the q\" budget $1, calls 5 output a",
+    "step a { model: m }}", "step a { model: }", 'step a { task: """abc', "step a { x: 1s2 }", "step a { x: 12abc }",
+    "\fstep\ta\t{\f}", "step a { x: /unterminated }", "step a { x: $ }", "step a { x: - }", "step é { }",
+])
+def test_fast_reader_agrees_on_edge_cases(text: str) -> None:
+    _assert_fast_reader_agrees(text)
+
+
+def test_reference_flows_take_the_fast_path() -> None:
+    for text in REFERENCE_TEXTS:
+        assert _fast_read(text) is not None

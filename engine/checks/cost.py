@@ -68,17 +68,17 @@ class CostModel:
         system = text_tokens(node.params.system) if node.params.system else 0
         return OVERHEAD_TOKENS + text_tokens(node.task) + seen + named_inputs + system + extra
 
-    def call(self, alias: str, prompt: int, completion: int) -> WorstCase:
-        spec = self.models.get(alias)
-        usd = spec.cost(prompt, completion) if spec else 0.0
-        return WorstCase(1, prompt + completion, usd)
-
     def chain(self, levels: tuple[str, ...], fallbacks: tuple[str, ...], retries: int, prompt: int, completion: int) -> WorstCase:
-        total = WorstCase()
+        """Every level of an escalation chain, each with its fallbacks, each tried `1 + retries` times."""
+        calls = 0
+        usd = 0.0
         for level in levels:
             for alias in (level, *fallbacks):
-                total = total + self.call(alias, prompt, completion).times(1 + retries)
-        return total
+                spec = self.models.get(alias)
+                calls += 1 + retries
+                if spec is not None:
+                    usd += spec.cost(prompt, completion) * (1 + retries)
+        return WorstCase(calls, calls * (prompt + completion), usd)
 
     def node(self, name: str) -> WorstCase:
         if name in self._memo:
@@ -114,11 +114,15 @@ class CostModel:
         return result
 
     def flow_total(self) -> WorstCase:
-        total = WorstCase()
+        calls = tokens = 0
+        usd = 0.0
         for name in self.flow.top_level():
             if getattr(self.flow.nodes[name], "guard", None) is None:
-                total = total + self.node(name)
-        return total
+                w = self.node(name)
+                calls += w.calls
+                tokens += w.tokens
+                usd += w.usd
+        return WorstCase(calls, tokens, usd)
 
 
 def worst_case(flow: Flow, pool: Pool) -> WorstCase:

@@ -99,6 +99,8 @@ class Resolver:
         self.r = reader
         self.out = Resolved(name=_stem(doc.filename))
         self._seen_decls: dict[str, Span] = {}
+        self._params: dict[tuple[tuple[str, Any], ...], Params] = {}
+        self._known_aliases: set[str] = set()
 
     # -- entry ----------------------------------------------------------------------------
 
@@ -120,6 +122,7 @@ class Resolver:
                 self.out.loops_ast[item.name] = item
                 for member in item.members:
                     self._declare(member.name, member.kind, member.span, member.name_span, item.name)
+        self._known_aliases = set(self.pool.models) | set(self.out.models)
         for item in self.doc.items:
             if isinstance(item, ast.Block):
                 self._block(item, None)
@@ -254,7 +257,7 @@ class Resolver:
         return out
 
     def _model_names(self, atoms: list[Atom]) -> list[str]:
-        known = set(self.pool.models) | set(self.out.models)
+        known = self._known_aliases
         names = []
         for atom in atoms:
             if atom.value not in known:
@@ -308,8 +311,11 @@ class Resolver:
             chain = self.r.chain(props["fallback"].value, "fallback")
             if chain is not None:
                 common["fallbacks"] = tuple(self._model_names(chain))
-        clean = {k: v for k, v in params.items() if v is not None}
-        common["params"] = Params(**clean)
+        key = tuple(sorted((k, v) for k, v in params.items() if v is not None))
+        shared = self._params.get(key)
+        if shared is None:
+            shared = self._params[key] = Params(**dict(key))  # frozen, so nodes with equal parameters share one
+        common["params"] = shared
         return common
 
     def _block(self, block: ast.Block, loop: str | None) -> None:

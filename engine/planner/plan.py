@@ -23,6 +23,7 @@ from engine.planner.limits import ALL_CONSTRUCTS, PlanLimits, check_limits
 from engine.planner.prompt import build_prompt
 from engine.pool import Pool
 from engine.run.protocol import ChatRequest, Provider, ProviderFault
+from engine.syntax import ast
 from engine.syntax.fmt import format_source
 from engine.syntax.parser import parse
 
@@ -111,7 +112,7 @@ def reveal_names(text: str, names: dict[str, str]) -> str:
                             spans.append((atom.span.start, atom.span.end, names[atom.value]))
 
     for item in doc.items:
-        if hasattr(item, "props"):
+        if isinstance(item, (ast.Block, ast.LoopNode)):
             visit(item.props)
         for member in getattr(item, "members", ()):
             visit(member.props)

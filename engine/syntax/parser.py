@@ -7,8 +7,6 @@ parser, so no intermediate Lark tree is built.
 
 from __future__ import annotations
 
-import re
-import textwrap
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -19,10 +17,11 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 
 from engine.diagnostics import Diagnostic
 from engine.errors import FlowError
-from engine.syntax import ast
+from engine.syntax import ast, descent
 from engine.syntax.ast import Span
 from engine.syntax.lalr import ParseError, TableDriver
 from engine.syntax.lexer import FlowLexer, LexError, comment_sink
+from engine.syntax.literals import decode_long_string, decode_string
 
 #: Human words for terminals, used in "expected ..." messages.
 TERMINAL_WORDS: dict[str, str] = {
@@ -68,32 +67,6 @@ def parse_with_lark(text: str) -> tuple[Any, ...]:
 
 def _span(tok: Token) -> Span:
     return Span(tok.line or 1, tok.column or 1, tok.end_line or 1, tok.end_column or 1, tok.start_pos or 0, tok.end_pos or 0)
-
-
-_ESCAPES = re.compile(r"\\(.)")
-
-
-def decode_string(raw: str) -> str:
-    """The value of a `"..."` literal: backslash escapes as in JSON (\\n, \\t, \\", \\\\)."""
-    body = raw[1:-1]
-    if "\\" not in body:
-        return body
-    return _ESCAPES.sub(_unescape, body)
-
-
-def _unescape(m: re.Match[str]) -> str:
-    return {"n": "\n", "t": "\t", "r": "\r"}.get(m.group(1), m.group(1))
-
-
-def decode_long_string(raw: str) -> str:
-    """The value of a `\"\"\"...\"\"\"` literal: raw text, first newline and closing indent dropped, dedented."""
-    body = raw[3:-3]
-    if body.startswith("\n"):
-        body = body[1:]
-    last_nl = body.rfind("\n")
-    if last_nl >= 0 and not body[last_nl + 1 :].strip():
-        body = body[:last_nl]
-    return textwrap.dedent(body)
 
 
 def _atom(tok: Token) -> ast.Atom:
@@ -254,9 +227,20 @@ def _end_span(text: str) -> Span:
 
 def parse(text: str, filename: str = "<flow>") -> ast.Document:
     """Parse flow text. Raises `FlowError` (one syntax diagnostic) when it does not parse."""
+    lexer, _driver = _front()
+    comments: list[ast.Comment] = []
+    try:
+        return ast.Document(descent.read(lexer, text, comments), tuple(comments), text, filename)
+    except descent.Rejected:
+        # Not well-formed: the table driver finds the error and says what the grammar expected there.
+        return parse_with_table(text, filename)
+
+
+def parse_with_table(text: str, filename: str = "<flow>") -> ast.Document:
+    """Parse by driving the grammar's LALR(1) table: the authority on syntax errors, slower than `parse`."""
+    lexer, driver = _front()
     comments: list[ast.Comment] = []
     token = comment_sink.set(comments)
-    lexer, driver = _front()
     try:
         items = cast(tuple[ast.Item, ...], driver.parse(lexer.tokenize(text)))
     except (LexError, ParseError, UnexpectedInput) as err:
