@@ -62,9 +62,14 @@ class CostModel:
 
     def prompt_tokens(self, node: Any, extra: int = 0) -> int:
         seen = 0
+        inputs = self.flow.inputs
         for s in node.sees:
-            seen += INPUT_TOKENS if s in self.flow.inputs else self.output_tokens(s) if s in self.flow.nodes else 0
-        named_inputs = sum(INPUT_TOKENS for s in self.flow.inputs if "{" + s + "}" in node.task and s not in node.sees)
+            seen += INPUT_TOKENS if s in inputs else self.output_tokens(s) if s in self.flow.nodes else 0
+        named_inputs = 0
+        if "{" in node.task:
+            for s in inputs:
+                if s not in node.sees and "{" + s + "}" in node.task:
+                    named_inputs += INPUT_TOKENS
         system = text_tokens(node.params.system) if node.params.system else 0
         return OVERHEAD_TOKENS + text_tokens(node.task) + seen + named_inputs + system + extra
 

@@ -9,6 +9,7 @@ in `engine.checks.structure`, using the `NodeInfo` side table built here.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,6 +89,21 @@ class Resolved:
 
 def _span6(span: Span) -> tuple[int, int, int, int, int, int]:
     return (span.line, span.column, span.end_line, span.end_column, span.start, span.end)
+
+
+def _whole(n: float | None) -> int | None:
+    return int(n) if n is not None else None
+
+
+#: Readers of the model parameters a calling node may set (`Params`), by property key.
+_PARAM_READERS: dict[str, Callable[[Reader, ast.Prop], Any]] = {
+    "system": lambda r, p: r.text(p),
+    "temperature": lambda r, p: r.number(p, 0, 2),
+    "top_p": lambda r, p: r.number(p, 0, 1),
+    "max_tokens": lambda r, p: _whole(r.number(p, 1, 1_000_000, integer=True)),
+    "seed": lambda r, p: _whole(r.number(p, 0, 2**31 - 1, integer=True)),
+    "reasoning": lambda r, p: r.choice(p, ("low", "medium", "high")),
+}
 
 
 class Resolver:
@@ -285,20 +301,10 @@ class Resolver:
             if task is not None:
                 common["task"] = task
                 info.task_atom = props["task"].value.phrases[0].atoms[0]
-        if "system" in props:
-            params["system"] = self.r.text(props["system"])
-        if "temperature" in props:
-            params["temperature"] = self.r.number(props["temperature"], 0, 2)
-        if "top_p" in props:
-            params["top_p"] = self.r.number(props["top_p"], 0, 1)
-        if "max_tokens" in props:
-            n = self.r.number(props["max_tokens"], 1, 1_000_000, integer=True)
-            params["max_tokens"] = int(n) if n is not None else None
-        if "seed" in props:
-            n = self.r.number(props["seed"], 0, 2**31 - 1, integer=True)
-            params["seed"] = int(n) if n is not None else None
-        if "reasoning" in props:
-            params["reasoning"] = self.r.choice(props["reasoning"], ("low", "medium", "high"))
+        for key, prop in props.items():
+            read = _PARAM_READERS.get(key)
+            if read is not None:
+                params[key] = read(self.r, prop)
         if "retries" in props:
             n = self.r.number(props["retries"], 0, 10, integer=True)
             if n is not None:
@@ -311,10 +317,13 @@ class Resolver:
             chain = self.r.chain(props["fallback"].value, "fallback")
             if chain is not None:
                 common["fallbacks"] = tuple(self._model_names(chain))
-        key = tuple(sorted((k, v) for k, v in params.items() if v is not None))
-        shared = self._params.get(key)
+        set_params = [(k, v) for k, v in params.items() if v is not None]
+        if len(set_params) > 1:
+            set_params.sort()
+        params_key = tuple(set_params)
+        shared = self._params.get(params_key)
         if shared is None:
-            shared = self._params[key] = Params(**dict(key))  # frozen, so nodes with equal parameters share one
+            shared = self._params[params_key] = Params(**dict(params_key))  # frozen, so nodes with equal parameters share one
         common["params"] = shared
         return common
 

@@ -315,7 +315,8 @@ class _Reader:
             raise Rejected
         if toks[i + 1][0] not in _ATOMS:  # one atom: most phrases
             self.i = i + 1
-            atom = _atom(toks[i])
+            tok = toks[i]
+            atom = _new(Atom, (tok[0], tok[1], tok[1], tok[2])) if tok[0] == "NAME" else _atom(tok)
             return _new(ast.Phrase, ((atom,), atom[3]))
         start = i
         while toks[i][0] in _ATOMS:
