@@ -8,13 +8,16 @@ from hypothesis import strategies as st
 
 from engine.errors import FlowError
 from engine.syntax import ast, descent
-from engine.syntax.parser import _front, _parser, decode_long_string, parse, parse_with_lark, parse_with_table
+from engine.syntax.literals import decode_long_string
+from engine.syntax.parser import parse
+from engine.syntax.table import lark_parser, parse_with_lark, parse_with_table
+from engine.syntax.terminals import read_terminals, terminals
 from tests.flowgen import REFERENCE_TEXTS, flow_text, mutated_flow
 from tests.test_fmt import meaning
 
 
 def test_grammar_is_lalr_and_strict() -> None:
-    parser = _parser()
+    parser = lark_parser()
     assert parser.options.parser == "lalr"
     assert parser.options.strict is True
 
@@ -93,7 +96,7 @@ def test_table_driver_builds_the_same_tree_as_larks_own_parser(text: str) -> Non
 def _fast_read(text: str) -> ast.Document | None:
     comments: list[ast.Comment] = []
     try:
-        return ast.Document(descent.read(_front()[0], text, comments), tuple(comments), text)
+        return ast.Document(descent.read(terminals(), text, comments), tuple(comments), text)
     except descent.Rejected:
         return None
 
@@ -135,3 +138,22 @@ def test_fast_reader_agrees_on_edge_cases(text: str) -> None:
 def test_reference_flows_take_the_fast_path() -> None:
     for text in REFERENCE_TEXTS:
         assert _fast_read(text) is not None
+
+
+def test_terminals_read_without_lark_are_larks_own() -> None:
+    from lark.load_grammar import eval_escaping
+
+    from engine.syntax.table import front
+    from engine.syntax.terminals import grammar_text
+
+    ours = read_terminals(grammar_text())
+    lexer = front()[0]
+    assert ours.keywords == lexer.keywords
+    assert set(ours.patterns) == set(lexer.patterns)
+    for name, pattern in ours.patterns.items():
+        assert pattern == lexer.patterns[name] or eval_escaping(pattern) == lexer.patterns[name], name
+
+
+def test_terminal_forms_the_reader_does_not_know_are_refused() -> None:
+    with pytest.raises(ValueError, match="terminal DIGITS"):
+        read_terminals("start: DIGITS\nDIGITS: DIGIT+\n")

@@ -18,7 +18,8 @@ from collections.abc import Iterable
 from lark import Lark
 from lark.grammar import NonTerminal, Terminal
 
-from engine.syntax.parser import _parser, grammar_text
+from engine.syntax.table import lark_parser
+from engine.syntax.terminals import grammar_text
 
 WS_RULE = 'ws ::= [ \\t\\n]*'
 
@@ -109,7 +110,7 @@ def regex_to_gbnf(pattern: str) -> str:
 def to_gbnf(overrides: dict[str, str] | None = None, drop: Iterable[str] = (), lark: Lark | None = None) -> str:
     """The flow grammar in GBNF. `overrides` maps a Lark rule or terminal name to a GBNF right-hand side;
     `drop` removes alternatives that mention the named rules (constructs a planner may not use)."""
-    lark = lark or _parser()
+    lark = lark or lark_parser()
     overrides = dict(overrides or {})
     dropped = set(drop)
     terminals = {t.name: t for t in lark.terminals}

@@ -11,7 +11,7 @@ one step per token.
 
 It only ever *accepts*: at the first token it does not expect it gives up, and `parse`
 runs the table driver, which reports the error exactly as the grammar defines it. Both
-readers use the lexer's master regex (compiled from the grammar's terminals).
+readers use regexes of the grammar's own terminals.
 `tests/test_syntax.py` checks on generated and mutated flows that this reader accepts a
 text exactly when the table does, and builds the same tree.
 """
@@ -25,8 +25,8 @@ from typing import Any
 
 from engine.syntax import ast
 from engine.syntax.ast import Atom, Span
-from engine.syntax.lexer import FlowLexer
 from engine.syntax.literals import decode_long_string, decode_string
+from engine.syntax.terminals import Terminals
 
 Token = tuple[str, str, Span]
 
@@ -50,7 +50,7 @@ _FIRST.update({"{": "LBRACE", "}": "RBRACE", ",": "COMMA", "$": "MONEY", "/": "R
 
 
 @lru_cache(maxsize=4)
-def _scanner(lexer: FlowLexer) -> re.Pattern[str]:
+def _scanner(grammar: Terminals) -> re.Pattern[str]:
     """One regex over the grammar's terminals: `(whitespace)(token | bad character | end)` per match.
 
     `re.findall` with three plain groups hands back strings without a match object per
@@ -60,7 +60,7 @@ def _scanner(lexer: FlowLexer) -> re.Pattern[str]:
     name is scanned once. Each terminal starts with its own character class, which is how
     `tokens` tells them apart again.
     """
-    p = lexer.patterns
+    p = grammar.patterns
     key_suffix = p["KEY"].removeprefix(p["NAME"])
     if key_suffix == p["KEY"]:
         raise ValueError("the grammar's KEY no longer starts with NAME; update engine.syntax.descent")
@@ -70,16 +70,16 @@ def _scanner(lexer: FlowLexer) -> re.Pattern[str]:
     return re.compile(f"({p['WS']})?(?:(" + "|".join(f"(?:{t})" for t in plain) + r")|([\s\S])|\Z)")
 
 
-def tokens(lexer: FlowLexer, text: str, comments: list[ast.Comment]) -> list[Token]:
+def tokens(grammar: Terminals, text: str, comments: list[ast.Comment]) -> list[Token]:
     """The text as `(kind, text, span)` triples ending with `$END`; comments go to `comments`."""
-    keywords = lexer.keywords
+    keywords = grammar.keywords
     first = _FIRST
     out: list[Token] = []
     push = out.append
     line = 1
     line_start = 0
     pos = 0
-    for ws, tok, bad in _scanner(lexer).findall(text):
+    for ws, tok, bad in _scanner(grammar).findall(text):
         if bad:
             raise Rejected
         if ws:
@@ -334,6 +334,6 @@ _ITEMS: dict[str, Callable[[_Reader], Any]] = {
 }
 
 
-def read(lexer: FlowLexer, text: str, comments: list[ast.Comment]) -> tuple[ast.Item, ...]:
+def read(grammar: Terminals, text: str, comments: list[ast.Comment]) -> tuple[ast.Item, ...]:
     """The items of a well-formed flow; raises `Rejected` at the first thing it does not expect."""
-    return _Reader(tokens(lexer, text, comments)).document()
+    return _Reader(tokens(grammar, text, comments)).document()
