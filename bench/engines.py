@@ -1,6 +1,6 @@
 """One engine over every shape at one latency; prints one JSON line per shape (run by bench/run_all.py).
 
-    python bench/engines.py baton|baton-memory|langgraph|floor URL LATENCY_MS
+    python bench/engines.py baton|baton-records|baton-memory|langgraph|floor URL LATENCY_MS
 
 Every engine makes the same HTTP calls with the same client (httpx + the aiohttp
 transport, up to 1,024 connections), so the engines differ only in the engine.
@@ -130,7 +130,7 @@ def langgraph_app(shape: Shape, url: str, http: Any) -> Any:
 # -- Baton -----------------------------------------------------------------------------
 
 
-def baton_runner(shape: Shape, url: str, record: bool) -> Any:
+def baton_runner(shape: Shape, url: str, record: bool, durable: bool = True) -> tuple[Any, Any]:
     from engine.api import run_flow
     from engine.loading import check_source
     from engine.pool import ModelSpec, Pool, ProviderSpec
@@ -151,10 +151,14 @@ def baton_runner(shape: Shape, url: str, record: bool) -> Any:
         # one provider (one pooled HTTP client) for every run, as the other engines share one client
         if "loop" not in shared:
             shared["loop"] = OpenAICompatProvider("loop", pool.provider("loop"))
-        await run_flow(flow, {"question": "q"}, pool=pool, home=home, cache=False, record=record, budget_usd=budget,
-                       providers=shared)
+        await run_flow(flow, {"question": "q"}, pool=pool, home=home, cache=False, record=record, durable=durable,
+                       budget_usd=budget, providers=shared)
 
-    return run
+    async def close() -> None:
+        if "loop" in shared:
+            await shared.pop("loop").aclose()
+
+    return run, close
 
 
 # -- measurement -----------------------------------------------------------------------
@@ -171,7 +175,7 @@ async def measure(engine: str, shape: Shape, url: str, latency_ms: float, repeat
         async def once() -> None:
             await floor(shape, url, http)
     else:
-        once = baton_runner(shape, url, record=engine == "baton")
+        once, close_baton = baton_runner(shape, url, record=engine != "baton-memory", durable=engine == "baton")
     await once()  # warm-up
     walls, cpus = [], []
     for _ in range(repeats):
@@ -180,6 +184,8 @@ async def measure(engine: str, shape: Shape, url: str, latency_ms: float, repeat
         walls.append(time.perf_counter() - t0)
         cpus.append(time.process_time() - c0)
     await http.aclose()
+    if engine.startswith("baton"):
+        await close_baton()
     wall = statistics.median(walls)
     return {"engine": engine, "shape": shape.name, "latency_ms": latency_ms, "wall_s": wall,
             "ideal_s": shape.depth * latency_ms / 1000, "cpu_ms_per_call": statistics.median(cpus) / shape.calls * 1000,

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ENGINES = ["floor", "baton-memory", "baton", "langgraph"]
+ENGINES = ["floor", "baton-memory", "baton-records", "baton", "langgraph"]
 
 
 def start_server(latency_ms: float) -> tuple[subprocess.Popen[str], str]:

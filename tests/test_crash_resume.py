@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from engine.run.store import read_step_journal
 from engine.testing.chat_server import ChatServer
 from tests.conftest import ROOT
 
@@ -65,8 +66,8 @@ def test_sigkill_mid_run_then_resume_sends_no_finished_step_again(tmp_path: Path
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
         run_dir = only_run(home)
-        assert (run_dir / "steps" / "a.json").exists()
-        assert not (run_dir / "steps" / "d.json").exists()
+        assert "a" in read_step_journal(run_dir)
+        assert "d" not in read_step_journal(run_dir)
         before = {m: server.count(m) for m in ("fast", "cheap", "coder", "strong")}
         assert before == {"fast": 1, "cheap": 1, "coder": 1, "strong": 0}
 
@@ -96,4 +97,4 @@ def test_sigint_stops_cleanly_keeps_finished_steps_and_exits_130(tmp_path: Path)
         run_dir = only_run(home)
         summary = json.loads((run_dir / "summary.json").read_text())
         assert summary["status"] == "interrupted"
-        assert (run_dir / "steps" / "a.json").exists()
+        assert "a" in read_step_journal(run_dir)

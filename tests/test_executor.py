@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import pytest
 from engine.api import run_flow
 from engine.errors import BudgetExceeded, ProviderError, RunError
 from engine.run.calls import RetryPolicy
+from engine.run.store import read_step_journal
 from engine.testing.chat_server import ChatServer, Reply
 from tests.conftest import loopback_pool
 from tests.helpers import flow_from, run
@@ -147,7 +149,7 @@ def test_every_model_failing_fails_the_run_cleanly_keeping_finished_steps(home: 
         summary = info.value.summary
         assert summary.status == "failed" and summary.error_step == "b"
         assert summary.steps["a"].status == "ok"
-        assert (home / "runs" / summary.run_id / "steps" / "a.json").exists()
+        assert "a" in read_step_journal(home / "runs" / summary.run_id)
 
 
 def test_budget_is_never_exceeded_with_20_concurrent_calls(home: Path) -> None:
@@ -309,3 +311,43 @@ def test_cached_and_reasoning_tokens_are_recorded(home: Path) -> None:
         assert (a.input_tokens, a.output_tokens, a.cached_tokens, a.reasoning_tokens) == (100, 50, 64, 30)
         events = (home / "runs" / summary.run_id / "events.jsonl").read_text()
         assert '"cached_tokens": 64' in events and '"reasoning_tokens": 30' in events
+
+
+def test_step_journal_groups_fsyncs_and_records_each_step_before_its_dependents(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    width = 40
+    lines = ["input question", 'step root { model: fast  task: "split {question}" }']
+    lines += [f'step w{i} {{ model: fast  sees: root  task: "part {i}" }}' for i in range(width)]
+    lines.append(f'step join {{ model: fast  sees: {", ".join(f"w{i}" for i in range(width))}  task: "join" }}')
+    real_fsync = os.fsync
+    fsyncs: list[int] = []
+
+    def counting_fsync(fd: int) -> None:
+        fsyncs.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", counting_fsync)
+    with ChatServer() as server:
+        pool = loopback_pool(server.url)
+        summary = run(flow_from("\n".join(lines), pool), {"question": "q"}, pool, home, cache=False)
+    assert summary.status == "ok"
+    journal = (home / "runs" / summary.run_id / "steps.jsonl").read_text().splitlines()
+    order = [json.loads(line)["name"] for line in journal]
+    assert sorted(order) == sorted(["root", "join", *(f"w{i}" for i in range(width))])
+    assert order[0] == "root" and order[-1] == "join"  # each step is on disk before anything that sees it starts
+    # 42 steps; the 40 parallel ones share batches. Also counted: 3 setup files, the summary and the event log.
+    assert len(fsyncs) < 42, f"{len(fsyncs)} fsyncs for 42 steps"
+
+
+def test_a_torn_last_journal_line_is_skipped_on_resume(home: Path) -> None:
+    text = 'input q\nstep a { model: fast  task: "first {q}" }\nstep b { model: fast  sees: a  task: "second" }\noutput b'
+    with ChatServer() as server:
+        pool = loopback_pool(server.url)
+        summary = run(flow_from(text, pool), {"q": "x"}, pool, home, cache=False)
+        journal = home / "runs" / summary.run_id / "steps.jsonl"
+        first, second = journal.read_text().splitlines()
+        journal.write_text(first + "\n" + second[: len(second) // 2])  # as a crash mid-write would leave it
+        assert set(read_step_journal(journal.parent)) == {"a"}
+        resumed = asyncio.run(run_flow(None, None, pool=pool, home=home, resume=summary.run_id))  # type: ignore[arg-type]
+        assert resumed.status == "ok" and resumed.steps["a"].resumed and not resumed.steps["b"].resumed
+        assert server.count() == 3
+        assert set(read_step_journal(journal.parent)) == {"a", "b"}  # the new line did not run into the torn one

@@ -11,6 +11,7 @@ import pytest
 from engine.errors import ProviderError
 from engine.pool import ModelSpec, Pool, ProviderSpec
 from engine.run.calls import RetryPolicy
+from engine.run.store import read_step_journal
 from engine.testing.chat_server import ChatServer, Reply
 from tests.conftest import loopback_pool
 from tests.helpers import flow_from, run
@@ -70,8 +71,8 @@ def test_fault_without_fallback_fails_the_run_cleanly_and_keeps_finished_steps(n
         summary = info.value.summary
         assert summary.status == "failed" and summary.error_step == "b" and cause in summary.error
         assert summary.steps["a"].status == "ok" and summary.steps["a"].output
-        saved = json.loads((home / "runs" / summary.run_id / "steps" / "a.json").read_text())
-        assert saved["output"] == summary.steps["a"].output
+        saved = read_step_journal(home / "runs" / summary.run_id)["a"]
+        assert saved.output == summary.steps["a"].output
         assert server.count("coder") == 2
 
 

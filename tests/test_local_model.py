@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from engine.pool import ModelSpec, Pool, ProviderSpec, default_pool, load_pool
+from engine.run.store import read_step_journal
 from tests.conftest import ROOT, WORKFLOWS
 from tests.helpers import run
 
@@ -93,7 +94,7 @@ def test_reference_flow_against_llama_cpp_server(llama_server: str, name: str, h
     assert sum(e["event"] == "attempt" for e in events) == summary.calls
     assert events[-1]["event"] == "run_finished"
     for step in ran:
-        assert (run_dir / "steps" / f"{step.name}.json").exists()
+        assert step.name in read_step_journal(run_dir)
 
 
 def test_hello_in_process_with_zero_configuration(tmp_path: Path) -> None:

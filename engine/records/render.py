@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from engine.run.store import baton_home
+from engine.run.store import baton_home, read_step_journal
 from engine.run.trace import RunSummary, StepResult
 
 
@@ -47,10 +47,8 @@ def load_run(run_id: str, home: str | Path | None = None) -> RunSummary:
         else:
             raise FileNotFoundError(run_id)
     summary = RunSummary.model_validate_json(path.read_text(encoding="utf-8"))
-    steps_dir = path.parent / "steps"
-    for f in steps_dir.glob("*.json") if steps_dir.exists() else ():
-        step = StepResult.model_validate_json(f.read_text(encoding="utf-8"))
-        summary.steps.setdefault(step.name, step)
+    for name, step in read_step_journal(path.parent).items():
+        summary.steps.setdefault(name, step)
     return summary
 
 

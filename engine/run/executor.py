@@ -97,11 +97,11 @@ class Executor:
             raise
         return self.results
 
-    def _finish(self, result: StepResult) -> StepResult:
+    async def _finish(self, result: StepResult) -> StepResult:
         result.finished = result.finished or time.time()
         self.results[result.name] = result
         if result.status == "ok" and not result.resumed:
-            self.store.write_step(result)
+            await self.store.commit_step(result)
         self._emit("step_finished", step=result.name, kind=result.kind, status=result.status, model=result.model,
                    reason=result.reason, cost=round(result.cost, 8), input_tokens=result.input_tokens,
                    output_tokens=result.output_tokens, latency_ms=round(result.latency_ms, 1), error=result.error,
@@ -120,7 +120,7 @@ class Executor:
                 done = self.completed[name].model_copy(update={"resumed": True})
                 if isinstance(node, Route):
                     self.decisions[name].set_result(done.decision)
-                self._finish(done)
+                await self._finish(done)
                 return
             guard = getattr(node, "guard", None)
             if guard is not None:
@@ -128,7 +128,7 @@ class Executor:
                 if decision is None or decision.chosen != name:
                     result.status = "skipped"
                     result.reason = f"route `{guard.route}` chose `{decision.chosen if decision else 'nothing'}`"
-                    self._finish(result)
+                    await self._finish(result)
                     return
             blocked = [d.name for d in deps if d.status not in ("ok",)]
             if blocked or self.failure is not None:
@@ -136,7 +136,7 @@ class Executor:
                 result.reason = f"waiting on {', '.join(blocked)}, which did not finish" if blocked else "the run stopped before this step"
                 if isinstance(node, Route):
                     self.decisions[name].set_result(None)
-                self._finish(result)
+                await self._finish(result)
                 return
             result.started = time.time()
             self._emit("step_started", step=name, kind=node.kind)
@@ -151,14 +151,14 @@ class Executor:
                 await self._call(node, result, self._visible(node))
             result.latency_ms = (time.perf_counter() - t0) * 1000
             result.status = "ok"
-            self._finish(result)
+            await self._finish(result)
         except RunError as err:
             result.status = "failed"
             result.error = str(err)
             self.failure = self.failure or err
             if isinstance(node, Route) and not self.decisions[name].done():
                 self.decisions[name].set_result(None)
-            self._finish(result)
+            await self._finish(result)
 
     # -- what a node sees -----------------------------------------------------------------
 
@@ -358,7 +358,7 @@ class Executor:
                 raise VerificationFailed(f"loop `{loop.name}`: the verifier did not accept within {result.rounds} rounds", step=loop.name)
         for member, mres in scope.items():
             self.results[member] = mres
-            self.store.write_step(mres)
+        await asyncio.gather(*(self.store.commit_step(mres) for mres in scope.values()))
         out = scope[loop.result]
         result.output, result.model, result.subtask = out.output, out.model, out.subtask
         result.reason = f"{'accepted' if result.verdict and result.verdict.startswith('ACCEPTED') else 'not accepted; kept the last'} round {result.rounds} of {loop.max_rounds}"

@@ -2,12 +2,20 @@
 
 Layout: `flow.flow` (the flow as run), `inputs.json`, `pool.json` (no secrets: only the
 names of key variables), `events.jsonl` (one JSON event per line, via structlog),
-`steps/<name>.json` (each finished step, written atomically and fsynced before any step
-that depends on it starts) and `summary.json` (rewritten at the end).
+`steps.jsonl` (one line per finished step, fsynced before any step that depends on it
+starts) and `summary.json` (rewritten at the end).
+
+Steps finish in bursts (a fan-out of 500 finishes within milliseconds), so the step
+journal is written by group commit: every step that finishes while a write is in flight
+joins the next one, and one `write` + `fsync`, done in a worker thread, makes the whole
+batch durable while the event loop goes on with other calls. A crash can tear only the
+last line, which the reader drops. Events are buffered and written with each commit and
+at the end: an event log may lose its last lines in a crash, a finished step may not.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import secrets
@@ -42,16 +50,50 @@ def _atomic_write(path: Path, text: str, durable: bool) -> None:
 
 
 class _JsonLinesLogger:
-    """A structlog logger that appends rendered lines to an open file."""
+    """A structlog logger that appends rendered lines to an open (buffered) file."""
 
     def __init__(self, fh: TextIO) -> None:
         self.fh = fh
 
     def msg(self, message: str) -> None:
         self.fh.write(message + "\n")
-        self.fh.flush()
 
     info = warning = error = debug = msg
+
+
+def read_step_journal(run_dir: Path) -> dict[str, StepResult]:
+    """The steps recorded in a run's `steps.jsonl`, the last record of each name winning; a torn line is skipped."""
+    out: dict[str, StepResult] = {}
+    try:
+        lines = (run_dir / STEP_JOURNAL).read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        try:
+            result = StepResult.model_validate_json(line)
+        except ValueError:
+            continue
+        out[result.name] = result
+    return out
+
+
+STEP_JOURNAL = "steps.jsonl"
+
+
+def _cut_torn_tail(fd: int) -> None:
+    """Drop a partial last line (a crash mid-write) so that new lines do not run into it."""
+    size = os.fstat(fd).st_size
+    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+        return
+    end = size
+    while end > 0:
+        start = max(0, end - (1 << 16))
+        newline = os.pread(fd, end - start, start).rfind(b"\n")
+        if newline >= 0:
+            os.ftruncate(fd, start + newline + 1)
+            return
+        end = start
+    os.ftruncate(fd, 0)
 
 
 class RunStore:
@@ -64,12 +106,19 @@ class RunStore:
         self._events: TextIO | None = None
         self._unsynced: list[str] = []
         self.log: Any = None
+        self._journal: int | None = None  # file descriptor of steps.jsonl
+        self._pending: list[str] = []  # journal lines not yet written
+        self._queued = 0  # lines ever queued
+        self._durable_upto = 0  # lines known to be on disk
+        self._writer: asyncio.Task[None] | None = None
+        self._written: asyncio.Condition | None = None
+        self._write_error: OSError | None = None
 
     @classmethod
     def create(cls, home: str | Path | None, durable: bool = True, run_id: str | None = None) -> RunStore:
         store = cls(baton_home(home), run_id or new_run_id(), durable)
-        (store.dir / "steps").mkdir(parents=True, exist_ok=True)
-        store._open_events()
+        store.dir.mkdir(parents=True, exist_ok=True)
+        store._open_files()
         return store
 
     @classmethod
@@ -77,11 +126,12 @@ class RunStore:
         store = cls(baton_home(home), run_id, durable)
         if not (store.dir / "summary.json").exists() and not (store.dir / "flow.flow").exists():
             raise FileNotFoundError(run_id)
-        (store.dir / "steps").mkdir(parents=True, exist_ok=True)
-        store._open_events()
+        store._open_files()
         return store
 
-    def _open_events(self) -> None:
+    def _open_files(self) -> None:
+        self._journal = os.open(self.dir / STEP_JOURNAL, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        _cut_torn_tail(self._journal)
         self._events = open(self.dir / "events.jsonl", "a", encoding="utf-8")  # noqa: SIM115 - lives as long as the run
         self.log = structlog.wrap_logger(
             _JsonLinesLogger(self._events),
@@ -110,25 +160,56 @@ class RunStore:
                 os.close(fd)
         self._unsynced = []
 
-    def write_step(self, result: StepResult) -> None:
-        """Persist a finished step before anything that depends on it may start."""
-        self._sync_setup()
-        _atomic_write(self.dir / "steps" / f"{result.name}.json", result.model_dump_json(), self.durable)
+    async def commit_step(self, result: StepResult) -> None:
+        """Record a finished step; returns once it is on disk (fsynced when durable), so dependents may start."""
+        self._pending.append(result.model_dump_json() + "\n")
+        self._queued += 1
+        mine = self._queued
+        if self._written is None:
+            self._written = asyncio.Condition()
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._drain())
+        async with self._written:
+            await self._written.wait_for(lambda: self._durable_upto >= mine or self._write_error is not None)
+        if self._durable_upto < mine and self._write_error is not None:
+            raise self._write_error
+
+    async def _drain(self) -> None:
+        """Write queued journal lines in batches, one write and one fsync each, until none are left."""
+        assert self._written is not None
+        try:
+            while self._pending:
+                batch, self._pending = "".join(self._pending), []
+                upto = self._queued
+                if self._events is not None:
+                    self._events.flush()  # events of the batch's steps reach the file with them
+                try:
+                    await asyncio.to_thread(self._append, batch.encode("utf-8"))
+                except OSError as err:
+                    self._write_error = err
+                else:
+                    self._durable_upto = upto
+                async with self._written:
+                    self._written.notify_all()
+        finally:
+            self._writer = None
+
+    def _append(self, data: bytes) -> None:
+        """Runs in a worker thread: the batch, the setup files' deferred fsync, and the journal's fsync."""
+        assert self._journal is not None
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._journal, view):]
+        if self.durable:
+            self._sync_setup()
+            os.fsync(self._journal)
 
     def write_summary(self, summary: RunSummary, final: bool = True) -> None:
         """The run's summary; the first one (status `running`) is not fsynced, the final one is."""
         _atomic_write(self.dir / "summary.json", summary.model_dump_json(indent=2), self.durable and final)
 
     def completed_steps(self) -> dict[str, StepResult]:
-        out: dict[str, StepResult] = {}
-        for path in sorted((self.dir / "steps").glob("*.json")):
-            try:
-                result = StepResult.model_validate_json(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                continue
-            if result.status == "ok":
-                out[result.name] = result
-        return out
+        return {name: r for name, r in read_step_journal(self.dir).items() if r.status == "ok"}
 
     def read_inputs(self) -> dict[str, str]:
         data = json.loads((self.dir / "inputs.json").read_text(encoding="utf-8"))
@@ -143,13 +224,22 @@ class RunStore:
         except (OSError, ValueError):
             return None
 
+    async def aclose(self) -> None:
+        """Wait for the journal writer, then make the event log durable and close both files."""
+        if self._writer is not None:
+            await asyncio.shield(self._writer)
+        self.close()
+
     def close(self) -> None:
         if self._events is not None:
+            self._events.flush()
             if self.durable:
-                self._events.flush()
                 os.fsync(self._events.fileno())
             self._events.close()
             self._events = None
+        if self._journal is not None:
+            os.close(self._journal)
+            self._journal = None
 
 
 class MemoryStore(RunStore):
@@ -166,7 +256,7 @@ class MemoryStore(RunStore):
     def write_setup(self, flow_source: str, inputs: dict[str, str], pool_json: dict[str, Any]) -> None:
         return None
 
-    def write_step(self, result: StepResult) -> None:
+    async def commit_step(self, result: StepResult) -> None:
         return None
 
     def write_summary(self, summary: RunSummary, final: bool = True) -> None:
