@@ -6,11 +6,14 @@ names of key variables), `events.jsonl` (one JSON event per line, via structlog)
 starts) and `summary.json` (rewritten at the end).
 
 Steps finish in bursts (a fan-out of 500 finishes within milliseconds), so the step
-journal is written by group commit: every step that finishes while a write is in flight
-joins the next one, and one `write` + `fsync`, done in a worker thread, makes the whole
-batch durable while the event loop goes on with other calls. A crash can tear only the
-last line, which the reader drops. Events are buffered and written with each commit and
-at the end: an event log may lose its last lines in a crash, a finished step may not.
+journal is written by group commit: the steps that finish in one turn of the event loop
+share one `write` and one `fsync`. The fsync runs on the loop itself: replies that arrive
+meanwhile wait in their sockets and join the next batch, so the slower the disk, the
+larger the batches. (A worker thread per fsync was measured too: it cost more CPU per
+call and more wall time, 1.24 x the no-engine floor against 1.13 x on 1 -> 500 -> 1.)
+A crash can tear only the last line, which the reader drops. Events are buffered and
+written with each batch and at the end: an event log may lose its last lines in a
+crash, a finished step may not.
 """
 
 from __future__ import annotations
@@ -108,11 +111,8 @@ class RunStore:
         self.log: Any = None
         self._journal: int | None = None  # file descriptor of steps.jsonl
         self._pending: list[str] = []  # journal lines not yet written
-        self._queued = 0  # lines ever queued
-        self._durable_upto = 0  # lines known to be on disk
+        self._batch: asyncio.Future[None] | None = None  # resolved when the pending lines are on disk
         self._writer: asyncio.Task[None] | None = None
-        self._written: asyncio.Condition | None = None
-        self._write_error: OSError | None = None
 
     @classmethod
     def create(cls, home: str | Path | None, durable: bool = True, run_id: str | None = None) -> RunStore:
@@ -163,39 +163,34 @@ class RunStore:
     async def commit_step(self, result: StepResult) -> None:
         """Record a finished step; returns once it is on disk (fsynced when durable), so dependents may start."""
         self._pending.append(result.model_dump_json() + "\n")
-        self._queued += 1
-        mine = self._queued
-        if self._written is None:
-            self._written = asyncio.Condition()
+        if self._batch is None:
+            self._batch = asyncio.get_running_loop().create_future()
+        batch = self._batch
         if self._writer is None:
             self._writer = asyncio.create_task(self._drain())
-        async with self._written:
-            await self._written.wait_for(lambda: self._durable_upto >= mine or self._write_error is not None)
-        if self._durable_upto < mine and self._write_error is not None:
-            raise self._write_error
+        await asyncio.shield(batch)  # a cancelled step must not cancel its batch-mates' commit
 
     async def _drain(self) -> None:
         """Write queued journal lines in batches, one write and one fsync each, until none are left."""
-        assert self._written is not None
         try:
             while self._pending:
-                batch, self._pending = "".join(self._pending), []
-                upto = self._queued
+                data, self._pending = "".join(self._pending).encode("utf-8"), []
+                batch, self._batch = self._batch, None
+                assert batch is not None
                 if self._events is not None:
                     self._events.flush()  # events of the batch's steps reach the file with them
                 try:
-                    await asyncio.to_thread(self._append, batch.encode("utf-8"))
+                    self._append(data)
                 except OSError as err:
-                    self._write_error = err
+                    batch.set_exception(err)
+                    batch.exception()  # retrieved: waiters that were cancelled meanwhile must not warn
                 else:
-                    self._durable_upto = upto
-                async with self._written:
-                    self._written.notify_all()
+                    batch.set_result(None)
         finally:
             self._writer = None
 
     def _append(self, data: bytes) -> None:
-        """Runs in a worker thread: the batch, the setup files' deferred fsync, and the journal's fsync."""
+        """The batch, the setup files' deferred fsync, and the journal's fsync."""
         assert self._journal is not None
         view = memoryview(data)
         while view:
