@@ -146,9 +146,11 @@ class RunStore:
     def write_setup(self, flow_source: str, inputs: dict[str, str], pool_json: dict[str, Any]) -> None:
         """The flow, inputs and pool. Their fsync waits for the first finished step: until a step has
         finished there is nothing to resume, and most runs save three fsyncs."""
-        _atomic_write(self.dir / "flow.flow", flow_source, False)
-        _atomic_write(self.dir / "inputs.json", json.dumps(inputs, ensure_ascii=False, indent=2), False)
-        _atomic_write(self.dir / "pool.json", json.dumps(pool_json, ensure_ascii=False, indent=2), False)
+        # Written in place, not through a temporary file: the run's folder is new and nothing reads
+        # these before the run's first step is committed, which also fsyncs them.
+        (self.dir / "flow.flow").write_text(flow_source, encoding="utf-8")
+        (self.dir / "inputs.json").write_text(json.dumps(inputs, ensure_ascii=False, indent=2), encoding="utf-8")
+        (self.dir / "pool.json").write_text(json.dumps(pool_json, ensure_ascii=False, indent=2), encoding="utf-8")
         self._unsynced = ["flow.flow", "inputs.json", "pool.json"] if self.durable else []
 
     def _sync_setup(self) -> None:
@@ -201,7 +203,12 @@ class RunStore:
 
     def write_summary(self, summary: RunSummary, final: bool = True) -> None:
         """The run's summary; the first one (status `running`) is not fsynced, the final one is."""
-        _atomic_write(self.dir / "summary.json", summary.model_dump_json(indent=2), self.durable and final)
+        path = self.dir / "summary.json"
+        text = summary.model_dump_json(indent=2)
+        if not final and not path.exists():
+            path.write_text(text, encoding="utf-8")  # a new run's first summary: nothing to replace atomically
+        else:
+            _atomic_write(path, text, self.durable and final)
 
     def completed_steps(self) -> dict[str, StepResult]:
         return {name: r for name, r in read_step_journal(self.dir).items() if r.status == "ok"}
