@@ -31,6 +31,7 @@ from engine.syntax.terminals import Terminals
 Token = tuple[str, str, Span]
 
 _new = tuple.__new__  # a named tuple's own __new__ is a Python function; the C constructor makes the same object
+_NO_SPAN = Span(0, 0, 0, 0)
 _ATOMS = frozenset({"NAME", "STRING", "LONG_STRING", "NUMBER", "MONEY", "DURATION", "REGEX"})
 
 
@@ -107,6 +108,10 @@ def tokens(grammar: Terminals, text: str, comments: list[ast.Comment]) -> list[T
                     line_start = pos + last_nl + 1
                     pos = end
                     continue
+        elif kind == "LBRACE" or kind == "COMMA":  # no node keeps their span
+            push((kind, tok, _NO_SPAN))
+            pos = end
+            continue
         elif kind == "COMMENT":
             col = pos - line_start + 1
             comments.append(ast.Comment(tok, _new(Span, (line, col, line, col + len(tok), pos, end))))
