@@ -21,14 +21,14 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 from engine.syntax import ast
 from engine.syntax.ast import Atom, Span
 from engine.syntax.literals import decode_long_string, decode_string
 from engine.syntax.terminals import Terminals
 
-Token = tuple[str, str, Span]
+Token = tuple[str, str, str, Span]  # kind, source text, value, span: an `Atom` for value tokens
 
 _new = tuple.__new__  # a named tuple's own __new__ is a Python function; the C constructor makes the same object
 _NO_SPAN = Span(0, 0, 0, 0)
@@ -72,7 +72,11 @@ def _scanner(grammar: Terminals) -> re.Pattern[str]:
 
 
 def tokens(grammar: Terminals, text: str, comments: list[ast.Comment]) -> list[Token]:
-    """The text as `(kind, text, span)` triples ending with `$END`; comments go to `comments`."""
+    """The text as `(kind, text, value, span)` tokens ending with `$END`; comments go to `comments`.
+
+    A token that can be a property value is built as the syntax tree's `Atom` itself
+    (same four fields), so the reader puts it in the tree as it is.
+    """
     keywords = grammar.keywords
     first = _FIRST
     out: list[Token] = []
@@ -92,24 +96,33 @@ def tokens(grammar: Terminals, text: str, comments: list[ast.Comment]) -> list[T
             continue  # trailing whitespace, or the empty match at the very end
         end = pos + len(tok)
         kind = first[tok[0]]
+        value = tok
         if kind == "NAME":
-            kind = "KEY" if tok[-1] == ":" else keywords.get(tok, "NAME")
+            if tok[-1] == ":":
+                kind = "KEY"
+            else:
+                kind = keywords.get(tok, "NAME")
         elif kind == "NUMBER":
             if tok[-1] == "s" or tok[-1] == "m":
                 kind = "DURATION"
         elif kind == "STRING":
             if tok.startswith('"""') and len(tok) >= 6:
                 kind = "LONG_STRING"
+                value = decode_long_string(tok)
                 if "\n" in tok:
                     last_nl = tok.rfind("\n")
                     end_line = line + tok.count("\n")
-                    push((kind, tok, _new(Span, (line, pos - line_start + 1, end_line, end - (pos + last_nl), pos, end))))
+                    push(_new(Atom, (kind, tok, value, _new(Span, (line, pos - line_start + 1, end_line, end - (pos + last_nl), pos, end)))))
                     line = end_line
                     line_start = pos + last_nl + 1
                     pos = end
                     continue
+            else:
+                value = decode_string(tok) if "\\" in tok else tok[1:-1]
+        elif kind == "MONEY":
+            value = tok[1:]
         elif kind == "LBRACE" or kind == "COMMA":  # no node keeps their span
-            push((kind, tok, _NO_SPAN))
+            push((kind, tok, tok, _NO_SPAN))
             pos = end
             continue
         elif kind == "COMMENT":
@@ -117,24 +130,12 @@ def tokens(grammar: Terminals, text: str, comments: list[ast.Comment]) -> list[T
             comments.append(ast.Comment(tok, _new(Span, (line, col, line, col + len(tok), pos, end))))
             pos = end
             continue
-        push((kind, tok, _new(Span, (line, pos - line_start + 1, line, end - line_start + 1, pos, end))))
+        span = _new(Span, (line, pos - line_start + 1, line, end - line_start + 1, pos, end))
+        push(_new(Atom, (kind, tok, value, span)) if kind in _ATOMS else (kind, tok, tok, span))
         pos = end
     col = pos - line_start + 1
-    push(("$END", "", _new(Span, (line, col, line, col, pos, pos))))
+    push(("$END", "", "", _new(Span, (line, col, line, col, pos, pos))))
     return out
-
-
-def _atom(tok: Token) -> Atom:
-    kind, text, span = tok
-    if kind == "NAME" or kind == "NUMBER" or kind == "DURATION" or kind == "REGEX":
-        value = text
-    elif kind == "STRING":
-        value = decode_string(text) if "\\" in text else text[1:-1]
-    elif kind == "LONG_STRING":
-        value = decode_long_string(text)
-    else:  # MONEY
-        value = text[1:]
-    return _new(Atom, (kind, text, value, span))
 
 
 class _Reader:
@@ -157,6 +158,10 @@ class _Reader:
         self.i += 1
         return tok
 
+    def expect_atom(self, kind: str) -> Atom:
+        """A value token: `tokens` built it as an `Atom`."""
+        return cast(Atom, self.expect(kind))
+
     def document(self) -> tuple[ast.Item, ...]:
         items: list[ast.Item] = []
         toks = self.toks
@@ -173,8 +178,8 @@ class _Reader:
 
     def version(self) -> ast.Decl:
         kw = self.expect("VERSION")
-        number = self.expect("NUMBER")
-        return ast.Decl("version", None, None, _atom(number), None, _cover(kw[2], number[2]))
+        number = self.expect_atom("NUMBER")
+        return ast.Decl("version", None, None, number, None, _cover(kw[3], number[3]))
 
     def flow_decl(self) -> ast.Decl:
         return self._named_decl("flow", self.expect("FLOW"))
@@ -184,22 +189,19 @@ class _Reader:
 
     def _named_decl(self, kind: Any, kw: Token) -> ast.Decl:
         name = self.expect("NAME")
-        text = None
-        if self.toks[self.i][0] == "STRING":
-            text = self.toks[self.i]
-            self.i += 1
+        text = self.expect_atom("STRING") if self.toks[self.i][0] == "STRING" else None
         end = text if text is not None else name
-        return ast.Decl(kind, name[1], name[2], _atom(text) if text else None, None, _cover(kw[2], end[2]))
+        return ast.Decl(kind, name[1], name[3], text, None, _cover(kw[3], end[3]))
 
     def budget_decl(self) -> ast.Decl:
         kw = self.expect("BUDGET")
         value = self.value()
-        return ast.Decl("budget", None, None, None, value, _cover(kw[2], value.span))
+        return ast.Decl("budget", None, None, None, value, _cover(kw[3], value.span))
 
     def output_decl(self) -> ast.Decl:
         kw = self.expect("OUTPUT")
         name = self.expect("NAME")
-        return ast.Decl("output", name[1], name[2], None, None, _cover(kw[2], name[2]))
+        return ast.Decl("output", name[1], name[3], None, None, _cover(kw[3], name[3]))
 
     # -- blocks ---------------------------------------------------------------------------
 
@@ -212,9 +214,9 @@ class _Reader:
             self.expect("LBRACE")
             props = self.props()
             rb = self.expect("RBRACE")
-            defs.append(ast.ModelDef(name[1], name[2], props, _cover(name[2], rb[2])))
+            defs.append(ast.ModelDef(name[1], name[3], props, _cover(name[3], rb[3])))
         rb = self.expect("RBRACE")
-        return ast.ModelsBlock(tuple(defs), _cover(kw[2], rb[2]))
+        return ast.ModelsBlock(tuple(defs), _cover(kw[3], rb[3]))
 
     def block(self) -> ast.Block:
         toks = self.toks
@@ -225,8 +227,8 @@ class _Reader:
         self.i = i + 3
         props = self.props()
         rb = self.expect("RBRACE")
-        a, b = kw[2], rb[2]
-        return _new(ast.Block, (kw[1], name[1], name[2], props, _new(Span, (a[0], a[1], b[2], b[3], a[4], b[5]))))
+        a, b = kw[3], rb[3]
+        return _new(ast.Block, (kw[1], name[1], name[3], props, _new(Span, (a[0], a[1], b[2], b[3], a[4], b[5]))))
 
     def route(self) -> ast.RouteNode:
         kw = self.expect("ROUTE")
@@ -240,28 +242,28 @@ class _Reader:
         while True:
             kind = self.toks[self.i][0]
             if kind == "STRING":
-                labels = [_atom(self.expect("STRING"))]
+                labels = [self.expect_atom("STRING")]
                 while self.toks[self.i][0] == "COMMA":
                     self.i += 1
-                    labels.append(_atom(self.expect("STRING")))
+                    labels.append(self.expect_atom("STRING"))
                 self.expect("ARROW")
                 target = self.expect("NAME")
-                arms.append(ast.Arm("label", tuple(labels), None, target[1], target[2], _cover(labels[0].span, target[2])))
+                arms.append(ast.Arm("label", tuple(labels), None, target[1], target[3], _cover(labels[0].span, target[3])))
             elif kind == "WHEN":
                 when = self.expect("WHEN")
                 condition = self.phrase()
                 self.expect("ARROW")
                 target = self.expect("NAME")
-                arms.append(ast.Arm("rule", (), condition, target[1], target[2], _cover(when[2], target[2])))
+                arms.append(ast.Arm("rule", (), condition, target[1], target[3], _cover(when[3], target[3])))
             elif kind == "ELSE":
                 other = self.expect("ELSE")
                 self.expect("ARROW")
                 target = self.expect("NAME")
-                arms.append(ast.Arm("else", (), None, target[1], target[2], _cover(other[2], target[2])))
+                arms.append(ast.Arm("else", (), None, target[1], target[3], _cover(other[3], target[3])))
             else:
                 break
         rb = self.expect("RBRACE")
-        return ast.RouteNode(name[1], name[2], by[1] if by else None, by[2] if by else None, tuple(arms), _cover(kw[2], rb[2]))
+        return ast.RouteNode(name[1], name[3], by[1] if by else None, by[3] if by else None, tuple(arms), _cover(kw[3], rb[3]))
 
     def loop(self) -> ast.LoopNode:
         kw = self.expect("LOOP")
@@ -269,7 +271,7 @@ class _Reader:
         bound = None
         if self.toks[self.i][0] == "MAX":
             self.i += 1
-            bound = _atom(self.expect("NUMBER"))
+            bound = self.expect_atom("NUMBER")
         self.expect("LBRACE")
         members: list[ast.Block] = []
         props: list[ast.Prop] = []
@@ -282,7 +284,7 @@ class _Reader:
             else:
                 break
         rb = self.expect("RBRACE")
-        return ast.LoopNode(name[1], name[2], bound, tuple(members), tuple(props), _cover(kw[2], rb[2]))
+        return ast.LoopNode(name[1], name[3], bound, tuple(members), tuple(props), _cover(kw[3], rb[3]))
 
     # -- properties: the hot path of a large flow -------------------------------------------
 
@@ -298,7 +300,7 @@ class _Reader:
         key = self.toks[self.i]
         self.i += 1
         value = self.value()
-        a, b = key[2], value[1]
+        a, b = key[3], value[1]
         return _new(ast.Prop, (key[1][:-1].rstrip(), a, value, _new(Span, (a[0], a[1], b[2], b[3], a[4], b[5]))))
 
     def value(self) -> ast.Value:
@@ -320,14 +322,13 @@ class _Reader:
             raise Rejected
         if toks[i + 1][0] not in _ATOMS:  # one atom: most phrases
             self.i = i + 1
-            tok = toks[i]
-            atom = _new(Atom, (tok[0], tok[1], tok[1], tok[2])) if tok[0] == "NAME" else _atom(tok)
+            atom = toks[i]  # an Atom (see `tokens`)
             return _new(ast.Phrase, ((atom,), atom[3]))
         start = i
         while toks[i][0] in _ATOMS:
             i += 1
         self.i = i
-        atoms = tuple([_atom(t) for t in toks[start:i]])
+        atoms = cast(tuple[Atom, ...], tuple(toks[start:i]))
         a, b = atoms[0][3], atoms[-1][3]
         return _new(ast.Phrase, (atoms, _new(Span, (a[0], a[1], b[2], b[3], a[4], b[5]))))
 
