@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from engine.eval.dataset import load_dataset
-from engine.eval.runner import evaluate
+from engine.eval.runner import EvalReport, evaluate
 from engine.eval.scorers import make_scorer
 from engine.eval.stats import mcnemar, pareto, wilson
 from engine.loading import check_source, load_flow
@@ -127,8 +127,15 @@ def test_eval_against_a_live_endpoint(tmp_path: Path) -> None:
         flow = check_source('input question\nstep a { model: fast  task: "{question}" }', pool).flow
         assert flow is not None
         providers = {"loop": make_provider("loop", pool.provider("loop"))}
-        report = asyncio.run(evaluate([("live", flow)], load_dataset(dataset), pool, make_scorer("number"), providers=providers,
-                                      home=tmp_path))
+
+        async def go() -> EvalReport:
+            try:
+                return await evaluate([("live", flow)], load_dataset(dataset), pool, make_scorer("number"), providers=providers,
+                                      home=tmp_path)
+            finally:
+                await providers["loop"].aclose()  # the caller's providers are the caller's to close
+
+        report = asyncio.run(go())
         assert report.flows[0].correct == 6 and server.count() == 8
         assert report.flows[0].total_cost > 0
 
