@@ -130,6 +130,8 @@ def test_fast_reader_accepts_exactly_what_the_grammar_accepts(text: str) -> None
     "version 1 flow f \"d\" input q \"the q\" budget $1, calls 5 output a",
     "step a { model: m }}", "step a { model: }", 'step a { task: """abc', "step a { x: 1s2 }", "step a { x: 12abc }",
     "\fstep\ta\t{\f}", "step a { x: /unterminated }", "step a { x: $ }", "step a { x: - }", "step é { }",
+    "step", "step a", "step a {", "fuse", "route r", "route r by", "loop l max", "models {", "models { m", "version", "flow",
+    "input q", "budget", "budget $1,", "output", "step a { k:", "step a { k: x,", "route r { \"a\" ->", "route r { when",
 ])
 def test_fast_reader_agrees_on_edge_cases(text: str) -> None:
     _assert_fast_reader_agrees(text)
@@ -157,3 +159,10 @@ def test_terminals_read_without_lark_are_larks_own() -> None:
 def test_terminal_forms_the_reader_does_not_know_are_refused() -> None:
     with pytest.raises(ValueError, match="terminal DIGITS"):
         read_terminals("start: DIGITS\nDIGITS: DIGIT+\n")
+
+
+def test_fast_reader_agrees_on_every_prefix_of_the_reference_flows() -> None:
+    """Truncated text is where a reader runs off the end; each cut must agree with the table (and not crash)."""
+    for text in REFERENCE_TEXTS:
+        for cut in range(0, len(text), 5):
+            _assert_fast_reader_agrees(text[:cut])

@@ -72,7 +72,8 @@ def _scanner(grammar: Terminals) -> re.Pattern[str]:
 
 
 def tokens(grammar: Terminals, text: str, comments: list[ast.Comment]) -> list[Token]:
-    """The text as `(kind, text, value, span)` tokens ending with `$END`; comments go to `comments`.
+    """The text as `(kind, text, value, span)` tokens ending with `$END` (three of them, so the reader can
+    look ahead without bounds checks); comments go to `comments`.
 
     A token that can be a property value is built as the syntax tree's `Atom` itself
     (same four fields), so the reader puts it in the tree as it is.
@@ -134,7 +135,8 @@ def tokens(grammar: Terminals, text: str, comments: list[ast.Comment]) -> list[T
         push(_new(Atom, (kind, tok, value, span)) if kind in _ATOMS else (kind, tok, tok, span))
         pos = end
     col = pos - line_start + 1
-    push(("$END", "", "", _new(Span, (line, col, line, col, pos, pos))))
+    end_token = ("$END", "", "", _new(Span, (line, col, line, col, pos, pos)))
+    out += (end_token, end_token, end_token)  # the reader looks up to two tokens ahead
     return out
 
 
