@@ -154,8 +154,15 @@ class RunStore:
         self._unsynced = ["flow.flow", "inputs.json", "pool.json"] if self.durable else []
 
     def _sync_setup(self) -> None:
-        for name in self._unsynced:
-            fd = os.open(self.dir / name, os.O_RDONLY)
+        """Once per run, with its first batch: the setup files, then the folders that name them.
+
+        A file's own fsync does not make its directory entry durable; without the folders'
+        fsync a power cut could lose the whole run folder, journal included.
+        """
+        if not self._unsynced:
+            return
+        for path in [self.dir / name for name in self._unsynced] + [self.dir, self.dir.parent]:
+            fd = os.open(path, os.O_RDONLY)
             try:
                 os.fsync(fd)
             finally:
