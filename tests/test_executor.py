@@ -331,7 +331,8 @@ def test_step_journal_groups_fsyncs_and_records_each_step_before_its_dependents(
         summary = run(flow_from("\n".join(lines), pool), {"question": "q"}, pool, home, cache=False)
     assert summary.status == "ok"
     journal = (home / "runs" / summary.run_id / "steps.jsonl").read_text().splitlines()
-    order = [json.loads(line)["name"] for line in journal]
+    assert "baton_run_setup" in json.loads(journal[0])  # the flow and inputs, for resume
+    order = [json.loads(line)["name"] for line in journal[1:]]
     assert sorted(order) == sorted(["root", "join", *(f"w{i}" for i in range(width))])
     assert order[0] == "root" and order[-1] == "join"  # each step is on disk before anything that sees it starts
     # 42 steps; the 40 parallel ones share batches. Also counted: 3 setup files, the summary and the event log.
@@ -344,8 +345,10 @@ def test_a_torn_last_journal_line_is_skipped_on_resume(home: Path) -> None:
         pool = loopback_pool(server.url)
         summary = run(flow_from(text, pool), {"q": "x"}, pool, home, cache=False)
         journal = home / "runs" / summary.run_id / "steps.jsonl"
-        first, second = journal.read_text().splitlines()
-        journal.write_text(first + "\n" + second[: len(second) // 2])  # as a crash mid-write would leave it
+        setup, first, second = journal.read_text().splitlines()
+        journal.write_text(setup + "\n" + first + "\n" + second[: len(second) // 2])  # as a crash mid-write would leave it
+        (journal.parent / "flow.flow").write_text("")  # resume reads the flow and inputs from the journal
+        (journal.parent / "inputs.json").write_text("")
         assert set(read_step_journal(journal.parent)) == {"a"}
         resumed = asyncio.run(run_flow(None, None, pool=pool, home=home, resume=summary.run_id))  # type: ignore[arg-type]
         assert resumed.status == "ok" and resumed.steps["a"].resumed and not resumed.steps["b"].resumed

@@ -2,8 +2,9 @@
 
 Layout: `flow.flow` (the flow as run), `inputs.json`, `pool.json` (no secrets: only the
 names of key variables), `events.jsonl` (one JSON event per line, via structlog),
-`steps.jsonl` (one line per finished step, fsynced before any step that depends on it
-starts) and `summary.json` (rewritten at the end).
+`steps.jsonl` (a line with the flow and inputs that resume reads, then one line per
+finished step, fsynced before any step that depends on it starts) and `summary.json`
+(rewritten at the end).
 
 Steps finish in bursts (a fan-out of 500 finishes within milliseconds), so the step
 journal is written by group commit: the steps that finish in one turn of the event loop
@@ -72,6 +73,8 @@ def read_step_journal(run_dir: Path) -> dict[str, StepResult]:
     except OSError:
         return out
     for line in lines:
+        if line.startswith(SETUP_PREFIX):
+            continue
         try:
             result = StepResult.model_validate_json(line)
         except ValueError:
@@ -81,6 +84,9 @@ def read_step_journal(run_dir: Path) -> dict[str, StepResult]:
 
 
 STEP_JOURNAL = "steps.jsonl"
+#: The journal's first line holds the run's setup (the flow and its inputs), not a step.
+SETUP_KEY = "baton_run_setup"
+SETUP_PREFIX = '{"' + SETUP_KEY + '"'
 
 
 def _cut_torn_tail(fd: int) -> None:
@@ -107,7 +113,7 @@ class RunStore:
         self.dir = root / "runs" / run_id
         self.durable = durable
         self._events: TextIO | None = None
-        self._unsynced: list[str] = []
+        self._unsynced_folders = False
         self.log: Any = None
         self._journal: int | None = None  # file descriptor of steps.jsonl
         self._pending: list[str] = []  # journal lines not yet written
@@ -144,30 +150,32 @@ class RunStore:
             self.log.info(name, **fields)
 
     def write_setup(self, flow_source: str, inputs: dict[str, str], pool_json: dict[str, Any]) -> None:
-        """The flow, inputs and pool. Their fsync waits for the first finished step: until a step has
-        finished there is nothing to resume, and most runs save three fsyncs."""
-        # Written in place, not through a temporary file: the run's folder is new and nothing reads
-        # these before the run's first step is committed, which also fsyncs them.
+        """The flow, inputs and pool: as files to read, and as the journal's first line, which
+        resume reads. The line goes out with the first batch of finished steps (until a step
+        has finished there is nothing to resume), so the three files need no fsync of their own."""
+        # Written in place, not through a temporary file: the run's folder is new.
         (self.dir / "flow.flow").write_text(flow_source, encoding="utf-8")
         (self.dir / "inputs.json").write_text(json.dumps(inputs, ensure_ascii=False, indent=2), encoding="utf-8")
         (self.dir / "pool.json").write_text(json.dumps(pool_json, ensure_ascii=False, indent=2), encoding="utf-8")
-        self._unsynced = ["flow.flow", "inputs.json", "pool.json"] if self.durable else []
+        setup = {SETUP_KEY: {"flow": flow_source, "inputs": inputs}}
+        self._pending.append(json.dumps(setup, ensure_ascii=False) + "\n")
+        self._unsynced_folders = self.durable
 
     def _sync_setup(self) -> None:
-        """Once per run, with its first batch: the setup files, then the folders that name them.
+        """Once per new run, with its first batch: the run's folder and its parent.
 
         A file's own fsync does not make its directory entry durable; without the folders'
         fsync a power cut could lose the whole run folder, journal included.
         """
-        if not self._unsynced:
+        if not self._unsynced_folders:
             return
-        for path in [self.dir / name for name in self._unsynced] + [self.dir, self.dir.parent]:
+        for path in (self.dir, self.dir.parent):
             fd = os.open(path, os.O_RDONLY)
             try:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-        self._unsynced = []
+        self._unsynced_folders = False
 
     async def commit_step(self, result: StepResult) -> None:
         """Record a finished step; returns once it is on disk (fsynced when durable), so dependents may start."""
@@ -220,12 +228,23 @@ class RunStore:
     def completed_steps(self) -> dict[str, StepResult]:
         return {name: r for name, r in read_step_journal(self.dir).items() if r.status == "ok"}
 
+    def _setup_record(self) -> dict[str, Any] | None:
+        try:
+            with open(self.dir / STEP_JOURNAL, encoding="utf-8") as fh:
+                first = fh.readline()
+            record = json.loads(first) if first.startswith(SETUP_PREFIX) else None
+        except (OSError, ValueError):
+            return None
+        return record.get(SETUP_KEY) if isinstance(record, dict) else None
+
     def read_inputs(self) -> dict[str, str]:
-        data = json.loads((self.dir / "inputs.json").read_text(encoding="utf-8"))
+        setup = self._setup_record()
+        data = setup["inputs"] if setup else json.loads((self.dir / "inputs.json").read_text(encoding="utf-8"))
         return {str(k): str(v) for k, v in data.items()}
 
     def read_flow_source(self) -> str:
-        return (self.dir / "flow.flow").read_text(encoding="utf-8")
+        setup = self._setup_record()
+        return str(setup["flow"]) if setup else (self.dir / "flow.flow").read_text(encoding="utf-8")
 
     def read_summary(self) -> RunSummary | None:
         try:
@@ -240,6 +259,9 @@ class RunStore:
         self.close()
 
     def close(self) -> None:
+        if self._pending and self._journal is not None:  # a run that ended before any step finished: its setup line
+            self._append("".join(self._pending).encode("utf-8"))
+            self._pending = []
         if self._events is not None:
             self._events.flush()
             if self.durable:
