@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from hypothesis import strategies as st
+
+from tests.conftest import WORKFLOWS
 
 NAMES = st.from_regex(r"[a-z][a-z0-9_]{0,6}", fullmatch=True).filter(
     lambda n: n not in {"version", "flow", "input", "budget", "output", "models", "step", "fuse", "verify", "route",
@@ -116,7 +116,7 @@ def flow_text(draw: st.DrawFn) -> str:
     return "".join(out)
 
 
-REFERENCE_TEXTS = [p.read_text() for p in sorted((Path(__file__).resolve().parents[1] / "workflows").glob("*.flow"))]
+REFERENCE_TEXTS = [p.read_text() for p in sorted(WORKFLOWS.glob("*.flow"))]
 
 
 @st.composite

@@ -72,15 +72,19 @@ def test_model_text_is_not_re_templated_and_cannot_break_framing(home: Path) -> 
         assert tag != "0000000000" and evil.count(tag) == 0
 
 
+def fan_out_text(width: int) -> str:
+    """1 -> width -> 1: a root step, `width` steps that see it, and a join that sees them all."""
+    lines = ["input question", 'step root { model: fast  task: "split {question}" }']
+    lines += [f'step w{i} {{ model: fast  sees: root  task: "part {i}" }}' for i in range(width)]
+    lines.append(f'step join {{ model: fast  sees: {", ".join(f"w{i}" for i in range(width))}  task: "join" }}')
+    return "\n".join(lines)
+
+
 def test_fan_out_of_20_runs_concurrently_near_the_critical_path(home: Path) -> None:
     width = 20
-    lines = ["input question", 'step root { model: fast  task: "split {question}" }']
-    for i in range(width):
-        lines.append(f'step w{i} {{ model: fast  sees: root  task: "part {i}" }}')
-    lines.append(f'step join {{ model: fast  sees: {", ".join(f"w{i}" for i in range(width))}  task: "join" }}')
     with ChatServer(latency=0.2) as server:
         pool = loopback_pool(server.url)
-        flow = flow_from("\n".join(lines), pool)
+        flow = flow_from(fan_out_text(width), pool)
         t0 = time.perf_counter()
         summary = run(flow, {"question": "q"}, pool, home, cache=False)
         wall = time.perf_counter() - t0
@@ -315,9 +319,6 @@ def test_cached_and_reasoning_tokens_are_recorded(home: Path) -> None:
 
 def test_step_journal_groups_fsyncs_and_records_each_step_before_its_dependents(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     width = 40
-    lines = ["input question", 'step root { model: fast  task: "split {question}" }']
-    lines += [f'step w{i} {{ model: fast  sees: root  task: "part {i}" }}' for i in range(width)]
-    lines.append(f'step join {{ model: fast  sees: {", ".join(f"w{i}" for i in range(width))}  task: "join" }}')
     real_fsync = os.fsync
     fsyncs: list[int] = []
 
@@ -328,7 +329,7 @@ def test_step_journal_groups_fsyncs_and_records_each_step_before_its_dependents(
     monkeypatch.setattr(os, "fsync", counting_fsync)
     with ChatServer() as server:
         pool = loopback_pool(server.url)
-        summary = run(flow_from("\n".join(lines), pool), {"question": "q"}, pool, home, cache=False)
+        summary = run(flow_from(fan_out_text(width), pool), {"question": "q"}, pool, home, cache=False)
     assert summary.status == "ok"
     journal = (home / "runs" / summary.run_id / "steps.jsonl").read_text().splitlines()
     assert "baton_run_setup" in json.loads(journal[0])  # the flow and inputs, for resume

@@ -65,6 +65,12 @@ class _JsonLinesLogger:
     info = warning = error = debug = msg
 
 
+STEP_JOURNAL = "steps.jsonl"
+#: The journal's first line holds the run's setup (the flow and its inputs), not a step.
+SETUP_KEY = "baton_run_setup"
+SETUP_PREFIX = '{"' + SETUP_KEY + '"'
+
+
 def read_step_journal(run_dir: Path) -> dict[str, StepResult]:
     """The steps recorded in a run's `steps.jsonl`, the last record of each name winning; a torn line is skipped."""
     out: dict[str, StepResult] = {}
@@ -81,12 +87,6 @@ def read_step_journal(run_dir: Path) -> dict[str, StepResult]:
             continue
         out[result.name] = result
     return out
-
-
-STEP_JOURNAL = "steps.jsonl"
-#: The journal's first line holds the run's setup (the flow and its inputs), not a step.
-SETUP_KEY = "baton_run_setup"
-SETUP_PREFIX = '{"' + SETUP_KEY + '"'
 
 
 def _cut_torn_tail(fd: int) -> None:
@@ -188,23 +188,25 @@ class RunStore:
         await asyncio.shield(batch)  # a cancelled step must not cancel its batch-mates' commit
 
     async def _drain(self) -> None:
-        """Write queued journal lines in batches, one write and one fsync each, until none are left."""
+        """Write the batch: every line queued before this task ran, in one write and one fsync.
+
+        Runs one turn of the event loop after the batch's first step finished, so the steps
+        that finished in that turn are in it. Nothing can queue while it writes (the write
+        does not yield), so the next step to finish starts the next batch.
+        """
+        data, self._pending = "".join(self._pending).encode("utf-8"), []
+        batch, self._batch = self._batch, None
+        self._writer = None
+        assert batch is not None
+        if self._events is not None:
+            self._events.flush()  # events of the batch's steps reach the file with them
         try:
-            while self._pending:
-                data, self._pending = "".join(self._pending).encode("utf-8"), []
-                batch, self._batch = self._batch, None
-                assert batch is not None
-                if self._events is not None:
-                    self._events.flush()  # events of the batch's steps reach the file with them
-                try:
-                    self._append(data)
-                except OSError as err:
-                    batch.set_exception(err)
-                    batch.exception()  # retrieved: waiters that were cancelled meanwhile must not warn
-                else:
-                    batch.set_result(None)
-        finally:
-            self._writer = None
+            self._append(data)
+        except OSError as err:
+            batch.set_exception(err)
+            batch.exception()  # retrieved: waiters that were cancelled meanwhile must not warn
+        else:
+            batch.set_result(None)
 
     def _append(self, data: bytes) -> None:
         """The batch, the setup files' deferred fsync, and the journal's fsync."""
