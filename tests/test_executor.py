@@ -95,6 +95,16 @@ def test_fan_out_of_20_runs_concurrently_near_the_critical_path(home: Path) -> N
         assert wall < 2 * critical_path, f"wall {wall:.2f}s vs critical path {critical_path:.2f}s"
 
 
+def test_a_provider_allowed_more_than_100_calls_opens_that_many_connections(home: Path) -> None:
+    """The aiohttp transport's own default is 100 connections; the provider's `max_concurrency` must win."""
+    width = 150
+    with ChatServer(latency=0.5) as server:
+        pool = loopback_pool(server.url, max_concurrency=width)
+        summary = run(flow_from(fan_out_text(width), pool), {"question": "q"}, pool, home, cache=False)
+        assert summary.status == "ok"
+        assert server.max_in_flight == width
+
+
 def test_retry_after_is_honoured_and_every_attempt_recorded(home: Path) -> None:
     text = 'input q\nstep a { model: fast  task: "{q}"  retries: 2 }'
     slept: list[float] = []
