@@ -19,7 +19,6 @@ import random
 import re
 import time
 from collections.abc import Awaitable, Callable
-from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 
 from engine.errors import BudgetExceeded, ProviderError, VerificationFailed
@@ -55,8 +54,16 @@ class Limits:
         self.global_slots = asyncio.Semaphore(pool.max_concurrency)
         self._provider: dict[str, asyncio.Semaphore] = {}
         self._model: dict[str, asyncio.Semaphore] = {}
+        self._of_alias: dict[str, list[asyncio.Semaphore]] = {}
 
     def semaphores(self, alias: str) -> list[asyncio.Semaphore]:
+        """The slots a call to `alias` holds, to take in this order."""
+        slots = self._of_alias.get(alias)
+        if slots is None:
+            slots = self._of_alias[alias] = self._slots(alias)
+        return slots
+
+    def _slots(self, alias: str) -> list[asyncio.Semaphore]:
         spec = self.pool.models[alias]
         out = [self.global_slots]
         if spec.provider not in self._provider:
@@ -138,14 +145,18 @@ class Caller:
             if hit is not None:
                 return hit, Attempt(alias=alias, model_id=spec.id, role=role, status="cache_hit", input_tokens=hit.input_tokens,
                                     output_tokens=hit.output_tokens, cost=0.0, cost_source="cache", reply_preview=hit.text[:200]), None
-        async with AsyncExitStack() as stack:
-            for sem in self.limits.semaphores(alias):
-                await stack.enter_async_context(sem)
+        slots = self.limits.semaphores(alias)
+        held = 0
+        try:
+            for sem in slots:
+                await sem.acquire()
+                held += 1
             worst_tokens = prompt_token_bound(messages) + params.max_tokens
             reservation = self.budget.reserve(step, spec.cost(prompt_token_bound(messages), params.max_tokens), worst_tokens)
             started = time.perf_counter()
             try:
-                response = await asyncio.wait_for(self.providers(alias).complete(request), timeout)
+                async with asyncio.timeout(timeout):  # not wait_for: that wraps every call in a task of its own
+                    response = await self.providers(alias).complete(request)
                 if not response.text.strip():
                     raise ProviderFault("empty_reply", "the model returned an empty message")
             except ProviderFault as fault:
@@ -163,6 +174,9 @@ class Caller:
             latency = (time.perf_counter() - started) * 1000
             cost, source = self._cost(spec, response)
             self.budget.settle(reservation, cost, response.input_tokens + response.output_tokens)
+        finally:
+            for sem in slots[:held]:
+                sem.release()
         if cache_key is not None and self.cache is not None:
             self.cache.put(cache_key, response)
         return response, Attempt(
