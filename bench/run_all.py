@@ -3,6 +3,7 @@
     pip install -r bench/requirements.txt
     python bench/run_all.py                 # everything: about 10 minutes on 2 cores
     python bench/run_all.py 100             # one latency
+    BENCH_SHAPES=fan-out,route python bench/run_all.py   # only the shapes whose names contain these
 
 Starts the loopback chat-completions server in its own process (its CPU is not counted),
 runs each engine in its own process (imports and peak memory are per engine), and prints
