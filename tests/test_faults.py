@@ -85,6 +85,17 @@ def test_client_errors_are_not_retried(home: Path) -> None:
         assert server.count("coder") == 1
 
 
+def test_the_provider_timeout_is_a_ceiling_over_the_step_timeout(home: Path) -> None:
+    """A step without `timeout:` (120 s by default) still gives up at its provider's `timeout`."""
+    with ChatServer() as server:
+        server.script["fast"] = [Reply(text="late", delay=2.0)]
+        pool = loopback_pool(server.url, timeout=0.3)
+        with pytest.raises(ProviderError) as info:
+            run(flow_from('input q\nstep a { model: fast  task: "{q}" }', pool), {"q": "x"}, pool, home, retry=FAST)
+    attempts = info.value.summary.steps["a"].attempts
+    assert attempts and all(a.cause == "timeout" and a.latency_ms < 1500 for a in attempts)
+
+
 def test_connection_refused_is_a_connect_fault(home: Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -104,7 +104,7 @@ class OpenAICompatProvider:
         key = self._key()
         if key:
             headers["Authorization"] = f"Bearer {key}"
-        timeout = httpx.Timeout(request.timeout)
+        timeout = httpx.Timeout(min(request.timeout, self.spec.timeout))  # the provider's `timeout` is a ceiling over steps'
         body = json.dumps(self.payload(request), ensure_ascii=False, separators=(",", ":")).encode()
         http_request = httpx.Request("POST", self.url, content=body, headers=headers, extensions={"timeout": timeout.as_dict()})
         try:
