@@ -149,11 +149,14 @@ Node = Annotated[Step | Verify | Fuse | Route | Loop, Field(discriminator="kind"
 
 def node_models(node: Step | Verify | Fuse | Route | Loop) -> list[str]:
     """Every alias a node may call, in policy order, each once: models, fallbacks, panel, judge, escalate."""
-    aliases: list[str] = [*getattr(node, "models", ()), *getattr(node, "fallbacks", ()), *getattr(node, "panel", ())]
-    for extra in (getattr(node, "judge", None), getattr(node, "escalate", None)):
-        if extra:
-            aliases.append(extra)
-    return list(dict.fromkeys(aliases))
+    # isinstance, not getattr with a default: a pydantic model's missing attribute is a slow exception.
+    if isinstance(node, Step | Verify):
+        return list(dict.fromkeys((*node.models, *node.fallbacks)))
+    if isinstance(node, Fuse):
+        aliases = [*node.fallbacks, *node.panel]
+        aliases += [a for a in (node.judge, node.escalate) if a]
+        return list(dict.fromkeys(aliases))
+    return []
 
 
 class InputSpec(Frozen):

@@ -151,8 +151,8 @@ class Caller:
             for sem in slots:
                 await sem.acquire()
                 held += 1
-            worst_tokens = prompt_token_bound(messages) + params.max_tokens
-            reservation = self.budget.reserve(step, spec.cost(prompt_token_bound(messages), params.max_tokens), worst_tokens)
+            prompt_bound = prompt_token_bound(messages)
+            reservation = self.budget.reserve(step, spec.cost(prompt_bound, params.max_tokens), prompt_bound + params.max_tokens)
             started = time.perf_counter()
             try:
                 async with asyncio.timeout(timeout):  # not wait_for: that wraps every call in a task of its own

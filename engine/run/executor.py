@@ -381,13 +381,23 @@ def _run_dependencies(flow: Flow) -> dict[str, list[str]]:
 def summarise(summary: RunSummary, results: dict[str, StepResult], top_level: list[str]) -> None:
     """Fill a summary's totals from step results; loop members are counted through their loop."""
     summary.steps = results
+    cost = 0.0
+    input_tokens = output_tokens = calls = cache_hits = 0
     for name in top_level:
         r = results.get(name)
         if r is None or r.resumed:
             continue
-        counted = r.attempts
-        summary.cost += sum(a.cost for a in counted)
-        summary.input_tokens += sum(a.input_tokens for a in counted if a.status != "cache_hit")
-        summary.output_tokens += sum(a.output_tokens for a in counted if a.status != "cache_hit")
-        summary.calls += sum(1 for a in counted if a.status in ("ok", "fault", "rejected"))
-        summary.cache_hits += sum(1 for a in counted if a.status == "cache_hit")
+        for a in r.attempts:
+            cost += a.cost
+            if a.status == "cache_hit":
+                cache_hits += 1
+                continue
+            input_tokens += a.input_tokens
+            output_tokens += a.output_tokens
+            if a.status != "refused":
+                calls += 1
+    summary.cost += cost
+    summary.input_tokens += input_tokens
+    summary.output_tokens += output_tokens
+    summary.calls += calls
+    summary.cache_hits += cache_hits
