@@ -365,3 +365,23 @@ def test_a_torn_last_journal_line_is_skipped_on_resume(home: Path) -> None:
         assert resumed.status == "ok" and resumed.steps["a"].resumed and not resumed.steps["b"].resumed
         assert server.count() == 3
         assert set(read_step_journal(journal.parent)) == {"a", "b"}  # the new line did not run into the torn one
+
+
+def test_a_step_cancelled_while_its_batch_is_written_does_not_cancel_its_batch_mates(home: Path) -> None:
+    from engine.run.store import RunStore
+    from engine.run.trace import StepResult
+
+    async def scenario() -> None:
+        store = RunStore.create(home)
+        store.write_setup("input q", {"q": "x"}, {})
+        first = asyncio.create_task(store.commit_step(StepResult(name="a", kind="step", status="ok")))
+        second = asyncio.create_task(store.commit_step(StepResult(name="b", kind="step", status="ok")))
+        await asyncio.sleep(0)  # both lines are queued in one batch, which is written on the next turn
+        first.cancel()
+        await second
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        await store.aclose()
+        assert set(read_step_journal(store.dir)) == {"a", "b"}  # the cancelled step had finished: its line is kept
+
+    asyncio.run(scenario())
