@@ -6,6 +6,7 @@ import json
 import socket
 from pathlib import Path
 
+import httpx
 import pytest
 
 from engine.errors import ProviderError
@@ -115,3 +116,23 @@ def test_lenient_about_content_type_when_the_body_is_valid(home: Path) -> None:
         pool = loopback_pool(server.url)
         summary = run(flow_from(FLOW_NO_FALLBACK, pool), {"q": "x"}, pool, home)
         assert summary.output == "fine"
+
+
+def test_https_proxy_from_the_environment_carries_the_calls(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Behind a corporate proxy, `HTTP(S)_PROXY` is honoured; `NO_PROXY` and loopback hosts bypass it."""
+    from engine.providers.openai_compat import environment_proxy
+
+    with ChatServer() as proxy:
+        for name in ("NO_PROXY", "no_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("HTTP_PROXY", proxy.url.rsplit("/v1", 1)[0])
+        pool = Pool(providers={"far": ProviderSpec(kind="openai", base_url="http://models.example.invalid/v1")},
+                    models={"fast": ModelSpec(provider="far", id="fast")})
+        summary = run(flow_from('input q\nstep a { model: fast  task: "{q}" }', pool), {"q": "via proxy"}, pool, home, cache=False)
+        assert summary.status == "ok"
+        assert proxy.count() == 1  # the request went to the proxy, addressed to the far host
+        monkeypatch.setenv("NO_PROXY", "models.example.invalid")
+        assert environment_proxy(httpx.URL("http://models.example.invalid/v1")) is None
+        monkeypatch.delenv("NO_PROXY")
+        assert environment_proxy(httpx.URL("http://127.0.0.1:8000/v1")) is None
+        assert environment_proxy(httpx.URL("http://models.example.invalid/v1")) is not None

@@ -16,6 +16,7 @@ import email.utils
 import json
 import os
 import time
+import urllib.request
 from typing import Any
 
 import httpx
@@ -27,14 +28,27 @@ RETRYABLE_STATUS = {408, 409, 429}
 USER_AGENT = "baton/0.1"
 
 
-def _transport(limits: httpx.Limits) -> httpx.AsyncBaseTransport:
+def environment_proxy(url: httpx.URL) -> httpx.Proxy | None:
+    """The proxy `HTTPS_PROXY` / `HTTP_PROXY` / `ALL_PROXY` name for `url`, unless `NO_PROXY`
+    exempts its host. A loopback server (a local vLLM or llama.cpp) is never proxied: no
+    proxy can reach this machine's loopback."""
+    if url.host in ("localhost", "::1") or url.host.startswith("127."):
+        return None
+    proxies = urllib.request.getproxies()
+    proxy = proxies.get(url.scheme) or proxies.get("all")
+    if not proxy or urllib.request.proxy_bypass(url.host):
+        return None
+    return httpx.Proxy(proxy if "://" in proxy else f"http://{proxy}")
+
+
+def _transport(limits: httpx.Limits, proxy: httpx.Proxy | None) -> httpx.AsyncBaseTransport:
     """The aiohttp transport with the provider's connection limits (its default is 100
     connections: a provider allowed 500 concurrent calls would queue 400 for a socket)."""
     try:
         from httpx_aiohttp import AiohttpTransport
     except ImportError:  # pragma: no cover - a declared dependency; httpx's own transport still works
-        return httpx.AsyncHTTPTransport(limits=limits)
-    transport: httpx.AsyncBaseTransport = AiohttpTransport(limits=limits)
+        return httpx.AsyncHTTPTransport(limits=limits, proxy=proxy)
+    transport: httpx.AsyncBaseTransport = AiohttpTransport(limits=limits, proxy=proxy)
     return transport
 
 
@@ -72,7 +86,7 @@ class OpenAICompatProvider:
         self.base_url = spec.base_url.rstrip("/")
         self.url = httpx.URL(f"{self.base_url}/chat/completions")
         limits = httpx.Limits(max_connections=spec.max_concurrency, max_keepalive_connections=spec.max_concurrency)
-        self.transport = _transport(limits)
+        self.transport = _transport(limits, environment_proxy(self.url))
 
     def _key(self) -> str | None:
         return os.environ.get(self.spec.api_key_env) if self.spec.api_key_env else None
