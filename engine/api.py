@@ -167,7 +167,7 @@ async def run_flow(
     if sleep is not None:
         caller.sleep = sleep
     executor = Executor(flow_obj, caller, store, checked_inputs, completed, progress)
-    if resume is None:
+    if resume is None and record:
         store.write_setup(flow_obj.source, checked_inputs, pool_snapshot(pool))
     store.write_summary(summary, final=False)
     store.event("run_resumed" if resume else "run_started", flow=flow_obj.name, attempt=attempts_of_run,

@@ -51,6 +51,8 @@ class Executor:
         self.inputs = inputs
         self.completed = completed or {}
         self.progress = progress
+        #: Whether anyone reads events: the per-call ones are not even built for an in-memory run.
+        self.observed = store.keeps_events or progress is not None
         self.results: dict[str, StepResult] = {}
         self.futures: dict[str, asyncio.Future[StepResult]] = {}
         self.decisions: dict[str, asyncio.Future[RouteDecision | None]] = {}
@@ -65,6 +67,8 @@ class Executor:
             self.progress(name, fields)
 
     def _on_attempt(self, step: str, a: Attempt) -> None:
+        if not self.observed:
+            return
         self._emit(
             "attempt", step=step, role=a.role, alias=a.alias, status=a.status, cause=a.cause, reason=a.reason,
             **{"gen_ai.request.model": a.model_id, "gen_ai.usage.input_tokens": a.input_tokens,
@@ -99,10 +103,11 @@ class Executor:
         self.results[result.name] = result
         if result.status == "ok" and not result.resumed:
             await self.store.commit_step(result)
-        self._emit("step_finished", step=result.name, kind=result.kind, status=result.status, model=result.model,
-                   reason=result.reason, cost=round(result.cost, 8), input_tokens=result.input_tokens,
-                   output_tokens=result.output_tokens, latency_ms=round(result.latency_ms, 1), error=result.error,
-                   resumed=result.resumed)
+        if self.observed:
+            self._emit("step_finished", step=result.name, kind=result.kind, status=result.status, model=result.model,
+                       reason=result.reason, cost=round(result.cost, 8), input_tokens=result.input_tokens,
+                       output_tokens=result.output_tokens, latency_ms=round(result.latency_ms, 1), error=result.error,
+                       resumed=result.resumed)
         fut = self.futures.get(result.name)
         if fut is not None and not fut.done():
             fut.set_result(result)
@@ -136,7 +141,8 @@ class Executor:
                 await self._finish(result)
                 return
             result.started = time.time()
-            self._emit("step_started", step=name, kind=node.kind)
+            if self.observed:
+                self._emit("step_started", step=name, kind=node.kind)
             t0 = time.perf_counter()
             if isinstance(node, Route):
                 await self._route(node, result)

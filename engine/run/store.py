@@ -108,6 +108,8 @@ def _cut_torn_tail(fd: int) -> None:
 class RunStore:
     """One run's directory. `durable=False` skips fsync (benchmarks, throwaway runs)."""
 
+    keeps_events = True
+
     def __init__(self, root: Path, run_id: str, durable: bool = True) -> None:
         self.run_id = run_id
         self.dir = root / "runs" / run_id
@@ -286,9 +288,10 @@ class MemoryStore(RunStore):
     """A run record kept in memory only: for evaluations of thousands of items, where the
     per-item record lives in the evaluation's own results file instead."""
 
+    keeps_events = False
+
     def __init__(self, run_id: str | None = None) -> None:
         super().__init__(Path("."), run_id or new_run_id(), durable=False)
-        self.events: list[tuple[str, dict[str, Any]]] = []
 
     def event(self, name: str, **fields: Any) -> None:
         return None
