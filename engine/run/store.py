@@ -65,6 +65,16 @@ class _JsonLinesLogger:
     info = warning = error = debug = msg
 
 
+#: One encoder for every event line: `json.dumps` with options builds a new encoder per call
+#: (3 us of the ~20 us an event costs, and a call writes three events).
+_EVENT_ENCODER = json.JSONEncoder(ensure_ascii=False, default=repr)
+
+
+def _render_event(_logger: Any, _method: str, event: Any) -> str:
+    """structlog's last processor: the event as one JSON line (what `JSONRenderer` does, cheaper)."""
+    return _EVENT_ENCODER.encode(event)
+
+
 STEP_JOURNAL = "steps.jsonl"
 #: The journal's first line holds the run's setup (the flow and its inputs), not a step.
 SETUP_KEY = "baton_run_setup"
@@ -143,7 +153,7 @@ class RunStore:
         self._events = open(self.dir / "events.jsonl", "a", encoding="utf-8")  # noqa: SIM115 - lives as long as the run
         self.log = structlog.wrap_logger(
             _JsonLinesLogger(self._events),
-            processors=[structlog.processors.TimeStamper(fmt="iso", utc=True), structlog.processors.JSONRenderer(ensure_ascii=False)],
+            processors=[structlog.processors.TimeStamper(fmt="iso", utc=True), _render_event],
             context_class=dict,
         ).bind(run_id=self.run_id)
 
