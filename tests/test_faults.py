@@ -136,3 +136,26 @@ def test_https_proxy_from_the_environment_carries_the_calls(home: Path, monkeypa
         monkeypatch.delenv("NO_PROXY")
         assert environment_proxy(httpx.URL("http://127.0.0.1:8000/v1")) is None
         assert environment_proxy(httpx.URL("http://models.example.invalid/v1")) is not None
+
+
+def test_the_api_key_is_read_when_each_call_is_made(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A key rotated in the environment is used from the next call on, by the same provider."""
+    import asyncio
+
+    from engine.api import run_flow
+    from engine.providers.openai_compat import OpenAICompatProvider
+
+    with ChatServer() as server:
+        spec = ProviderSpec(kind="openai", base_url=server.url, api_key_env="BATON_TEST_ROTATING_KEY")
+        pool = Pool(providers={"loop": spec}, models={"fast": ModelSpec(provider="loop", id="fast")})
+        flow = flow_from('input q\nstep a { model: fast  task: "{q}" }', pool)
+        provider = OpenAICompatProvider("loop", spec)
+
+        async def two_runs() -> None:
+            for key in ("first-key", "second-key"):
+                monkeypatch.setenv("BATON_TEST_ROTATING_KEY", key)
+                await run_flow(flow, {"q": key}, pool=pool, home=home, cache=False, providers={"loop": provider})
+            await provider.aclose()
+
+        asyncio.run(two_runs())
+        assert [h.get("Authorization") for h in server.request_headers] == ["Bearer first-key", "Bearer second-key"]

@@ -87,6 +87,18 @@ class OpenAICompatProvider:
         self.url = httpx.URL(f"{self.base_url}/chat/completions")
         limits = httpx.Limits(max_connections=spec.max_concurrency, max_keepalive_connections=spec.max_concurrency)
         self.transport = _transport(limits, environment_proxy(self.url))
+        self._header_cache: tuple[str | None, httpx.Headers] | None = None
+
+    def _headers(self) -> httpx.Headers:
+        """The request headers, rebuilt only when the key in the environment changes
+        (`httpx.Request` copies a `Headers` as it is, and normalises a dict: 7 us a call)."""
+        key = self._key()
+        if self._header_cache is None or self._header_cache[0] != key:
+            headers = {"Content-Type": "application/json", "Accept": "application/json", "User-Agent": USER_AGENT, **self.spec.headers}
+            if key:
+                headers["Authorization"] = f"Bearer {key}"
+            self._header_cache = (key, httpx.Headers(headers))
+        return self._header_cache[1]
 
     def _key(self) -> str | None:
         return os.environ.get(self.spec.api_key_env) if self.spec.api_key_env else None
@@ -114,10 +126,7 @@ class OpenAICompatProvider:
         return body
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
-        headers = {"Content-Type": "application/json", "Accept": "application/json", "User-Agent": USER_AGENT, **self.spec.headers}
-        key = self._key()
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
+        headers = self._headers()
         timeout = httpx.Timeout(min(request.timeout, self.spec.timeout))  # the provider's `timeout` is a ceiling over steps'
         body = json.dumps(self.payload(request), ensure_ascii=False, separators=(",", ":")).encode()
         http_request = httpx.Request("POST", self.url, content=body, headers=headers, extensions={"timeout": timeout.as_dict()})
