@@ -159,3 +159,4 @@ def test_the_api_key_is_read_when_each_call_is_made(home: Path, monkeypatch: pyt
 
         asyncio.run(two_runs())
         assert [h.get("Authorization") for h in server.request_headers] == ["Bearer first-key", "Bearer second-key"]
+        assert all(h.get("User-Agent", "").startswith("baton/") for h in server.request_headers)

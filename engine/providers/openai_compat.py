@@ -13,6 +13,7 @@ is read from the environment at call time and scrubbed from every message.
 from __future__ import annotations
 
 import email.utils
+import functools
 import json
 import os
 import time
@@ -25,7 +26,17 @@ from engine.pool import ProviderSpec
 from engine.run.protocol import ChatRequest, ChatResponse, ProviderFault
 
 RETRYABLE_STATUS = {408, 409, 429}
-USER_AGENT = "baton/0.1"
+
+
+@functools.cache
+def user_agent() -> str:
+    """`baton/<version>`: read once, at the first request (not at import: it costs a few ms)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"baton/{version('baton')}"
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree that was never installed
+        return "baton"
 
 
 def environment_proxy(url: httpx.URL) -> httpx.Proxy | None:
@@ -94,7 +105,7 @@ class OpenAICompatProvider:
         (`httpx.Request` copies a `Headers` as it is, and normalises a dict: 7 us a call)."""
         key = self._key()
         if self._header_cache is None or self._header_cache[0] != key:
-            headers = {"Content-Type": "application/json", "Accept": "application/json", "User-Agent": USER_AGENT, **self.spec.headers}
+            headers = {"Content-Type": "application/json", "Accept": "application/json", "User-Agent": user_agent(), **self.spec.headers}
             if key:
                 headers["Authorization"] = f"Bearer {key}"
             self._header_cache = (key, httpx.Headers(headers))

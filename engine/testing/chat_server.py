@@ -49,11 +49,13 @@ class ChatServer:
     """Start with `start()` (or as a context manager); `url` is the base URL to put in a pool."""
 
     def __init__(self, latency: float = 0.0, responder: Responder | None = None, seed: int = 0,
-                 latency_jitter: float = 0.0) -> None:
+                 latency_jitter: float = 0.0, keep_requests: bool = True) -> None:
         self.latency = latency
         self.latency_jitter = latency_jitter
         self.responder: Responder = responder or _default_responder
         self.script: dict[str, list[Reply | str]] = {}
+        self.keep_requests = keep_requests  # the benchmark's server serves millions of requests: it keeps none
+        self.served = 0
         self.requests: list[dict[str, Any]] = []
         self.request_headers: list[dict[str, str]] = []
         self.in_flight = 0
@@ -85,8 +87,10 @@ class ChatServer:
         except ValueError:
             return web.json_response({"error": {"message": "bad JSON"}}, status=400)
         with self._lock:
-            self.requests.append(body)
-            self.request_headers.append(dict(request.headers))
+            self.served += 1
+            if self.keep_requests:
+                self.requests.append(body)
+                self.request_headers.append(dict(request.headers))
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
             queue = self.script.get(body.get("model", ""))
@@ -123,7 +127,7 @@ class ChatServer:
             if reply.cost is not None:
                 usage["cost"] = reply.cost
             payload = json.dumps({
-                "id": f"chatcmpl-{len(self.requests)}", "object": "chat.completion", "created": int(time.time()),
+                "id": f"chatcmpl-{self.served}", "object": "chat.completion", "created": int(time.time()),
                 "model": body.get("model"), "usage": usage,
                 "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
             }).encode()
@@ -181,7 +185,7 @@ def main() -> None:
     """`python -m engine.testing.chat_server [LATENCY_SECONDS]`: serve on a free port until interrupted."""
     import sys
 
-    server = ChatServer(latency=float(sys.argv[1]) if len(sys.argv) > 1 else 0.0)
+    server = ChatServer(latency=float(sys.argv[1]) if len(sys.argv) > 1 else 0.0, keep_requests=False)
     server.start()
     print(server.url, flush=True)
     try:
