@@ -136,6 +136,10 @@ def test_https_proxy_from_the_environment_carries_the_calls(home: Path, monkeypa
         monkeypatch.delenv("NO_PROXY")
         assert environment_proxy(httpx.URL("http://127.0.0.1:8000/v1")) is None
         assert environment_proxy(httpx.URL("http://models.example.invalid/v1")) is not None
+        monkeypatch.setenv("HTTP_PROXY", "socks5://user:secret@proxy.example.invalid:1080")
+        with pytest.raises(ValueError, match="only http") as info:
+            environment_proxy(httpx.URL("http://models.example.invalid/v1"))
+        assert "secret" not in str(info.value)
 
 
 def test_the_api_key_is_read_when_each_call_is_made(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:

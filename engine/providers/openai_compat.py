@@ -49,7 +49,11 @@ def environment_proxy(url: httpx.URL) -> httpx.Proxy | None:
     proxy = proxies.get(url.scheme) or proxies.get("all")
     if not proxy or urllib.request.proxy_bypass(url.host):
         return None
-    return httpx.Proxy(proxy if "://" in proxy else f"http://{proxy}")
+    proxy = proxy if "://" in proxy else f"http://{proxy}"
+    scheme = proxy.split("://", 1)[0].lower()
+    if scheme not in ("http", "https"):  # the URL itself may hold credentials: not in the message
+        raise ValueError(f"the environment's proxy for {url.scheme}:// is a {scheme}:// proxy; only http(s) proxies are supported")
+    return httpx.Proxy(proxy)
 
 
 def _transport(limits: httpx.Limits, proxy: httpx.Proxy | None) -> httpx.AsyncBaseTransport:
