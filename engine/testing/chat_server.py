@@ -72,8 +72,11 @@ class ChatServer:
         return f"http://127.0.0.1:{self.port}/v1"
 
     def count(self, model: str | None = None) -> int:
+        """Requests served (for one model id: needs `keep_requests`)."""
         with self._lock:
-            return sum(1 for r in self.requests if model is None or r.get("model") == model)
+            if model is None:
+                return self.served
+            return sum(1 for r in self.requests if r.get("model") == model)
 
     def bodies(self) -> list[str]:
         """Every request body as text, for searching (e.g. for a marker that must not leak)."""
