@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from functools import lru_cache
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from engine.syntax import ast
 from engine.syntax.ast import Atom, Span
@@ -232,14 +232,25 @@ class _Reader:
         a, b = kw[3], rb[3]
         return _new(ast.Block, (kw[1], name[1], name[3], props, _new(Span, (a[0], a[1], b[2], b[3], a[4], b[5]))))
 
-    def route(self) -> ast.RouteNode:
-        kw = self.expect("ROUTE")
+    def _header(self, keyword: str, option: str, option_kind: str) -> tuple[Token, Token, Token | None]:
+        """`KEYWORD name [OPTION value] {`, the head of a route (`by`) and of a loop (`max`)."""
+        kw = self.expect(keyword)
         name = self.expect("NAME")
-        by = None
-        if self.toks[self.i][0] == "BY":
+        value = None
+        if self.toks[self.i][0] == option:
             self.i += 1
-            by = self.expect("NAME")
+            value = self.expect(option_kind)
         self.expect("LBRACE")
+        return kw, name, value
+
+    def _arm(self, kind: Literal["label", "rule", "else"], labels: tuple[Atom, ...], condition: ast.Phrase | None, start: Span) -> ast.Arm:
+        """The rest of a route arm: `-> target`."""
+        self.expect("ARROW")
+        target = self.expect("NAME")
+        return ast.Arm(kind, labels, condition, target[1], target[3], _cover(start, target[3]))
+
+    def route(self) -> ast.RouteNode:
+        kw, name, by = self._header("ROUTE", "BY", "NAME")
         arms = []
         while True:
             kind = self.toks[self.i][0]
@@ -248,33 +259,20 @@ class _Reader:
                 while self.toks[self.i][0] == "COMMA":
                     self.i += 1
                     labels.append(self.expect_atom("STRING"))
-                self.expect("ARROW")
-                target = self.expect("NAME")
-                arms.append(ast.Arm("label", tuple(labels), None, target[1], target[3], _cover(labels[0].span, target[3])))
+                arms.append(self._arm("label", tuple(labels), None, labels[0].span))
             elif kind == "WHEN":
                 when = self.expect("WHEN")
-                condition = self.phrase()
-                self.expect("ARROW")
-                target = self.expect("NAME")
-                arms.append(ast.Arm("rule", (), condition, target[1], target[3], _cover(when[3], target[3])))
+                arms.append(self._arm("rule", (), self.phrase(), when[3]))
             elif kind == "ELSE":
-                other = self.expect("ELSE")
-                self.expect("ARROW")
-                target = self.expect("NAME")
-                arms.append(ast.Arm("else", (), None, target[1], target[3], _cover(other[3], target[3])))
+                arms.append(self._arm("else", (), None, self.expect("ELSE")[3]))
             else:
                 break
         rb = self.expect("RBRACE")
         return ast.RouteNode(name[1], name[3], by[1] if by else None, by[3] if by else None, tuple(arms), _cover(kw[3], rb[3]))
 
     def loop(self) -> ast.LoopNode:
-        kw = self.expect("LOOP")
-        name = self.expect("NAME")
-        bound = None
-        if self.toks[self.i][0] == "MAX":
-            self.i += 1
-            bound = self.expect_atom("NUMBER")
-        self.expect("LBRACE")
+        kw, name, max_token = self._header("LOOP", "MAX", "NUMBER")
+        bound = cast(Atom | None, max_token)  # a NUMBER token is built as an `Atom` (see `tokens`)
         members: list[ast.Block] = []
         props: list[ast.Prop] = []
         while True:
