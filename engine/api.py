@@ -199,7 +199,7 @@ async def run_flow(
         store.event("run_finished", status=summary.status, cost=round(summary.cost, 8), calls=summary.calls,
                     duration_s=summary.duration_s, error=summary.error)
         store.write_summary(summary)
-        await store.aclose()
+        store.close()
     if summary.status != "ok":
         failure = error or RunError(summary.error or "run failed")
         failure.summary = summary

@@ -381,7 +381,7 @@ def test_a_step_cancelled_while_its_batch_is_written_does_not_cancel_its_batch_m
         await second
         with pytest.raises(asyncio.CancelledError):
             await first
-        await store.aclose()
+        store.close()
         assert set(read_step_journal(store.dir)) == {"a", "b"}  # the cancelled step had finished: its line is kept
 
     asyncio.run(scenario())

@@ -20,6 +20,7 @@ crash, a finished step may not.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import secrets
@@ -211,24 +212,22 @@ class RunStore:
         """
         self._drain_scheduled = False
         waiters, self._waiters = self._waiters, []
-        if not self._pending or self._journal is None:
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_result(None)
-            return
-        data, self._pending = "".join(self._pending).encode("utf-8"), []
-        if self._events is not None:
-            self._events.flush()  # events of the batch's steps reach the file with them
-        try:
-            self._append(data)
-        except OSError as err:
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_exception(err)
-        else:
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_result(None)
+        failure: OSError | None = None
+        if self._pending and self._journal is not None:
+            data, self._pending = "".join(self._pending).encode("utf-8"), []
+            if self._events is not None:
+                self._events.flush()  # events of the batch's steps reach the file with them
+            try:
+                self._append(data)
+            except OSError as err:
+                failure = err
+        for waiter in waiters:
+            if waiter.done():
+                continue  # its step was cancelled while it waited
+            if failure is None:
+                waiter.set_result(None)
+            else:
+                waiter.set_exception(failure)
 
     def _append(self, data: bytes) -> None:
         """The batch, the setup files' deferred fsync, and the journal's fsync."""
@@ -252,7 +251,9 @@ class RunStore:
     def completed_steps(self) -> dict[str, StepResult]:
         return {name: r for name, r in read_step_journal(self.dir).items() if r.status == "ok"}
 
+    @functools.cached_property
     def _setup_record(self) -> dict[str, Any] | None:
+        """The journal's first line, read once (resume asks for the inputs and for the flow)."""
         try:
             with open(self.dir / STEP_JOURNAL, encoding="utf-8") as fh:
                 first = fh.readline()
@@ -262,12 +263,12 @@ class RunStore:
         return record.get(SETUP_KEY) if isinstance(record, dict) else None
 
     def read_inputs(self) -> dict[str, str]:
-        setup = self._setup_record()
+        setup = self._setup_record
         data = setup["inputs"] if setup else json.loads((self.dir / "inputs.json").read_text(encoding="utf-8"))
         return {str(k): str(v) for k, v in data.items()}
 
     def read_flow_source(self) -> str:
-        setup = self._setup_record()
+        setup = self._setup_record
         return str(setup["flow"]) if setup else (self.dir / "flow.flow").read_text(encoding="utf-8")
 
     def read_summary(self) -> RunSummary | None:
@@ -276,11 +277,8 @@ class RunStore:
         except (OSError, ValueError):
             return None
 
-    async def aclose(self) -> None:
-        """Write what is queued, then make the event log durable and close both files."""
-        self.close()
-
     def close(self) -> None:
+        """Write what is queued, then make the event log durable and close both files."""
         if self._pending or self._waiters:  # lines queued (or a run that ended before any step finished: its setup line)
             self._drain()
         if self._events is not None:
