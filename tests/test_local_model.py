@@ -98,15 +98,21 @@ def test_reference_flow_against_llama_cpp_server(llama_server: str, name: str, h
 
 
 def test_hello_in_process_with_zero_configuration(tmp_path: Path) -> None:
-    """`baton run workflows/hello.flow` from another folder, no pool file, no keys: the built-in default pool."""
+    """`baton run workflows/hello.flow` from another folder, no pool file, no keys: the built-in default pool.
+
+    `--no-cache`, so the model really runs in the process; it must exit without a traceback
+    (llama.cpp's objects freed at interpreter shutdown used to print one).
+    """
     hello = tmp_path / "hello.flow"
     hello.write_text((WORKFLOWS / "hello.flow").read_text())
     env = {k: v for k, v in os.environ.items() if k != "BATON_POOL"}
-    proc = subprocess.run([sys.executable, "-m", "engine.cli.main", "run", str(hello), "--input", "question=Name a colour."],
+    proc = subprocess.run([sys.executable, "-m", "engine.cli.main", "run", "--no-cache", str(hello), "--input", "question=Name a colour."],
                           cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip()
     assert "run " in proc.stderr and ": ok;" in proc.stderr
+    assert "1 calls, 0 cache hits" in proc.stderr
+    assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr, proc.stderr
 
 
 def test_models_check_reports_the_local_model_reachable(tmp_path: Path) -> None:
@@ -115,6 +121,7 @@ def test_models_check_reports_the_local_model_reachable(tmp_path: Path) -> None:
                           text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "local: reachable" in proc.stdout
+    assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr, proc.stderr
 
 
 def test_default_pool_is_the_local_model() -> None:
@@ -130,6 +137,7 @@ def test_ask_end_to_end_on_the_local_model(tmp_path: Path) -> None:
                            "--home", str(tmp_path)], cwd=tmp_path, capture_output=True, text=True, timeout=900, env=env)
     assert proc.returncode == 0, proc.stderr
     assert "--- plan ---" in proc.stderr and "plan attempt 1:" in proc.stderr
+    assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr, proc.stderr
     assert proc.stdout.strip()
     run_dir = next((tmp_path / "runs").iterdir())
     record = json.loads((run_dir / "ask.json").read_text())

@@ -8,6 +8,7 @@ in a worker thread to keep the event loop free. Needs the `local` extra.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
 import threading
 from collections.abc import Iterator
@@ -68,7 +69,22 @@ def _load(n_ctx: int, threads: int | None) -> Any:
         path = model_path()
         with _quiet_stderr():  # llama.cpp prints context notes from C even with verbose=False
             _models[key] = Llama(model_path=path, n_ctx=n_ctx, n_threads=threads, chat_format="gemma", verbose=False, seed=0)
+        if len(_models) == 1:
+            atexit.register(_close_models)
     return _models[key]
+
+
+def _close_models() -> None:
+    """Free the loaded models at exit, while the interpreter is still whole.
+
+    Left to `Llama.__del__` during interpreter shutdown, freeing runs after llama_cpp's
+    module globals are gone and prints "Exception ignored ... TypeError" with a traceback
+    at the end of every `baton run` that used the local model.
+    """
+    with _lock:
+        for llm in _models.values():
+            llm.close()
+        _models.clear()
 
 
 _grammars: dict[str, Any] = {}
