@@ -98,6 +98,37 @@ def _grammar(text: str) -> Any:
     return _grammars[text]
 
 
+class _StopAtFirstParagraph:
+    """A llama.cpp stopping criterion that ends a completion at its first paragraph break.
+
+    Only the first paragraph of a base model's completion is kept (after it, the model runs
+    on into new questions of its own), so generating past it costs time and nothing else:
+    a flow without `max_tokens` used to generate all 1,024 tokens, about a minute here, for
+    a one-line answer. The answer kept is the same either way. llama.cpp calls the criterion
+    once per sampled token with the tokens so far (the prompt alone at the first call).
+    """
+
+    def __init__(self, llm: Any) -> None:
+        self.llm = llm
+        self.read: int | None = None  # how many tokens of the sequence have been looked at
+        self.text = bytearray()
+
+    def __call__(self, input_ids: Any, _logits: Any) -> bool:
+        if self.read is None:
+            self.read = len(input_ids)
+            return False
+        new = input_ids[self.read:]
+        self.read = len(input_ids)
+        self.text += self.llm.detokenize([int(t) for t in new])
+        return b"\n\n" in self.text.strip()
+
+
+def _first_paragraph(llm: Any) -> Any:
+    from llama_cpp import StoppingCriteriaList
+
+    return StoppingCriteriaList([_StopAtFirstParagraph(llm)])
+
+
 def completion_prompt(messages: tuple[dict[str, str], ...], constrained: bool) -> str:
     """Chat messages as a plain-text prompt for a base model: the texts, then an answer cue."""
     text = "\n\n".join(m.get("content", "").strip() for m in messages)
@@ -126,7 +157,8 @@ class LocalProvider:
                     out = llm.create_chat_completion(messages=list(request.messages), **sampling)
                     text = out["choices"][0]["message"].get("content") or ""
                 else:
-                    out = llm.create_completion(completion_prompt(request.messages, grammar is not None), **sampling)
+                    stop = None if grammar is not None else _first_paragraph(llm)
+                    out = llm.create_completion(completion_prompt(request.messages, grammar is not None), stopping_criteria=stop, **sampling)
                     text = (out["choices"][0].get("text") or "").strip()
                     if grammar is None:  # a base model runs on into new questions: keep the first paragraph
                         text = text.split("\n\n", 1)[0].strip()
