@@ -94,6 +94,9 @@ def test_run_with_bad_inputs_is_a_clear_usage_error(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "missing input: question" in proc.stderr and "unknown input: nope" in proc.stderr
     proc = baton("run", "tests/invalid/E202_unknown_model.flow", "--home", str(tmp_path))
     assert proc.returncode == 2 and "error[E202]" in proc.stderr
+    proc = baton("run", "workflows/hello.flow", "-i", "question=a", "-i", "question=b", "--home", str(tmp_path))
+    assert proc.returncode == 2 and "--input question is given twice" in proc.stderr
+    assert not (tmp_path / "runs").exists()
 
 
 def test_show_and_runs_on_a_recorded_run(tmp_path: Path) -> None:

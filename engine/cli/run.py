@@ -46,10 +46,14 @@ def read_inputs(args: argparse.Namespace) -> dict[str, str]:
         if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
             raise InputError(f"--inputs {args.inputs}: must be a JSON object of strings, like {{\"question\": \"...\"}}")
         inputs.update(data)
+    given: set[str] = set()  # an --input overrides --inputs, but the same name twice on the command line is a mistake
     for item in args.input:
         name, sep, value = item.partition("=")
         if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
             raise InputError(f"--input {item!r}: expected NAME=VALUE or NAME=@FILE")
+        if name in given:
+            raise InputError(f"--input {name} is given twice; give each input once")
+        given.add(name)
         if value.startswith("@"):
             try:
                 value = Path(value[1:]).read_bytes().decode("utf-8")
