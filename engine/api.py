@@ -141,7 +141,7 @@ async def run_flow(
         if result.flow is None:
             raise RunError(f"run {resume}: its recorded flow no longer checks against this pool")
         flow_obj = result.flow
-        inputs = store.read_inputs()
+        checked_inputs = check_inputs(flow_obj, store.read_inputs())
         completed = store.completed_steps()
         flow_file = previous.flow_file if previous else ""
     else:
@@ -151,9 +151,9 @@ async def run_flow(
         else:
             flow_obj, pool = load_flow(flow, pool)
             flow_file = str(flow)
+        checked_inputs = check_inputs(flow_obj, inputs or {})  # before the run folder exists: bad inputs leave no record
         store = RunStore.create(home, durable) if record else MemoryStore()
     pool = pool.with_models(flow_obj.models)
-    checked_inputs = check_inputs(flow_obj, inputs or {})
     budget = flow_obj.budget
     if budget_usd is not None:
         budget = Budget(usd=min(budget_usd, budget.usd) if budget.usd is not None else budget_usd, tokens=budget.tokens, calls=budget.calls)
