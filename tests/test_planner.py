@@ -55,6 +55,19 @@ def test_repair_after_an_invalid_reply_sends_the_diagnostics_back() -> None:
     assert provider.requests[1].messages[-2] == {"role": "assistant", "content": bad}
 
 
+def test_a_taken_plan_shows_its_warnings(capsys: pytest.CaptureFixture[str]) -> None:
+    """A plan with a step nobody sees is valid, but the user is told: that step still costs its calls."""
+    from engine.cli.plan import report
+
+    dead = 'input question\nstep a { model: fast  task: "Draft {question}" }\nstep b { model: strong  task: "Answer {question}" }\n'
+    result = run_plan(planner(dead))
+    assert result.ok  # type: ignore[attr-defined]
+    report(result)  # type: ignore[arg-type]
+    err = capsys.readouterr().err
+    assert "plan attempt 1: valid, 1 warning(s)" in err
+    assert "2:6: W401 the output of `a` is never used" in err
+
+
 def test_gives_up_after_the_repair_bound_keeping_every_attempt() -> None:
     result = run_plan(planner("I cannot plan."), repairs=2)
     assert not result.ok and len(result.attempts) == 3  # type: ignore[attr-defined]

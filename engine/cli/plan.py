@@ -62,12 +62,15 @@ async def make_plan(args: argparse.Namespace, pool: Pool, task: str, allow_keep:
 
 
 def report(result: PlanResult) -> None:
+    """Each attempt's verdict and its first problems: errors when it was refused, warnings when it was taken
+    (a step whose output nobody sees still costs its calls)."""
     for i, a in enumerate(result.attempts, 1):
         errors = [d for d in a.diagnostics if d.get("severity", "error") == "error"]
-        state = "valid" if a.valid else f"{len(errors)} error(s)"
+        warnings = [d for d in a.diagnostics if d.get("severity") == "warning"]
+        state = f"{len(errors)} error(s)" if not a.valid else f"valid, {len(warnings)} warning(s)" if warnings else "valid"
         print(f"plan attempt {i}: {state} ({a.latency_s:.1f}s, {a.output_tokens} tokens, constraint: {a.constrained or 'none'})",
               file=sys.stderr)
-        for d in errors[:5]:
+        for d in (errors if not a.valid else warnings)[:5]:
             where = f"{d['range']['start']['line']}:{d['range']['start']['column']}: " if "range" in d else ""
             print(f"  {where}{d.get('code', '')} {d['message']}", file=sys.stderr)
 
