@@ -6,6 +6,7 @@ These prove the HTTP provider against a server nobody here wrote. Marked `model`
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -156,7 +157,7 @@ def test_local_completion_stops_at_the_first_paragraph_with_the_same_answer() ->
     messages = ({"role": "user", "content": "Name a colour of the sky."},)
     provider = LocalProvider("local", ProviderSpec(kind="local"))
     request = ChatRequest(model_id="gemma", messages=messages, max_tokens=300, seed=0)
-    stopped = provider._complete(request)
+    stopped = asyncio.run(provider.complete(request))
     llm = _load(provider.n_ctx, provider.threads)
     full = llm.create_completion(completion_prompt(messages, False), max_tokens=300, temperature=0.0, top_p=0.95, seed=0)
     full_text = full["choices"][0]["text"].strip()
@@ -164,3 +165,48 @@ def test_local_completion_stops_at_the_first_paragraph_with_the_same_answer() ->
     assert stopped.text == full_text.split("\n\n", 1)[0].strip()
     assert stopped.output_tokens < full["usage"]["completion_tokens"]
     assert stopped.finish_reason == "stop"
+
+
+def test_cancelled_local_calls_stop_generating_and_queued_ones_never_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C or a step timeout cancels the awaiting task; the llama.cpp thread must stop too.
+
+    Three calls that would each generate 300 tokens (a grammar forces the length): the first
+    is cancelled once it is generating, the two queued behind the model's lock are cancelled
+    before they start. `asyncio.run` returns only when the worker threads are done, so
+    everything below is what the threads actually did.
+    """
+    pytest.importorskip("llama_cpp", reason="needs the `local` extra")
+    from engine.providers.local import LocalProvider, _load
+    from engine.run.protocol import ChatRequest
+
+    provider = LocalProvider("local", ProviderSpec(kind="local"))
+    llm = _load(provider.n_ctx, provider.threads)
+    started: list[int] = []
+    finished: list[int] = []
+    real = llm.create_completion
+
+    def counting(*args: object, **kwargs: object) -> object:
+        started.append(1)
+        out = real(*args, **kwargs)
+        finished.append(out["usage"]["completion_tokens"])
+        return out
+
+    monkeypatch.setattr(llm, "create_completion", counting)
+    request = ChatRequest(model_id="gemma", messages=({"role": "user", "content": "Count."},), max_tokens=400,
+                          grammar='root ::= "x "{300}', grammar_format="gbnf")
+
+    async def main() -> None:
+        calls = [asyncio.create_task(provider.complete(request)) for _ in range(3)]
+        while not started:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)
+        for call in calls:
+            call.cancel()
+        outcomes = await asyncio.gather(*calls, return_exceptions=True)
+        assert all(isinstance(o, asyncio.CancelledError) for o in outcomes)
+
+    asyncio.run(main())
+    assert started == [1]  # the two queued calls never reached the model
+    assert len(finished) == 1 and finished[0] < 100  # the grammar asks for 300 tokens: it stopped when cancelled
+    follow_up = asyncio.run(provider.complete(ChatRequest(model_id="gemma", messages=({"role": "user", "content": "Say hi."},), max_tokens=8)))
+    assert follow_up.output_tokens > 0  # the model is usable after an abandoned generation

@@ -123,10 +123,19 @@ class _StopAtFirstParagraph:
         return b"\n\n" in self.text.strip()
 
 
-def _first_paragraph(llm: Any) -> Any:
+def _stopping(llm: Any, abandoned: threading.Event, first_paragraph: bool) -> Any:
+    """When a completion stops early: once its caller has gone and, unconstrained, at its first paragraph.
+
+    llama.cpp runs in a worker thread, which asyncio cannot cancel: without the first
+    criterion, Ctrl-C or a timed-out step left the model generating to `max_tokens` while
+    holding the lock, and the process waited for it at exit (20 s for a panel of four).
+    """
     from llama_cpp import StoppingCriteriaList
 
-    return StoppingCriteriaList([_StopAtFirstParagraph(llm)])
+    criteria: list[Any] = [lambda _input_ids, _logits: abandoned.is_set()]
+    if first_paragraph:
+        criteria.append(_StopAtFirstParagraph(llm))
+    return StoppingCriteriaList(criteria)
 
 
 def completion_prompt(messages: tuple[dict[str, str], ...], constrained: bool) -> str:
@@ -145,19 +154,21 @@ class LocalProvider:
         threads = spec.options.get("threads")
         self.threads = int(threads) if threads is not None else None
 
-    def _complete(self, request: ChatRequest) -> ChatResponse:
+    def _complete(self, request: ChatRequest, abandoned: threading.Event) -> ChatResponse:
         with _lock:
+            if abandoned.is_set():  # given up on while it waited for the model
+                raise ProviderFault("client_error", "local model: the call was abandoned before it started")
             llm = _load(self.n_ctx, self.threads)
             grammar = _grammar(request.grammar) if request.grammar and request.grammar_format == "gbnf" else None
             sampling = {"max_tokens": request.max_tokens, "temperature": request.temperature, "grammar": grammar,
                         "top_p": request.top_p if request.top_p is not None else 0.95,
                         "seed": request.seed if request.seed is not None else 0}
             try:
-                if self.mode == "chat":
+                if self.mode == "chat":  # takes no stopping criteria: a call already generating runs to its end
                     out = llm.create_chat_completion(messages=list(request.messages), **sampling)
                     text = out["choices"][0]["message"].get("content") or ""
                 else:
-                    stop = None if grammar is not None else _first_paragraph(llm)
+                    stop = _stopping(llm, abandoned, first_paragraph=grammar is None)
                     out = llm.create_completion(completion_prompt(request.messages, grammar is not None), stopping_criteria=stop, **sampling)
                     text = (out["choices"][0].get("text") or "").strip()
                     if grammar is None:  # a base model runs on into new questions: keep the first paragraph
@@ -173,7 +184,12 @@ class LocalProvider:
         )
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
-        return await asyncio.to_thread(self._complete, request)
+        abandoned = threading.Event()
+        try:
+            return await asyncio.to_thread(self._complete, request, abandoned)
+        except asyncio.CancelledError:
+            abandoned.set()  # the thread stops at its next token, or before it starts
+            raise
 
     async def aclose(self) -> None:
         return None
