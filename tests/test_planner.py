@@ -68,6 +68,14 @@ def test_a_taken_plan_shows_its_warnings(capsys: pytest.CaptureFixture[str]) -> 
     assert "2:6: W401 the output of `a` is never used" in err
 
 
+def test_strict_planning_sends_warnings_back() -> None:
+    dead = 'input question\nstep a { model: fast  task: "Draft {question}" }\nstep b { model: strong  task: "Answer {question}" }\n'
+    provider = planner(dead, TWO)
+    result = run_plan(provider, strict=True)
+    assert result.ok and len(result.attempts) == 2 and not result.attempts[0].valid  # type: ignore[attr-defined]
+    assert "warning[W401]: the output of `a` is never used" in provider.requests[1].messages[-1]["content"]
+
+
 def test_gives_up_after_the_repair_bound_keeping_every_attempt() -> None:
     result = run_plan(planner("I cannot plan."), repairs=2)
     assert not result.ok and len(result.attempts) == 3  # type: ignore[attr-defined]

@@ -30,6 +30,7 @@ def add_plan_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow", default="step,fuse", help=f"constructs a plan may use, from {','.join(ALL_CONSTRUCTS)}")
     p.add_argument("--constrain", choices=["auto", "off", "gbnf", "lark"], default="auto")
     p.add_argument("--repairs", type=int, default=3, help="how many times to send diagnostics back (default 3)")
+    p.add_argument("--strict", action="store_true", help="send warnings back too (a step nobody sees, an unused input, a worst case over budget)")
     p.add_argument("--prompt", metavar="FILE", help="a prompt template replacing the built-in one")
     p.add_argument("--hide-names", action="store_true", help="show the planner models as m0, m1 ... (as Conductor does)")
 
@@ -56,7 +57,7 @@ async def make_plan(args: argparse.Namespace, pool: Pool, task: str, allow_keep:
     try:
         return await plan(task, pool, planner, providers.for_alias(planner), limits=limits_from(args, pool),
                           constrain=args.constrain, repairs=args.repairs, template=template, allow_keep=allow_keep,
-                          hide_names=args.hide_names)
+                          hide_names=args.hide_names, strict=args.strict)
     finally:
         await providers.aclose()
 
@@ -67,10 +68,11 @@ def report(result: PlanResult) -> None:
     for i, a in enumerate(result.attempts, 1):
         errors = [d for d in a.diagnostics if d.get("severity", "error") == "error"]
         warnings = [d for d in a.diagnostics if d.get("severity") == "warning"]
-        state = f"{len(errors)} error(s)" if not a.valid else f"valid, {len(warnings)} warning(s)" if warnings else "valid"
+        counts = ", ".join(f"{len(ds)} {word}(s)" for ds, word in ((errors, "error"), (warnings, "warning")) if ds)
+        state = ("valid" if a.valid else "refused") + (f", {counts}" if counts else "")
         print(f"plan attempt {i}: {state} ({a.latency_s:.1f}s, {a.output_tokens} tokens, constraint: {a.constrained or 'none'})",
               file=sys.stderr)
-        for d in (errors if not a.valid else warnings)[:5]:
+        for d in (errors + warnings)[:5]:
             where = f"{d['range']['start']['line']}:{d['range']['start']['column']}: " if "range" in d else ""
             print(f"  {where}{d.get('code', '')} {d['message']}", file=sys.stderr)
 

@@ -139,8 +139,12 @@ def _repair_message(diagnostics: list[Diagnostic], text: str) -> str:
 
 async def plan(task: str, pool: Pool, planner_alias: str, provider: Provider, *, limits: PlanLimits | None = None,
                constrain: Constrain = "auto", repairs: int = 3, template: str | None = None, max_tokens: int = 600,
-               temperature: float = 0.0, allow_keep: bool = False, hide_names: bool = False) -> PlanResult:
-    """Ask the planner for a flow until one passes every check, at most `1 + repairs` times."""
+               temperature: float = 0.0, allow_keep: bool = False, hide_names: bool = False, strict: bool = False) -> PlanResult:
+    """Ask the planner for a flow until one passes every check, at most `1 + repairs` times.
+
+    `strict` sends warnings back as well as errors, as `baton validate --strict` fails on
+    them: a plan with a step whose output nobody sees is sound but pays for that step.
+    """
     limits = limits or PlanLimits()
     spec = pool.models[planner_alias]
     pspec = pool.provider(spec.provider)
@@ -184,7 +188,7 @@ async def plan(task: str, pool: Pool, planner_alias: str, provider: Provider, *,
         diags = list(checked.diagnostics)
         if checked.flow is not None:
             diags += check_limits(checked.flow, limits)
-        errors = [d for d in diags if d.severity == "error"]
+        errors = [d for d in diags if d.severity == "error" or strict]
         attempt = PlanAttempt(reply=reply, flow_text=text, diagnostics=[d.to_json() for d in diags], valid=not errors,
                               constrained=mode, latency_s=round(time.perf_counter() - t0, 3),
                               input_tokens=response.input_tokens, output_tokens=response.output_tokens)
