@@ -77,6 +77,20 @@ def test_compare_cli_on_all_items_writes_the_report(tmp_path: Path) -> None:
     assert "http" not in page.replace("http://www.w3.org/2000/svg", "")  # no network at view time
 
 
+def test_chart_axes_have_round_ticks_in_plain_dollars() -> None:
+    """Axis labels a reader can take in: round accuracies, and costs as decimals (no `$3e-05`)."""
+    import math
+
+    from engine.eval.html import _accuracy_ticks, _cost_ticks, _dollars
+
+    assert [round(a, 4) for a in _accuracy_ticks(0.915, 1.0)] == [0.92, 0.94, 0.96, 0.98, 1.0]
+    assert [round(a, 4) for a in _accuracy_ticks(0.0, 1.0)] == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+    labels = [_dollars(c) for c in _cost_ticks(math.log10(3e-5) - 0.2, math.log10(0.0018) + 0.2)]
+    assert labels == ["$0.000020", "$0.000050", "$0.00010", "$0.00020", "$0.00050", "$0.0010", "$0.0020"]
+    assert len(_cost_ticks(-9.2, -0.5)) <= 10  # nine decades: one tick per power of ten
+    assert (_dollars(1.5), _dollars(1e-9)) == ("$1.50", "$0")
+
+
 class _Tags(HTMLParser):
     def __init__(self) -> None:
         super().__init__()

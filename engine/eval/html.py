@@ -8,6 +8,7 @@ import math
 from engine.eval.runner import EvalReport
 
 W, H, PAD = 640, 400, 60
+TOP = 20  # the plot's top margin: only point labels go there
 
 
 def _chart(report: EvalReport) -> str:
@@ -25,18 +26,17 @@ def _chart(report: EvalReport) -> str:
         return PAD + (math.log10(c) - x0) / (x1 - x0) * (W - 2 * PAD)
 
     def sy(a: float) -> float:
-        return H - PAD - (a - y0) / (y1 - y0) * (H - 2 * PAD)
+        return H - PAD - (a - y0) / (y1 - y0) * (H - PAD - TOP)
 
     parts = [f'<svg id="pareto-chart" xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" role="img" '
              'aria-label="cost versus accuracy">',
-             f'<rect x="{PAD}" y="{PAD}" width="{W - 2 * PAD}" height="{H - 2 * PAD}" fill="#fafafa" stroke="#999"/>',
+             f'<rect x="{PAD}" y="{TOP}" width="{W - 2 * PAD}" height="{H - PAD - TOP}" fill="#fafafa" stroke="#999"/>',
              f'<text x="{W / 2}" y="{H - 15}" text-anchor="middle" font-size="13">mean cost per item (USD, log scale)</text>',
              f'<text x="15" y="{H / 2}" text-anchor="middle" font-size="13" transform="rotate(-90 15 {H / 2})">accuracy</text>']
-    for k in range(5):
-        a = y0 + (y1 - y0) * k / 4
-        parts.append(f'<text x="{PAD - 6}" y="{sy(a) + 4:.1f}" text-anchor="end" font-size="11">{a * 100:.1f}%</text>')
-        c = 10 ** (x0 + (x1 - x0) * k / 4)
-        parts.append(f'<text x="{sx(c):.1f}" y="{H - PAD + 16}" text-anchor="middle" font-size="11">${c:.2g}</text>')
+    for a in _accuracy_ticks(y0, y1):
+        parts.append(f'<text x="{PAD - 6}" y="{sy(a) + 4:.1f}" text-anchor="end" font-size="11">{a * 100:.{_percent_decimals(y1 - y0)}f}%</text>')
+    for c in _cost_ticks(x0, x1):
+        parts.append(f'<text x="{sx(c):.1f}" y="{H - PAD + 16}" text-anchor="middle" font-size="11">{_dollars(c)}</text>')
     front = sorted((p for p in pts if p[3]), key=lambda p: p[1])
     if len(front) > 1:
         path = " ".join(f"{sx(c):.1f},{sy(a):.1f}" for _, c, a, _ in front)
@@ -48,6 +48,35 @@ def _chart(report: EvalReport) -> str:
         parts.append(f'<text x="{sx(c) + 9:.1f}" y="{sy(a) - 8:.1f}" font-size="12">{html.escape(name)}</text>')
     parts.append("</svg>")
     return "\n".join(parts)
+
+
+def _accuracy_ticks(lo: float, hi: float) -> list[float]:
+    """Round accuracies inside [lo, hi], 1, 2 or 5 times a power of ten apart, four to eight of them."""
+    raw = (hi - lo) / 5
+    power = 10 ** math.floor(math.log10(raw))
+    step = next(m * power for m in (1, 2, 5, 10) if raw <= m * power)
+    first = math.ceil(lo / step - 1e-9)
+    return [k * step for k in range(first, math.floor(hi / step + 1e-9) + 1)]
+
+
+def _percent_decimals(span: float) -> int:
+    return max(0, -math.floor(math.log10(span * 100 / 5)))
+
+
+def _cost_ticks(log_lo: float, log_hi: float) -> list[float]:
+    """Costs at 1, 2 and 5 times each power of ten within the (log10) range; only the powers when that is too many."""
+    ticks = [m * 10.0**k for k in range(math.floor(log_lo), math.ceil(log_hi) + 1) for m in (1, 2, 5)
+             if log_lo <= math.log10(m * 10.0**k) <= log_hi]
+    if len(ticks) > 8:
+        ticks = [t for t in ticks if math.isclose(10 ** round(math.log10(t)), t)]
+    return ticks
+
+
+def _dollars(c: float) -> str:
+    """A cost as plain decimals with two significant digits ($0.000050, $0.0029, $1.50): no `3e-05` on an axis."""
+    if c <= 1e-9:  # where the chart puts free flows (a log axis has no zero)
+        return "$0"
+    return f"${c:.{max(2, 1 - math.floor(math.log10(c)))}f}"
 
 
 def render_html(report: EvalReport) -> str:
@@ -63,7 +92,7 @@ def render_html(report: EvalReport) -> str:
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Baton evaluation {html.escape(report.eval_id)}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1000px}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:first-child,th:first-child{{text-align:left}}</style></head>
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td{{white-space:nowrap}}td:first-child,th:first-child{{text-align:left}}</style></head>
 <body>
 <h1>Evaluation {html.escape(report.eval_id)}</h1>
 <p>Dataset: {html.escape(report.dataset)}; scorer: {html.escape(report.scorer)}; {report.duration_s:.1f}s.
