@@ -126,6 +126,26 @@ def test_retry_after_is_honoured_and_every_attempt_recorded(home: Path) -> None:
         assert causes == ["rate_limited", "server_error", ""]
 
 
+def test_progress_says_retrying_only_when_a_retry_follows(home: Path) -> None:
+    """The live progress names each backoff, and no line claims a retry that will not happen."""
+    import io
+
+    from engine.cli.progress import ProgressPrinter
+
+    text = 'input q\nstep a { model: fast  fallback: cheap  task: "{q}"  retries: 1 }'
+    stream = io.StringIO()
+    with ChatServer() as server:
+        server.script["fast"] = [Reply(status=503), Reply(status=503)]
+        server.script["cheap"] = [Reply(text="from the fallback")]
+        pool = loopback_pool(server.url)
+        summary = run(flow_from(text, pool), {"q": "x"}, pool, home, retry=FAST_RETRY, progress=ProgressPrinter(stream, live=False))
+    assert summary.status == "ok"
+    lines = [line for line in stream.getvalue().splitlines() if "fast" in line]
+    assert [line.split(":")[1].strip().split(" ")[0:2] for line in lines] == [["fast", "failed"], ["retrying", "fast"], ["fast", "failed"]]
+    events = [json.loads(line) for line in (home / "runs" / summary.run_id / "events.jsonl").read_text().splitlines()]
+    assert [(e["alias"], e["delay_s"] >= 0) for e in events if e["event"] == "retry"] == [("fast", True)]
+
+
 def test_client_error_is_not_retried_and_moves_to_the_fallback(home: Path) -> None:
     text = 'input q\nstep a { model: fast  fallback: cheap  task: "{q}"  retries: 3 }'
     with ChatServer() as server:

@@ -46,12 +46,14 @@ class ProgressPrinter:
                 self.calls += 1
             self.spent += float(f.get("cost") or 0.0)
             if f["status"] == "fault":
-                self._line(f"step {f['step']}: {f['alias']} failed ({f['cause']}): {f['reason'][:120]}; retrying per policy")
+                self._line(f"step {f['step']}: {f['alias']} failed ({f['cause']}): {f['reason'][:120]}")
             elif f["status"] == "rejected":
                 self._line(f"step {f['step']}: {f['alias']} reply rejected: {f['reason']}; escalating")
             elif f["status"] == "cache_hit":
                 self._line(f"step {f['step']}: {f['alias']} cache hit ($0)")
             self._status()
+        elif event == "retry":
+            self._line(f"step {f['step']}: retrying {f['alias']} in {f['delay_s']:.1f}s")
         elif event == "step_finished":
             self.running.discard(f["step"])
             if f["status"] == "ok":

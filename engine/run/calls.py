@@ -118,6 +118,7 @@ class Caller:
     rng: random.Random = field(default_factory=lambda: random.Random(0))
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     on_attempt: Callable[[str, Attempt], None] | None = None
+    on_retry: Callable[[str, str, float], None] | None = None  # (step, alias, seconds of backoff before the next try)
 
     def _cost(self, spec: ModelSpec, resp: ChatResponse) -> tuple[float, str]:
         if resp.reported_cost is not None:
@@ -217,7 +218,10 @@ class Caller:
                     if not fault.retryable:
                         break
                     if n < retries:
-                        await self.sleep(self.retry.delay(n, fault.retry_after, self.rng))
+                        delay = self.retry.delay(n, fault.retry_after, self.rng)
+                        if self.on_retry is not None:
+                            self.on_retry(step, alias, delay)
+                        await self.sleep(delay)
                 if escalate_reason:
                     break
             if not escalate_reason and level_index == len(levels) - 1:

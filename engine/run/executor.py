@@ -77,10 +77,15 @@ class Executor:
             cost=a.cost, cost_source=a.cost_source, latency_ms=round(a.latency_ms, 1),
         )
 
+    def _on_retry(self, step: str, alias: str, delay_s: float) -> None:
+        if self.observed:
+            self._emit("retry", step=step, alias=alias, delay_s=round(delay_s, 3))
+
     # -- run ------------------------------------------------------------------------------
 
     async def run(self) -> dict[str, StepResult]:
         self.caller.on_attempt = self._on_attempt
+        self.caller.on_retry = self._on_retry
         loop = asyncio.get_running_loop()
         top = self.flow.top_level()
         for name in top:
