@@ -160,6 +160,21 @@ def test_client_error_is_not_retried_and_moves_to_the_fallback(home: Path) -> No
         assert summary.output == "from the fallback"
 
 
+def test_a_failed_step_records_how_long_it_tried_and_show_says_there_is_no_output(home: Path) -> None:
+    from engine.records.render import render_run
+
+    text = 'input q\nstep a { model: fast  task: "{q}"  retries: 0 }'
+    with ChatServer(latency=0.05) as server:
+        server.script["fast"] = [Reply(status=400, text="bad request")]
+        pool = loopback_pool(server.url)
+        with pytest.raises(RunError) as caught:
+            run(flow_from(text, pool), {"q": "x"}, pool, home, retry=FAST_RETRY)
+    summary = caught.value.summary
+    assert summary is not None and summary.steps["a"].status == "failed"
+    assert summary.steps["a"].latency_ms >= 50
+    assert render_run(summary).endswith("output (a): none (the run failed)")
+
+
 def test_escalation_on_failed_expect_check(home: Path) -> None:
     text = 'input q\nstep a { model: cheap then strong  task: "{q}"  expect: matches /^PASS/  retries: 0 }'
     with ChatServer() as server:

@@ -161,6 +161,8 @@ class Executor:
             result.status = "ok"
             await self._finish(result)
         except RunError as err:
+            if result.started:  # it ran and failed: how long it tried is part of the record
+                result.latency_ms = (time.time() - result.started) * 1000
             result.status = "failed"
             result.error = str(err)
             self.failure = self.failure or err
