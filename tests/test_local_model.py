@@ -112,7 +112,7 @@ def test_hello_in_process_with_zero_configuration(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip()
     assert "run " in proc.stderr and ": ok;" in proc.stderr
-    assert "1 calls, 0 cache hits" in proc.stderr
+    assert "1 call, 0 cache hits" in proc.stderr
     assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr, proc.stderr
 
 

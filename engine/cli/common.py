@@ -26,3 +26,8 @@ def fail(message: str, code: int) -> int:
 
 def pool_error(err: PoolError) -> int:
     return fail(str(err), 2)
+
+
+def plural(n: int, noun: str) -> str:
+    """`1 call`, `2 calls`."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

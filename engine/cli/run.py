@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from engine.cli.common import add_pool_argument, fail, pool_error, pool_for
+from engine.cli.common import add_pool_argument, fail, plural, pool_error, pool_for
 from engine.cli.main import EXIT_BUDGET, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE
 from engine.cli.progress import ProgressPrinter
 from engine.diagnostics import render_all
@@ -73,7 +73,7 @@ def parse_money(text: str) -> float:
 
 
 def print_summary(summary: RunSummary, stream: TextIO | None = None) -> None:
-    print(f"run {summary.run_id}: {summary.status}; {summary.calls} calls, {summary.cache_hits} cache hits, "
+    print(f"run {summary.run_id}: {summary.status}; {plural(summary.calls, 'call')}, {plural(summary.cache_hits, 'cache hit')}, "
           f"{summary.input_tokens}+{summary.output_tokens} tokens, ${summary.cost:.6f}, {summary.duration_s:.2f}s", file=stream or sys.stderr)
 
 

@@ -7,7 +7,7 @@ import json
 import sys
 
 from engine.checks import CheckResult
-from engine.cli.common import add_pool_argument, pool_error, pool_for
+from engine.cli.common import add_pool_argument, plural, pool_error, pool_for
 from engine.diagnostics import Diagnostic, render_all
 from engine.errors import PoolError
 from engine.loading import check_file
@@ -27,7 +27,7 @@ def summary_line(path: str, result: CheckResult) -> str:
     assert flow is not None
     cost = f"${worst.usd:.4f}" if worst.usd else "$0 (no prices)"
     budget = f"; budget ${flow.budget.usd:g}" if flow.budget.usd is not None else ""
-    return f"{path}: ok: {len(flow.nodes)} nodes; worst case {worst.calls} calls, ~{worst.tokens} tokens, {cost}{budget}"
+    return f"{path}: ok: {plural(len(flow.nodes), 'node')}; worst case {plural(worst.calls, 'call')}, ~{worst.tokens} tokens, {cost}{budget}"
 
 
 def run(args: argparse.Namespace) -> int:
