@@ -39,6 +39,24 @@ def user_agent() -> str:
         return "baton"
 
 
+def _connection_problem(err: BaseException, url: httpx.URL) -> str:
+    """A failed connection in plain words, from the OS error at its root where there is one.
+
+    aiohttp's own message ("Cannot connect to host h:p ssl:default [Connect call failed
+    ('h', p)]") hides the reason; the root `OSError` says it: connection refused, no route
+    to host, name not known.
+    """
+    where = f"{url.host}:{url.port}" if url.port else url.host
+    cause: BaseException | None = err
+    while cause is not None:
+        if isinstance(cause, OSError) and cause.errno:
+            # name-resolution errors have negative numbers that os.strerror does not know; their strerror does
+            words = os.strerror(cause.errno) if cause.errno > 0 else (cause.strerror or "name not known")
+            return f"cannot connect to {where}: {words[:1].lower()}{words[1:]}"
+        cause = cause.__cause__ or cause.__context__
+    return f"connection failed: {type(err).__name__}: {err}"
+
+
 def environment_proxy(url: httpx.URL) -> httpx.Proxy | None:
     """The proxy `HTTPS_PROXY` / `HTTP_PROXY` / `ALL_PROXY` name for `url`, unless `NO_PROXY`
     exempts its host. A loopback server (a local vLLM or llama.cpp) is never proxied: no
@@ -153,10 +171,10 @@ class OpenAICompatProvider:
                 await resp.aclose()
         except httpx.TimeoutException as err:
             if not _is_timeout(err):  # httpx-aiohttp reports refused and dropped connections as ConnectTimeout
-                raise ProviderFault("connect", self._scrub(f"{self.name}: connection failed: {err}")) from None
+                raise ProviderFault("connect", self._scrub(f"{self.name}: {_connection_problem(err, http_request.url)}")) from None
             raise ProviderFault("timeout", f"{self.name}: timed out ({type(err).__name__})") from None
         except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as err:
-            raise ProviderFault("connect", self._scrub(f"{self.name}: connection failed: {type(err).__name__}: {err}")) from None
+            raise ProviderFault("connect", self._scrub(f"{self.name}: {_connection_problem(err, http_request.url)}")) from None
         except httpx.HTTPError as err:
             raise ProviderFault("connect", self._scrub(f"{self.name}: {type(err).__name__}: {err}")) from None
         if resp.status_code >= 400:
