@@ -52,6 +52,14 @@ def test_validate_all_reference_flows_prints_worst_case() -> None:
     assert all(": ok: " in line and "worst case" in line and "calls" in line and "$" in line for line in lines)
 
 
+def test_validate_reads_a_flow_from_standard_input() -> None:
+    """`baton validate -`, for a flow piped from a planner or an editor, as `baton fmt -` already reads one."""
+    good = baton("validate", "-", stdin=(ROOT / "workflows" / "hello.flow").read_text())
+    assert good.returncode == 0 and good.stdout.startswith("<stdin>: ok: 1 node;")
+    bad = baton("validate", "-", stdin='input q\nstep a { model: lcoal  task: "{q}" }\n')
+    assert bad.returncode == 1 and "<stdin>:2:17: error[E202]: unknown model `lcoal`" in bad.stderr
+
+
 def test_validate_json_report() -> None:
     proc = baton("validate", "--json", "tests/invalid/E203_unknown_property.flow", "workflows/solo.flow")
     assert proc.returncode == 1

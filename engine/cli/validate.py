@@ -10,11 +10,11 @@ from engine.checks import CheckResult
 from engine.cli.common import add_pool_argument, plural, pool_error, pool_for
 from engine.diagnostics import Diagnostic, render_all
 from engine.errors import PoolError
-from engine.loading import check_file
+from engine.loading import check_file, check_source
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("files", nargs="+", metavar="FILE", help="flow files")
+    p.add_argument("files", nargs="+", metavar="FILE", help="flow files; - reads one from standard input")
     add_pool_argument(p)
     p.add_argument("--json", action="store_true", help="print a machine-readable report on stdout")
     p.add_argument("--strict", action="store_true", help="treat warnings as errors")
@@ -36,10 +36,15 @@ def run(args: argparse.Namespace) -> int:
     all_diags: list[Diagnostic] = []
     for path in args.files:
         try:
-            pool = pool_for(args, path)
+            pool = pool_for(args, None if path == "-" else path)
         except PoolError as err:
             return pool_error(err)
-        result, text = check_file(path, pool)
+        if path == "-":  # a flow piped in, e.g. from a planner: the pool is found from the current folder
+            text = sys.stdin.read()
+            result = check_source(text, pool, "<stdin>")
+            path = "<stdin>"
+        else:
+            result, text = check_file(path, pool)
         diags = result.diagnostics
         all_diags += diags
         invalid = bool(result.errors) or (args.strict and bool(result.warnings))
