@@ -156,6 +156,14 @@ def test_planner_grammar_is_specialised_per_request() -> None:
     assert '"strong"' in g and '"claude"' in g
 
 
+def test_planner_grammar_makes_the_last_step_see_an_earlier_one() -> None:
+    """The last step is the output; if it saw no earlier step, every earlier step would be dead (W401)."""
+    rules = dict(line.split(" ::= ", 1) for line in planner_gbnf(POOL, PlanLimits(max_steps=3)).splitlines() if " ::= " in line)
+    assert rules["start"] == '"input" ws "question" ws plan-step-1 (ws (plan-last-2 | plan-step-2 ws plan-last-3))?'
+    assert '"sees:" ws ("question" ws "," ws)? ("s1" | "s2") ' in rules["plan-last-3"]  # required, and names a step
+    assert '("sees:" ws' in rules["plan-step-2"] and "plan-step-3" not in rules  # earlier steps: sees stays optional
+
+
 def test_planner_grammar_loads_in_llama_cpp() -> None:
     llama_grammar = pytest.importorskip("llama_cpp.llama_grammar")
     llama_grammar.LlamaGrammar.from_string(planner_gbnf(POOL, PlanLimits()), verbose=False)

@@ -69,24 +69,32 @@ def planner_gbnf(pool: Pool, limits: PlanLimits, allow_keep: bool = False) -> st
     What the generated grammar keeps: every terminal (strings, names, numbers) and rule
     shape. What the request narrows, as a small model needs: the pool's aliases as
     literals; steps named `s1`, `s2` ... in order, each able to see only `question` and
-    the steps before it (so a plan cannot repeat a name or see forward); at most
-    `max_steps` of them; the planner's property keys; task text of bounded length.
+    the steps before it (so a plan cannot repeat a name or see forward), the last one
+    (the output) seeing at least one of them; at most `max_steps` of them; the planner's
+    property keys; task text of bounded length.
     """
     aliases = [a for a in pool.models if not limits.models or a in limits.models]
     alias = "(" + " | ".join(literal(a) for a in aliases) + ")"
     text = _sym("STRING", True)
     overrides: dict[str, str] = {}
-    steps = []
+
+    def step_rule(k: int, sees: str) -> str:
+        return f'"step" ws "s{k}" ws "{{" ws "model:" ws {alias} ws {sees} "task:" ws {text} ws "}}"'
+
     for k in range(1, limits.max_steps + 1):
-        visible = "(" + " | ".join(literal(n) for n in ["question", *(f"s{i}" for i in range(1, k))]) + ")"
-        props = [f'"model:" ws {alias}', f'"task:" ws {text}']
-        props.insert(1, f'("sees:" ws {visible} (ws "," ws {visible}){{0,{k - 1}}} ws)?')
-        overrides[f"plan_step_{k}"] = f'"step" ws "s{k}" ws "{{" ws {props[0]} ws {props[1]} {props[2]} ws "}}"'
-        steps.append(f"plan-step-{k}")
-    chain = ""
-    for name in reversed(steps[1:]):
-        chain = f"(ws {name}{chain})?"
-    overrides["start"] = f'"input" ws "question" ws {steps[0]} {chain}'.rstrip()
+        earlier = [f"s{i}" for i in range(1, k)]
+        visible = "(" + " | ".join(literal(n) for n in ["question", *earlier]) + ")"
+        if k < limits.max_steps or k == 1:
+            overrides[f"plan_step_{k}"] = step_rule(k, f'("sees:" ws {visible} (ws "," ws {visible}){{0,{k - 1}}} ws)?')
+        if earlier:  # the last step is the output: it must see an earlier step, or every earlier one is dead (W401)
+            a_step = "(" + " | ".join(literal(n) for n in earlier) + ")"
+            overrides[f"plan_last_{k}"] = step_rule(k, f'"sees:" ws ("question" ws "," ws)? {a_step} (ws "," ws {visible}){{0,{k - 2}}} ws')
+    # after step 1: either the last step (which sees back) or another step and more
+    rest = f"plan-last-{limits.max_steps}"
+    for k in range(limits.max_steps - 1, 1, -1):
+        rest = f"(plan-last-{k} | plan-step-{k} ws {rest})"
+    more = f" (ws {rest})?" if limits.max_steps > 1 else ""
+    overrides["start"] = f'"input" ws "question" ws plan-step-1{more}'
     overrides["STRING"] = '"\\"" [^"\\\\\\n]{3,160} "\\""'
     overrides["ws"] = '(" " | "\\n" | "\\n  ")?'  # one separator, not a runaway of blank lines
     grammar = to_gbnf(overrides, drop=())
