@@ -108,7 +108,7 @@ def test_connection_refused_is_a_connect_fault(home: Path) -> None:
         run(flow, {"q": "x"}, pool, home, retry=FAST)
     attempts = info.value.summary.steps["a"].attempts
     assert [a.cause for a in attempts] == ["connect", "connect"]
-    assert attempts[0].reason == f"dead: cannot connect to 127.0.0.1:{dead_port}: connection refused"  # the OS's words, not aiohttp's
+    assert attempts[0].reason == f"dead: connection to 127.0.0.1:{dead_port} failed: connection refused"  # the OS's words, not aiohttp's
 
 
 def test_lenient_about_content_type_when_the_body_is_valid(home: Path) -> None:

@@ -43,8 +43,8 @@ def _connection_problem(err: BaseException, url: httpx.URL) -> str:
     """A failed connection in plain words, from the OS error at its root where there is one.
 
     aiohttp's own message ("Cannot connect to host h:p ssl:default [Connect call failed
-    ('h', p)]") hides the reason; the root `OSError` says it: connection refused, no route
-    to host, name not known.
+    ('h', p)]") hides the reason; the root `OSError` says it: connection refused, reset by
+    peer, no route to host, name not known.
     """
     where = f"{url.host}:{url.port}" if url.port else url.host
     cause: BaseException | None = err
@@ -52,7 +52,7 @@ def _connection_problem(err: BaseException, url: httpx.URL) -> str:
         if isinstance(cause, OSError) and cause.errno:
             # name-resolution errors have negative numbers that os.strerror does not know; their strerror does
             words = os.strerror(cause.errno) if cause.errno > 0 else (cause.strerror or "name not known")
-            return f"cannot connect to {where}: {words[:1].lower()}{words[1:]}"
+            return f"connection to {where} failed: {words[:1].lower()}{words[1:]}"
         cause = cause.__cause__ or cause.__context__
     return f"connection failed: {type(err).__name__}: {err}"
 
