@@ -69,7 +69,8 @@ def render_run(summary: RunSummary, full_output_step: str | None = None) -> str:
     lines.append("")
     for name, step in summary.steps.items():
         lines.extend(_render_step(name, step, full_output_step == name))
-    shown = _short(summary.output, 300) if summary.output is not None else f"none (the run {summary.status.replace('_', ' ')})"
+    why = {"budget_exhausted": "the budget ran out", "interrupted": "the run was interrupted"}.get(summary.status, f"the run {summary.status}")
+    shown = _short(summary.output, 300) if summary.output is not None else f"none ({why})"
     lines.append(f"output ({summary.output_step}): {shown}")
     return "\n".join(lines)
 
