@@ -167,7 +167,23 @@ def test_local_completion_stops_at_the_first_paragraph_with_the_same_answer() ->
     assert stopped.finish_reason == "stop"
 
 
-def test_cancelled_local_calls_stop_generating_and_queued_ones_never_start(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_chat_mode_sends_the_same_prompt_as_the_chat_api() -> None:
+    """`mode = "chat"` builds the chat template itself (so it can take stopping criteria): same reply as llama.cpp's chat API."""
+    pytest.importorskip("llama_cpp", reason="needs the `local` extra")
+    from engine.providers.local import LocalProvider, _load
+    from engine.run.protocol import ChatRequest
+
+    messages = ({"role": "user", "content": "Name three colours."},)
+    provider = LocalProvider("local", ProviderSpec(kind="local", options={"mode": "chat"}))
+    ours = asyncio.run(provider.complete(ChatRequest(model_id="gemma", messages=messages, max_tokens=40, seed=0)))
+    llm = _load(provider.n_ctx, provider.threads)
+    theirs = llm.create_chat_completion(messages=list(messages), max_tokens=40, temperature=0.0, top_p=0.95, seed=0)
+    assert ours.text == theirs["choices"][0]["message"]["content"]
+    assert (ours.input_tokens, ours.output_tokens) == (theirs["usage"]["prompt_tokens"], theirs["usage"]["completion_tokens"])
+
+
+@pytest.mark.parametrize("mode", ["completion", "chat"])
+def test_cancelled_local_calls_stop_generating_and_queued_ones_never_start(mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Ctrl-C or a step timeout cancels the awaiting task; the llama.cpp thread must stop too.
 
     Three calls that would each generate 300 tokens (a grammar forces the length): the first
@@ -179,7 +195,7 @@ def test_cancelled_local_calls_stop_generating_and_queued_ones_never_start(monke
     from engine.providers.local import LocalProvider, _load
     from engine.run.protocol import ChatRequest
 
-    provider = LocalProvider("local", ProviderSpec(kind="local"))
+    provider = LocalProvider("local", ProviderSpec(kind="local", options={"mode": mode}))
     llm = _load(provider.n_ctx, provider.threads)
     started: list[int] = []
     finished: list[int] = []

@@ -138,6 +138,21 @@ def _stopping(llm: Any, abandoned: threading.Event, first_paragraph: bool) -> An
     return StoppingCriteriaList(criteria)
 
 
+def _chat_tokens(llm: Any, messages: tuple[dict[str, str], ...]) -> tuple[list[int], list[str]]:
+    """The messages through Gemma's chat template, as tokens, and the template's stop strings.
+
+    The same prompt `create_chat_completion` builds (checked in tests/test_local_model.py),
+    sent through `create_completion`, which takes stopping criteria: the chat API does not,
+    so a cancelled chat call could not be stopped.
+    """
+    from llama_cpp import llama_chat_format
+
+    formatted = llama_chat_format.format_gemma(messages=list(messages))
+    tokens = llm.tokenize(formatted.prompt.encode("utf-8"), add_bos=not formatted.added_special, special=True)
+    stop = formatted.stop
+    return tokens, [] if stop is None else [stop] if isinstance(stop, str) else list(stop)
+
+
 def completion_prompt(messages: tuple[dict[str, str], ...], constrained: bool) -> str:
     """Chat messages as a plain-text prompt for a base model: the texts, then an answer cue."""
     text = "\n\n".join(m.get("content", "").strip() for m in messages)
@@ -164,9 +179,10 @@ class LocalProvider:
                         "top_p": request.top_p if request.top_p is not None else 0.95,
                         "seed": request.seed if request.seed is not None else 0}
             try:
-                if self.mode == "chat":  # takes no stopping criteria: a call already generating runs to its end
-                    out = llm.create_chat_completion(messages=list(request.messages), **sampling)
-                    text = out["choices"][0]["message"].get("content") or ""
+                if self.mode == "chat":
+                    tokens, stop = _chat_tokens(llm, request.messages)
+                    out = llm.create_completion(tokens, stop=stop, stopping_criteria=_stopping(llm, abandoned, first_paragraph=False), **sampling)
+                    text = out["choices"][0].get("text") or ""
                 else:
                     stop = _stopping(llm, abandoned, first_paragraph=grammar is None)
                     out = llm.create_completion(completion_prompt(request.messages, grammar is not None), stopping_criteria=stop, **sampling)
