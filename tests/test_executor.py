@@ -293,6 +293,29 @@ def test_fuse_panel_in_parallel_judge_sees_answers_and_failures_are_recorded(hom
         assert "2 of 3" in summary.steps["f"].reason
 
 
+def test_self_moa_members_get_distinct_seeds(home: Path) -> None:
+    """`panel: m x 3` with a seed: one seed for all would be three copies of one sample; member i gets seed + i."""
+    text = 'input q\nfuse f { panel: gpt x 3  judge: strong  task: "{q}"  temperature: 0.8  seed: 7 }'
+    with ChatServer() as server:
+        pool = loopback_pool(server.url)
+        run(flow_from(text, pool), {"q": "x"}, pool, home, cache=False)
+        seeds = sorted(b["seed"] for b in server.requests if b["model"] == "gpt")
+        judge = next(b for b in server.requests if b["model"] == "strong")
+    assert seeds == [7, 8, 9]
+    assert judge["seed"] == 7 and judge["temperature"] == 0.0
+
+
+def test_local_model_samples_freshly_without_a_seed() -> None:
+    from engine.providers.local import _seed
+    from engine.run.protocol import ChatRequest
+
+    messages = ({"role": "user", "content": "x"},)
+    assert _seed(ChatRequest(model_id="m", messages=messages, temperature=0.8, seed=5)) == 5
+    assert _seed(ChatRequest(model_id="m", messages=messages, temperature=0.0)) == 0  # greedy: reproducible
+    sampled = {_seed(ChatRequest(model_id="m", messages=messages, temperature=0.8)) for _ in range(5)}
+    assert len(sampled) > 1  # it was always 0: a Self-MoA panel of the local model gave one answer three times
+
+
 def test_fuse_below_quorum_fails(home: Path) -> None:
     text = 'input q\nfuse f { panel: gpt, claude  judge: strong  quorum: 2  task: "{q}"  retries: 0 }'
     with ChatServer() as server:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import os
+import random
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -138,6 +139,18 @@ def _stopping(llm: Any, abandoned: threading.Event, first_paragraph: bool) -> An
     return StoppingCriteriaList(criteria)
 
 
+def _seed(request: ChatRequest) -> int:
+    """The request's seed; without one, a fresh one for a sampled call, as any chat API does.
+
+    A fixed default made every sampled call with the same prompt the same sample, so a
+    Self-MoA panel (`panel: local x 3`, temperature 0.8) was three copies of one answer.
+    At temperature 0 the seed does not matter: 0 keeps those calls reproducible.
+    """
+    if request.seed is not None:
+        return request.seed
+    return 0 if request.temperature == 0 else random.randrange(2**31)
+
+
 def _chat_tokens(llm: Any, messages: tuple[dict[str, str], ...]) -> tuple[list[int], list[str]]:
     """The messages through Gemma's chat template, as tokens, and the template's stop strings.
 
@@ -177,7 +190,7 @@ class LocalProvider:
             grammar = _grammar(request.grammar) if request.grammar and request.grammar_format == "gbnf" else None
             sampling = {"max_tokens": request.max_tokens, "temperature": request.temperature, "grammar": grammar,
                         "top_p": request.top_p if request.top_p is not None else 0.95,
-                        "seed": request.seed if request.seed is not None else 0}
+                        "seed": _seed(request)}
             try:
                 if self.mode == "chat":
                     tokens, stop = _chat_tokens(llm, request.messages)

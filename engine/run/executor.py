@@ -215,8 +215,10 @@ class Executor:
         messages = prompt.messages(node.params.system, blocks, task)
 
         async def member(i: int, alias: str) -> tuple[int, str, str | None, str]:
+            # one seed for every member would make `panel: m x 4` four copies of one sample: member i gets seed + i
+            params = node.params if node.params.seed is None else node.params.model_copy(update={"seed": node.params.seed + i})
             try:
-                text, used, _why = await self.caller.chain(node.name, (alias,), node.fallbacks, node.retries, messages, node.params,
+                text, used, _why = await self.caller.chain(node.name, (alias,), node.fallbacks, node.retries, messages, params,
                                                            node.timeout, role=f"panel[{i}]", record=result.add)
                 return i, used, text, ""
             except BudgetExceeded:
