@@ -167,6 +167,27 @@ def test_local_completion_stops_at_the_first_paragraph_with_the_same_answer() ->
     assert stopped.finish_reason == "stop"
 
 
+def test_a_local_reply_does_not_depend_on_the_calls_before_it() -> None:
+    """At temperature 0, a model that has served other calls answers as a freshly loaded one does.
+
+    llama-cpp-python reuses the previous prompt's KV cache; with this model what it kept
+    leaked into the next call ("Why is the sky blue?" got another answer after other calls,
+    and chat prompts came out as garbage).
+    """
+    pytest.importorskip("llama_cpp", reason="needs the `local` extra")
+    from engine.providers.local import LocalProvider
+    from engine.run.protocol import ChatRequest
+
+    def ask(provider: LocalProvider, question: str, max_tokens: int = 40) -> str:
+        request = ChatRequest(model_id="gemma", messages=({"role": "user", "content": question},), max_tokens=max_tokens)
+        return asyncio.run(provider.complete(request)).text
+
+    used = LocalProvider("local", ProviderSpec(kind="local"))
+    ask(used, "Why is grass green?", max_tokens=100)
+    fresh = LocalProvider("local", ProviderSpec(kind="local", options={"n_ctx": 2048}))  # another context: a second, new model
+    assert ask(used, "Why is the sky blue?") == ask(fresh, "Why is the sky blue?")
+
+
 def test_chat_mode_sends_the_same_prompt_as_the_chat_api() -> None:
     """`mode = "chat"` builds the chat template itself (so it can take stopping criteria): same reply as llama.cpp's chat API."""
     pytest.importorskip("llama_cpp", reason="needs the `local` extra")

@@ -187,6 +187,11 @@ class LocalProvider:
             if abandoned.is_set():  # given up on while it waited for the model
                 raise ProviderFault("client_error", "local model: the call was abandoned before it started")
             llm = _load(self.n_ctx, self.threads)
+            # llama-cpp-python keeps the previous prompt's KV cache and reuses the longest common prefix (at
+            # least the BOS token); with Gemma 3 (sliding-window attention) what it keeps past that prefix
+            # leaks into the next call, so a reply depended on the calls before it, and chat prompts came
+            # out as garbage ("Name three colours. mendatang ..."). Every call starts from an empty cache.
+            llm.reset()
             grammar = _grammar(request.grammar) if request.grammar and request.grammar_format == "gbnf" else None
             sampling = {"max_tokens": request.max_tokens, "temperature": request.temperature, "grammar": grammar,
                         "top_p": request.top_p if request.top_p is not None else 0.95,
