@@ -9,6 +9,7 @@ transformer runs inline with the table driver, so no intermediate Lark tree is b
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from typing import Any, cast
 
@@ -199,12 +200,22 @@ def _syntax_diagnostic(err: Exception, filename: str, text: str) -> Diagnostic:
         hint = f"expected {_expected_words(expected)}"
         if tok.type in _KEYWORD_TYPES and "NAME" in expected:
             hint += f"; `{tok}` is a reserved word and cannot be used as a name"
+        elif tok.type == "NAME" and "KEY" in expected:
+            hint += _property_hint(str(tok), text[tok.end_pos or 0:])
         return Diagnostic("E100", f"unexpected {_found(tok)}", _span(tok), hint, filename)
     if isinstance(err, UnexpectedEOF):
         return Diagnostic("E101", "unexpected end of file", _end_span(text), f"expected {_expected_words(set(err.expected))}", filename)
     if isinstance(err, UnexpectedCharacters):
         return Diagnostic("E102", "unexpected character", Span(err.line, err.column, err.line, err.column + 1), None, filename)
     raise err
+
+
+def _property_hint(word: str, rest: str) -> str:
+    """Where a property was due and a bare word came: a missing colon, or a word before the property."""
+    following = re.match(r"[ \t]*([A-Za-z_][A-Za-z0-9_]*)[ \t]*:", rest)
+    if following:  # `on exhausted: last`
+        return f"; drop `{word}`: a property is written `{following.group(1)}: value`"
+    return f"; did you mean `{word}:`? a property's name ends with a colon"
 
 
 _KEYWORD_TYPES = {"VERSION", "FLOW", "INPUT", "BUDGET", "OUTPUT", "MODELS", "STEP", "FUSE", "VERIFY", "ROUTE", "LOOP", "BY", "WHEN", "ELSE", "MAX"}
