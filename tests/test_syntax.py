@@ -58,6 +58,12 @@ def test_long_string_is_dedented() -> None:
     assert decode_long_string('"""inline"""') == "inline"
 
 
+@pytest.mark.parametrize("text", REFERENCE_TEXTS[:4] + ['step a {\n  model: m\n  task: """\n    multi\n    line\n  """\n}\n'])
+def test_windows_line_endings_mean_the_same_flow(text: str) -> None:
+    """A flow saved with CRLF line endings says what the LF file says (a triple-quoted task kept every \\r)."""
+    assert meaning(parse(text.replace("\n", "\r\n"))) == meaning(parse(text))
+
+
 @pytest.mark.parametrize("text, code", [
     ("step a {", "E101"),
     ("step a { model: x } }", "E100"),

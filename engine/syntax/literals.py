@@ -24,8 +24,12 @@ def _unescape(m: re.Match[str]) -> str:
 
 
 def decode_long_string(raw: str) -> str:
-    """The value of a `\"\"\"...\"\"\"` literal: raw text, first newline and closing indent dropped, dedented."""
-    body = raw[3:-3]
+    """The value of a `\"\"\"...\"\"\"` literal: raw text, first newline and closing indent dropped, dedented.
+
+    Line endings are read as `\n` whatever the file uses, so a flow saved with Windows
+    line endings means the same task (it kept every `\r` and was not dedented).
+    """
+    body = raw[3:-3].replace("\r\n", "\n")
     if body.startswith("\n"):
         body = body[1:]
     last_nl = body.rfind("\n")
