@@ -175,6 +175,18 @@ def test_vote_properties_are_checked(text: str, code: str) -> None:
     assert code in {d.code for d in check_source(text, pool).diagnostics}
 
 
+def test_a_dataset_that_does_not_fit_the_flow_is_a_usage_error_before_anything_runs(tmp_path: Path) -> None:
+    dataset = tmp_path / "d.jsonl"
+    dataset.write_text(json.dumps({"question": "q1", "answer": "1"}) + "\n" + json.dumps({"q": "q2", "answer": "2"}) + "\n")
+    flow = tmp_path / "f.flow"
+    flow.write_text('input question\nstep a { model: local  task: "{question}" }\n')
+    proc = subprocess.run([sys.executable, "-m", "engine.cli.main", "eval", str(flow), "--dataset", str(dataset), "--home", str(tmp_path)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120, env={k: v for k, v in os.environ.items() if k != "BATON_POOL"})
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "item 2: missing input: question (flow f)" in proc.stderr
+    assert not (tmp_path / "evals").exists()
+
+
 @pytest.mark.model
 def test_eval_against_the_local_model(tmp_path: Path) -> None:
     pytest.importorskip("llama_cpp")

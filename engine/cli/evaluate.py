@@ -108,7 +108,10 @@ def run(args: argparse.Namespace) -> int:
             for p in providers.values():
                 await p.aclose()
 
-    report = asyncio.run(go())
+    try:
+        report = asyncio.run(go())
+    except InputError as err:
+        return fail(str(err), 2)
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:

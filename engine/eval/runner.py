@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.api import run_flow
-from engine.errors import RunError
+from engine.api import check_inputs, run_flow
+from engine.errors import InputError, RunError
 from engine.eval.dataset import Item
 from engine.eval.scorers import Scorer
 from engine.eval.stats import mcnemar, pareto, percentile, wilson
@@ -72,10 +72,34 @@ class EvalReport:
                 "flows": [asdict(f) for f in self.flows], "pairs": self.pairs, "oracle": self.oracle, "stopped": self.stopped}
 
 
+def flow_inputs(flow: Flow, item: Item) -> dict[str, str]:
+    """The item's fields that the flow declares as inputs."""
+    return {k: v for k, v in item.fields.items() if k in flow.inputs}
+
+
+def check_items(flows: list[tuple[str, Flow]], items: list[Item]) -> None:
+    """Every item gives every flow its inputs; else `InputError` naming the first items that do not.
+
+    Checked before anything runs: found at an item's turn, a missing field stopped the
+    whole evaluation midway with a traceback.
+    """
+    problems = []
+    for label, flow in flows:
+        for item in items:
+            try:
+                check_inputs(flow, flow_inputs(flow, item))
+            except InputError as err:
+                problems.append(f"item {item.id}: {err} (flow {label})")
+    if problems:
+        more = f"; and {len(problems) - 3} more" if len(problems) > 3 else ""
+        raise InputError("the dataset does not fit the flows: " + "; ".join(problems[:3]) + more)
+
+
 async def evaluate(flows: list[tuple[str, Flow]], items: list[Item], pool: Pool, scorer: Scorer, *, scorer_name: str = "",
                    dataset_name: str = "", providers: dict[str, Provider] | None = None, concurrency: int = 32,
                    budget_usd: float | None = None, home: str | Path | None = None, resume: str | None = None,
                    progress: Callable[[int, int, int, float], None] | None = None) -> EvalReport:
+    check_items(flows, items)
     eval_id = resume or new_run_id()
     folder = baton_home(home) / "evals" / eval_id
     folder.mkdir(parents=True, exist_ok=True)
@@ -110,7 +134,7 @@ async def evaluate(flows: list[tuple[str, Flow]], items: list[Item], pool: Pool,
             if budget_usd is not None and spent >= budget_usd:
                 report.stopped = f"budget ${budget_usd:g} reached after ${spent:.4f}"
                 return
-            inputs = {k: v for k, v in item.fields.items() if k in flow.inputs}
+            inputs = flow_inputs(flow, item)
             started = time.perf_counter()
             try:
                 summary = await run_flow(flow, inputs, pool=pool, providers=providers, record=False, cache=False)
