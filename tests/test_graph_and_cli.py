@@ -60,6 +60,19 @@ def test_validate_reads_a_flow_from_standard_input() -> None:
     assert bad.returncode == 1 and "<stdin>:2:17: error[E202]: unknown model `lcoal`" in bad.stderr
 
 
+@pytest.mark.parametrize("args, message", [
+    (("eval", "workflows/hello.flow", "--dataset", "x.jsonl", "--concurrency", "0"), "--concurrency: must be at least 1, got 0"),
+    (("eval", "workflows/hello.flow", "--dataset", "x.jsonl", "--limit", "0"), "--limit: must be at least 1, got 0"),
+    (("runs", "--limit", "-1"), "--limit: must be at least 1, got -1"),
+    (("plan", "x", "--repairs", "-1"), "--repairs: must be at least 0, got -1"),
+    (("runs", "--limit", "ten"), "--limit: expected a whole number, got 'ten'"),
+])
+def test_counts_out_of_range_are_usage_errors(args: tuple[str, ...], message: str) -> None:
+    """`--concurrency 0` used to wait forever, `--limit 0` ran an item, `--repairs -1` planned nothing."""
+    proc = baton(*args)
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+
+
 def test_validate_json_report() -> None:
     proc = baton("validate", "--json", "tests/invalid/E203_unknown_property.flow", "workflows/solo.flow")
     assert proc.returncode == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from engine.errors import PoolError
@@ -31,3 +32,18 @@ def pool_error(err: PoolError) -> int:
 def plural(n: int, noun: str) -> str:
     """`1 call`, `2 calls`."""
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def at_least(low: int) -> Callable[[str], int]:
+    """An argparse type: a whole number no smaller than `low` (`--concurrency 0` waited forever)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    return parse

@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from engine.cli.common import add_pool_argument, fail, pool_error, pool_for
+from engine.cli.common import add_pool_argument, at_least, fail, pool_error, pool_for
 from engine.diagnostics import render_all
 from engine.errors import FlowError, InputError, PoolError
 from engine.eval.runner import EvalReport
@@ -18,9 +18,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("flows", nargs="+", metavar="FLOW")
     p.add_argument("--dataset", required=True, metavar="FILE", help="JSONL or CSV: the flows' inputs and a reference answer")
     p.add_argument("--scorer", default="exact", help="exact | number | contains | regex:PATTERN | judge:ALIAS")
-    p.add_argument("--limit", type=int, help="only the first N items")
+    p.add_argument("--limit", type=at_least(1), help="only the first N items")
     p.add_argument("--budget", metavar="$X", help="stop starting items once this much is spent")
-    p.add_argument("--concurrency", type=int, default=32, help="items in flight (default 32)")
+    p.add_argument("--concurrency", type=at_least(1), default=32, help="items in flight (default 32)")
     add_pool_argument(p)
     p.add_argument("--json", action="store_true")
     p.add_argument("--report", metavar="FILE.html", help="write a self-contained HTML report with a cost-vs-accuracy chart")

@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from engine.cli.common import add_pool_argument, fail, pool_error, pool_for
+from engine.cli.common import add_pool_argument, at_least, fail, pool_error, pool_for
 from engine.errors import PoolError
 from engine.planner.limits import ALL_CONSTRUCTS, PlanLimits
 from engine.planner.plan import PlanResult, plan
@@ -29,7 +29,7 @@ def add_plan_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget", metavar="$X", help="plans may not declare a larger budget")
     p.add_argument("--allow", default="step,fuse", help=f"constructs a plan may use, from {','.join(ALL_CONSTRUCTS)}")
     p.add_argument("--constrain", choices=["auto", "off", "gbnf", "lark"], default="auto")
-    p.add_argument("--repairs", type=int, default=3, help="how many times to send diagnostics back (default 3)")
+    p.add_argument("--repairs", type=at_least(0), default=3, help="how many times to send diagnostics back (default 3)")
     p.add_argument("--strict", action="store_true", help="send warnings back too (a step nobody sees, an unused input, a worst case over budget)")
     p.add_argument("--prompt", metavar="FILE", help="a prompt template replacing the built-in one")
     p.add_argument("--hide-names", action="store_true", help="show the planner models as m0, m1 ... (as Conductor does)")

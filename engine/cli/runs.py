@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 
+from engine.cli.common import at_least
 from engine.records.render import list_runs, runs_table
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--limit", type=at_least(1), default=20)
     p.add_argument("--home", metavar="DIR")
 
 

@@ -99,6 +99,8 @@ async def evaluate(flows: list[tuple[str, Flow]], items: list[Item], pool: Pool,
                    dataset_name: str = "", providers: dict[str, Provider] | None = None, concurrency: int = 32,
                    budget_usd: float | None = None, home: str | Path | None = None, resume: str | None = None,
                    progress: Callable[[int, int, int, float], None] | None = None) -> EvalReport:
+    if concurrency < 1:
+        raise ValueError(f"concurrency must be at least 1, not {concurrency}")  # a zero semaphore would wait forever
     check_items(flows, items)
     eval_id = resume or new_run_id()
     folder = baton_home(home) / "evals" / eval_id
