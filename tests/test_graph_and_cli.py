@@ -117,6 +117,10 @@ def test_run_with_bad_inputs_is_a_clear_usage_error(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "error[E202]" in proc.stderr
     proc = baton("run", "workflows/hello.flow", "-i", "question=a", "-i", "question=b", "--home", str(tmp_path))
     assert proc.returncode == 2 and "--input question is given twice" in proc.stderr
+    proc = baton("run", "workflows/hello.flow", "--resume", "20261128-000000-000000", "--home", str(tmp_path))
+    assert proc.returncode == 2 and "not both" in proc.stderr  # the file would have been ignored
+    proc = baton("run", "--resume", "20261128-000000-000000", "-i", "question=a", "--home", str(tmp_path))
+    assert proc.returncode == 2 and "uses the inputs the run recorded" in proc.stderr
     assert not (tmp_path / "runs").exists()
 
 

@@ -82,6 +82,10 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.file and not args.resume:
         return fail("give a flow FILE, or --resume RUN_ID", EXIT_USAGE)
+    if args.file and args.resume:  # the file was ignored: a resumed run replays the flow and inputs it recorded
+        return fail("give a flow FILE or --resume RUN_ID, not both: a resumed run uses the flow and inputs it recorded", EXIT_USAGE)
+    if args.resume and (args.input or args.inputs):
+        return fail("--resume uses the inputs the run recorded; drop --input / --inputs", EXIT_USAGE)
     try:
         inputs = read_inputs(args)
         budget = parse_money(args.budget) if args.budget else None
