@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.errors import InputError
 from engine.eval.dataset import load_dataset
 from engine.eval.runner import EvalReport, evaluate
 from engine.eval.scorers import make_scorer
@@ -152,6 +153,44 @@ def test_eval_against_a_live_endpoint(tmp_path: Path) -> None:
         report = asyncio.run(go())
         assert report.flows[0].correct == 6 and server.count() == 8
         assert report.flows[0].total_cost > 0
+
+
+def test_an_interrupted_eval_records_no_interrupted_item_and_resumes(tmp_path: Path) -> None:
+    """Ctrl-C mid-eval: items cut short are not recorded as failures (a resume would have kept them as wrong)."""
+    dataset = tmp_path / "d.jsonl"
+    dataset.write_text("\n".join(json.dumps({"id": i, "question": f"What is {i} + {i}?", "answer": str(2 * i)}) for i in range(12)))
+
+    def responder(body: dict[str, object]) -> str:
+        return f"The answer is {2 * int(body['messages'][-1]['content'].split()[2])}."  # type: ignore[index]
+
+    with ChatServer(responder=responder, latency=0.2) as server:
+        pool = loopback_pool(server.url)
+        flow = check_source('input question\nstep a { model: fast  task: "{question}" }', pool).flow
+        assert flow is not None
+
+        async def go(resume: str | None) -> EvalReport:
+            providers = {"loop": make_provider("loop", pool.provider("loop"))}
+            try:
+                return await evaluate([("live", flow)], load_dataset(dataset), pool, make_scorer("number"), providers=providers,
+                                      home=tmp_path, concurrency=4, resume=resume, eval_id="e1")
+            finally:
+                await providers["loop"].aclose()
+
+        async def interrupted() -> None:
+            task = asyncio.create_task(go(None))
+            await asyncio.sleep(0.3)  # the first four finish, the next four are in flight
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+        asyncio.run(interrupted())
+        results = tmp_path / "evals" / "e1" / "results.jsonl"
+        rows = [json.loads(line) for line in results.read_text().splitlines()]
+        assert 0 < len(rows) < 12 and not any(r["error"] for r in rows)
+        report = asyncio.run(go("e1"))
+        assert report.flows[0].n == 12 and report.flows[0].correct == 12
+    with pytest.raises(InputError, match="no evaluation 'e2' to resume"):
+        asyncio.run(evaluate([("live", flow)], load_dataset(dataset), pool, make_scorer("number"), home=tmp_path, resume="e2"))
 
 
 def test_statistics() -> None:

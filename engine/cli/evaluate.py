@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from engine.cli.common import add_pool_argument, at_least, fail, pool_error, pool_for
+from engine.cli.main import EXIT_INTERRUPTED
 from engine.diagnostics import render_all
 from engine.errors import FlowError, InputError, PoolError
 from engine.eval.runner import EvalReport
@@ -57,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
     from engine.loading import load_flow
     from engine.providers import make_provider
     from engine.run.protocol import ChatRequest
+    from engine.run.store import new_run_id
 
     try:
         pool = pool_for(args, args.flows[0])
@@ -100,10 +102,13 @@ def run(args: argparse.Namespace) -> int:
             end = "\r" if tty and done < total else "\n"
             print(f"  {done}/{total} items, {right / done * 100:.1f}% right so far, ${spent:.4f} spent", end=end, file=sys.stderr)
 
+    eval_id = args.resume or new_run_id()
+
     async def go() -> EvalReport:
         try:
             return await evaluate(flows, items, pool, scorer, scorer_name=args.scorer, dataset_name=args.dataset, providers=providers,
-                                  concurrency=args.concurrency, budget_usd=budget, home=args.home, resume=args.resume, progress=progress)
+                                  concurrency=args.concurrency, budget_usd=budget, home=args.home, resume=args.resume, progress=progress,
+                                  eval_id=eval_id)
         finally:
             for p in providers.values():
                 await p.aclose()
@@ -112,6 +117,10 @@ def run(args: argparse.Namespace) -> int:
         report = asyncio.run(go())
     except InputError as err:
         return fail(str(err), 2)
+    except KeyboardInterrupt:
+        print(f"\nbaton: eval {eval_id} interrupted; finished items are kept: add --resume {eval_id} to the same command to finish it",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:

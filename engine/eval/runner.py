@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.api import check_inputs, run_flow
-from engine.errors import InputError, RunError
+from engine.errors import InputError, RunCancelled, RunError
 from engine.eval.dataset import Item
 from engine.eval.scorers import Scorer
 from engine.eval.stats import mcnemar, pareto, percentile, wilson
@@ -98,12 +98,16 @@ def check_items(flows: list[tuple[str, Flow]], items: list[Item]) -> None:
 async def evaluate(flows: list[tuple[str, Flow]], items: list[Item], pool: Pool, scorer: Scorer, *, scorer_name: str = "",
                    dataset_name: str = "", providers: dict[str, Provider] | None = None, concurrency: int = 32,
                    budget_usd: float | None = None, home: str | Path | None = None, resume: str | None = None,
-                   progress: Callable[[int, int, int, float], None] | None = None) -> EvalReport:
+                   progress: Callable[[int, int, int, float], None] | None = None, eval_id: str | None = None) -> EvalReport:
+    """Run every flow on every item; `resume` continues a recorded evaluation, `eval_id` names a new one."""
     if concurrency < 1:
         raise ValueError(f"concurrency must be at least 1, not {concurrency}")  # a zero semaphore would wait forever
     check_items(flows, items)
-    eval_id = resume or new_run_id()
-    folder = baton_home(home) / "evals" / eval_id
+    evals = baton_home(home) / "evals"
+    if resume is not None and not (evals / resume).is_dir():  # a mistyped id used to start a new evaluation under it
+        raise InputError(f"no evaluation {resume!r} to resume in {evals}")
+    eval_id = resume or eval_id or new_run_id()
+    folder = evals / eval_id
     folder.mkdir(parents=True, exist_ok=True)
     results_path = folder / "results.jsonl"
     done: dict[tuple[str, str], ItemResult] = {}
@@ -141,6 +145,8 @@ async def evaluate(flows: list[tuple[str, Flow]], items: list[Item], pool: Pool,
             try:
                 summary = await run_flow(flow, inputs, pool=pool, providers=providers, record=False, cache=False)
                 output, cost, calls, error = summary.output or "", summary.cost, summary.calls, None
+            except RunCancelled:  # interrupted, not failed: nothing is recorded, so a resume runs the item again
+                raise asyncio.CancelledError from None
             except RunError as err:
                 partial = err.summary
                 output, error = "", str(err)
@@ -157,7 +163,10 @@ async def evaluate(flows: list[tuple[str, Flow]], items: list[Item], pool: Pool,
                 progress(counters["done"], total, counters["right"], spent)
 
     try:
-        await asyncio.gather(*(one(label, flow, item) for label, flow in flows for item in items))
+        async with asyncio.TaskGroup() as group:  # on Ctrl-C it waits for every item to stop before the file closes
+            for label, flow in flows:
+                for item in items:
+                    group.create_task(one(label, flow, item))
     finally:
         out.close()
     report.duration_s = round(time.perf_counter() - t0, 2)
