@@ -140,3 +140,10 @@ def test_show_and_runs_on_a_recorded_run(tmp_path: Path) -> None:
     assert 'decision: label \'code\', label "code" (exact) -> solve_code; skipped: solve_math, solve_other' in text
     assert "step solve_math: skipped" in text
     assert baton("show", "nope", "--home", str(tmp_path)).returncode == 2
+    # a summary cut short (a run killed while writing it): listed and shown from the journal, not hidden, no traceback
+    (tmp_path / "runs" / summary.run_id / "summary.json").write_text('{"run_id": "20')
+    runs = baton("runs", "--home", str(tmp_path))
+    assert summary.run_id in runs.stdout
+    show = baton("show", summary.run_id, "--home", str(tmp_path))
+    assert show.returncode == 0 and "Traceback" not in show.stderr
+    assert "summary.json cannot be read (not valid JSON)" in show.stdout and "route solved: ok  model coder" in show.stdout

@@ -14,16 +14,29 @@ from engine.run.store import baton_home, read_step_journal
 from engine.run.trace import RunSummary, StepResult
 
 
+def _read_summary(run_dir: Path) -> RunSummary:
+    """The run's summary, or, when it cannot be read, a stand-in that says so.
+
+    A run killed while writing its first summary leaves it cut short; the run still
+    exists (its steps are in the journal), so it is listed and shown rather than hidden
+    or a traceback.
+    """
+    try:
+        return RunSummary.model_validate_json((run_dir / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        reason = err.strerror if isinstance(err, OSError) else "not valid JSON"
+        return RunSummary(run_id=run_dir.name, flow="?", error=f"summary.json cannot be read ({reason}); the steps shown are from the journal")
+
+
 def list_runs(home: str | Path | None = None, limit: int = 20) -> list[RunSummary]:
     root = baton_home(home) / "runs"
     if not root.exists():
         return []
     out = []
     for d in sorted(root.iterdir(), reverse=True):
-        try:
-            out.append(RunSummary.model_validate_json((d / "summary.json").read_text(encoding="utf-8")))
-        except (OSError, ValueError):
-            continue
+        if not ((d / "summary.json").exists() or (d / "steps.jsonl").exists()):
+            continue  # not a run's folder
+        out.append(_read_summary(d))
         if len(out) >= limit:
             break
     return out
@@ -40,13 +53,13 @@ def runs_table(runs: list[RunSummary]) -> str:
 def load_run(run_id: str, home: str | Path | None = None) -> RunSummary:
     root = baton_home(home) / "runs"
     path = root / run_id / "summary.json"
-    if not path.exists():
+    if not path.parent.is_dir():
         matches = sorted(p.name for p in root.glob(f"{run_id}*")) if root.exists() else []
         if len(matches) == 1:
             path = root / matches[0] / "summary.json"
         else:
             raise FileNotFoundError(run_id)
-    summary = RunSummary.model_validate_json(path.read_text(encoding="utf-8"))
+    summary = _read_summary(path.parent)
     for name, step in read_step_journal(path.parent).items():
         summary.steps.setdefault(name, step)
     return summary
@@ -69,7 +82,8 @@ def render_run(summary: RunSummary, full_output_step: str | None = None) -> str:
     lines.append("")
     for name, step in summary.steps.items():
         lines.extend(_render_step(name, step, full_output_step == name))
-    why = {"budget_exhausted": "the budget ran out", "interrupted": "the run was interrupted"}.get(summary.status, f"the run {summary.status}")
+    why = {"budget_exhausted": "the budget ran out", "interrupted": "the run was interrupted",
+           "running": "the run has not finished"}.get(summary.status, f"the run {summary.status}")
     shown = _short(summary.output, 300) if summary.output is not None else f"none ({why})"
     lines.append(f"output ({summary.output_step}): {shown}")
     return "\n".join(lines)
