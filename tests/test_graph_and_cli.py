@@ -147,3 +147,18 @@ def test_show_and_runs_on_a_recorded_run(tmp_path: Path) -> None:
     show = baton("show", summary.run_id, "--home", str(tmp_path))
     assert show.returncode == 0 and "Traceback" not in show.stderr
     assert "summary.json cannot be read (not valid JSON)" in show.stdout and "route solved: ok  model coder" in show.stdout
+
+
+def test_models_check_names_a_missing_key_without_sending_and_checks_all_at_once(tmp_path: Path) -> None:
+    from engine.testing.chat_server import ChatServer
+
+    with ChatServer() as server:
+        pool = tmp_path / "models.toml"
+        pool.write_text(f'[providers.open]\nkind = "openai"\nbase_url = "{server.url}"\n\n'
+                        f'[providers.keyed]\nkind = "openai"\nbase_url = "{server.url}"\napi_key_env = "BATON_TEST_KEY_NOT_SET"\n\n'
+                        '[models.a]\nprovider = "open"\nid = "a"\n\n[models.b]\nprovider = "keyed"\nid = "b"\n')
+        proc = baton("models", "--check", "--pool", str(pool))
+        assert proc.returncode == 1, proc.stderr
+        assert "a: reachable" in proc.stdout
+        assert "b: NO KEY: $BATON_TEST_KEY_NOT_SET is not set (nothing sent)" in proc.stdout
+        assert server.count("b") == 0 and server.count("a") == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import time
 
 from engine.cli.common import add_pool_argument, pool_error, pool_for
@@ -21,20 +22,24 @@ async def _check(pool: Pool) -> list[tuple[str, str]]:
     from engine.run.protocol import ChatRequest, ProviderFault
 
     providers = ProviderSet(pool)
-    out = []
-    try:
-        for alias, spec in pool.models.items():
-            t0 = time.perf_counter()
-            try:
-                provider = providers.for_alias(alias)
-                resp = await provider.complete(ChatRequest(model_id=spec.id, messages=({"role": "user", "content": "Say OK."},),
-                                                           max_tokens=4, timeout=60, alias=alias))
-                out.append((alias, f"reachable ({(time.perf_counter() - t0) * 1000:.0f} ms, {resp.input_tokens}+{resp.output_tokens} tokens)"))
-            except ProviderFault as fault:
-                out.append((alias, f"UNREACHABLE: {fault.kind}: {fault}"))
+
+    async def one(alias: str) -> tuple[str, str]:
+        spec = pool.models[alias]
+        provider_spec = pool.provider(spec.provider)
+        if provider_spec.kind == "openai" and provider_spec.api_key_env and not os.environ.get(provider_spec.api_key_env):
+            return alias, f"NO KEY: ${provider_spec.api_key_env} is not set (nothing sent)"
+        t0 = time.perf_counter()
+        try:
+            resp = await providers.for_alias(alias).complete(
+                ChatRequest(model_id=spec.id, messages=({"role": "user", "content": "Say OK."},), max_tokens=4, timeout=60, alias=alias))
+        except ProviderFault as fault:
+            return alias, f"UNREACHABLE: {fault.kind}: {fault}"
+        return alias, f"reachable ({(time.perf_counter() - t0) * 1000:.0f} ms, {resp.input_tokens}+{resp.output_tokens} tokens)"
+
+    try:  # all at once: a pool of unreachable endpoints took a timeout each, one after another
+        return list(await asyncio.gather(*(one(alias) for alias in pool.models)))
     finally:
         await providers.aclose()
-    return out
 
 
 def run(args: argparse.Namespace) -> int:
