@@ -316,6 +316,15 @@ def test_local_model_samples_freshly_without_a_seed() -> None:
     assert len(sampled) > 1  # it was always 0: a Self-MoA panel of the local model gave one answer three times
 
 
+def test_local_answers_end_before_copied_framing() -> None:
+    """The base model copies the prompt's block markers after its answer: the answer ends before them."""
+    from engine.providers.local import first_paragraph
+
+    assert first_paragraph("\n 2+2 = 4\n<<<e915c4d404 END step s1>>>\nmore") == "2+2 = 4"
+    assert first_paragraph("Paris.\n\nWhat is the capital of Spain?") == "Paris."
+    assert first_paragraph("line one\nline two") == "line one\nline two"
+
+
 def test_fuse_below_quorum_fails(home: Path) -> None:
     text = 'input q\nfuse f { panel: gpt, claude  judge: strong  quorum: 2  task: "{q}"  retries: 0 }'
     with ChatServer() as server:

@@ -151,7 +151,7 @@ def test_ask_end_to_end_on_the_local_model(tmp_path: Path) -> None:
 def test_local_completion_stops_at_the_first_paragraph_with_the_same_answer() -> None:
     """Generation ends at the first paragraph break, which is all the provider keeps: same answer, fewer tokens."""
     pytest.importorskip("llama_cpp", reason="needs the `local` extra")
-    from engine.providers.local import LocalProvider, _load, completion_prompt
+    from engine.providers.local import LocalProvider, _load, completion_prompt, first_paragraph
     from engine.run.protocol import ChatRequest
 
     messages = ({"role": "user", "content": "Name a colour of the sky."},)
@@ -162,7 +162,7 @@ def test_local_completion_stops_at_the_first_paragraph_with_the_same_answer() ->
     full = llm.create_completion(completion_prompt(messages, False), max_tokens=300, temperature=0.0, top_p=0.95, seed=0)
     full_text = full["choices"][0]["text"].strip()
     assert "\n\n" in full_text, "the model should run on past its first paragraph when not stopped"
-    assert stopped.text == full_text.split("\n\n", 1)[0].strip()
+    assert stopped.text == first_paragraph(full_text)
     assert stopped.output_tokens < full["usage"]["completion_tokens"]
     assert stopped.finish_reason == "stop"
 

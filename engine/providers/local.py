@@ -99,8 +99,18 @@ def _grammar(text: str) -> Any:
     return _grammars[text]
 
 
+def first_paragraph(text: str) -> str:
+    """What a base model's completion answers: its first paragraph, and no framing it copied.
+
+    After its answer a base model runs on into new questions of its own, or copies the
+    prompt's framing: a line like `<<<e915c4d404 END step s1>>>` (engine.run.prompt).
+    """
+    answer = text.strip().split("\n\n", 1)[0]
+    return answer.split("\n<<<", 1)[0].strip()
+
+
 class _StopAtFirstParagraph:
-    """A llama.cpp stopping criterion that ends a completion at its first paragraph break.
+    """A llama.cpp stopping criterion that ends a completion where `first_paragraph` will cut it.
 
     Only the first paragraph of a base model's completion is kept (after it, the model runs
     on into new questions of its own), so generating past it costs time and nothing else:
@@ -121,7 +131,8 @@ class _StopAtFirstParagraph:
         new = input_ids[self.read:]
         self.read = len(input_ids)
         self.text += self.llm.detokenize([int(t) for t in new])
-        return b"\n\n" in self.text.strip()
+        stripped = self.text.strip()
+        return b"\n\n" in stripped or b"\n<<<" in stripped
 
 
 def _stopping(llm: Any, abandoned: threading.Event, first_paragraph: bool) -> Any:
@@ -205,8 +216,8 @@ class LocalProvider:
                     stop = _stopping(llm, abandoned, first_paragraph=grammar is None)
                     out = llm.create_completion(completion_prompt(request.messages, grammar is not None), stopping_criteria=stop, **sampling)
                     text = (out["choices"][0].get("text") or "").strip()
-                    if grammar is None:  # a base model runs on into new questions: keep the first paragraph
-                        text = text.split("\n\n", 1)[0].strip()
+                    if grammar is None:
+                        text = first_paragraph(text)
             except ValueError as err:  # e.g. prompt longer than the context window
                 raise ProviderFault("client_error", f"local model: {err}") from None
         choice = out["choices"][0]
