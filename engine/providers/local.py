@@ -131,11 +131,11 @@ class _StopAtFirstParagraph:
         new = input_ids[self.read:]
         self.read = len(input_ids)
         self.text += self.llm.detokenize([int(t) for t in new])
-        stripped = self.text.strip()
-        return b"\n\n" in stripped or b"\n<<<" in stripped
+        so_far = self.text.decode("utf-8", "ignore")  # a character cut between tokens is not a break or a marker
+        return first_paragraph(so_far) != so_far.strip()
 
 
-def _stopping(llm: Any, abandoned: threading.Event, first_paragraph: bool) -> Any:
+def _stopping(llm: Any, abandoned: threading.Event, at_answer_end: bool) -> Any:
     """When a completion stops early: once its caller has gone and, unconstrained, at its first paragraph.
 
     llama.cpp runs in a worker thread, which asyncio cannot cancel: without the first
@@ -145,7 +145,7 @@ def _stopping(llm: Any, abandoned: threading.Event, first_paragraph: bool) -> An
     from llama_cpp import StoppingCriteriaList
 
     criteria: list[Any] = [lambda _input_ids, _logits: abandoned.is_set()]
-    if first_paragraph:
+    if at_answer_end:
         criteria.append(_StopAtFirstParagraph(llm))
     return StoppingCriteriaList(criteria)
 
@@ -210,10 +210,10 @@ class LocalProvider:
             try:
                 if self.mode == "chat":
                     tokens, stop = _chat_tokens(llm, request.messages)
-                    out = llm.create_completion(tokens, stop=stop, stopping_criteria=_stopping(llm, abandoned, first_paragraph=False), **sampling)
+                    out = llm.create_completion(tokens, stop=stop, stopping_criteria=_stopping(llm, abandoned, at_answer_end=False), **sampling)
                     text = out["choices"][0].get("text") or ""
                 else:
-                    stop = _stopping(llm, abandoned, first_paragraph=grammar is None)
+                    stop = _stopping(llm, abandoned, at_answer_end=grammar is None)
                     out = llm.create_completion(completion_prompt(request.messages, grammar is not None), stopping_criteria=stop, **sampling)
                     text = (out["choices"][0].get("text") or "").strip()
                     if grammar is None:
