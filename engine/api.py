@@ -12,6 +12,7 @@ after the record is written; `err.summary` holds the partial trace.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any
 from engine.errors import BudgetExceeded, InputError, RunCancelled, RunError
 from engine.loading import check_source, load_flow
 from engine.model import Budget, Flow, node_models
-from engine.pool import Pool, discover_pool
+from engine.pool import Pool, ProviderSpec, discover_pool
 from engine.run.budget import BudgetGuard
 from engine.run.cache import ResponseCache
 from engine.run.calls import Caller, Limits, RetryPolicy
@@ -64,6 +65,13 @@ def pool_snapshot(pool: Pool) -> dict[str, Any]:
     return data
 
 
+def unset_key_variable(spec: ProviderSpec) -> str | None:
+    """The environment variable an HTTP provider reads its API key from, when it is not set."""
+    if spec.kind == "openai" and spec.api_key_env and not os.environ.get(spec.api_key_env):
+        return spec.api_key_env
+    return None
+
+
 class ProviderSet:
     """Provider instances for one run, created on first use and closed at the end."""
 
@@ -93,11 +101,9 @@ class ProviderSet:
         for alias in sorted(used):
             pname = self.pool.models[alias].provider
             spec = self.pool.provider(pname)
-            if spec.kind == "openai" and spec.api_key_env and pname not in self.overrides and "*" not in self.overrides:
-                import os
-
-                if not os.environ.get(spec.api_key_env):
-                    raise RunError(f"model `{alias}` needs an API key in ${spec.api_key_env} (provider `{pname}`), which is not set")
+            variable = unset_key_variable(spec)
+            if variable and pname not in self.overrides and "*" not in self.overrides:
+                raise RunError(f"model `{alias}` needs an API key in ${variable} (provider `{pname}`), which is not set")
             kind = spec.kind
             if kind == "local" and self.pool.models[alias].provider not in self.overrides and "*" not in self.overrides:
                 from engine.providers.local import available

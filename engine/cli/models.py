@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import time
 
 from engine.cli.common import add_pool_argument, pool_error, pool_for
@@ -18,16 +17,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 async def _check(pool: Pool) -> list[tuple[str, str]]:
-    from engine.api import ProviderSet
+    from engine.api import ProviderSet, unset_key_variable
     from engine.run.protocol import ChatRequest, ProviderFault
 
     providers = ProviderSet(pool)
 
     async def one(alias: str) -> tuple[str, str]:
         spec = pool.models[alias]
-        provider_spec = pool.provider(spec.provider)
-        if provider_spec.kind == "openai" and provider_spec.api_key_env and not os.environ.get(provider_spec.api_key_env):
-            return alias, f"NO KEY: ${provider_spec.api_key_env} is not set (nothing sent)"
+        variable = unset_key_variable(pool.provider(spec.provider))
+        if variable:
+            return alias, f"NO KEY: ${variable} is not set (nothing sent)"
         t0 = time.perf_counter()
         try:
             resp = await providers.for_alias(alias).complete(
