@@ -73,8 +73,10 @@ def planner_gbnf(pool: Pool, limits: PlanLimits, allow_keep: bool = False) -> st
     (the output) seeing at least one of them; at most `max_steps` of them; the planner's
     property keys; task text of bounded length.
     """
-    aliases = [a for a in pool.models if not limits.models or a in limits.models]
-    alias = "(" + " | ".join(literal(a) for a in aliases) + ")"
+    def one_of(names: list[str]) -> str:
+        return "(" + " | ".join(literal(n) for n in names) + ")"
+
+    alias = one_of([a for a in pool.models if not limits.models or a in limits.models])
     text = _sym("STRING", True)
     overrides: dict[str, str] = {}
 
@@ -83,12 +85,11 @@ def planner_gbnf(pool: Pool, limits: PlanLimits, allow_keep: bool = False) -> st
 
     for k in range(1, limits.max_steps + 1):
         earlier = [f"s{i}" for i in range(1, k)]
-        visible = "(" + " | ".join(literal(n) for n in ["question", *earlier]) + ")"
+        visible = one_of(["question", *earlier])
         if k < limits.max_steps or k == 1:
             overrides[f"plan_step_{k}"] = step_rule(k, f'("sees:" ws {visible} (ws "," ws {visible}){{0,{k - 1}}} ws)?')
         if earlier:  # the last step is the output: it must see an earlier step, or every earlier one is dead (W401)
-            a_step = "(" + " | ".join(literal(n) for n in earlier) + ")"
-            overrides[f"plan_last_{k}"] = step_rule(k, f'"sees:" ws ("question" ws "," ws)? {a_step} (ws "," ws {visible}){{0,{k - 2}}} ws')
+            overrides[f"plan_last_{k}"] = step_rule(k, f'"sees:" ws ("question" ws "," ws)? {one_of(earlier)} (ws "," ws {visible}){{0,{k - 2}}} ws')
     # after step 1: either the last step (which sees back) or another step and more
     rest = f"plan-last-{limits.max_steps}"
     for k in range(limits.max_steps - 1, 1, -1):
