@@ -12,13 +12,14 @@ after the record is written; `err.summary` holds the partial trace.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from engine.errors import BudgetExceeded, InputError, RunCancelled, RunError
+from engine.errors import BudgetExceeded, InputError, PoolError, RunCancelled, RunError
 from engine.loading import check_source, load_flow
 from engine.model import Budget, Flow, node_models
 from engine.pool import Pool, ProviderSpec, discover_pool
@@ -27,11 +28,11 @@ from engine.run.cache import ResponseCache
 from engine.run.calls import Caller, Limits, RetryPolicy
 from engine.run.executor import Executor, Progress, summarise
 from engine.run.protocol import Provider, ProviderFault
+from engine.run.secrets import Secrets, key_warnings, secret_header
 from engine.run.store import MemoryStore, RunStore, baton_home
-from engine.run.trace import RunSummary
+from engine.run.trace import RunSummary, StepResult
 
 MAX_INPUT_BYTES = 4 * 1024 * 1024
-_SECRET_HEADER_WORDS = ("auth", "key", "token", "secret", "cookie")
 
 
 def check_inputs(flow: Flow, inputs: Mapping[str, str]) -> dict[str, str]:
@@ -60,7 +61,7 @@ def pool_snapshot(pool: Pool) -> dict[str, Any]:
     """The pool as recorded with a run: key *variable names* only, secret-looking headers masked."""
     data = pool.model_dump(mode="json")
     for spec in data.get("providers", {}).values():
-        spec["headers"] = {k: ("***" if any(w in k.lower() for w in _SECRET_HEADER_WORDS) else v) for k, v in spec.get("headers", {}).items()}
+        spec["headers"] = {k: ("***" if secret_header(k) else v) for k, v in spec.get("headers", {}).items()}
     data["source"] = pool.source
     return data
 
@@ -79,6 +80,7 @@ class ProviderSet:
         self.pool = pool
         self.overrides = dict(overrides or {})
         self.instances: dict[str, Provider] = {}
+        self.secrets = Secrets.of_pool(pool)
 
     def for_alias(self, alias: str) -> Provider:
         provider_name = self.pool.models[alias].provider
@@ -90,14 +92,16 @@ class ProviderSet:
             from engine.providers import make_provider
 
             try:
-                self.instances[provider_name] = make_provider(provider_name, self.pool.provider(provider_name))
+                self.instances[provider_name] = make_provider(provider_name, self.pool.provider(provider_name), self.secrets)
             except (ValueError, ImportError) as err:
                 raise ProviderFault("client_error", str(err)) from None
         return self.instances[provider_name]
 
-    def preflight(self, flow: Flow) -> None:
-        """Fail before any call when a provider the flow needs cannot run here (e.g. a missing extra)."""
+    def preflight(self, flow: Flow) -> list[str]:
+        """Fail before any call when a provider the flow needs cannot run here (a missing key or extra, a key
+        that cannot be sent: `PoolError`); returns warnings (a key that was trimmed)."""
         used = {a for n in flow.nodes.values() for a in node_models(n)}
+        warnings = key_warnings(self.pool.provider(self.pool.models[a].provider) for a in sorted(used))
         for alias in sorted(used):
             pname = self.pool.models[alias].provider
             spec = self.pool.provider(pname)
@@ -111,6 +115,7 @@ class ProviderSet:
                 hint = available()
                 if hint:
                     raise RunError(f"model `{alias}`: {hint}")
+        return warnings
 
     async def aclose(self) -> None:
         for p in self.instances.values():
@@ -137,19 +142,20 @@ async def run_flow(
     store: RunStore
     completed = {}
     attempts_of_run = 1
+    previous: RunSummary | None = None
     if resume is not None:
         store = RunStore.open(home, resume, durable)
-        previous = store.read_summary()
-        attempts_of_run = (previous.attempts_of_run + 1) if previous else 2
-        source = store.read_flow_source()
-        pool = pool or discover_pool(previous.flow_file if previous and previous.flow_file else None)
-        result = check_source(source, pool, previous.flow_file if previous else "flow.flow")
-        if result.flow is None:
-            raise RunError(f"run {resume}: its recorded flow no longer checks against this pool")
-        flow_obj = result.flow
-        checked_inputs = check_inputs(flow_obj, store.read_inputs())
-        completed = store.completed_steps()
-        flow_file = previous.flow_file if previous else ""
+        try:
+            previous = store.read_summary()
+            attempts_of_run = (previous.attempts_of_run + 1) if previous else 2
+            flow_file = previous.flow_file if previous else ""
+            pool = pool or discover_pool(flow_file or None)
+            flow_obj = _recorded_flow(store, pool, flow_file)
+            checked_inputs = check_inputs(flow_obj, store.read_inputs())
+            completed = store.completed_steps()
+        except BaseException:
+            store.close()
+            raise
     else:
         if isinstance(flow, Flow):
             flow_obj, flow_file = flow, flow.filename
@@ -158,18 +164,27 @@ async def run_flow(
             flow_obj, pool = load_flow(flow, pool)
             flow_file = str(flow)
         checked_inputs = check_inputs(flow_obj, inputs or {})  # before the run folder exists: bad inputs leave no record
-        store = RunStore.create(home, durable) if record else MemoryStore()
     pool = pool.with_models(flow_obj.models)
+    provider_set = ProviderSet(pool, providers)
+    try:
+        warnings = provider_set.preflight(flow_obj)  # a missing or broken key is found before a run folder exists
+    except BaseException:
+        if resume is not None:
+            store.close()
+        raise
+    if resume is None:
+        store = RunStore.create(home, durable) if record else MemoryStore()
     budget = flow_obj.budget
     if budget_usd is not None:
         budget = Budget(usd=min(budget_usd, budget.usd) if budget.usd is not None else budget_usd, tokens=budget.tokens, calls=budget.calls)
     summary = RunSummary(run_id=store.run_id, flow=flow_obj.name, flow_file=flow_file, started=time.time(),
-                         attempts_of_run=attempts_of_run, budget=budget.model_dump(), output_step=flow_obj.output)
-    previous_cost = sum(r.cost for r in completed.values())
-    guard = BudgetGuard(budget, spent_usd=previous_cost)
-    provider_set = ProviderSet(pool, providers)
+                         attempts_of_run=attempts_of_run, budget=budget.model_dump(), output_step=flow_obj.output, warnings=warnings)
+    before = _totals_so_far(previous, completed, flow_obj.top_level()) if resume is not None else RunSummary(run_id="", flow="")
+    guard = BudgetGuard(budget, spent_usd=before.cost, spent_tokens=before.input_tokens + before.output_tokens,
+                        spent_calls=before.calls, estimated_usd=before.estimated_cost)
     caller = Caller(pool=pool, providers=provider_set.for_alias, budget=guard, limits=Limits(pool),
-                    cache=ResponseCache(baton_home(home) / "cache") if cache else None, retry=retry or RetryPolicy())
+                    cache=ResponseCache(baton_home(home) / "cache") if cache else None, retry=retry or RetryPolicy(),
+                    secrets=provider_set.secrets)
     if sleep is not None:
         caller.sleep = sleep
     executor = Executor(flow_obj, caller, store, checked_inputs, completed, progress)
@@ -178,9 +193,10 @@ async def run_flow(
     store.write_summary(summary, final=False)
     store.event("run_resumed" if resume else "run_started", flow=flow_obj.name, attempt=attempts_of_run,
                 resumed_steps=sorted(completed), budget=budget.model_dump())
+    for warning in warnings:
+        executor._emit("warning", step="", message=warning)
     error: RunError | None = None
     try:
-        provider_set.preflight(flow_obj)
         await executor.run()
         error = executor.failure
     except asyncio.CancelledError:
@@ -190,9 +206,10 @@ async def run_flow(
     finally:
         await provider_set.aclose()
         summarise(summary, executor.results, flow_obj.top_level())
-        summary.cost += previous_cost
+        _add_totals(summary, before)
+        summary.warnings += executor.warnings
         summary.finished = time.time()
-        summary.duration_s = round(summary.finished - summary.started, 4)
+        summary.duration_s = round(before.duration_s + summary.finished - summary.started, 4)
         out = executor.results.get(flow_obj.output)
         if error is None and out is not None and out.status == "ok":
             summary.status = "ok"
@@ -211,6 +228,41 @@ async def run_flow(
         failure.summary = summary
         raise failure
     return summary
+
+
+def _recorded_flow(store: RunStore, pool: Pool, flow_file: str) -> Flow:
+    """The flow a run recorded, checked against `pool`; when it no longer checks, say against which pool and why."""
+    result = check_source(store.read_flow_source(), pool, flow_file or "flow.flow")
+    if result.flow is not None:
+        return result.flow
+    problems = "; ".join(d.message for d in result.diagnostics if d.severity == "error")
+    try:
+        recorded = json.loads((store.dir / "pool.json").read_text(encoding="utf-8")).get("source", "")
+    except (OSError, ValueError, AttributeError):
+        recorded = ""
+    hint = f"; the run was recorded with the pool {recorded} (pass it with --pool)" if recorded and recorded != pool.source else ""
+    raise PoolError(f"run {store.run_id}: its recorded flow does not check against the pool {pool.source}: {problems}{hint}")
+
+
+def _totals_so_far(previous: RunSummary | None, completed: dict[str, StepResult], top_level: list[str]) -> RunSummary:
+    """What the run's earlier attempts spent. A summary that was never finished (the process was killed)
+    holds no totals: they are rebuilt from the finished steps its journal kept (a killed attempt's
+    failed calls are not in the journal, so the rebuilt figure can be low; docs/reliability.md)."""
+    if previous is not None and previous.status != "running":
+        return previous
+    rebuilt = RunSummary(run_id="", flow="")
+    summarise(rebuilt, dict(completed), top_level)
+    rebuilt.duration_s = sum(completed[n].latency_ms for n in top_level if n in completed) / 1000
+    return rebuilt
+
+
+def _add_totals(summary: RunSummary, before: RunSummary) -> None:
+    summary.cost += before.cost
+    summary.estimated_cost += before.estimated_cost
+    summary.input_tokens += before.input_tokens
+    summary.output_tokens += before.output_tokens
+    summary.calls += before.calls
+    summary.cache_hits += before.cache_hits
 
 
 def run_flow_sync(flow: Flow | str | Path, inputs: Mapping[str, str] | None = None, **kwargs: Any) -> RunSummary:

@@ -4,6 +4,8 @@
     ├── FlowError            what the user (or a planner) wrote wrong; carries diagnostics with spans
     ├── PoolError            a model pool file that is missing, malformed or inconsistent
     ├── InputError           flow inputs that are missing, unknown, unreadable or too large
+    ├── HomeError            the run home (`--home`, $BATON_HOME) cannot be created or used
+    ├── UnknownRun           no run has that id (or a prefix matches several)
     └── RunError             what went wrong while running a valid flow
         ├── ProviderError        a model endpoint failed (after retries and fallbacks)
         ├── BudgetExceeded       a cost, token or call cap refused a call
@@ -44,6 +46,26 @@ class PoolError(BatonError):
 
 class InputError(BatonError):
     """Flow inputs are missing, unknown or unreadable."""
+
+
+class HomeError(BatonError):
+    """The folder that holds runs and the cache cannot be created or written (it is a file, or not writable)."""
+
+
+class UnknownRun(BatonError, LookupError):
+    """No recorded run has this id; a prefix that matches several runs lists them in `matches`."""
+
+    def __init__(self, run_id: str, matches: list[str] | None = None) -> None:
+        self.run_id = run_id
+        self.matches = matches or []
+        if not run_id:
+            message = "no run id given (see `baton runs`)"
+        elif self.matches:
+            shown = ", ".join(self.matches[:10]) + (f" and {len(self.matches) - 10} more" if len(self.matches) > 10 else "")
+            message = f"run id {run_id!r} is ambiguous: it matches {shown}"
+        else:
+            message = f"no run {run_id!r} (see `baton runs`)"
+        super().__init__(message)
 
 
 class RunError(BatonError):

@@ -12,11 +12,12 @@ Secrets never live here: a provider names the *environment variable* holding its
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from engine.errors import PoolError
 
@@ -35,6 +36,25 @@ class ProviderSpec(BaseModel):
     max_concurrency: int = Field(default=16, ge=1, le=4096)
     timeout: float = Field(default=120.0, gt=0, le=3600)
     options: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        """Only http(s) is spoken: another scheme failed at run time as retried connection faults."""
+        if value is not None and not re.match(r"(?i)https?://[^/\s]+", value):
+            raise ValueError(f"{value!r} is not an http:// or https:// URL")
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _sendable_headers(cls, value: dict[str, str]) -> dict[str, str]:
+        """A header with CR/LF cannot be sent (and would split the request); say which, never its value."""
+        for name, text in value.items():
+            if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name):
+                raise ValueError(f"header name {name!r} is not a valid HTTP header name")
+            if re.search(r"[\x00-\x08\x0a-\x1f\x7f]", text):
+                raise ValueError(f"header `{name}` has a control character (CR, LF, ...) in its value (the value is not shown)")
+        return value
 
 
 class ModelSpec(BaseModel):

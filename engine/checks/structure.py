@@ -46,7 +46,7 @@ class Structure:
             self.deps.setdefault(name, set()).update(decision)
         self._direct_branch_use(guards)
         self._cycles()
-        output = self._output()
+        output = self._output(guards)
         self._dead_ends(output)
         self._unused_inputs()
         return self.nodes, output, self.deps
@@ -153,8 +153,12 @@ class Structure:
             for d in sorted(deps):
                 if d in guards and guards[d][0] != name and self.info[name].loop is None:
                     route = guards[d][0]
-                    if self.nodes[name].guard is None or self.nodes[name].guard.route != route:
-                        where = next((a.span for a in self.info[name].sees_atoms if a.value == d), self.info[name].name_span)
+                    where = next((a.span for a in self.info[name].sees_atoms if a.value == d), self.info[name].name_span)
+                    guard = self.nodes[name].guard
+                    if guard is not None and guard.route == route:
+                        self.r.error("E304", f"`{name}` sees `{d}`, but both are branches of route `{route}`: only one of them runs",
+                                     where, f"a branch can see what the route saw; to use both, make `{d}` an ordinary step")
+                    else:
                         self.r.error("E304", f"`{name}` sees `{d}`, which runs only when route `{route}` picks it", where,
                                      f"see `{route}` instead: it holds the output of whichever branch ran")
 
@@ -216,9 +220,12 @@ class Structure:
 
     def _check_templates(self, info: NodeInfo, node: Any, visible: set[str]) -> None:
         task_atom = info.task_atom
+        # `system` and `judge_task` are templates too, rendered with the same visibility as the task (engine.run.prompt)
         fields = [(node.task, task_atom)]
         if isinstance(node, Fuse) and node.judge_task:
             fields.append((node.judge_task, None))
+        if node.params.system:
+            fields.append((node.params.system, None))
         inputs = self.res.inputs
         for text, atom in fields:
             for part in templates.scan(text):
@@ -310,7 +317,7 @@ class Structure:
         self.r.error("E300", f"cycle: {' -> '.join(ordered)}", self.info[start].name_span,
                      "each arrow means 'is seen by'; a flow must be acyclic (use a loop for repetition)")
 
-    def _output(self) -> str | None:
+    def _output(self, guards: dict[str, tuple[str, int]]) -> str | None:
         top = [n for n in self.res.order if self.info[n].loop is None]
         if not top:
             self.r.error("E309", "the flow has no steps", Span(1, 1, 1, 2), "add `step NAME { model: ... task: \"...\" }`")
@@ -323,6 +330,11 @@ class Structure:
             self.r.error("E201", f"output `{self.res.output}` is an input, not a step", span)
             return None
         if not self._known_top_level(self.res.output, span, "output"):
+            return None
+        if self.res.output in guards:
+            route = guards[self.res.output][0]
+            self.r.error("E304", f"output `{self.res.output}` is a branch of route `{route}`: the run fails whenever the route picks another branch",
+                         span, f"write `output {route}`: it holds the output of whichever branch ran")
             return None
         return self.res.output
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from engine.errors import PoolError
 from engine.pool import Pool, discover_pool
+from engine.terminal import for_terminal
 
 
 def add_pool_argument(parser: argparse.ArgumentParser) -> None:
@@ -21,7 +22,8 @@ def pool_for(args: argparse.Namespace, flow_path: str | Path | None) -> Pool:
 
 
 def fail(message: str, code: int) -> int:
-    print(f"baton: error: {message}", file=sys.stderr)
+    """Print an error (made safe for a terminal: it may quote a provider) and return the exit code."""
+    print(f"baton: error: {for_terminal(message)}", file=sys.stderr)
     return code
 
 

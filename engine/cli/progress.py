@@ -7,6 +7,8 @@ import sys
 import time
 from typing import Any, TextIO
 
+from engine.terminal import one_line
+
 
 class ProgressPrinter:
     """Receives executor events; shows running steps, finished steps, retries and spend so far."""
@@ -21,6 +23,7 @@ class ProgressPrinter:
         self.t0 = time.perf_counter()
 
     def _line(self, text: str) -> None:
+        text = one_line(text)  # step names are ours; reasons, errors and labels may quote a provider
         if self.live:
             self.stream.write("\r\x1b[2K" + text + "\n")
             self._status()
@@ -31,7 +34,7 @@ class ProgressPrinter:
     def _status(self) -> None:
         if not self.live:
             return
-        running = ", ".join(sorted(self.running)) or "-"
+        running = one_line(", ".join(sorted(self.running)) or "-")
         self.stream.write(f"\r\x1b[2K  {time.perf_counter() - self.t0:6.1f}s  ${self.spent:.4f}  {self.calls} calls  running: {running}")
         self.stream.flush()
 
@@ -50,8 +53,12 @@ class ProgressPrinter:
             elif f["status"] == "rejected":
                 self._line(f"step {f['step']}: {f['alias']} reply rejected: {f['reason']}; escalating")
             elif f["status"] == "cache_hit":
-                self._line(f"step {f['step']}: {f['alias']} cache hit ($0)")
+                self._line(f"step {f['step']}: {f['alias']} cache hit ($0)" + (", truncated at max_tokens" if f.get("truncated") else ""))
+            if f["status"] == "ok" and f.get("truncated"):
+                self._line(f"step {f['step']}: {f['alias']} reply truncated at max_tokens (finish_reason length); kept")
             self._status()
+        elif event == "warning":
+            self._line(f"warning: {f['message']}")
         elif event == "retry":
             self._line(f"step {f['step']}: retrying {f['alias']} in {f['delay_s']:.1f}s")
         elif event == "step_finished":

@@ -4,22 +4,27 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import re
+import signal
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from engine.cli.common import add_pool_argument, fail, plural, pool_error, pool_for
 from engine.cli.main import EXIT_BUDGET, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE
 from engine.cli.progress import ProgressPrinter
 from engine.diagnostics import render_all
-from engine.errors import BudgetExceeded, FlowError, InputError, PoolError, RunCancelled, RunError
+from engine.errors import BudgetExceeded, FlowError, HomeError, InputError, PoolError, RunCancelled, RunError, UnknownRun
+from engine.model import Flow
 from engine.run.trace import RunSummary
+from engine.terminal import for_terminal
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("file", nargs="?", metavar="FILE", help="flow file (omit with --resume)")
+    p.add_argument("file", nargs="?", metavar="FILE", help="flow file, or - to read the flow from standard input (omit with --resume)")
     p.add_argument("--input", "-i", action="append", default=[], metavar="NAME=VALUE", help="an input; NAME=@file reads a file")
     p.add_argument("--inputs", metavar="FILE.json", help="inputs as a JSON object")
     add_pool_argument(p)
@@ -73,12 +78,35 @@ def parse_money(text: str) -> float:
 
 
 def print_summary(summary: RunSummary, stream: TextIO | None = None) -> None:
+    estimated = f" (${summary.estimated_cost:.6f} of it estimated)" if summary.estimated_cost > 0 else ""
     print(f"run {summary.run_id}: {summary.status}; {plural(summary.calls, 'call')}, {plural(summary.cache_hits, 'cache hit')}, "
-          f"{summary.input_tokens}+{summary.output_tokens} tokens, ${summary.cost:.6f}, {summary.duration_s:.2f}s", file=stream or sys.stderr)
+          f"{summary.input_tokens}+{summary.output_tokens} tokens, ${summary.cost:.6f}{estimated}, {summary.duration_s:.2f}s",
+          file=stream or sys.stderr)
+
+
+async def _run_stopping_on_sigterm(coro: Coroutine[Any, Any, RunSummary], signals: list[int]) -> RunSummary:
+    """Await a run; SIGTERM (a supervisor, `kill`, a container stop) interrupts it the way Ctrl-C does:
+    calls in flight are abandoned, finished steps are kept and the record says `interrupted`."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+
+    def stop() -> None:
+        signals.append(signal.SIGTERM)
+        task.cancel()
+
+    with contextlib.suppress(NotImplementedError, RuntimeError):  # not on this platform, or not the main thread
+        loop.add_signal_handler(signal.SIGTERM, stop)
+    try:
+        return await coro
+    finally:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.remove_signal_handler(signal.SIGTERM)
 
 
 def run(args: argparse.Namespace) -> int:
     from engine.api import run_flow
+    from engine.loading import check_source
 
     if not args.file and not args.resume:
         return fail("give a flow FILE, or --resume RUN_ID", EXIT_USAGE)
@@ -89,43 +117,54 @@ def run(args: argparse.Namespace) -> int:
     try:
         inputs = read_inputs(args)
         budget = parse_money(args.budget) if args.budget else None
-        pool = pool_for(args, args.file) if args.file else (pool_for(args, None) if args.pool else None)
+        pool = pool_for(args, None if args.file == "-" else args.file) if args.file else (pool_for(args, None) if args.pool else None)
     except InputError as err:
         return fail(str(err), EXIT_USAGE)
     except PoolError as err:
         return pool_error(err)
+    flow: Flow | str = args.file or ""
+    if args.file == "-":  # a flow piped in (from a planner, an editor): checked like a file, named <stdin>
+        assert pool is not None
+        text = sys.stdin.read()
+        checked = check_source(text, pool, "<stdin>")
+        if checked.flow is None:
+            print(render_all(checked.diagnostics, text), file=sys.stderr)
+            return EXIT_USAGE
+        flow = checked.flow
     progress = ProgressPrinter()
+    signals: list[int] = []
     try:
-        summary = asyncio.run(run_flow(args.file, inputs, pool=pool, home=args.home, budget_usd=budget, cache=not args.no_cache,
-                                       resume=args.resume, progress=progress))
+        summary = asyncio.run(_run_stopping_on_sigterm(
+            run_flow(flow, inputs, pool=pool, home=args.home, budget_usd=budget, cache=not args.no_cache, resume=args.resume,
+                     progress=progress), signals))
     except FlowError as err:
         progress.close()
         print(render_all(err.diagnostics, err.source), file=sys.stderr)
         return EXIT_USAGE
-    except (InputError, PoolError) as err:
+    except (InputError, PoolError, HomeError) as err:
         progress.close()
         return fail(str(err), EXIT_USAGE)
-    except FileNotFoundError as err:
+    except UnknownRun as err:
         progress.close()
-        return fail(f"no run {err.args[0]!r} to resume (see `baton runs`)", EXIT_USAGE)
+        return fail(f"{err}; nothing to resume", EXIT_USAGE)
     except RunError as err:
         progress.close()
         partial: RunSummary | None = err.summary
         if args.json and partial is not None:
             print(json.dumps({"output": None, "summary": partial.model_dump(mode="json")}, indent=2))
-        print(f"baton: run failed: {err}", file=sys.stderr)
+        print(f"baton: run failed: {for_terminal(str(err))}", file=sys.stderr)
         if partial is not None:
             print_summary(partial)
             print(f"finished steps are kept; resume with: baton run --resume {partial.run_id}", file=sys.stderr)
         if isinstance(err, BudgetExceeded):
             return EXIT_BUDGET
         if isinstance(err, RunCancelled):
-            return EXIT_INTERRUPTED
+            return 128 + signals[0] if signals else EXIT_INTERRUPTED
         return EXIT_FAILED
     progress.close()
     if args.json:
         print(json.dumps({"output": summary.output, "summary": summary.model_dump(mode="json")}, indent=2))
-    else:
-        print(summary.output)
+    else:  # the answer exactly into a pipe or a file; made safe only for a terminal
+        print(for_terminal(summary.output or "") if sys.stdout.isatty() else summary.output)
         print_summary(summary)
     return 0

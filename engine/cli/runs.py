@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from engine.cli.common import at_least
+from engine.cli.common import at_least, fail
+from engine.errors import HomeError
 from engine.records.render import list_runs, runs_table
 
 
@@ -14,6 +15,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    runs = list_runs(args.home, args.limit)
+    try:
+        runs = list_runs(args.home, args.limit)
+    except HomeError as err:
+        return fail(str(err), 2)
     print(runs_table(runs) if runs else "no runs yet")
     return 0

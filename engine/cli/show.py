@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from engine.cli.common import fail
+from engine.errors import HomeError, UnknownRun
 from engine.records.render import load_run, render_run, run_json
+from engine.terminal import for_terminal
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_id", metavar="RUN_ID", help="a run id (a unique prefix is enough)")
-    p.add_argument("--output", metavar="STEP", help="print STEP's output in full")
+    p.add_argument("--output", metavar="STEP", help="print only STEP's output, in full")
     p.add_argument("--json", action="store_true")
     p.add_argument("--home", metavar="DIR")
 
@@ -18,9 +21,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         summary = load_run(args.run_id, args.home)
-    except FileNotFoundError:
-        return fail(f"no run {args.run_id!r} (see `baton runs`)", 2)
-    if args.output and args.output not in summary.steps:
-        return fail(f"run {summary.run_id} has no step {args.output!r}; it has: {', '.join(summary.steps)}", 2)
-    print(run_json(summary) if args.json else render_run(summary, args.output))
+    except (UnknownRun, HomeError) as err:
+        return fail(str(err), 2)
+    if args.output:
+        step = summary.steps.get(args.output)
+        if step is None:
+            return fail(f"run {summary.run_id} has no step {args.output!r}; it has: {', '.join(summary.steps)}", 2)
+        if step.status != "ok":
+            return fail(f"step {args.output!r} of run {summary.run_id} has no output: it is {step.status}"
+                        + (f" ({step.error})" if step.error else ""), 1)
+        if args.json:
+            print(step.model_dump_json(indent=2))
+        else:  # exactly the output into a pipe or a file; made safe only for a terminal
+            print(for_terminal(step.output) if sys.stdout.isatty() else step.output)
+        return 0
+    print(run_json(summary) if args.json else render_run(summary))
     return 0

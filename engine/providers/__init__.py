@@ -8,14 +8,15 @@ from __future__ import annotations
 
 from engine.pool import ProviderSpec
 from engine.run.protocol import Provider
+from engine.run.secrets import Secrets
 
 
-def make_provider(name: str, spec: ProviderSpec) -> Provider:
-    """A provider instance for a pool entry; imports only the kind it needs."""
+def make_provider(name: str, spec: ProviderSpec, secrets: Secrets | None = None) -> Provider:
+    """A provider instance for a pool entry; imports only the kind it needs. `secrets` are scrubbed from its messages."""
     if spec.kind == "openai":
         from engine.providers.openai_compat import OpenAICompatProvider
 
-        return OpenAICompatProvider(name, spec)
+        return OpenAICompatProvider(name, spec, secrets)
     if spec.kind == "local":
         from engine.providers.local import LocalProvider
 

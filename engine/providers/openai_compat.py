@@ -7,11 +7,13 @@ fan-out and the aiohttp transport under 1 ms (docs/performance.md). Requests are
 flows, redirects and header merging that a JSON POST to one endpoint does not need, at
 0.2 ms of CPU per call, a third of a call's cost at 0 ms latency.
 Every failure is classified into a `ProviderFault` for the retry policy; the API key
-is read from the environment at call time and scrubbed from every message.
+is read from the environment at call time and every secret of the pool is scrubbed
+from every message and reply (`engine.run.secrets`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import functools
 import json
@@ -22,8 +24,11 @@ from typing import Any
 
 import httpx
 
+from engine.errors import PoolError
 from engine.pool import ProviderSpec
+from engine.providers.reply import quote, read_chat_completion
 from engine.run.protocol import ChatRequest, ChatResponse, ProviderFault
+from engine.run.secrets import Secrets, read_key, secret_header
 
 RETRYABLE_STATUS = {408, 409, 429}
 
@@ -111,7 +116,7 @@ def parse_retry_after(value: str | None) -> float | None:
 class OpenAICompatProvider:
     """Chat completions at `{base_url}/chat/completions`."""
 
-    def __init__(self, name: str, spec: ProviderSpec) -> None:
+    def __init__(self, name: str, spec: ProviderSpec, secrets: Secrets | None = None) -> None:
         if not spec.base_url:
             raise ValueError(f"provider `{name}` has no base_url")
         self.name = name
@@ -121,11 +126,15 @@ class OpenAICompatProvider:
         limits = httpx.Limits(max_connections=spec.max_concurrency, max_keepalive_connections=spec.max_concurrency)
         self.transport = _transport(limits, environment_proxy(self.url))
         self._header_cache: tuple[str | None, httpx.Headers] | None = None
+        self._secrets = secrets
 
     def _headers(self) -> httpx.Headers:
         """The request headers, rebuilt only when the key in the environment changes
         (`httpx.Request` copies a `Headers` as it is, and normalises a dict: 7 us a call)."""
-        key = self._key()
+        try:
+            key = read_key(self.spec)
+        except PoolError as err:  # the key changed under a running process; preflight checks it before a run
+            raise ProviderFault("client_error", f"{self.name}: {err}") from None
         if self._header_cache is None or self._header_cache[0] != key:
             headers = {"Content-Type": "application/json", "Accept": "application/json", "User-Agent": user_agent(), **self.spec.headers}
             if key:
@@ -133,12 +142,13 @@ class OpenAICompatProvider:
             self._header_cache = (key, httpx.Headers(headers))
         return self._header_cache[1]
 
-    def _key(self) -> str | None:
-        return os.environ.get(self.spec.api_key_env) if self.spec.api_key_env else None
-
     def _scrub(self, text: str) -> str:
-        key = self._key()
-        return text.replace(key, "***") if key else text
+        """Hide every secret of the pool (and at least this provider's own key and headers)."""
+        secrets = self._secrets
+        if secrets is None:
+            key = read_key(self.spec)
+            secrets = Secrets([*([key] if key else []), *(v for k, v in self.spec.headers.items() if secret_header(k))])
+        return secrets.scrub(text)
 
     def payload(self, request: ChatRequest) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -160,68 +170,56 @@ class OpenAICompatProvider:
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
         headers = self._headers()
-        timeout = httpx.Timeout(min(request.timeout, self.spec.timeout))  # the provider's `timeout` is a ceiling over steps'
+        ceiling = min(request.timeout, self.spec.timeout)  # the provider's `timeout` is a ceiling over steps'
         body = json.dumps(self.payload(request), ensure_ascii=False, separators=(",", ":")).encode()
-        http_request = httpx.Request("POST", self.url, content=body, headers=headers, extensions={"timeout": timeout.as_dict()})
+        http_request = httpx.Request("POST", self.url, content=body, headers=headers,
+                                     extensions={"timeout": httpx.Timeout(ceiling).as_dict()})
+        status: list[int] = []  # set once the status line is in: a body lost after a 2xx may have been billed
         try:
-            resp = await self.transport.handle_async_request(http_request)
-            try:
-                await resp.aread()
-            finally:
-                await resp.aclose()
+            # httpx's timeouts are per read: a body that trickles in a byte at a time never trips them. This is a
+            # ceiling over the whole call, body included.
+            async with asyncio.timeout(ceiling):
+                resp = await self.transport.handle_async_request(http_request)
+                status.append(resp.status_code)
+                try:
+                    await resp.aread()
+                finally:
+                    await resp.aclose()
+        except TimeoutError:
+            raise ProviderFault("timeout", f"{self.name}: no complete reply within {ceiling:g}s") from None
         except httpx.TimeoutException as err:
             if not _is_timeout(err):  # httpx-aiohttp reports refused and dropped connections as ConnectTimeout
-                raise ProviderFault("connect", self._scrub(f"{self.name}: {_connection_problem(err, http_request.url)}")) from None
+                raise self._connection_fault(err, http_request, status) from None
             raise ProviderFault("timeout", f"{self.name}: timed out ({type(err).__name__})") from None
         except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as err:
-            raise ProviderFault("connect", self._scrub(f"{self.name}: {_connection_problem(err, http_request.url)}")) from None
+            raise self._connection_fault(err, http_request, status) from None
         except httpx.HTTPError as err:
             raise ProviderFault("connect", self._scrub(f"{self.name}: {type(err).__name__}: {err}")) from None
-        if resp.status_code >= 400:
-            snippet = self._scrub(resp.text[:300])
-            retry_after = parse_retry_after(resp.headers.get("retry-after"))
-            if resp.status_code == 429:
-                raise ProviderFault("rate_limited", f"{self.name}: HTTP 429: {snippet}", resp.status_code, retry_after)
-            if resp.status_code >= 500:
-                raise ProviderFault("server_error", f"{self.name}: HTTP {resp.status_code}: {snippet}", resp.status_code, retry_after)
-            if resp.status_code in RETRYABLE_STATUS:
-                raise ProviderFault("rate_limited", f"{self.name}: HTTP {resp.status_code}: {snippet}", resp.status_code, retry_after)
-            raise ProviderFault("client_error", f"{self.name}: HTTP {resp.status_code}: {snippet}", resp.status_code)
-        return self.parse(resp.content)
+        if resp.status_code >= 300:
+            raise self._status_fault(resp)
+        return read_chat_completion(resp.content, self.name, self._scrub, request.max_tokens)
 
-    def parse(self, content: bytes) -> ChatResponse:
-        """Read a chat-completions body; anything malformed is a retryable `bad_response`."""
-        try:
-            data = json.loads(content)
-        except ValueError:
-            raise ProviderFault("bad_response", f"{self.name}: reply is not JSON: {self._scrub(content[:120].decode('utf-8', 'replace'))!r}") from None
-        if not isinstance(data, dict):
-            raise ProviderFault("bad_response", f"{self.name}: reply is not a JSON object")
-        if "error" in data and not data.get("choices"):
-            raise ProviderFault("server_error", f"{self.name}: error in reply: {self._scrub(json.dumps(data['error'])[:300])}")
-        choices = data.get("choices")
-        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-            raise ProviderFault("bad_response", f"{self.name}: reply has no choices")
-        message = choices[0].get("message") or {}
-        text = message.get("content") if isinstance(message, dict) else None
-        if isinstance(text, list):  # content parts
-            text = "".join(p.get("text", "") for p in text if isinstance(p, dict))
-        if not isinstance(text, str) or not text.strip():
-            raise ProviderFault("empty_reply", f"{self.name}: reply has an empty message")
-        usage = data.get("usage") or {}
-        prompt_details = usage.get("prompt_tokens_details") or {}
-        completion_details = usage.get("completion_tokens_details") or {}
-        cost = usage.get("cost")
-        return ChatResponse(
-            text=text,
-            input_tokens=int(usage.get("prompt_tokens") or 0),
-            output_tokens=int(usage.get("completion_tokens") or 0),
-            cached_tokens=int(prompt_details.get("cached_tokens") or 0) if isinstance(prompt_details, dict) else 0,
-            reasoning_tokens=int(completion_details.get("reasoning_tokens") or 0) if isinstance(completion_details, dict) else 0,
-            reported_cost=float(cost) if isinstance(cost, (int, float)) else None,
-            response_model=str(data.get("model") or ""),
-            finish_reason=str(choices[0].get("finish_reason") or ""),
-        )
+    def _connection_fault(self, err: Exception, http_request: httpx.Request, status: list[int]) -> ProviderFault:
+        words = self._scrub(f"{self.name}: {_connection_problem(err, http_request.url)}")
+        if status and 200 <= status[0] < 300:
+            lost = ChatResponse(text="", usage_source="missing", usage_note="the connection broke while the reply was read")
+            return ProviderFault("connect", f"{words} (after HTTP {status[0]}: the reply was cut short)", billed=lost)
+        return ProviderFault("connect", words)
+
+    def _status_fault(self, resp: httpx.Response) -> ProviderFault:
+        """HTTP 3xx, 4xx and 5xx, classified; the body is quoted scrubbed, then cut."""
+        code = resp.status_code
+        if code < 400:  # chat completions are never redirected on purpose: a wrong base_url, or a login page
+            where = resp.headers.get("location", "")
+            return ProviderFault("redirect", f"{self.name}: HTTP {code} redirect" + (f" to {quote(where, self._scrub, 200)}" if where else "")
+                                 + "; check the provider's base_url", code)
+        snippet = quote(resp.text, self._scrub)
+        retry_after = parse_retry_after(resp.headers.get("retry-after"))
+        if code == 429 or code in RETRYABLE_STATUS:
+            return ProviderFault("rate_limited", f"{self.name}: HTTP {code}: {snippet}", code, retry_after)
+        if code >= 500:
+            return ProviderFault("server_error", f"{self.name}: HTTP {code}: {snippet}", code, retry_after)
+        return ProviderFault("client_error", f"{self.name}: HTTP {code}: {snippet}", code)
 
     async def aclose(self) -> None:
         await self.transport.aclose()

@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from engine.run.store import baton_home, read_step_journal
+from engine.run.store import find_run, read_step_journal, run_is_live, usable_home
 from engine.run.trace import RunSummary, StepResult
+from engine.terminal import for_terminal
 
 
 def _read_summary(run_dir: Path) -> RunSummary:
@@ -22,14 +23,20 @@ def _read_summary(run_dir: Path) -> RunSummary:
     or a traceback.
     """
     try:
-        return RunSummary.model_validate_json((run_dir / "summary.json").read_text(encoding="utf-8"))
+        summary = RunSummary.model_validate_json((run_dir / "summary.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
         reason = err.strerror if isinstance(err, OSError) else "not valid JSON"
-        return RunSummary(run_id=run_dir.name, flow="?", error=f"summary.json cannot be read ({reason}); the steps shown are from the journal")
+        summary = RunSummary(run_id=run_dir.name, flow="?", error=f"summary.json cannot be read ({reason}); the steps shown are from the journal")
+    if summary.status == "running" and not run_is_live(run_dir):
+        # killed (SIGKILL, a power cut) before it could record how it ended: no process holds its lock
+        summary.status = "interrupted"
+        summary.error = (summary.error + "; " if summary.error else "") + (
+            f"the run's process is gone: it was killed before it finished (resume with: baton run --resume {run_dir.name})")
+    return summary
 
 
 def list_runs(home: str | Path | None = None, limit: int = 20) -> list[RunSummary]:
-    root = baton_home(home) / "runs"
+    root = usable_home(home) / "runs"
     if not root.exists():
         return []
     out = []
@@ -47,20 +54,14 @@ def runs_table(runs: list[RunSummary]) -> str:
     for r in runs:
         rows.append((r.run_id, r.flow, r.status, f"${r.cost:.4f}", str(r.calls), f"{r.duration_s:.1f}s"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)).rstrip() for row in rows)
+    return for_terminal("\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)).rstrip() for row in rows))
 
 
 def load_run(run_id: str, home: str | Path | None = None) -> RunSummary:
-    root = baton_home(home) / "runs"
-    path = root / run_id / "summary.json"
-    if not path.parent.is_dir():
-        matches = sorted(p.name for p in root.glob(f"{run_id}*")) if root.exists() else []
-        if len(matches) == 1:
-            path = root / matches[0] / "summary.json"
-        else:
-            raise FileNotFoundError(run_id)
-    summary = _read_summary(path.parent)
-    for name, step in read_step_journal(path.parent).items():
+    """A run's record by id or unique prefix; `UnknownRun` when none (or several) match."""
+    run_dir = find_run(usable_home(home), run_id)
+    summary = _read_summary(run_dir)
+    for name, step in read_step_journal(run_dir).items():
         summary.steps.setdefault(name, step)
     return summary
 
@@ -77,6 +78,9 @@ def render_run(summary: RunSummary, full_output_step: str | None = None) -> str:
         f"tokens {summary.input_tokens} in / {summary.output_tokens} out  {summary.duration_s:.2f}s"
         + (f"  (attempt {summary.attempts_of_run} of this run)" if summary.attempts_of_run > 1 else ""),
     ]
+    if summary.estimated_cost > 0:
+        lines.append(f"  of the cost, ${summary.estimated_cost:.6f} is estimated: replies without readable usage were booked at their worst case")
+    lines.extend(f"  warning: {w}" for w in summary.warnings)
     if summary.error:
         lines.append(f"  error: {summary.error}")
     lines.append("")
@@ -86,7 +90,7 @@ def render_run(summary: RunSummary, full_output_step: str | None = None) -> str:
            "running": "the run has not finished"}.get(summary.status, f"the run {summary.status}")
     shown = _short(summary.output, 300) if summary.output is not None else f"none ({why})"
     lines.append(f"output ({summary.output_step}): {shown}")
-    return "\n".join(lines)
+    return for_terminal("\n".join(lines))
 
 
 def _render_step(name: str, s: StepResult, full: bool) -> list[str]:
@@ -108,9 +112,13 @@ def _render_step(name: str, s: StepResult, full: bool) -> list[str]:
         out.append(f"  tokens {s.input_tokens} in / {s.output_tokens} out  cost ${s.cost:.6f}  {s.latency_ms / 1000:.2f}s")
     for a in s.attempts:
         cause = f" {a.cause}" if a.cause else ""
-        reason = f": {_short(a.reason, 80)}" if a.reason and a.status != "ok" else ""
+        finish = f"  finish {a.finish_reason}" if a.finish_reason else ""
+        truncated = "  TRUNCATED at max_tokens" if a.truncated else ""
+        reason = f": {_short(a.reason, 80)}" if a.reason and a.status not in ("ok", "cache_hit") else ""
         out.append(f"    - {a.role:<14} {a.alias:<10} {a.status}{cause}  {a.input_tokens}+{a.output_tokens} tok  "
-                   f"${a.cost:.6f} ({a.cost_source})  {a.latency_ms:.0f} ms{reason}")
+                   f"${a.cost:.6f} ({a.cost_source})  {a.latency_ms:.0f} ms{finish}{truncated}{reason}")
+        if a.cost_note:
+            out.append(f"      cost: {a.cost_note}")
     if s.error:
         out.append(f"  error: {s.error}")
     if s.output:

@@ -34,9 +34,11 @@ class Reservation:
 class BudgetGuard:
     """Tracks spend and reservations against a `Budget`; refuses calls that could break it."""
 
-    def __init__(self, budget: Budget, spent_usd: float = 0.0, spent_tokens: int = 0, spent_calls: int = 0) -> None:
+    def __init__(self, budget: Budget, spent_usd: float = 0.0, spent_tokens: int = 0, spent_calls: int = 0,
+                 estimated_usd: float = 0.0) -> None:
         self.budget = budget
         self.spent_usd = spent_usd
+        self.estimated_usd = estimated_usd  # the part of spent_usd booked at worst case (usage missing or unreadable)
         self.spent_tokens = spent_tokens
         self.spent_calls = spent_calls
         self.reserved_usd = 0.0
@@ -48,7 +50,7 @@ class BudgetGuard:
         if b.usd is not None and self.spent_usd + self.reserved_usd + usd > b.usd + 1e-12:
             raise BudgetExceeded(
                 f"budget ${b.usd:g} would be exceeded: step `{step}` needs up to ${usd:.6f}; "
-                f"spent ${self.spent_usd:.6f}, ${self.reserved_usd:.6f} reserved by calls in flight",
+                f"booked ${self.spent_usd:.6f}{self._estimated_words()}, ${self.reserved_usd:.6f} reserved by calls in flight",
                 step=step, cap="usd", limit=b.usd, spent=self.spent_usd,
             )
         if b.tokens is not None and self.spent_tokens + self.reserved_tokens + tokens > b.tokens:
@@ -67,15 +69,39 @@ class BudgetGuard:
         self.reserved_calls += 1
         return Reservation(step, usd, tokens)
 
-    def settle(self, r: Reservation, usd: float, tokens: int, called: bool = True) -> None:
-        """Replace a reservation by what the call really used (nothing if it was never sent)."""
+    def _estimated_words(self) -> str:
+        return f" (${self.estimated_usd:.6f} of it estimated: replies without readable usage)" if self.estimated_usd > 0 else ""
+
+    def settle(self, r: Reservation, usd: float, tokens: int, called: bool = True, estimated: bool = False) -> str | None:
+        """Replace a reservation by what the call really used (nothing if it was never sent).
+
+        Returns a warning when this booking takes the spend past a cap: a provider that
+        returns more than `max_tokens` (reasoning tokens) or reports a cost above the pool's
+        prices can do that; the next reservation then fails, so the run stops there.
+        """
         if r.settled:
-            return
+            return None
         r.settled = True
         self.reserved_usd -= r.usd
         self.reserved_tokens -= r.tokens
         self.reserved_calls -= 1
-        if called:
-            self.spent_usd += usd
-            self.spent_tokens += tokens
-            self.spent_calls += 1
+        if not called:
+            return None
+        was_within = self._within()
+        self.spent_usd += usd
+        self.spent_tokens += tokens
+        self.spent_calls += 1
+        if estimated:
+            self.estimated_usd += usd
+        if was_within and not self._within():
+            b = self.budget
+            what = (f"${self.spent_usd:.6f} booked against a cap of ${b.usd:g}" if b.usd is not None and self.spent_usd > b.usd + 1e-12
+                    else f"{self.spent_tokens} tokens used against a cap of {b.tokens}")
+            return (f"step `{r.step}`: {what}{self._estimated_words()}: a reply cost more than its reservation "
+                    f"(more tokens than max_tokens, or a reported cost above the pool's prices); no further call is sent")
+        return None
+
+    def _within(self) -> bool:
+        b = self.budget
+        return ((b.usd is None or self.spent_usd <= b.usd + 1e-12)
+                and (b.tokens is None or self.spent_tokens <= b.tokens))

@@ -15,6 +15,8 @@ cause, so the trace says exactly why the final model was the one that answered.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import math
 import random
 import re
 import time
@@ -24,10 +26,11 @@ from dataclasses import dataclass, field
 from engine.errors import BudgetExceeded, ProviderError, VerificationFailed
 from engine.model import Check, Params
 from engine.pool import ModelSpec, Pool
-from engine.run.budget import BudgetGuard, prompt_token_bound
+from engine.run.budget import BudgetGuard, Reservation, prompt_token_bound
 from engine.run.cache import ResponseCache
 from engine.run.protocol import ChatRequest, ChatResponse, Provider, ProviderFault
-from engine.run.trace import Attempt
+from engine.run.secrets import Secrets
+from engine.run.trace import Attempt, CostSource
 
 Validator = Callable[[str], "str | None"]
 
@@ -76,6 +79,15 @@ class Limits:
         return out
 
 
+@dataclass
+class Observed:
+    """How far an alias's replies went past the pool's figures; reservations are scaled by it."""
+
+    output_overrun: float = 1.0  # the largest output_tokens / max_tokens seen
+    price_overrun: float = 1.0  # the largest reported cost / cost at the pool's prices
+    dearest_call: float = 0.0  # for an alias without prices: the largest reported cost of one call
+
+
 def check_reply(checks: tuple[Check, ...]) -> Validator:
     """A validator for `expect:` checks: None when the reply passes, else why it failed."""
     compiled = [(c, re.compile(c.pattern) if "matches" in c.kind else None) for c in checks]
@@ -104,6 +116,20 @@ def check_reply(checks: tuple[Check, ...]) -> Validator:
     return validate
 
 
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """What one call is booked at, and on what grounds."""
+
+    usd: float
+    tokens: int
+    source: CostSource
+    note: str = ""
+
+    @property
+    def estimated(self) -> bool:
+        return self.source == "estimated"
+
+
 @dataclass
 class Caller:
     """Everything a run needs to make calls; one per run."""
@@ -117,20 +143,65 @@ class Caller:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     rng: random.Random = field(default_factory=lambda: random.Random(0))
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    secrets: Secrets = field(default_factory=lambda: Secrets(()))
     on_attempt: Callable[[str, Attempt], None] | None = None
     on_retry: Callable[[str, str, float], None] | None = None  # (step, alias, seconds of backoff before the next try)
+    on_warning: Callable[[str, str], None] | None = None  # (step, message)
+    #: Per alias, what replies showed beyond the pool's figures: output tokens over `max_tokens`
+    #: (reasoning models), reported costs over the pool's prices, the dearest call of an unpriced alias.
+    observed: dict[str, Observed] = field(default_factory=dict)
 
-    def _cost(self, spec: ModelSpec, resp: ChatResponse) -> tuple[float, str]:
+    def _charge(self, spec: ModelSpec, resp: ChatResponse, reservation: Reservation) -> Charge:
+        """Every call that reached the provider is booked: as reported, computed, or at its worst case."""
+        if resp.usage_source != "reported":
+            return Charge(reservation.usd, reservation.tokens, "estimated", f"{resp.usage_note}; booked at the call's worst case")
+        tokens = resp.input_tokens + resp.output_tokens
         if resp.reported_cost is not None:
-            return float(resp.reported_cost), "reported"
+            return Charge(resp.reported_cost, tokens, "reported", resp.usage_note)
         kind = self.pool.provider(spec.provider).kind
         if spec.input_price or spec.output_price or kind in ("local", "scripted", "replay"):
-            return spec.cost(resp.input_tokens, resp.output_tokens), "computed"
-        return 0.0, "unknown"
+            return Charge(spec.cost(resp.input_tokens, resp.output_tokens), tokens, "computed", resp.usage_note)
+        return Charge(0.0, tokens, "unknown", resp.usage_note)
+
+    def _charge_fault(self, spec: ModelSpec, fault: ProviderFault, reservation: Reservation) -> Charge:
+        if fault.billed is not None:
+            return self._charge(spec, fault.billed, reservation)
+        if fault.kind == "timeout":
+            return Charge(reservation.usd, reservation.tokens, "estimated",
+                          "timed out after the request was sent (the provider may have billed it); booked at the call's worst case")
+        return Charge(0.0, 0, "not_billed")
+
+    def _settle(self, step: str, reservation: Reservation, charge: Charge) -> None:
+        warning = self.budget.settle(reservation, charge.usd, charge.tokens, estimated=charge.estimated)
+        if warning is not None and self.on_warning is not None:
+            self.on_warning(step, warning)
+
+    def _reserve(self, step: str, alias: str, spec: ModelSpec, messages: tuple[dict[str, str], ...], max_tokens: int) -> Reservation:
+        """The call's worst case, raised by what earlier replies of this alias showed."""
+        prompt_bound = prompt_token_bound(messages)
+        seen = self.observed.get(alias) or Observed()
+        output_bound = math.ceil(max_tokens * seen.output_overrun)
+        usd = max(spec.cost(prompt_bound, output_bound) * seen.price_overrun, seen.dearest_call)
+        return self.budget.reserve(step, usd, prompt_bound + output_bound)
+
+    def _observe(self, alias: str, spec: ModelSpec, max_tokens: int, resp: ChatResponse, charge: Charge) -> None:
+        if resp.usage_source != "reported":
+            return
+        seen = self.observed.setdefault(alias, Observed())
+        if max_tokens and resp.output_tokens > max_tokens:
+            seen.output_overrun = max(seen.output_overrun, resp.output_tokens / max_tokens)
+        computed = spec.cost(resp.input_tokens, resp.output_tokens)
+        if charge.source == "reported" and computed > 0 and charge.usd > computed:
+            seen.price_overrun = max(seen.price_overrun, charge.usd / computed)
+        if charge.source == "reported" and computed == 0:
+            seen.dearest_call = max(seen.dearest_call, charge.usd)
 
     async def attempt(self, step: str, alias: str, role: str, messages: tuple[dict[str, str], ...], params: Params,
-                      timeout: float) -> tuple[ChatResponse | None, Attempt, ProviderFault | None]:
-        """One call to one alias, inside limits and budget; never raises for provider faults."""
+                      timeout: float, validate: Validator | None = None) -> tuple[ChatResponse | None, Attempt, ProviderFault | None]:
+        """One call to one alias, inside limits and budget; never raises for provider faults.
+
+        A reply is returned only when it passed `validate`; only such replies are cached.
+        """
         spec = self.pool.models[alias]
         if spec.max_output_tokens is not None and params.max_tokens > spec.max_output_tokens:
             params = params.model_copy(update={"max_tokens": spec.max_output_tokens})
@@ -144,48 +215,66 @@ class Caller:
             cache_key = ResponseCache.key(endpoint, request)
             hit = self.cache.get(cache_key)
             if hit is not None:
-                return hit, Attempt(alias=alias, model_id=spec.id, role=role, status="cache_hit", input_tokens=hit.input_tokens,
-                                    output_tokens=hit.output_tokens, cost=0.0, cost_source="cache", reply_preview=hit.text[:200]), None
+                hit_attempt = Attempt(alias=alias, model_id=spec.id, role=role, status="cache_hit", input_tokens=hit.input_tokens,
+                                      output_tokens=hit.output_tokens, cost=0.0, cost_source="cache", finish_reason=hit.finish_reason,
+                                      truncated=hit.truncated, reply_preview=hit.text[:200])
+                return (*self._validated(hit, hit_attempt, validate), None)
         slots = self.limits.semaphores(alias)
         held = 0
         try:
             for sem in slots:
                 await sem.acquire()
                 held += 1
-            prompt_bound = prompt_token_bound(messages)
-            reservation = self.budget.reserve(step, spec.cost(prompt_bound, params.max_tokens), prompt_bound + params.max_tokens)
+            reservation = self._reserve(step, alias, spec, messages, params.max_tokens)
             started = time.perf_counter()
             try:
                 async with asyncio.timeout(timeout):  # not wait_for: that wraps every call in a task of its own
                     response = await self.providers(alias).complete(request)
+                if self.secrets:
+                    response = dataclasses.replace(response, text=self.secrets.scrub(response.text))
                 if not response.text.strip():
-                    raise ProviderFault("empty_reply", "the model returned an empty message")
-            except ProviderFault as fault:
-                self.budget.settle(reservation, 0.0, 0)
-                return None, Attempt(alias=alias, model_id=spec.id, role=role, status="fault", cause=fault.kind,
-                                     reason=str(fault), latency_ms=(time.perf_counter() - started) * 1000), fault
-            except TimeoutError:
-                self.budget.settle(reservation, 0.0, 0)
-                timed_out = ProviderFault("timeout", f"no reply within {timeout:g}s")
-                return None, Attempt(alias=alias, model_id=spec.id, role=role, status="fault", cause="timeout",
-                                     reason=str(timed_out), latency_ms=(time.perf_counter() - started) * 1000), timed_out
+                    raise ProviderFault("empty_reply", "the model returned an empty message", billed=response)
+            except (ProviderFault, TimeoutError) as err:
+                fault = err if isinstance(err, ProviderFault) else ProviderFault("timeout", f"no reply within {timeout:g}s")
+                charge = self._charge_fault(spec, fault, reservation)
+                self._settle(step, reservation, charge)
+                billed = fault.billed
+                return None, Attempt(
+                    alias=alias, model_id=spec.id, role=role, status="fault", cause=fault.kind, reason=self.secrets.scrub(str(fault)),
+                    input_tokens=billed.input_tokens if billed else 0, output_tokens=billed.output_tokens if billed else 0,
+                    cost=charge.usd, cost_source=charge.source, cost_note=charge.note, finish_reason=fault.finish_reason,
+                    latency_ms=(time.perf_counter() - started) * 1000), fault
             except BaseException:
                 self.budget.settle(reservation, 0.0, 0)
                 raise
             latency = (time.perf_counter() - started) * 1000
-            cost, source = self._cost(spec, response)
-            self.budget.settle(reservation, cost, response.input_tokens + response.output_tokens)
+            charge = self._charge(spec, response, reservation)
+            self._settle(step, reservation, charge)
+            self._observe(alias, spec, params.max_tokens, response, charge)
         finally:
             for sem in slots[:held]:
                 sem.release()
-        if cache_key is not None and self.cache is not None:
-            self.cache.put(cache_key, response)
-        return response, Attempt(
+        done = Attempt(
             alias=alias, model_id=response.response_model or spec.id, role=role, status="ok", input_tokens=response.input_tokens,
             output_tokens=response.output_tokens, cached_tokens=response.cached_tokens, reasoning_tokens=response.reasoning_tokens,
-            cost=cost, cost_source=source, latency_ms=latency,  # type: ignore[arg-type]
-            reply_preview=response.text[:200],
-        ), None
+            cost=charge.usd, cost_source=charge.source, cost_note=charge.note, finish_reason=response.finish_reason,
+            truncated=response.truncated, latency_ms=latency, reply_preview=response.text[:200],
+        )
+        reply, done = self._validated(response, done, validate)
+        if reply is not None and cache_key is not None and self.cache is not None:
+            self.cache.put(cache_key, reply)
+        return reply, done, None
+
+    @staticmethod
+    def _validated(response: ChatResponse, attempt: Attempt, validate: Validator | None) -> tuple[ChatResponse | None, Attempt]:
+        """An `expect` failure makes the attempt `rejected`: the reply is kept in the record, not returned."""
+        problem = validate(response.text) if validate is not None else None
+        if problem is None:
+            return response, attempt
+        attempt.status = "rejected"
+        attempt.cause = "expect"
+        attempt.reason = problem
+        return None, attempt
 
     async def chain(self, step: str, levels: tuple[str, ...], fallbacks: tuple[str, ...], retries: int,
                     messages: tuple[dict[str, str], ...], params: Params, timeout: float, validate: Validator | None = None,
@@ -197,24 +286,19 @@ class Caller:
             for cand_index, alias in enumerate((level, *fallbacks)):
                 for n in range(retries + 1):
                     try:
-                        response, attempt, fault = await self.attempt(step, alias, role, messages, params, timeout)
+                        response, attempt, fault = await self.attempt(step, alias, role, messages, params, timeout, validate)
                     except BudgetExceeded as err:
                         self._record(step, record, Attempt(alias=alias, role=role, status="refused", cause="budget", reason=str(err)))
                         raise
-                    problem = validate(response.text) if (validate and response is not None) else None
-                    if problem is not None:
-                        attempt.status = "rejected"
-                        attempt.cause = "expect"
-                        attempt.reason = problem
                     self._record(step, record, attempt)
                     if response is not None:
-                        if problem is None:
-                            return response.text, alias, self._why(level_index, cand_index, levels, alias, last_problem)
-                        escalate_reason = f"{problem} on `{alias}`"
+                        return response.text, alias, self._why(level_index, cand_index, levels, alias, last_problem)
+                    if attempt.status == "rejected":
+                        escalate_reason = f"{attempt.reason} on `{alias}`"
                         last_problem = escalate_reason
                         break
                     assert fault is not None
-                    last_problem = f"`{alias}`: {fault.kind}: {fault}"
+                    last_problem = f"`{alias}`: {fault.kind}: {attempt.reason}"
                     if not fault.retryable:
                         break
                     if n < retries:

@@ -18,7 +18,6 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from engine.checks.templates import names as prompt_names
 from engine.errors import BudgetExceeded, RouteError, RunCancelled, RunError, VerificationFailed
 from engine.graph import build_graph
 from engine.model import Flow, Fuse, Loop, Route, Step, Verify
@@ -57,6 +56,7 @@ class Executor:
         self.futures: dict[str, asyncio.Future[StepResult]] = {}
         self.decisions: dict[str, asyncio.Future[RouteDecision | None]] = {}
         self.failure: RunError | None = None
+        self.warnings: list[str] = []
         self.deps = _run_dependencies(flow)
 
     # -- events ---------------------------------------------------------------------------
@@ -74,8 +74,13 @@ class Executor:
             **{"gen_ai.request.model": a.model_id, "gen_ai.usage.input_tokens": a.input_tokens,
                "gen_ai.usage.output_tokens": a.output_tokens, "cached_tokens": a.cached_tokens,
                "reasoning_tokens": a.reasoning_tokens},
-            cost=a.cost, cost_source=a.cost_source, latency_ms=round(a.latency_ms, 1),
+            cost=a.cost, cost_source=a.cost_source, cost_note=a.cost_note, finish_reason=a.finish_reason, truncated=a.truncated,
+            latency_ms=round(a.latency_ms, 1),
         )
+
+    def _on_warning(self, step: str, message: str) -> None:
+        self.warnings.append(message)
+        self._emit("warning", step=step, message=message)
 
     def _on_retry(self, step: str, alias: str, delay_s: float) -> None:
         if self.observed:
@@ -86,6 +91,7 @@ class Executor:
     async def run(self) -> dict[str, StepResult]:
         self.caller.on_attempt = self._on_attempt
         self.caller.on_retry = self._on_retry
+        self.caller.on_warning = self._on_warning
         loop = asyncio.get_running_loop()
         top = self.flow.top_level()
         for name in top:
@@ -176,7 +182,7 @@ class Executor:
         """The values its template may name and the blocks it is shown: exactly its `sees` (plus named inputs)."""
         values: dict[str, str] = {}
         blocks: list[prompt.Block] = []
-        for name in prompt_names(node.task):
+        for name in prompt.template_names(node):
             if name in self.inputs:
                 values[name] = self.inputs[name]
         for seen in node.sees:
@@ -198,7 +204,7 @@ class Executor:
         values, blocks = visible
         task = prompt.render_task(node.task, values)
         result.subtask = task
-        messages = prompt.messages(node.params.system, blocks, task)
+        messages = prompt.messages(prompt.render_system(node.params.system, values), blocks, task)
         validate = check_reply(node.expect) if isinstance(node, Step) and node.expect else None
         levels = node.models[min(level_offset, len(node.models) - 1):]
         text, alias, why = await self.caller.chain(node.name, levels, node.fallbacks, node.retries, messages, node.params,
@@ -212,7 +218,8 @@ class Executor:
         values, blocks = visible
         task = prompt.render_task(node.task, values)
         result.subtask = task
-        messages = prompt.messages(node.params.system, blocks, task)
+        system = prompt.render_system(node.params.system, values)
+        messages = prompt.messages(system, blocks, task)
 
         async def member(i: int, alias: str) -> tuple[int, str, str | None, str]:
             # one seed for every member would make `panel: m x 4` four copies of one sample: member i gets seed + i
@@ -249,7 +256,7 @@ class Executor:
         judge_blocks = [*blocks, *(prompt.Block(f"panel answer {i + 1} of {len(node.panel)} (model {alias})", text or "")
                                    for i, alias, text in ok)]
         judge_task = prompt.render_task(node.judge_task, values) if node.judge_task else DEFAULT_JUDGE_TASK
-        judge_messages = prompt.messages(node.params.system, judge_blocks, f"{judge_task}\n\nThe task was:\n{task}")
+        judge_messages = prompt.messages(system, judge_blocks, f"{judge_task}\n\nThe task was:\n{task}")
         judge_params = node.params.model_copy(update={"temperature": 0.0})
         text, alias, _why = await self.caller.chain(node.name, (node.judge,), (), node.retries, judge_messages, judge_params,
                                                     node.timeout, role="judge", record=result.add)
@@ -396,7 +403,7 @@ def _run_dependencies(flow: Flow) -> dict[str, list[str]]:
 def summarise(summary: RunSummary, results: dict[str, StepResult], top_level: list[str]) -> None:
     """Fill a summary's totals from step results; loop members are counted through their loop."""
     summary.steps = results
-    cost = 0.0
+    cost = estimated = 0.0
     input_tokens = output_tokens = calls = cache_hits = 0
     for name in top_level:
         r = results.get(name)
@@ -404,6 +411,8 @@ def summarise(summary: RunSummary, results: dict[str, StepResult], top_level: li
             continue
         for a in r.attempts:
             cost += a.cost
+            if a.cost_source == "estimated":
+                estimated += a.cost
             if a.status == "cache_hit":
                 cache_hits += 1
                 continue
@@ -412,6 +421,7 @@ def summarise(summary: RunSummary, results: dict[str, StepResult], top_level: li
             if a.status != "refused":
                 calls += 1
     summary.cost += cost
+    summary.estimated_cost += estimated
     summary.input_tokens += input_tokens
     summary.output_tokens += output_tokens
     summary.calls += calls

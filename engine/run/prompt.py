@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from engine.checks import templates
 
@@ -75,3 +76,14 @@ def messages(system: str | None, blocks: Sequence[Block], task: str) -> tuple[di
 def render_task(template: str, values: dict[str, str]) -> str:
     """Substitute `{name}` once from `values` (inputs and visible outputs); inserted text stays inert."""
     return templates.render(template, lambda name: values.get(name, "{" + name + "}"))
+
+
+def render_system(template: str | None, values: dict[str, str]) -> str | None:
+    """A step's `system` text, rendered like its task (the checker holds it to the same visibility)."""
+    return render_task(template, values) if template else template
+
+
+def template_names(node: Any) -> list[str]:
+    """Every `{name}` in the texts a node renders: its task, its `system`, a fuse's `judge_task`."""
+    texts = [node.task, getattr(node.params, "system", None) or "", getattr(node, "judge_task", "") or ""]
+    return [name for text in texts for name in templates.names(text)]

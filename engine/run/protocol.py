@@ -12,9 +12,16 @@ from typing import Any, Literal, Protocol
 
 FaultKind = Literal[
     "timeout", "connect", "rate_limited", "server_error", "client_error", "bad_response", "empty_reply", "cancelled",
+    "truncated", "content_filter", "refusal", "redirect",
 ]
 
+#: Faults worth the same request again. `truncated` (the whole `max_tokens` went on reasoning), `content_filter`,
+#: `refusal` and `redirect` would fail the same way again: they move on to a fallback instead.
 RETRYABLE: frozenset[str] = frozenset({"timeout", "connect", "rate_limited", "server_error", "bad_response", "empty_reply"})
+
+#: Where a reply's token counts came from: the provider's `usage`, or nothing readable (the call is then
+#: booked at its reservation, its worst case; see `engine.run.calls`).
+UsageSource = Literal["reported", "missing", "unreadable"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,16 +54,33 @@ class ChatResponse:
     reported_cost: float | None = None
     response_model: str = ""
     finish_reason: str = ""
+    usage_source: UsageSource = "reported"
+    #: Why a figure was not taken as reported (usage unreadable, a reported cost that is negative or NaN).
+    usage_note: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def truncated(self) -> bool:
+        """The reply stopped at `max_tokens` (kept as the answer, flagged in the record)."""
+        return self.finish_reason == "length"
 
 
 class ProviderFault(Exception):
-    """A failed call, classified so the retry policy can decide what to do."""
+    """A failed call, classified so the retry policy can decide what to do.
 
-    def __init__(self, kind: FaultKind, message: str, status: int | None = None, retry_after: float | None = None) -> None:
+    `billed` is set when the provider answered (HTTP 2xx) and so may have charged for the
+    call: the reply's usage as far as it could be read. A rejected reply is still booked
+    against the budget from it; a fault without it (HTTP errors, refused connections) was
+    not billed. `finish_reason` is the choice's, when there was one.
+    """
+
+    def __init__(self, kind: FaultKind, message: str, status: int | None = None, retry_after: float | None = None,
+                 billed: ChatResponse | None = None, finish_reason: str = "") -> None:
         self.kind = kind
         self.status = status
         self.retry_after = retry_after
+        self.billed = billed
+        self.finish_reason = finish_reason or (billed.finish_reason if billed is not None else "")
         super().__init__(message)
 
     @property

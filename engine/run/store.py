@@ -26,11 +26,13 @@ import os
 import secrets
 import tempfile
 import time
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any, TextIO
 
 import structlog
 
+from engine.errors import HomeError, UnknownRun
 from engine.run.trace import RunSummary, StepResult
 
 DEFAULT_HOME = ".baton"
@@ -38,6 +40,76 @@ DEFAULT_HOME = ".baton"
 
 def baton_home(explicit: str | Path | None = None) -> Path:
     return Path(explicit or os.environ.get("BATON_HOME") or DEFAULT_HOME)
+
+
+def usable_home(explicit: str | Path | None = None) -> Path:
+    """The run home, which must be a folder (or not exist yet): a file there is a `HomeError`, not a traceback."""
+    root = baton_home(explicit)
+    for path in (root, root / "runs"):
+        if path.exists() and not path.is_dir():
+            raise HomeError(f"the run home {root} cannot be used: {path} is a file, not a folder (see --home / $BATON_HOME)")
+    return root
+
+
+def find_run(root: Path, run_id: str) -> Path:
+    """A run's folder by its id or a unique prefix of it; `UnknownRun` names the matches of an ambiguous prefix."""
+    runs = root / "runs"
+    if not run_id or "/" in run_id or run_id in (".", ".."):
+        raise UnknownRun(run_id)
+    exact = runs / run_id
+    if _is_run_folder(exact):
+        return exact
+    matches = sorted(p.name for p in runs.glob(f"{glob_escape(run_id)}*") if _is_run_folder(p)) if runs.is_dir() else []
+    if len(matches) == 1:
+        return runs / matches[0]
+    raise UnknownRun(run_id, matches)
+
+
+def _is_run_folder(path: Path) -> bool:
+    return path.is_dir() and any((path / name).exists() for name in ("summary.json", STEP_JOURNAL, "flow.flow"))
+
+
+RUN_LOCK = "run.lock"
+
+
+def hold_run_lock(run_dir: Path, run_id: str) -> int | None:
+    """Lock `run.lock` for as long as this process runs the run (the OS drops it when the process dies).
+
+    Readers tell a run in flight from one whose process was killed by trying the lock
+    (`run_is_live`); two processes cannot resume the same run at once.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: no liveness check
+        return None
+    fd = os.open(run_dir / RUN_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise HomeError(f"run {run_id} is being run by another process right now") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd
+
+
+def run_is_live(run_dir: Path) -> bool:
+    """Whether a process is running this run now: its lock is held."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover
+        return True
+    try:
+        fd = os.open(run_dir / RUN_LOCK, os.O_RDONLY)
+    except OSError:
+        return False  # never locked (a run from before locks), or its folder is unreadable
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
 
 
 def new_run_id() -> str:
@@ -132,23 +204,28 @@ class RunStore:
         self._pending: list[str] = []  # journal lines not yet written
         self._waiters: list[asyncio.Future[None]] = []  # steps waiting for their line to be on disk
         self._drain_scheduled = False
+        self._lock: int | None = None  # file descriptor of run.lock, locked while this process runs the run
 
     @classmethod
     def create(cls, home: str | Path | None, durable: bool = True, run_id: str | None = None) -> RunStore:
-        store = cls(baton_home(home), run_id or new_run_id(), durable)
-        store.dir.mkdir(parents=True, exist_ok=True)
+        root = usable_home(home)
+        store = cls(root, run_id or new_run_id(), durable)
+        try:
+            store.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise HomeError(f"cannot create a run folder in {root}: {err.strerror}") from None
         store._open_files()
         return store
 
     @classmethod
     def open(cls, home: str | Path | None, run_id: str, durable: bool = True) -> RunStore:
-        store = cls(baton_home(home), run_id, durable)
-        if not (store.dir / "summary.json").exists() and not (store.dir / "flow.flow").exists():
-            raise FileNotFoundError(run_id)
+        root = usable_home(home)
+        store = cls(root, find_run(root, run_id).name, durable)
         store._open_files()
         return store
 
     def _open_files(self) -> None:
+        self._lock = hold_run_lock(self.dir, self.run_id)
         self._journal = os.open(self.dir / STEP_JOURNAL, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         _cut_torn_tail(self._journal)
         self._events = open(self.dir / "events.jsonl", "a", encoding="utf-8")  # noqa: SIM115 - lives as long as the run
@@ -290,6 +367,9 @@ class RunStore:
         if self._journal is not None:
             os.close(self._journal)
             self._journal = None
+        if self._lock is not None:
+            os.close(self._lock)  # releases the lock: readers now see the run as finished, or gone
+            self._lock = None
 
 
 class MemoryStore(RunStore):

@@ -13,7 +13,11 @@ from pydantic import BaseModel, Field
 
 StepStatus = Literal["ok", "failed", "skipped", "not_run"]
 RunStatus = Literal["running", "ok", "failed", "budget_exhausted", "interrupted"]
-CostSource = Literal["reported", "computed", "unknown", "cache"]
+#: reported: the provider's `usage.cost`; computed: tokens x the alias's prices; estimated: the reply's usage was
+#: missing or unreadable (or the call timed out after it was sent), so the call is booked at its worst case;
+#: not_billed: the provider answered with an HTTP error or was never reached; unknown: no prices and no
+#: reported cost; cache: a cache hit.
+CostSource = Literal["reported", "computed", "estimated", "not_billed", "unknown", "cache"]
 
 
 class Attempt(BaseModel):
@@ -31,6 +35,12 @@ class Attempt(BaseModel):
     reasoning_tokens: int = 0
     cost: float = 0.0
     cost_source: CostSource = "unknown"
+    #: Why the cost is what it is when it is not simply as reported (usage missing, a reported cost ignored).
+    cost_note: str = ""
+    #: The provider's `finish_reason` (`stop`, `length`, `content_filter`, `error`, ...), when it sent one.
+    finish_reason: str = ""
+    #: The reply stopped at `max_tokens`: it was kept as the answer, but it may be cut short.
+    truncated: bool = False
     latency_ms: float = 0.0
     reply_preview: str = ""
 
@@ -83,10 +93,14 @@ class RunSummary(BaseModel):
     error: str | None = None
     error_step: str | None = None
     cost: float = 0.0
+    #: The part of `cost` booked at calls' worst case because their usage was missing or unreadable.
+    estimated_cost: float = 0.0
     input_tokens: int = 0
     output_tokens: int = 0
     calls: int = 0
     cache_hits: int = 0
+    #: What the run noticed and did not stop for: a trimmed API key, spending booked past the cap.
+    warnings: list[str] = Field(default_factory=list)
     started: float = 0.0
     finished: float = 0.0
     duration_s: float = 0.0
