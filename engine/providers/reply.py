@@ -81,20 +81,21 @@ def read_usage(raw: Any) -> tuple[dict[str, Any], UsageSource, str]:
     return fields, "reported", note
 
 
-def _answer_text(message: dict[str, Any], name: str) -> str:
+def _answer_text(message: dict[str, Any], name: str, usage: ChatResponse) -> str:
     """The answer in a message: its string content, or the text of its `type == "text"` parts."""
     content = message.get("content")
     if content is None or isinstance(content, str):
         return content or ""
     if not isinstance(content, list):
-        raise ProviderFault("bad_response", f"{name}: reply content is a {type(content).__name__}, not text or parts")
+        raise ProviderFault("bad_response", f"{name}: reply content is a {type(content).__name__}, not text or parts", billed=usage)
     texts = []
     for i, part in enumerate(content):
         if not isinstance(part, dict) or part.get("type") != "text":
             continue  # reasoning, images, tool calls: not the answer
         text = part.get("text")
         if not isinstance(text, str):
-            raise ProviderFault("bad_response", f"{name}: content part {i} has a `text` that is a {type(text).__name__}, not text")
+            raise ProviderFault("bad_response", f"{name}: content part {i} has a `text` that is a {type(text).__name__}, not text",
+                                billed=usage)
         texts.append(text)
     return "".join(texts)
 
@@ -129,7 +130,7 @@ def read_chat_completion(content: bytes, name: str, scrub: Scrub, max_tokens: in
         message = {}
     if not isinstance(message, dict):
         raise ProviderFault("bad_response", f"{name}: reply's message is a {type(message).__name__}, not an object", billed=usage)
-    return finish(_answer_text(message, name), _text(choice.get("finish_reason")), usage, name, scrub, max_tokens,
+    return finish(_answer_text(message, name, usage), _text(choice.get("finish_reason")), usage, name, scrub, max_tokens,
                   error=choice.get("error"), refusal=message.get("refusal"))
 
 

@@ -288,7 +288,8 @@ class Caller:
                     try:
                         response, attempt, fault = await self.attempt(step, alias, role, messages, params, timeout, validate)
                     except BudgetExceeded as err:
-                        self._record(step, record, Attempt(alias=alias, role=role, status="refused", cause="budget", reason=str(err)))
+                        self._record(step, record, Attempt(alias=alias, role=role, status="refused", cause="budget", reason=str(err),
+                                                                   cost_source="not_billed"))
                         raise
                     self._record(step, record, attempt)
                     if response is not None:

@@ -3,13 +3,22 @@
 It speaks HTTP on 127.0.0.1 (aiohttp, in a background thread), logs every request body
 it receives (the ground truth for visibility and resume tests), adds `usage` to every
 reply, and can be scripted per model id to misbehave: HTTP errors with or without
-Retry-After, resets, slow replies, malformed or truncated bodies, wrong content types.
+Retry-After, resets, slow or trickling replies, malformed or truncated bodies, wrong
+content types, and the shapes real providers send inside a 200: an error in the choice
+(OpenRouter), `finish_reason` `length` / `content_filter` / `error`, reasoning fields and
+reasoning-only replies, content parts, refusals, and usage that is missing, malformed,
+inflated (more completion tokens than `max_tokens`) or with a false `cost`.
+
+`bills` is the server's own ledger: for every request it answered with HTTP 2xx, the
+tokens it really processed and the cost it reported, whatever it told the client. Money
+tests compare what Baton booked with this, never with Baton's own books alone.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import math
 import random
 import threading
 import time
@@ -32,12 +41,50 @@ class Reply:
     content_type: str = "application/json"
     reset: bool = False
     truncate: bool = False
-    cost: float | None = None
+    cost: Any = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    finish_reason: str = "stop"
+    #: Replaces the reply's `usage` as it is (a string, an object with odd counts); `OMIT` leaves it out.
+    usage: Any = None
+    #: Replaces the message's `content` (content parts, None); `message` adds fields (reasoning, refusal).
+    content: Any = None
+    message: dict[str, Any] = field(default_factory=dict)
+    #: An `error` object inside the choice (OpenRouter's mid-generation failure).
+    choice_error: dict[str, Any] | None = None
+    #: Send the body in 10 pieces, this many seconds apart.
+    trickle: float = 0.0
+    #: The completion tokens the server really generated (billed), when that differs from what it reports.
+    true_completion_tokens: int | None = None
+
+
+#: `Reply(usage=OMIT)`: a reply with no `usage` at all.
+OMIT = object()
+
+
+@dataclass(frozen=True)
+class Bill:
+    """What the server really did for one 2xx reply: tokens processed and the cost it reported (if any)."""
+
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    reported_cost: Any = None
+
+    def usd(self, input_price: float, output_price: float) -> float:
+        """At the given prices (USD per million tokens), or as reported when the server reported a sane cost."""
+        cost = self.reported_cost
+        if isinstance(cost, (int, float)) and not isinstance(cost, bool) and math.isfinite(cost) and cost >= 0:
+            return float(self.reported_cost)
+        return (self.prompt_tokens * input_price + self.completion_tokens * output_price) / 1_000_000
 
 
 Responder = Callable[[dict[str, Any]], "Reply | str"]
+
+
+def _prompt_tokens(body: dict[str, Any]) -> int:
+    """The server's token count for a prompt: about four characters a token."""
+    return sum(len(str(m.get("content", ""))) for m in body.get("messages", [])) // 4 + 1
 
 
 def _default_responder(body: dict[str, Any]) -> Reply:
@@ -58,6 +105,7 @@ class ChatServer:
         self.served = 0
         self.requests: list[dict[str, Any]] = []
         self.request_headers: list[dict[str, str]] = []
+        self.bills: list[Bill] = []
         self.in_flight = 0
         self.max_in_flight = 0
         self._rng = random.Random(seed)
@@ -119,30 +167,59 @@ class ChatServer:
             return web.Response(status=500)
         if reply.raw is not None:
             payload = reply.raw
+            if 200 <= reply.status < 300:
+                self._bill(body, reply, reply.completion_tokens or 0)
         elif reply.status >= 400:
             payload = json.dumps({"error": {"message": reply.text or f"error {reply.status}", "code": reply.status}}).encode()
+        elif reply.status >= 300:
+            payload = (reply.text or "").encode()
         else:
-            text = reply.text or ""
-            prompt_tokens = reply.prompt_tokens if reply.prompt_tokens is not None else sum(len(m.get("content", "")) for m in body.get("messages", [])) // 4 + 1
-            completion_tokens = reply.completion_tokens if reply.completion_tokens is not None else min(len(text) // 4 + 1, int(body.get("max_tokens") or 10**9))
-            usage: dict[str, Any] = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                                     "total_tokens": prompt_tokens + completion_tokens}
-            if reply.cost is not None:
-                usage["cost"] = reply.cost
-            payload = json.dumps({
-                "id": f"chatcmpl-{self.served}", "object": "chat.completion", "created": int(time.time()),
-                "model": body.get("model"), "usage": usage,
-                "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
-            }).encode()
-        if reply.truncate:
-            resp = web.StreamResponse(status=reply.status, headers={"Content-Type": reply.content_type, **reply.headers})
+            payload = self._completion(body, reply)
+        headers = {"Content-Type": reply.content_type, **reply.headers}
+        if reply.truncate or reply.trickle:
+            resp = web.StreamResponse(status=reply.status, headers=headers)
             resp.content_length = len(payload)
             await resp.prepare(request)
-            await resp.write(payload[: len(payload) // 2])
-            if request.transport is not None:
-                request.transport.abort()
+            if reply.truncate:
+                await resp.write(payload[: len(payload) // 2])
+                if request.transport is not None:
+                    request.transport.abort()
+                return resp
+            step = max(1, len(payload) // 10)
+            for i in range(0, len(payload), step):
+                await resp.write(payload[i:i + step])
+                await asyncio.sleep(reply.trickle)
+            await resp.write_eof()
             return resp
-        return web.Response(body=payload, status=reply.status, headers={"Content-Type": reply.content_type, **reply.headers})
+        return web.Response(body=payload, status=reply.status, headers=headers)
+
+    def _completion(self, body: dict[str, Any], reply: Reply) -> bytes:
+        text = reply.text or ""
+        prompt_tokens = reply.prompt_tokens if reply.prompt_tokens is not None else _prompt_tokens(body)
+        completion_tokens = (reply.completion_tokens if reply.completion_tokens is not None
+                             else min(len(text) // 4 + 1, int(body.get("max_tokens") or 10**9)))
+        usage: Any = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens}
+        if reply.cost is not None:
+            usage["cost"] = reply.cost
+        if reply.usage is not None:
+            usage = reply.usage
+        message: dict[str, Any] = {"role": "assistant", "content": text if reply.content is None else reply.content, **reply.message}
+        choice: dict[str, Any] = {"index": 0, "finish_reason": reply.finish_reason, "message": message}
+        if reply.choice_error is not None:
+            choice["error"] = reply.choice_error
+        data: dict[str, Any] = {"id": f"chatcmpl-{self.served}", "object": "chat.completion", "created": int(time.time()),
+                                "model": body.get("model"), "choices": [choice]}
+        if usage is not OMIT:
+            data["usage"] = usage
+        self._bill(body, reply, completion_tokens if reply.true_completion_tokens is None else reply.true_completion_tokens,
+                   prompt_tokens)
+        return json.dumps(data).encode()
+
+    def _bill(self, body: dict[str, Any], reply: Reply, completion_tokens: int, prompt_tokens: int | None = None) -> None:
+        bill = Bill(str(body.get("model")), prompt_tokens if prompt_tokens is not None else _prompt_tokens(body), completion_tokens,
+                    reply.cost)
+        with self._lock:
+            self.bills.append(bill)
 
     # -- lifecycle ------------------------------------------------------------------------
 
