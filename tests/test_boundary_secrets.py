@@ -42,6 +42,20 @@ def write_pool(tmp_path: Path, url: str, header: str = HEADER_SECRET) -> Path:
     return pool_file
 
 
+def write_flow(tmp_path: Path, text: str = 'input q\nstep a { model: fast  task: "{q}" }') -> Path:
+    flow = tmp_path / "k.flow"
+    flow.write_text(text)
+    return flow
+
+
+def run_one_step(tmp_path: Path, url: str, key: str = KEY) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """`baton run` of a one-step flow on the loopback pool, with the key in the environment."""
+    home = tmp_path / "home"
+    proc = baton(["run", str(write_flow(tmp_path)), "--pool", str(write_pool(tmp_path, url)), "--home", str(home), "--input", "q=hi"],
+                 {"BATON_TEST_KEY": key})
+    return home, proc
+
+
 def baton(args: list[str], env_extra: dict[str, str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "BATON_POOL"} | {"NO_COLOR": "1"} | env_extra
     return subprocess.run([sys.executable, "-m", "engine.cli.main", *args], cwd=ROOT, capture_output=True, text=True, timeout=90,
@@ -55,8 +69,7 @@ def test_a_key_echoed_across_the_cut_of_an_error_body_never_leaks_in_part(tmp_pa
         # the key starts at character 290 of the body, so the old cut at 300 fell inside it
         server.script["fast"] = [Reply(status=400, text="x" * 244 + f" Authorization: Bearer {KEY} rejected")]
         pool = write_pool(tmp_path, server.url)
-        flow = tmp_path / "k.flow"
-        flow.write_text('input q\nstep a { model: fast  task: "{q}" }')
+        flow = write_flow(tmp_path, 'input q\nstep a { model: fast  task: "{q}" }')
         proc = baton(["run", str(flow), "--pool", str(pool), "--home", str(home), "--input", "q=hi", "--json"], {"BATON_TEST_KEY": KEY})
         assert proc.returncode == 1, proc.stderr
         assert server.request_headers[0]["Authorization"] == f"Bearer {KEY}"
@@ -71,8 +84,7 @@ def test_a_key_echoed_in_a_200_reply_is_not_stored_cached_or_shown_to_other_step
     with ChatServer() as server:
         server.script["fast"] = [Reply(text=f"debug: headers were Authorization: Bearer {KEY}; X-Api-Key: {HEADER_SECRET}")]
         pool = write_pool(tmp_path, server.url)
-        flow = tmp_path / "k.flow"
-        flow.write_text('input q\nstep a { model: fast  task: "{q}" }\nstep b { model: other  sees: a  task: "summarise" }\noutput b')
+        flow = write_flow(tmp_path, 'input q\nstep a { model: fast  task: "{q}" }\nstep b { model: other  sees: a  task: "summarise" }\noutput b')
         proc = baton(["run", str(flow), "--pool", str(pool), "--home", str(home), "--input", "q=hi"], {"BATON_TEST_KEY": KEY})
         assert proc.returncode == 0, proc.stderr
         second_prompt = json.dumps(server.requests[1])
@@ -85,12 +97,8 @@ def test_a_key_echoed_in_a_200_reply_is_not_stored_cached_or_shown_to_other_step
 
 
 def test_a_pasted_key_with_a_trailing_newline_is_stripped_with_a_warning(tmp_path: Path) -> None:
-    home = tmp_path / "home"
     with ChatServer() as server:
-        pool = write_pool(tmp_path, server.url)
-        flow = tmp_path / "k.flow"
-        flow.write_text('input q\nstep a { model: fast  task: "{q}" }')
-        proc = baton(["run", str(flow), "--pool", str(pool), "--home", str(home), "--input", "q=hi"], {"BATON_TEST_KEY": KEY + "\n"})
+        home, proc = run_one_step(tmp_path, server.url, KEY + "\n")
         assert proc.returncode == 0, proc.stderr
         assert server.request_headers[0]["Authorization"] == f"Bearer {KEY}"
     assert "warning: $BATON_TEST_KEY has leading or trailing whitespace" in proc.stderr
@@ -99,12 +107,8 @@ def test_a_pasted_key_with_a_trailing_newline_is_stripped_with_a_warning(tmp_pat
 
 
 def test_a_key_with_a_control_character_is_a_pool_error_before_any_call(tmp_path: Path) -> None:
-    home = tmp_path / "home"
     with ChatServer() as server:
-        pool = write_pool(tmp_path, server.url)
-        flow = tmp_path / "k.flow"
-        flow.write_text('input q\nstep a { model: fast  task: "{q}" }')
-        proc = baton(["run", str(flow), "--pool", str(pool), "--home", str(home), "--input", "q=hi"], {"BATON_TEST_KEY": "abc\rdef-123456"})
+        home, proc = run_one_step(tmp_path, server.url, "abc\rdef-123456")
         assert server.count() == 0
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "$BATON_TEST_KEY contains a control character" in proc.stderr and "abc" not in proc.stderr
@@ -129,8 +133,7 @@ def test_a_base_url_that_is_not_http_is_a_pool_error(tmp_path: Path, url: str) -
     pool_file.write_text(f'[providers.p]\nbase_url = "{url}"\n[models.m]\nprovider = "p"\nid = "m"\n')
     with pytest.raises(PoolError, match="not an http:// or https:// URL"):
         load_pool(pool_file)
-    flow = tmp_path / "k.flow"
-    flow.write_text('input q\nstep a { model: m  task: "{q}" }')
+    flow = write_flow(tmp_path, 'input q\nstep a { model: m  task: "{q}" }')
     proc = baton(["run", str(flow), "--pool", str(pool_file), "--home", str(tmp_path / "h"), "--input", "q=x"], {})
     assert proc.returncode == 2 and "not an http:// or https:// URL" in proc.stderr
 
@@ -145,26 +148,18 @@ def unsafe(text: str) -> list[str]:
 
 
 def test_an_error_body_cannot_drive_the_terminal_through_progress_or_errors(tmp_path: Path) -> None:
-    home = tmp_path / "home"
     with ChatServer() as server:
         server.script["fast"] = [Reply(status=500, raw=HOSTILE.encode(), content_type="text/plain")]  # a proxy's plain-text page
-        pool = write_pool(tmp_path, server.url)
-        flow = tmp_path / "k.flow"
-        flow.write_text('input q\nstep a { model: fast  task: "{q}"  retries: 0 }')
-        proc = baton(["run", str(flow), "--pool", str(pool), "--home", str(home), "--input", "q=hi"], {"BATON_TEST_KEY": KEY})
+        _home, proc = run_one_step(tmp_path, server.url)
     assert proc.returncode == 1
     assert unsafe(proc.stderr) == []
     assert "\\x1b]0;pwned\\x07" in proc.stderr and "\\u202eevil" in proc.stderr  # shown, as escapes
 
 
 def test_show_escapes_control_and_bidi_characters_from_model_output(tmp_path: Path) -> None:
-    home = tmp_path / "home"
     with ChatServer() as server:
         server.script["fast"] = [Reply(text="answer " + HOSTILE)]
-        pool = write_pool(tmp_path, server.url)
-        flow = tmp_path / "k.flow"
-        flow.write_text('input q\nstep a { model: fast  task: "{q}" }')
-        proc = baton(["run", str(flow), "--pool", str(pool), "--home", str(home), "--input", "q=hi"], {"BATON_TEST_KEY": KEY})
+        home, proc = run_one_step(tmp_path, server.url)
         assert proc.returncode == 0, proc.stderr
     run_id = proc.stderr.split("run ")[-1].split(":")[0]
     show = baton(["show", run_id, "--home", str(home)], {})

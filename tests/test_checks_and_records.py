@@ -116,21 +116,6 @@ def test_a_resumed_run_totals_cover_every_attempt_and_a_no_op_resume_keeps_them(
 # -- signals and dead processes ----------------------------------------------------------------
 
 
-def test_sigterm_is_handled_like_ctrl_c(tmp_path: Path) -> None:
-    """Before: the process died silently with 143 and the run showed `running` for ever."""
-    home = tmp_path / "home"
-    with ChatServer(latency=1.0) as server:
-        flow, pool = write_setup(tmp_path, server.url)
-        proc = start(flow, pool, home)
-        wait_for(lambda: server.count("cheap") == 1)
-        proc.send_signal(signal.SIGTERM)
-        _out, err = proc.communicate(timeout=20)
-    assert proc.returncode == 143, err
-    assert "Traceback" not in err and "resume with: baton run --resume" in err
-    summary = json.loads((only_run(home) / "summary.json").read_text())
-    assert summary["status"] == "interrupted"
-
-
 def test_a_run_whose_process_was_killed_is_shown_as_gone_not_running(tmp_path: Path) -> None:
     home = tmp_path / "home"
     with ChatServer(latency=1.0) as server:

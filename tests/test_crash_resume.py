@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from engine.run.store import read_step_journal
 from engine.testing.chat_server import ChatServer
 from tests.conftest import ROOT
@@ -83,15 +85,17 @@ def test_sigkill_mid_run_then_resume_sends_no_finished_step_again(tmp_path: Path
         assert events.count("run_started") == 1 and events.count("run_resumed") == 1
 
 
-def test_sigint_stops_cleanly_keeps_finished_steps_and_exits_130(tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["sigint", "sigterm"])
+def test_sigint_stops_cleanly_keeps_finished_steps_and_exits_130(signum: int, code: int, tmp_path: Path) -> None:
+    """SIGTERM (`kill`, a supervisor, a container stop) is handled as Ctrl-C; before, it died silently with 143, `running` for ever."""
     home = tmp_path / "home"
     with ChatServer(latency=1.0) as server:
         flow, pool = write_setup(tmp_path, server.url)
         proc = start(flow, pool, home)
         wait_for(lambda: server.count("cheap") == 1)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
         _out, err = proc.communicate(timeout=20)
-        assert proc.returncode == 130, err
+        assert proc.returncode == code, err
         assert "Traceback" not in err
         assert "resume with: baton run --resume" in err
         run_dir = only_run(home)
