@@ -190,7 +190,10 @@ async def run_flow(
     executor = Executor(flow_obj, caller, store, checked_inputs, completed, progress)
     if resume is None and record:
         store.write_setup(flow_obj.source, checked_inputs, pool_snapshot(pool))
-    store.write_summary(summary, final=False)
+    carried = summary.model_copy()  # while it runs, the summary on disk holds the earlier attempts' totals
+    _add_totals(carried, before)
+    carried.duration_s = before.duration_s
+    store.write_summary(carried, final=False)
     store.event("run_resumed" if resume else "run_started", flow=flow_obj.name, attempt=attempts_of_run,
                 resumed_steps=sorted(completed), budget=budget.model_dump())
     for warning in warnings:
@@ -245,14 +248,20 @@ def _recorded_flow(store: RunStore, pool: Pool, flow_file: str) -> Flow:
 
 
 def _totals_so_far(previous: RunSummary | None, completed: dict[str, StepResult], top_level: list[str]) -> RunSummary:
-    """What the run's earlier attempts spent. A summary that was never finished (the process was killed)
-    holds no totals: they are rebuilt from the finished steps its journal kept (a killed attempt's
-    failed calls are not in the journal, so the rebuilt figure can be low; docs/reliability.md)."""
+    """What the run's earlier attempts spent.
+
+    A finished attempt's summary holds them. The summary of an attempt that was killed still says
+    `running` and holds only the totals carried from the attempts before it; what the killed attempt
+    spent is rebuilt from the steps it finished (those the journal holds that started after it did).
+    Its failed calls are in no journal, so that part can be low (docs/reliability.md).
+    """
     if previous is not None and previous.status != "running":
         return previous
-    rebuilt = RunSummary(run_id="", flow="")
-    summarise(rebuilt, dict(completed), top_level)
-    rebuilt.duration_s = sum(completed[n].latency_ms for n in top_level if n in completed) / 1000
+    since = previous.started if previous is not None else 0.0
+    rebuilt = previous.model_copy() if previous is not None else RunSummary(run_id="", flow="")
+    killed_attempt = {n: r for n, r in completed.items() if r.started >= since}
+    summarise(rebuilt, killed_attempt, top_level)
+    rebuilt.duration_s += max((r.finished for r in killed_attempt.values()), default=since) - since if killed_attempt else 0.0
     return rebuilt
 
 

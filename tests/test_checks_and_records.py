@@ -195,3 +195,26 @@ def test_a_resume_without_its_pool_names_the_missing_alias_and_the_recorded_pool
         resumed = baton("run", "--resume", only_run(home).name, "--home", str(home))
     assert resumed.returncode == 2 and "Traceback" not in resumed.stderr
     assert "unknown model `fast`" in resumed.stderr and f"recorded with the pool {pool}" in resumed.stderr
+
+
+def test_totals_survive_a_resume_that_was_itself_killed(tmp_path: Path) -> None:
+    """A failed attempt, then a resume killed mid-call, then a resume that finishes: the first attempt's calls still count."""
+    home = tmp_path / "home"
+    with ChatServer() as server:
+        server.script["cheap"] = [Reply(status=500)] * 3 + [Reply(text="slow", delay=5.0), Reply(text="ok")]
+        flow, pool = write_setup(tmp_path, server.url)
+        first = start(flow, pool, home)
+        assert first.wait(30) == 1
+        run_id = only_run(home).name
+        assert json.loads((home / "runs" / run_id / "summary.json").read_text())["calls"] == 5  # a, c, and b three times
+        killed = subprocess.Popen([sys.executable, "-m", "engine.cli.main", "run", "--resume", run_id, "--pool", str(pool),
+                                   "--home", str(home), "--no-cache"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        wait_for(lambda: server.count("cheap") == 4)
+        killed.send_signal(signal.SIGKILL)
+        killed.wait(10)
+        last = baton("run", "--resume", run_id, "--pool", str(pool), "--home", str(home), "--no-cache")
+        assert last.returncode == 0, last.stderr
+        assert server.count() == 8
+    summary = json.loads((home / "runs" / run_id / "summary.json").read_text())
+    # 5 + 2 finished by the last attempt; the killed attempt's one call, in flight at the kill, is in no record
+    assert summary["calls"] == 7 and summary["attempts_of_run"] == 3
