@@ -18,7 +18,7 @@ LAYERS = [
     ("engine.graph",),
     ("engine.run",),
     ("engine.providers", "engine.testing"),
-    ("engine.api", "engine.records", "engine.cli", "engine.planner", "engine.eval", "engine"),
+    ("engine.wiring", "engine.session", "engine.api", "engine.records", "engine.cli", "engine.planner", "engine.eval", "engine"),
 ]
 
 

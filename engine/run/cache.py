@@ -30,6 +30,8 @@ class ResponseCache:
             "temperature": request.temperature, "max_tokens": request.max_tokens, "top_p": request.top_p,
             "seed": request.seed, "reasoning": request.reasoning,
         }
+        if request.grammar:  # only when set, so that the keys of unconstrained calls stay as they were
+            material["grammar"] = [request.grammar_format, request.grammar]
         return hashlib.sha256(json.dumps(material, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
     def _path(self, key: str) -> Path:

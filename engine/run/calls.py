@@ -50,7 +50,12 @@ class RetryPolicy:
 
 
 class Limits:
-    """Concurrency limits: global, per provider and per model alias."""
+    """Concurrency limits: global, per provider and per model alias.
+
+    One `Limits` is shared by every run and call of a `Session`, so the pool's limits hold
+    across runs (an evaluation of 100 items at concurrency 32 still sends at most an
+    alias's `max_concurrency` at once).
+    """
 
     def __init__(self, pool: Pool) -> None:
         self.pool = pool
@@ -59,15 +64,14 @@ class Limits:
         self._model: dict[str, asyncio.Semaphore] = {}
         self._of_alias: dict[str, list[asyncio.Semaphore]] = {}
 
-    def semaphores(self, alias: str) -> list[asyncio.Semaphore]:
-        """The slots a call to `alias` holds, to take in this order."""
+    def semaphores(self, alias: str, spec: ModelSpec | None = None) -> list[asyncio.Semaphore]:
+        """The slots a call to `alias` holds, to take in this order; `spec` for an alias the pool lacks (a flow's inline `models`)."""
         slots = self._of_alias.get(alias)
         if slots is None:
-            slots = self._of_alias[alias] = self._slots(alias)
+            slots = self._of_alias[alias] = self._slots(alias, spec or self.pool.models[alias])
         return slots
 
-    def _slots(self, alias: str) -> list[asyncio.Semaphore]:
-        spec = self.pool.models[alias]
+    def _slots(self, alias: str, spec: ModelSpec) -> list[asyncio.Semaphore]:
         out = [self.global_slots]
         if spec.provider not in self._provider:
             self._provider[spec.provider] = asyncio.Semaphore(self.pool.provider(spec.provider).max_concurrency)
@@ -197,7 +201,8 @@ class Caller:
             seen.dearest_call = max(seen.dearest_call, charge.usd)
 
     async def attempt(self, step: str, alias: str, role: str, messages: tuple[dict[str, str], ...], params: Params,
-                      timeout: float, validate: Validator | None = None) -> tuple[ChatResponse | None, Attempt, ProviderFault | None]:
+                      timeout: float, validate: Validator | None = None,
+                      grammar: tuple[str, str] | None = None) -> tuple[ChatResponse | None, Attempt, ProviderFault | None]:
         """One call to one alias, inside limits and budget; never raises for provider faults.
 
         A reply is returned only when it passed `validate`; only such replies are cached.
@@ -208,6 +213,7 @@ class Caller:
         request = ChatRequest(
             model_id=spec.id, messages=messages, temperature=params.temperature, max_tokens=params.max_tokens,
             top_p=params.top_p, seed=params.seed, reasoning=params.reasoning, timeout=timeout, step=step, alias=alias,
+            grammar=grammar[0] if grammar else None, grammar_format=grammar[1] if grammar else None,
         )
         cache_key = None
         if self.cache is not None and (params.temperature == 0 or self.cache_all):
@@ -219,7 +225,7 @@ class Caller:
                                       output_tokens=hit.output_tokens, cost=0.0, cost_source="cache", finish_reason=hit.finish_reason,
                                       truncated=hit.truncated, reply_preview=hit.text[:200])
                 return (*self._validated(hit, hit_attempt, validate), None)
-        slots = self.limits.semaphores(alias)
+        slots = self.limits.semaphores(alias, spec)
         held = 0
         try:
             for sem in slots:
@@ -278,15 +284,18 @@ class Caller:
 
     async def chain(self, step: str, levels: tuple[str, ...], fallbacks: tuple[str, ...], retries: int,
                     messages: tuple[dict[str, str], ...], params: Params, timeout: float, validate: Validator | None = None,
-                    role: str = "worker", record: Callable[[Attempt], None] | None = None) -> tuple[str, str, str]:
-        """Run the retry / fallback / escalation policy; returns (text, alias, why this alias)."""
+                    role: str = "worker", record: Callable[[Attempt], None] | None = None,
+                    grammar: tuple[str, str] | None = None) -> tuple[str, str, str]:
+        """Run the retry / fallback / escalation policy; returns (text, alias, why this alias).
+
+        `grammar` is (text, format) for a grammar-constrained call (the planner's)."""
         last_problem = ""
         for level_index, level in enumerate(levels):
             escalate_reason = ""
             for cand_index, alias in enumerate((level, *fallbacks)):
                 for n in range(retries + 1):
                     try:
-                        response, attempt, fault = await self.attempt(step, alias, role, messages, params, timeout, validate)
+                        response, attempt, fault = await self.attempt(step, alias, role, messages, params, timeout, validate, grammar)
                     except BudgetExceeded as err:
                         self._record(step, record, Attempt(alias=alias, role=role, status="refused", cause="budget", reason=str(err),
                                                                    cost_source="not_billed"))

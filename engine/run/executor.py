@@ -80,6 +80,10 @@ class Executor:
 
     def _on_warning(self, step: str, message: str) -> None:
         self.warnings.append(message)
+        self.warn(step, message)
+
+    def warn(self, step: str, message: str) -> None:
+        """Record and show a warning (the run goes on)."""
         self._emit("warning", step=step, message=message)
 
     def _on_retry(self, step: str, alias: str, delay_s: float) -> None:

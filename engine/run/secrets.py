@@ -70,14 +70,11 @@ class Secrets:
 
     @classmethod
     def of_pool(cls, pool: Pool) -> Secrets:
-        values: list[str] = []
-        for spec in (*BUILTIN_PROVIDERS.values(), *pool.providers.values()):
-            if spec.api_key_env and os.environ.get(spec.api_key_env):
-                raw = os.environ[spec.api_key_env]
-                values += [raw, raw.strip()]
-            values += [v for k, v in spec.headers.items() if secret_header(k)]
-            values += [v.split(" ", 1)[1] for k, v in spec.headers.items() if secret_header(k) and " " in v]  # "Bearer sk-..."
-        return cls(values)
+        return cls(_pool_values(pool))
+
+    def refresh(self, pool: Pool) -> None:
+        """Take in keys set since (a long-lived session reads the environment again for each run)."""
+        self.values = Secrets([*self.values, *_pool_values(pool)]).values
 
     def scrub(self, text: str) -> str:
         for value in self.values:
@@ -87,3 +84,15 @@ class Secrets:
 
     def __bool__(self) -> bool:
         return bool(self.values)
+
+
+def _pool_values(pool: Pool) -> list[str]:
+    """Every key value in the environment that the pool (or a built-in provider) names, and its secret headers."""
+    values: list[str] = []
+    for spec in (*BUILTIN_PROVIDERS.values(), *pool.providers.values()):
+        if spec.api_key_env and os.environ.get(spec.api_key_env):
+            raw = os.environ[spec.api_key_env]
+            values += [raw, raw.strip()]
+        values += [v for k, v in spec.headers.items() if secret_header(k)]
+        values += [v.split(" ", 1)[1] for k, v in spec.headers.items() if secret_header(k) and " " in v]  # "Bearer sk-..."
+    return values

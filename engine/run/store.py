@@ -349,8 +349,13 @@ class RunStore:
         return str(setup["flow"]) if setup else (self.dir / "flow.flow").read_text(encoding="utf-8")
 
     def read_summary(self) -> RunSummary | None:
+        return self.read_summary_at(self.dir)
+
+    @staticmethod
+    def read_summary_at(run_dir: Path) -> RunSummary | None:
+        """A run folder's summary, or None when it is missing or cut short."""
         try:
-            return RunSummary.model_validate_json((self.dir / "summary.json").read_text(encoding="utf-8"))
+            return RunSummary.model_validate_json((run_dir / "summary.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
 

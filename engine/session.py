@@ -1,0 +1,290 @@
+"""`Session`: the engine as a long-lived object, shared by every run and call it makes.
+
+    async with Session(pool) as session:          # one per application, as with httpx.Client
+        summary = await session.run("workflows/hello.flow", {"question": "Why is the sky blue?"})
+        reply = await session.call("fast", [{"role": "user", "content": "Say OK."}])
+
+A session owns what must outlive one run: the provider instances and their connection
+pools (a run per request no longer opens new connections, or a new TLS handshake, each
+time), the concurrency limits of the pool (global, per provider, per alias: they hold
+across every run and call at once, so an evaluation at concurrency 32 still sends at most
+an alias's `max_concurrency`), the response cache and the run home. Each run gets its own
+budget, record and executor. `SyncSession` is the same for code that is not async.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine.errors import BudgetExceeded, PoolError, RunCancelled, RunError
+from engine.loading import check_source, load_flow
+from engine.model import Budget, Flow, Params
+from engine.pool import Pool, discover_pool
+from engine.run.budget import BudgetGuard
+from engine.run.cache import ResponseCache
+from engine.run.calls import Caller, Limits, Observed, RetryPolicy
+from engine.run.executor import Executor, Progress, summarise
+from engine.run.protocol import Provider
+from engine.run.store import MemoryStore, RunStore, baton_home, find_run, usable_home
+from engine.run.trace import Attempt, RunSummary, StepResult
+from engine.wiring import ProviderSet, check_inputs, pool_snapshot
+
+
+@dataclass
+class CallResult:
+    """One `Session.call`: the answer, the alias that gave it and why, and every attempt with its cost."""
+
+    text: str
+    alias: str
+    reason: str
+    attempts: list[Attempt] = field(default_factory=list)
+
+    @property
+    def cost(self) -> float:
+        return sum(a.cost for a in self.attempts)
+
+    @property
+    def input_tokens(self) -> int:
+        return sum(a.input_tokens for a in self.attempts)
+
+    @property
+    def output_tokens(self) -> int:
+        return sum(a.output_tokens for a in self.attempts)
+
+
+class Session:
+    """Providers, limits, cache and run home for many runs; close it (or use `async with`) when done."""
+
+    def __init__(self, pool: Pool | None = None, *, home: str | Path | None = None, cache: bool = True,
+                 retry: RetryPolicy | None = None, providers: Mapping[str, Provider] | None = None, durable: bool = True,
+                 sleep: Callable[[float], Awaitable[None]] | None = None) -> None:
+        self.pool = pool if pool is not None else discover_pool(None)
+        self.home = home
+        self.durable = durable
+        self.retry = retry or RetryPolicy()
+        self.sleep = sleep
+        self.providers = ProviderSet(self.pool, providers)
+        self.limits = Limits(self.pool)
+        self.cache = ResponseCache(baton_home(home) / "cache") if cache else None
+        #: What replies showed beyond the pool's figures, per alias: reservations of later runs account for it too.
+        self.observed: dict[str, Observed] = {}
+
+    async def __aenter__(self) -> Session:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close every provider's connections."""
+        await self.providers.aclose()
+
+    # -- one model call ------------------------------------------------------------------------
+
+    async def call(self, alias: str, messages: Sequence[Mapping[str, str]], *, params: Params | None = None, retries: int = 2,
+                   fallbacks: Sequence[str] = (), timeout: float = 120.0, budget_usd: float | None = None, cache: bool = True,
+                   grammar: tuple[str, str] | None = None, step: str = "call", role: str = "worker") -> CallResult:
+        """One model call through the same caller as a step: limits, budget, cache, retries, fallbacks, recorded usage.
+
+        Raises `ProviderError` when every attempt failed, `BudgetExceeded` when the call could break `budget_usd`.
+        """
+        for name in (alias, *fallbacks):
+            if name not in self.pool.models:
+                raise PoolError(f"{self.pool.source}: no model alias `{name}` (known: {', '.join(self.pool.models)})")
+        self.providers.preflight_aliases([alias, *fallbacks])
+        caller = self._caller(self.pool, BudgetGuard(Budget(usd=budget_usd)), cache)
+        result = CallResult(text="", alias=alias, reason="")
+        chat = tuple({"role": str(m["role"]), "content": str(m["content"])} for m in messages)
+        text, used, why = await caller.chain(step, (alias,), tuple(fallbacks), retries, chat, params or Params(), timeout,
+                                             role=role, record=result.attempts.append, grammar=grammar)
+        result.text, result.alias, result.reason = text, used, why
+        return result
+
+    # -- runs ----------------------------------------------------------------------------------
+
+    async def run(self, flow: Flow | str | Path, inputs: Mapping[str, str] | None = None, *, budget_usd: float | None = None,
+                  record: bool = True, progress: Progress | None = None, cache: bool = True) -> RunSummary:
+        """Run a flow (a checked `Flow`, or a .flow file checked against this session's pool) and return its summary.
+
+        Failures raise `RunError` subclasses after the record is written; `err.summary` holds the partial trace.
+        """
+        if isinstance(flow, Flow):
+            flow_obj, flow_file = flow, flow.filename
+        else:
+            flow_obj, _pool = load_flow(flow, self.pool)
+            flow_file = str(flow)
+        checked_inputs = check_inputs(flow_obj, inputs or {})  # before the run folder exists: bad inputs leave no record
+        run_pool = self.pool.with_models(flow_obj.models)
+        warnings = self.providers.preflight(flow_obj, run_pool)  # a missing or broken key: found before a run folder exists
+        store: RunStore = RunStore.create(self.home, self.durable) if record else MemoryStore()
+        if record:
+            store.write_setup(flow_obj.source, checked_inputs, pool_snapshot(run_pool))
+        return await self._execute(flow_obj, flow_file, run_pool, store, checked_inputs, {}, None, 1, warnings, budget_usd,
+                                   progress, cache)
+
+    async def resume(self, run_id: str, *, budget_usd: float | None = None, progress: Progress | None = None,
+                     cache: bool = True) -> RunSummary:
+        """Finish a recorded run: its finished steps are kept (not called or billed again), the rest run."""
+        store = RunStore.open(self.home, run_id, self.durable)
+        try:
+            previous = store.read_summary()
+            flow_file = previous.flow_file if previous else ""
+            flow_obj = _recorded_flow(store, self.pool, flow_file)
+            checked_inputs = check_inputs(flow_obj, store.read_inputs())
+            completed = store.completed_steps()
+            run_pool = self.pool.with_models(flow_obj.models)
+            warnings = self.providers.preflight(flow_obj, run_pool)
+        except BaseException:
+            store.close()
+            raise
+        attempts_of_run = (previous.attempts_of_run + 1) if previous else 2
+        return await self._execute(flow_obj, flow_file, run_pool, store, checked_inputs, completed, previous, attempts_of_run,
+                                   warnings, budget_usd, progress, cache)
+
+    @staticmethod
+    def recorded_flow_file(run_id: str, home: str | Path | None = None) -> str | None:
+        """The flow file a recorded run came from (to find its pool as `baton run` did), if it recorded one."""
+        summary = RunStore.read_summary_at(find_run(usable_home(home), run_id))
+        return summary.flow_file if summary is not None and summary.flow_file else None
+
+    def _caller(self, pool: Pool, guard: BudgetGuard, cache: bool) -> Caller:
+        self.providers.secrets.refresh(pool)
+        caller = Caller(pool=pool, providers=lambda alias: self.providers.for_provider(pool.models[alias].provider), budget=guard,
+                        limits=self.limits, cache=self.cache if cache else None, retry=self.retry, secrets=self.providers.secrets,
+                        observed=self.observed)
+        if self.sleep is not None:
+            caller.sleep = self.sleep
+        return caller
+
+    async def _execute(self, flow_obj: Flow, flow_file: str, run_pool: Pool, store: RunStore, checked_inputs: dict[str, str],
+                       completed: dict[str, StepResult], previous: RunSummary | None, attempts_of_run: int, warnings: list[str],
+                       budget_usd: float | None, progress: Progress | None, cache: bool) -> RunSummary:
+        budget = flow_obj.budget
+        if budget_usd is not None:
+            budget = Budget(usd=min(budget_usd, budget.usd) if budget.usd is not None else budget_usd, tokens=budget.tokens,
+                            calls=budget.calls)
+        resumed = attempts_of_run > 1
+        summary = RunSummary(run_id=store.run_id, flow=flow_obj.name, flow_file=flow_file, started=time.time(),
+                             attempts_of_run=attempts_of_run, budget=budget.model_dump(), output_step=flow_obj.output, warnings=warnings)
+        before = _totals_so_far(previous, completed, flow_obj.top_level()) if resumed else RunSummary(run_id="", flow="")
+        guard = BudgetGuard(budget, spent_usd=before.cost, spent_tokens=before.input_tokens + before.output_tokens,
+                            spent_calls=before.calls, estimated_usd=before.estimated_cost)
+        executor = Executor(flow_obj, self._caller(run_pool, guard, cache), store, checked_inputs, completed, progress)
+        carried = summary.model_copy()  # while it runs, the summary on disk holds the earlier attempts' totals
+        _add_totals(carried, before)
+        carried.duration_s = before.duration_s
+        store.write_summary(carried, final=False)
+        store.event("run_resumed" if resumed else "run_started", flow=flow_obj.name, attempt=attempts_of_run,
+                    resumed_steps=sorted(completed), budget=budget.model_dump())
+        for warning in warnings:
+            executor.warn("", warning)
+        error: RunError | None = None
+        try:
+            await executor.run()
+            error = executor.failure
+        except asyncio.CancelledError:
+            error = RunCancelled("the run was interrupted; finished steps are kept (resume with --resume " + store.run_id + ")")
+        except RunError as err:
+            error = err
+        finally:
+            summarise(summary, executor.results, flow_obj.top_level())
+            _add_totals(summary, before)
+            summary.warnings = [*warnings, *executor.warnings]
+            summary.finished = time.time()
+            summary.duration_s = round(before.duration_s + summary.finished - summary.started, 4)
+            out = executor.results.get(flow_obj.output)
+            if error is None and out is not None and out.status == "ok":
+                summary.status = "ok"
+                summary.output = out.output
+            else:
+                summary.status = ("budget_exhausted" if isinstance(error, BudgetExceeded)
+                                  else "interrupted" if isinstance(error, RunCancelled) else "failed")
+                summary.error = str(error) if error else "the output step did not finish"
+                summary.error_step = getattr(error, "step", None)
+            store.event("run_finished", status=summary.status, cost=round(summary.cost, 8), calls=summary.calls,
+                        duration_s=summary.duration_s, error=summary.error)
+            store.write_summary(summary)
+            store.close()
+        if summary.status != "ok":
+            failure = error or RunError(summary.error or "run failed")
+            failure.summary = summary
+            raise failure
+        return summary
+
+
+class SyncSession:
+    """A `Session` for code that is not async: one event loop kept for the session's life (its connections live on it)."""
+
+    def __init__(self, pool: Pool | None = None, **kwargs: Any) -> None:
+        self._runner = asyncio.Runner()
+        self.session: Session = self._runner.run(_make(pool, kwargs))
+
+    def run(self, flow: Flow | str | Path, inputs: Mapping[str, str] | None = None, **kwargs: Any) -> RunSummary:
+        return self._runner.run(self.session.run(flow, inputs, **kwargs))
+
+    def resume(self, run_id: str, **kwargs: Any) -> RunSummary:
+        return self._runner.run(self.session.resume(run_id, **kwargs))
+
+    def call(self, alias: str, messages: Sequence[Mapping[str, str]], **kwargs: Any) -> CallResult:
+        return self._runner.run(self.session.call(alias, messages, **kwargs))
+
+    def close(self) -> None:
+        self._runner.run(self.session.aclose())
+        self._runner.close()
+
+    def __enter__(self) -> SyncSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+async def _make(pool: Pool | None, kwargs: dict[str, Any]) -> Session:
+    return Session(pool, **kwargs)  # inside the runner's loop: the limits' semaphores belong to it
+
+
+def _recorded_flow(store: RunStore, pool: Pool, flow_file: str) -> Flow:
+    """The flow a run recorded, checked against `pool`; when it no longer checks, say against which pool and why."""
+    result = check_source(store.read_flow_source(), pool, flow_file or "flow.flow")
+    if result.flow is not None:
+        return result.flow
+    problems = "; ".join(d.message for d in result.diagnostics if d.severity == "error")
+    try:
+        recorded = json.loads((store.dir / "pool.json").read_text(encoding="utf-8")).get("source", "")
+    except (OSError, ValueError, AttributeError):
+        recorded = ""
+    hint = f"; the run was recorded with the pool {recorded} (pass it with --pool)" if recorded and recorded != pool.source else ""
+    raise PoolError(f"run {store.run_id}: its recorded flow does not check against the pool {pool.source}: {problems}{hint}")
+
+
+def _totals_so_far(previous: RunSummary | None, completed: dict[str, StepResult], top_level: list[str]) -> RunSummary:
+    """What the run's earlier attempts spent.
+
+    A finished attempt's summary holds them. The summary of an attempt that was killed still says
+    `running` and holds only the totals carried from the attempts before it; what the killed attempt
+    spent is rebuilt from the steps it finished (those the journal holds that started after it did).
+    Its failed calls are in no journal, so that part can be low (docs/reliability.md).
+    """
+    if previous is not None and previous.status != "running":
+        return previous
+    since = previous.started if previous is not None else 0.0
+    rebuilt = previous.model_copy() if previous is not None else RunSummary(run_id="", flow="")
+    killed_attempt = {n: r for n, r in completed.items() if r.started >= since}
+    summarise(rebuilt, killed_attempt, top_level)
+    rebuilt.duration_s += max((r.finished for r in killed_attempt.values()), default=since) - since if killed_attempt else 0.0
+    return rebuilt
+
+
+def _add_totals(summary: RunSummary, before: RunSummary) -> None:
+    summary.cost += before.cost
+    summary.estimated_cost += before.estimated_cost
+    summary.input_tokens += before.input_tokens
+    summary.output_tokens += before.output_tokens
+    summary.calls += before.calls
+    summary.cache_hits += before.cache_hits
