@@ -50,15 +50,13 @@ def table(report: EvalReport) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from engine.api import ProviderSet
     from engine.eval.dataset import load_dataset
     from engine.eval.html import render_html
     from engine.eval.runner import evaluate
-    from engine.eval.scorers import make_scorer
+    from engine.eval.scorers import judge_through, make_scorer
     from engine.loading import load_flow
-    from engine.providers import make_provider
-    from engine.run.protocol import ChatRequest
     from engine.run.store import new_run_id
+    from engine.session import Session
 
     try:
         pool = pool_for(args, args.flows[0])
@@ -78,22 +76,9 @@ def run(args: argparse.Namespace) -> int:
     names = [label for label, _ in flows]
     if len(set(names)) != len(names):
         return fail("two flows have the same file name; rename one so the report can tell them apart", 2)
-    providers = {name: make_provider(name, pool.provider(name)) for name in {m.provider for m in pool.models.values()}}
-    judge_fn = None
-    if args.scorer.startswith("judge:"):
-        alias = args.scorer.split(":", 1)[1]
-        if alias not in pool.models:
-            return fail(f"--scorer judge:{alias}: no such alias in the pool", 2)
-        judge_provider = ProviderSet(pool, providers).for_alias(alias)
-
-        async def judge_fn(prompt: str) -> str:
-            resp = await judge_provider.complete(ChatRequest(model_id=pool.models[alias].id, messages=({"role": "user", "content": prompt},),
-                                                             max_tokens=5, alias=alias, step="judge"))
-            return resp.text
-    try:
-        scorer = make_scorer(args.scorer, judge_fn)
-    except ValueError as err:
-        return fail(str(err), 2)
+    judge_alias = args.scorer.split(":", 1)[1] if args.scorer.startswith("judge:") else None
+    if judge_alias is not None and judge_alias not in pool.models:
+        return fail(f"--scorer judge:{judge_alias}: no such alias in the pool", 2)
 
     tty = sys.stderr.isatty()
 
@@ -105,13 +90,12 @@ def run(args: argparse.Namespace) -> int:
     eval_id = args.resume or new_run_id()
 
     async def go() -> EvalReport:
-        try:
-            return await evaluate(flows, items, pool, scorer, scorer_name=args.scorer, dataset_name=args.dataset, providers=providers,
+        # one session for every item and the judge: the pool's concurrency limits hold across all of them
+        async with Session(pool, home=args.home, cache=False) as session:
+            scorer = make_scorer(args.scorer, judge_through(session, judge_alias) if judge_alias else None)
+            return await evaluate(flows, items, pool, scorer, scorer_name=args.scorer, dataset_name=args.dataset,
                                   concurrency=args.concurrency, budget_usd=budget, home=args.home, resume=args.resume, progress=progress,
-                                  eval_id=eval_id)
-        finally:
-            for p in providers.values():
-                await p.aclose()
+                                  eval_id=eval_id, session=session)
 
     try:
         report = asyncio.run(go())

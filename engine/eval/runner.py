@@ -2,7 +2,9 @@
 
 Each (flow, item) pair is one run through the ordinary executor (records kept in memory;
 the evaluation's own `results.jsonl` is the durable record, appended as each item
-finishes, so `--resume` skips what is done and never bills it again).
+finishes, so `--resume` skips what is done and never bills it again). Every run, and the
+judge scorer's calls, go through one `Session`: the pool's concurrency limits hold across
+all items at once, and the connections are shared.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.api import check_inputs, run_flow
 from engine.errors import InputError, RunCancelled, RunError
 from engine.eval.dataset import Item
 from engine.eval.scorers import Scorer
@@ -24,6 +25,8 @@ from engine.model import Flow
 from engine.pool import Pool
 from engine.run.protocol import Provider
 from engine.run.store import baton_home, new_run_id
+from engine.session import Session
+from engine.wiring import check_inputs
 
 
 @dataclass
@@ -36,6 +39,7 @@ class ItemResult:
     calls: int
     output: str
     error: str | None = None
+    scoring_cost: float = 0.0  # a judge scorer's calls for this item
 
 
 @dataclass
@@ -66,10 +70,12 @@ class EvalReport:
     oracle: float | None = None
     stopped: str | None = None
     duration_s: float = 0.0
+    scoring_cost: float = 0.0  # what a judge scorer cost, over every item (not in any flow's cost)
 
     def to_json(self) -> dict[str, Any]:
         return {"eval_id": self.eval_id, "dataset": self.dataset, "scorer": self.scorer, "duration_s": self.duration_s,
-                "flows": [asdict(f) for f in self.flows], "pairs": self.pairs, "oracle": self.oracle, "stopped": self.stopped}
+                "flows": [asdict(f) for f in self.flows], "pairs": self.pairs, "oracle": self.oracle, "stopped": self.stopped,
+                "scoring_cost": self.scoring_cost}
 
 
 def flow_inputs(flow: Flow, item: Item) -> dict[str, str]:
@@ -98,10 +104,21 @@ def check_items(flows: list[tuple[str, Flow]], items: list[Item]) -> None:
 async def evaluate(flows: list[tuple[str, Flow]], items: list[Item], pool: Pool, scorer: Scorer, *, scorer_name: str = "",
                    dataset_name: str = "", providers: dict[str, Provider] | None = None, concurrency: int = 32,
                    budget_usd: float | None = None, home: str | Path | None = None, resume: str | None = None,
-                   progress: Callable[[int, int, int, float], None] | None = None, eval_id: str | None = None) -> EvalReport:
-    """Run every flow on every item; `resume` continues a recorded evaluation, `eval_id` names a new one."""
+                   progress: Callable[[int, int, int, float], None] | None = None, eval_id: str | None = None,
+                   session: Session | None = None) -> EvalReport:
+    """Run every flow on every item; `resume` continues a recorded evaluation, `eval_id` names a new one.
+
+    The runs go through `session` (a judge scorer should use the same one); without one, a
+    session of the evaluation's own is opened on `pool` and `providers`, and closed at the end.
+    The spend that `budget_usd` caps includes the scorer's.
+    """
     if concurrency < 1:
-        raise ValueError(f"concurrency must be at least 1, not {concurrency}")  # a zero semaphore would wait forever
+        raise InputError(f"concurrency must be at least 1, not {concurrency}")  # a zero semaphore would wait forever
+    if session is None:
+        async with Session(pool, home=home, cache=False, providers=providers) as own:
+            return await evaluate(flows, items, pool, scorer, scorer_name=scorer_name, dataset_name=dataset_name,
+                                  concurrency=concurrency, budget_usd=budget_usd, home=home, resume=resume, progress=progress,
+                                  eval_id=eval_id, session=own)
     check_items(flows, items)
     evals = baton_home(home) / "evals"
     if resume is not None and not (evals / resume).is_dir():  # a mistyped id used to start a new evaluation under it
@@ -125,7 +142,7 @@ async def evaluate(flows: list[tuple[str, Flow]], items: list[Item], pool: Pool,
         tmp.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
         tmp.replace(results_path)
     report = EvalReport(eval_id, dataset_name, scorer_name)
-    spent = sum(r.cost for r in done.values())
+    spent = sum(r.cost + r.scoring_cost for r in done.values())
     sem = asyncio.Semaphore(concurrency)
     total = len(flows) * len(items)
     counters = {"done": len(done), "right": sum(r.correct for r in done.values())}
@@ -143,7 +160,7 @@ async def evaluate(flows: list[tuple[str, Flow]], items: list[Item], pool: Pool,
             inputs = flow_inputs(flow, item)
             started = time.perf_counter()
             try:
-                summary = await run_flow(flow, inputs, pool=pool, providers=providers, record=False, cache=False)
+                summary = await session.run(flow, inputs, record=False, cache=False)
                 output, cost, calls, error = summary.output or "", summary.cost, summary.calls, None
             except RunCancelled:  # interrupted, not failed: nothing is recorded, so a resume runs the item again
                 raise asyncio.CancelledError from None
@@ -152,9 +169,15 @@ async def evaluate(flows: list[tuple[str, Flow]], items: list[Item], pool: Pool,
                 output, error = "", str(err)
                 cost = partial.cost if partial is not None else 0.0
                 calls = partial.calls if partial is not None else 0
-            correct = bool(output) and await scorer(output, item.reference, item.fields)
-            result = ItemResult(label, item.id, correct, cost, (time.perf_counter() - started) * 1000, calls, output[:500], error)
-            spent += cost
+            try:
+                score = await scorer(output, item.reference, item.fields) if output else None
+            except RunError as err:  # the judge failed for good (after its retries): the item is not scored
+                score, error = None, f"scoring failed: {err}"
+            correct = score is not None and score.correct
+            scoring_cost = score.cost if score is not None else 0.0
+            result = ItemResult(label, item.id, correct, cost, (time.perf_counter() - started) * 1000, calls, output[:500], error,
+                                scoring_cost)
+            spent += cost + scoring_cost
             done[(label, item.id)] = result
             out.write(json.dumps(asdict(result), ensure_ascii=False) + "\n")
             counters["done"] += 1
@@ -170,6 +193,7 @@ async def evaluate(flows: list[tuple[str, Flow]], items: list[Item], pool: Pool,
     finally:
         out.close()
     report.duration_s = round(time.perf_counter() - t0, 2)
+    report.scoring_cost = sum(r.scoring_cost for r in done.values())
     _summarise(report, [label for label, _ in flows], items, done)
     (folder / "report.json").write_text(json.dumps(report.to_json(), indent=2), encoding="utf-8")
     return report

@@ -108,6 +108,10 @@ class ChatServer:
         self.bills: list[Bill] = []
         self.in_flight = 0
         self.max_in_flight = 0
+        self.in_flight_by_model: dict[str, int] = {}
+        self.max_in_flight_by_model: dict[str, int] = {}
+        #: every client connection that sent a request (address and port): a pooled client reuses a few
+        self.connections: set[tuple[str, int]] = set()
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -144,6 +148,12 @@ class ChatServer:
                 self.request_headers.append(dict(request.headers))
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            model = str(body.get("model", ""))
+            self.in_flight_by_model[model] = self.in_flight_by_model.get(model, 0) + 1
+            self.max_in_flight_by_model[model] = max(self.max_in_flight_by_model.get(model, 0), self.in_flight_by_model[model])
+            peer = request.transport.get_extra_info("peername") if request.transport is not None else None
+            if peer:
+                self.connections.add((str(peer[0]), int(peer[1])))
             queue = self.script.get(body.get("model", ""))
             scripted = (queue.pop(0) if len(queue) > 1 else queue[0]) if queue else None
         try:
@@ -159,6 +169,7 @@ class ChatServer:
         finally:
             with self._lock:
                 self.in_flight -= 1
+                self.in_flight_by_model[model] -= 1
 
     async def _respond(self, request: web.Request, body: dict[str, Any], reply: Reply) -> web.StreamResponse:
         if reply.reset:
