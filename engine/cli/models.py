@@ -17,28 +17,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 async def _check(pool: Pool) -> list[tuple[str, str]]:
-    from engine.api import ProviderSet, unset_key_variable
-    from engine.run.protocol import ChatRequest, ProviderFault
+    from engine.errors import RunError
+    from engine.model import Params
+    from engine.session import Session
+    from engine.wiring import unset_key_variable
 
-    providers = ProviderSet(pool)
-
-    async def one(alias: str) -> tuple[str, str]:
+    async def one(session: Session, alias: str) -> tuple[str, str]:
         spec = pool.models[alias]
         variable = unset_key_variable(pool.provider(spec.provider))
         if variable:
             return alias, f"NO KEY: ${variable} is not set (nothing sent)"
         t0 = time.perf_counter()
-        try:
-            resp = await providers.for_alias(alias).complete(
-                ChatRequest(model_id=spec.id, messages=({"role": "user", "content": "Say OK."},), max_tokens=4, timeout=60, alias=alias))
-        except ProviderFault as fault:
-            return alias, f"UNREACHABLE: {fault.kind}: {fault}"
-        return alias, f"reachable ({(time.perf_counter() - t0) * 1000:.0f} ms, {resp.input_tokens}+{resp.output_tokens} tokens)"
+        try:  # one attempt: a check reports what the endpoint does now, not after backoff
+            result = await session.call(alias, [{"role": "user", "content": "Say OK."}], params=Params(max_tokens=4), retries=0,
+                                        timeout=60, cache=False, step="check")
+        except RunError as err:
+            return alias, f"UNREACHABLE: {err}"
+        return alias, f"reachable ({(time.perf_counter() - t0) * 1000:.0f} ms, {result.input_tokens}+{result.output_tokens} tokens)"
 
-    try:  # all at once: a pool of unreachable endpoints took a timeout each, one after another
-        return list(await asyncio.gather(*(one(alias) for alias in pool.models)))
-    finally:
-        await providers.aclose()
+    async with Session(pool, cache=False) as session:  # all at once: unreachable endpoints took a timeout each, one after another
+        return list(await asyncio.gather(*(one(session, alias) for alias in pool.models)))
 
 
 def run(args: argparse.Namespace) -> int:

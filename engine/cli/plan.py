@@ -47,19 +47,16 @@ def limits_from(args: argparse.Namespace, pool: Pool) -> PlanLimits:
 
 
 async def make_plan(args: argparse.Namespace, pool: Pool, task: str, allow_keep: bool = False) -> PlanResult:
-    from engine.api import ProviderSet
+    from engine.session import Session
 
     planner = args.planner or next(iter(pool.models))
     if planner not in pool.models:
         raise ValueError(f"--planner {planner!r} is not in the pool ({', '.join(pool.models)})")
     template = Path(args.prompt).read_text(encoding="utf-8") if args.prompt else None
-    providers = ProviderSet(pool)
-    try:
-        return await plan(task, pool, planner, providers.for_alias(planner), limits=limits_from(args, pool),
-                          constrain=args.constrain, repairs=args.repairs, template=template, allow_keep=allow_keep,
-                          hide_names=args.hide_names, strict=args.strict)
-    finally:
-        await providers.aclose()
+    async with Session(pool, cache=False) as session:
+        return await plan(task, pool, planner, session, limits=limits_from(args, pool), constrain=args.constrain,
+                          repairs=args.repairs, template=template, allow_keep=allow_keep, hide_names=args.hide_names,
+                          strict=args.strict)
 
 
 def report(result: PlanResult) -> None:

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from engine.checks.cost import WorstCase
 from engine.diagnostics import Diagnostic, render_all
+from engine.errors import RunError
 from engine.loading import check_source
 from engine.model import Flow, Params
 from engine.planner.extract import extract_flow
@@ -22,7 +23,8 @@ from engine.planner.gbnf import _sym, literal, to_gbnf
 from engine.planner.limits import ALL_CONSTRUCTS, PlanLimits, check_limits
 from engine.planner.prompt import build_prompt
 from engine.pool import Pool
-from engine.run.protocol import ChatRequest, Provider, ProviderFault
+from engine.run.protocol import Provider
+from engine.session import Session
 from engine.syntax import ast
 from engine.syntax.fmt import format_source
 from engine.syntax.parser import parse
@@ -146,14 +148,22 @@ def _repair_message(diagnostics: list[Diagnostic], text: str) -> str:
             "Write the corrected flow, complete, in one ```flow code block.")
 
 
-async def plan(task: str, pool: Pool, planner_alias: str, provider: Provider, *, limits: PlanLimits | None = None,
+async def plan(task: str, pool: Pool, planner_alias: str, via: Session | Provider, *, limits: PlanLimits | None = None,
                constrain: Constrain = "auto", repairs: int = 3, template: str | None = None, max_tokens: int = 600,
                temperature: float = 0.0, allow_keep: bool = False, hide_names: bool = False, strict: bool = False) -> PlanResult:
     """Ask the planner for a flow until one passes every check, at most `1 + repairs` times.
 
-    `strict` sends warnings back as well as errors, as `baton validate --strict` fails on
-    them: a plan with a step whose output nobody sees is sound but pays for that step.
+    The planner's calls go `via` a `Session` (its limits, retries and recorded usage); a bare
+    `Provider` gets a session of its own. `strict` sends warnings back as well as errors, as
+    `baton validate --strict` fails on them: a plan with a step whose output nobody sees is
+    sound but pays for that step.
     """
+    if not isinstance(via, Session):
+        async with Session(pool, providers={"*": via}, cache=False) as own:
+            return await plan(task, pool, planner_alias, own, limits=limits, constrain=constrain, repairs=repairs, template=template,
+                              max_tokens=max_tokens, temperature=temperature, allow_keep=allow_keep, hide_names=hide_names,
+                              strict=strict)
+    session = via
     limits = limits or PlanLimits()
     spec = pool.models[planner_alias]
     pspec = pool.provider(spec.provider)
@@ -175,19 +185,15 @@ async def plan(task: str, pool: Pool, planner_alias: str, provider: Provider, *,
     for n in range(repairs + 1):
         # a repair at the same temperature from a deterministic model tends to repeat the same flow
         params = Params(temperature=temperature if n == 0 else max(temperature, 0.7), max_tokens=max_tokens)
-        request = ChatRequest(model_id=spec.id, messages=tuple(messages), temperature=params.temperature,
-                              max_tokens=params.max_tokens, timeout=600, step="planner", alias=planner_alias,
-                              grammar=grammar, grammar_format=mode)
         t0 = time.perf_counter()
         try:
-            response = await provider.complete(request)
+            response = await session.call(planner_alias, messages, params=params, timeout=600, cache=False, step="planner",
+                                          role="planner", grammar=(grammar, mode) if grammar and mode else None)
             reply = response.text
-        except ProviderFault as fault:
-            result.attempts.append(PlanAttempt(reply="", flow_text="", diagnostics=[{"message": f"planner call failed: {fault}"}],
+        except RunError as err:  # the call failed after its retries, or the budget refused it
+            result.attempts.append(PlanAttempt(reply="", flow_text="", diagnostics=[{"message": f"planner call failed: {err}"}],
                                                constrained=mode, latency_s=time.perf_counter() - t0))
-            if not fault.retryable:
-                break
-            continue
+            break
         if allow_keep and reply.strip().strip(".").upper() == "KEEP":
             result.attempts.append(PlanAttempt(reply=reply, flow_text="", valid=True, constrained=mode,
                                                latency_s=round(time.perf_counter() - t0, 3)))
