@@ -2,28 +2,71 @@
 
 The public API, imported lazily so that `baton validate` loads no runtime code:
 
-    from engine import load_flow, run_flow, run_flow_sync, check_file
+    from engine import Session, load_flow, run_flow, run_flow_sync, check_file
+
+Type checkers see every name through the `TYPE_CHECKING` block below; at run time each
+is imported from its module on first use (`_WHERE`).
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from engine.api import run_flow, run_flow_sync
+    from engine.checks import CheckResult
+    from engine.errors import (
+        BatonError,
+        BudgetExceeded,
+        FlowError,
+        HomeError,
+        InputError,
+        PoolError,
+        ProviderError,
+        RouteError,
+        RunCancelled,
+        RunError,
+        UnknownRun,
+        VerificationFailed,
+    )
+    from engine.loading import check_file, check_source, load_flow
+    from engine.model import Flow
+    from engine.pool import Pool, default_pool, discover_pool, load_pool
+    from engine.providers.scripted import ScriptedProvider
+    from engine.run.calls import RetryPolicy
+    from engine.run.protocol import ChatRequest, ChatResponse, Provider, ProviderFault
+    from engine.run.trace import Attempt, RouteDecision, RunSummary, StepResult
+    from engine.session import CallResult, Session, SyncSession
 
 __all__ = [
+    "Attempt",
     "BatonError",
     "BudgetExceeded",
+    "CallResult",
+    "ChatRequest",
+    "ChatResponse",
     "CheckResult",
     "Flow",
     "FlowError",
+    "HomeError",
     "InputError",
     "Pool",
     "PoolError",
+    "Provider",
     "ProviderError",
+    "ProviderFault",
+    "RetryPolicy",
+    "RouteDecision",
+    "RouteError",
     "RunCancelled",
     "RunError",
     "RunSummary",
+    "ScriptedProvider",
+    "Session",
     "StepResult",
+    "SyncSession",
+    "UnknownRun",
     "VerificationFailed",
     "check_file",
     "check_source",
@@ -36,13 +79,16 @@ __all__ = [
 ]
 
 _WHERE = {
-    "BatonError": "engine.errors", "BudgetExceeded": "engine.errors", "FlowError": "engine.errors",
-    "InputError": "engine.errors", "PoolError": "engine.errors", "ProviderError": "engine.errors",
-    "RunCancelled": "engine.errors", "RunError": "engine.errors", "VerificationFailed": "engine.errors",
-    "CheckResult": "engine.checks", "Flow": "engine.model", "Pool": "engine.pool", "default_pool": "engine.pool",
-    "discover_pool": "engine.pool", "load_pool": "engine.pool", "check_file": "engine.loading",
-    "check_source": "engine.loading", "load_flow": "engine.loading", "RunSummary": "engine.run.trace",
-    "StepResult": "engine.run.trace", "run_flow": "engine.api", "run_flow_sync": "engine.api",
+    **dict.fromkeys(["BatonError", "BudgetExceeded", "FlowError", "HomeError", "InputError", "PoolError", "ProviderError",
+                     "RouteError", "RunCancelled", "RunError", "UnknownRun", "VerificationFailed"], "engine.errors"),
+    "CheckResult": "engine.checks", "Flow": "engine.model",
+    **dict.fromkeys(["Pool", "default_pool", "discover_pool", "load_pool"], "engine.pool"),
+    **dict.fromkeys(["check_file", "check_source", "load_flow"], "engine.loading"),
+    **dict.fromkeys(["Attempt", "RouteDecision", "RunSummary", "StepResult"], "engine.run.trace"),
+    **dict.fromkeys(["ChatRequest", "ChatResponse", "Provider", "ProviderFault"], "engine.run.protocol"),
+    "RetryPolicy": "engine.run.calls", "ScriptedProvider": "engine.providers.scripted",
+    **dict.fromkeys(["CallResult", "Session", "SyncSession"], "engine.session"),
+    "run_flow": "engine.api", "run_flow_sync": "engine.api",
 }
 
 

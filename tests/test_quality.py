@@ -86,3 +86,20 @@ def test_public_api_is_sorted_and_every_name_resolves() -> None:
     assert engine.__all__ == sorted(engine.__all__)
     for name in engine.__all__:
         assert getattr(engine, name) is not None, name
+
+
+def test_public_api_is_what_the_docs_name_and_type_checkers_see() -> None:
+    """`__all__`, the lazy table and the TYPE_CHECKING block agree, and every public name is documented in docs/api.md."""
+    import re
+
+    import engine
+
+    source = (ENGINE / "__init__.py").read_text()
+    typed = set(re.findall(r"^\s+(?:from \S+ import )?\(?([A-Za-z_, \n]+)\)?$", source.split("if TYPE_CHECKING:")[1].split("__all__")[0],
+                           re.M))
+    typed_names = {n.strip() for chunk in typed for n in chunk.replace("\n", ",").split(",") if n.strip()}
+    assert set(engine.__all__) == set(engine._WHERE) == typed_names - {"import"}
+    docs = (ENGINE.parent / "docs" / "api.md").read_text()
+    undocumented = [n for n in engine.__all__ if not re.search(rf"\b{n}\b", docs)]
+    assert not undocumented, f"public names docs/api.md does not mention: {undocumented}"
+    assert (ENGINE / "py.typed").exists()
