@@ -103,3 +103,17 @@ def test_public_api_is_what_the_docs_name_and_type_checkers_see() -> None:
     undocumented = [n for n in engine.__all__ if not re.search(rf"\b{n}\b", docs)]
     assert not undocumented, f"public names docs/api.md does not mention: {undocumented}"
     assert (ENGINE / "py.typed").exists()
+
+
+def test_exit_codes_come_from_one_table() -> None:
+    """Every command returns a name from engine/cli/exits.py, never a bare number."""
+    import re
+
+    bare = []
+    for path in (ENGINE / "cli").glob("*.py"):
+        if path.name == "exits.py":
+            continue
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if re.search(r"return [1-9]\d*\b|fail\(.*, [0-9]+\)\s*$|\bexit\([1-9]", line):
+                bare.append(f"{path.name}:{n}: {line.strip()}")
+    assert not bare, "\n".join(bare)

@@ -8,12 +8,14 @@ import json
 import sys
 
 from engine.cli.common import fail, pool_error, pool_for
+from engine.cli.exits import EXIT_FAILED, EXIT_USAGE, for_run_error
 from engine.cli.plan import add_plan_arguments, make_plan, report
 from engine.cli.progress import ProgressPrinter
 from engine.cli.run import print_summary
-from engine.errors import PoolError, RunError
+from engine.errors import BatonError, PoolError, RunError
 from engine.planner.plan import PlanResult
 from engine.planner.rounds import ask_rounds
+from engine.terminal import for_terminal
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -30,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     except PoolError as err:
         return pool_error(err)
     if not 1 <= args.rounds <= 5:
-        return fail("--rounds must be 1..5", 2)
+        return fail("--rounds must be 1..5", EXIT_USAGE)
 
     async def planner(task: str, allow_keep: bool) -> PlanResult:
         result = await make_plan(args, pool, task, allow_keep)
@@ -41,13 +43,13 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         outcome = asyncio.run(ask_rounds(args.task, pool, planner, rounds=args.rounds, home=args.home, progress=ProgressPrinter()))
-    except (ValueError, OSError) as err:
-        return fail(str(err), 2)
     except RunError as err:
-        print(f"baton: run failed: {err}", file=sys.stderr)
-        return 3 if type(err).__name__ == "BudgetExceeded" else 1
+        print(f"baton: run failed: {for_terminal(str(err))}", file=sys.stderr)
+        return for_run_error(err)
+    except (ValueError, OSError, BatonError) as err:  # BatonError: a bad --budget, a key that cannot be sent
+        return fail(str(err), EXIT_USAGE)
     if outcome.summary is None:
-        return fail("the planner produced no valid plan", 1)
+        return fail("the planner produced no valid plan", EXIT_FAILED)
     if args.json:
         print(json.dumps(outcome.to_json(), indent=2))
     else:

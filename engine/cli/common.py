@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from engine.errors import PoolError
+from engine.cli.exits import EXIT_USAGE
+from engine.errors import InputError, PoolError
 from engine.pool import Pool, discover_pool
 from engine.terminal import for_terminal
 
@@ -28,7 +30,21 @@ def fail(message: str, code: int) -> int:
 
 
 def pool_error(err: PoolError) -> int:
-    return fail(str(err), 2)
+    return fail(str(err), EXIT_USAGE)
+
+
+def parse_budget(text: str | None, option: str = "--budget") -> float | None:
+    """A dollar amount from the command line (`$0.50`, `0.5`), or None when not given.
+
+    The one parser for every command's budget: `nan`, `inf`, negative amounts and words
+    are an `InputError` (`float()` took `nan`, which disables every comparison with it).
+    """
+    if text is None:
+        return None
+    m = re.fullmatch(r"\$?([0-9]+(?:\.[0-9]+)?)", text.strip())
+    if not m:
+        raise InputError(f"{option} {text!r}: expected an amount like $0.50")
+    return float(m.group(1))
 
 
 def plural(n: int, noun: str) -> str:

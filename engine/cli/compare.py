@@ -6,6 +6,7 @@ import argparse
 
 from engine.cli import evaluate
 from engine.cli.common import fail
+from engine.cli.exits import EXIT_USAGE
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -14,5 +15,5 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if len(args.flows) < 2:
-        return fail("compare needs at least two flows", 2)
+        return fail("compare needs at least two flows", EXIT_USAGE)
     return evaluate.run(args)

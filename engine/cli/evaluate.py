@@ -8,8 +8,8 @@ import json
 import sys
 from pathlib import Path
 
-from engine.cli.common import add_pool_argument, at_least, fail, pool_error, pool_for
-from engine.cli.main import EXIT_INTERRUPTED
+from engine.cli.common import add_pool_argument, at_least, fail, parse_budget, pool_error, pool_for
+from engine.cli.exits import EXIT_INTERRUPTED, EXIT_USAGE
 from engine.diagnostics import render_all
 from engine.errors import FlowError, InputError, PoolError
 from engine.eval.runner import EvalReport
@@ -65,20 +65,20 @@ def run(args: argparse.Namespace) -> int:
             flow, pool = load_flow(path, pool)
             flows.append((Path(path).stem, flow))
         items = load_dataset(args.dataset, args.limit)
-        budget = float(args.budget.lstrip("$")) if args.budget else None
+        budget = parse_budget(args.budget)
     except PoolError as err:
         return pool_error(err)
     except FlowError as err:
         print(render_all(err.diagnostics, err.source), file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     except (InputError, ValueError) as err:
-        return fail(str(err), 2)
+        return fail(str(err), EXIT_USAGE)
     names = [label for label, _ in flows]
     if len(set(names)) != len(names):
-        return fail("two flows have the same file name; rename one so the report can tell them apart", 2)
+        return fail("two flows have the same file name; rename one so the report can tell them apart", EXIT_USAGE)
     judge_alias = args.scorer.split(":", 1)[1] if args.scorer.startswith("judge:") else None
     if judge_alias is not None and judge_alias not in pool.models:
-        return fail(f"--scorer judge:{judge_alias}: no such alias in the pool", 2)
+        return fail(f"--scorer judge:{judge_alias}: no such alias in the pool", EXIT_USAGE)
 
     tty = sys.stderr.isatty()
 
@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         report = asyncio.run(go())
     except InputError as err:
-        return fail(str(err), 2)
+        return fail(str(err), EXIT_USAGE)
     except KeyboardInterrupt:
         print(f"\nbaton: eval {eval_id} interrupted; finished items are kept: add --resume {eval_id} to the same command to finish it",
               file=sys.stderr)

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from engine.cli.common import add_pool_argument, pool_error, pool_for
+from engine.cli.exits import EXIT_FAILED
 from engine.diagnostics import render_all
 from engine.errors import FlowError, PoolError
 from engine.graph import to_dot, to_json, to_mermaid
@@ -27,6 +28,6 @@ def run(args: argparse.Namespace) -> int:
         return pool_error(err)
     except FlowError as err:
         print(render_all(err.diagnostics, err.source), file=sys.stderr)
-        return 1
+        return EXIT_FAILED
     sys.stdout.write(RENDERERS[args.format](flow))
     return 0

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from engine.cli.common import fail
+from engine.cli.exits import EXIT_FAILED, EXIT_USAGE
 from engine.diagnostics import render_all
 from engine.planner.conductor import parse_completion, parse_map, to_flow
 
@@ -24,9 +25,9 @@ def run(args: argparse.Namespace) -> int:
         mapping = parse_map(args.map)
         text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8")
     except ValueError as err:
-        return fail(str(err), 2)
+        return fail(str(err), EXIT_USAGE)
     except OSError as err:
-        return fail(f"{args.file}: {err.strerror}", 2)
+        return fail(f"{args.file}: {err.strerror}", EXIT_USAGE)
     plan, diags = parse_completion(text, args.file)
     if plan is not None and plan.empty:
         print("the completion is an empty plan: Conductor's 'keep the previous answer'; no flow written", file=sys.stderr)
@@ -36,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
         flow_text, diags = to_flow(plan, mapping, args.name, args.file)
     if flow_text is None:
         print(render_all(diags, text), file=sys.stderr)
-        return 1
+        return EXIT_FAILED
     if args.output:
         Path(args.output).write_text(flow_text, encoding="utf-8")
         print(f"wrote {args.output}", file=sys.stderr)

@@ -7,6 +7,7 @@ import asyncio
 import time
 
 from engine.cli.common import add_pool_argument, pool_error, pool_for
+from engine.cli.exits import EXIT_FAILED, EXIT_OK
 from engine.errors import PoolError
 from engine.pool import Pool
 
@@ -56,4 +57,4 @@ def run(args: argparse.Namespace) -> int:
     results = asyncio.run(_check(pool))
     for alias, status in results:
         print(f"{alias}: {status}")
-    return 0 if all(s.startswith("reachable") for _, s in results) else 1
+    return EXIT_OK if all(s.startswith("reachable") for _, s in results) else EXIT_FAILED

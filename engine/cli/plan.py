@@ -8,8 +8,9 @@ import json
 import sys
 from pathlib import Path
 
-from engine.cli.common import add_pool_argument, at_least, fail, pool_error, pool_for
-from engine.errors import PoolError
+from engine.cli.common import add_pool_argument, at_least, fail, parse_budget, pool_error, pool_for
+from engine.cli.exits import EXIT_FAILED, EXIT_USAGE
+from engine.errors import BatonError, PoolError
 from engine.planner.limits import ALL_CONSTRUCTS, PlanLimits
 from engine.planner.plan import PlanResult, plan
 from engine.pool import Pool
@@ -40,7 +41,7 @@ def limits_from(args: argparse.Namespace, pool: Pool) -> PlanLimits:
     bad = [a for a in allow if a not in ALL_CONSTRUCTS]
     if bad:
         raise ValueError(f"--allow: unknown construct {', '.join(bad)} (choose from {', '.join(ALL_CONSTRUCTS)})")
-    budget = float(args.budget.lstrip("$")) if args.budget else None
+    budget = parse_budget(args.budget)
     if not 1 <= args.max_steps <= 50:
         raise ValueError("--max-steps must be 1..50")
     return PlanLimits(max_steps=args.max_steps, budget_usd=budget, allow=allow)
@@ -81,13 +82,13 @@ def run(args: argparse.Namespace) -> int:
         return pool_error(err)
     try:
         result = asyncio.run(make_plan(args, pool, args.task))
-    except (ValueError, OSError) as err:
-        return fail(str(err), 2)
+    except (ValueError, OSError, BatonError) as err:  # BatonError: a bad --budget, a key that cannot be sent
+        return fail(str(err), EXIT_USAGE)
     report(result)
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
     if not result.ok:
-        return fail(f"no valid plan after {len(result.attempts)} attempts", 1)
+        return fail(f"no valid plan after {len(result.attempts)} attempts", EXIT_FAILED)
     if not args.json:
         sys.stdout.write(result.text)
         worst = result.worst

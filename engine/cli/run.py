@@ -13,11 +13,11 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TextIO
 
-from engine.cli.common import add_pool_argument, fail, plural, pool_error, pool_for
-from engine.cli.main import EXIT_BUDGET, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE
+from engine.cli.common import add_pool_argument, fail, parse_budget, plural, pool_error, pool_for
+from engine.cli.exits import EXIT_USAGE, for_run_error
 from engine.cli.progress import ProgressPrinter
 from engine.diagnostics import render_all
-from engine.errors import BudgetExceeded, FlowError, HomeError, InputError, PoolError, RunCancelled, RunError, UnknownRun
+from engine.errors import FlowError, HomeError, InputError, PoolError, RunError, UnknownRun
 from engine.model import Flow
 from engine.run.trace import RunSummary
 from engine.terminal import for_terminal
@@ -70,13 +70,6 @@ def read_inputs(args: argparse.Namespace) -> dict[str, str]:
     return inputs
 
 
-def parse_money(text: str) -> float:
-    m = re.fullmatch(r"\$?([0-9]+(?:\.[0-9]+)?)", text.strip())
-    if not m:
-        raise InputError(f"--budget {text!r}: expected an amount like $0.50")
-    return float(m.group(1))
-
-
 def print_summary(summary: RunSummary, stream: TextIO | None = None) -> None:
     estimated = f" (${summary.estimated_cost:.6f} of it estimated)" if summary.estimated_cost > 0 else ""
     print(f"run {summary.run_id}: {summary.status}; {plural(summary.calls, 'call')}, {plural(summary.cache_hits, 'cache hit')}, "
@@ -116,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
         return fail("--resume uses the inputs the run recorded; drop --input / --inputs", EXIT_USAGE)
     try:
         inputs = read_inputs(args)
-        budget = parse_money(args.budget) if args.budget else None
+        budget = parse_budget(args.budget)
         pool = pool_for(args, None if args.file == "-" else args.file) if args.file else (pool_for(args, None) if args.pool else None)
     except InputError as err:
         return fail(str(err), EXIT_USAGE)
@@ -156,11 +149,7 @@ def run(args: argparse.Namespace) -> int:
         if partial is not None:
             print_summary(partial)
             print(f"finished steps are kept; resume with: baton run --resume {partial.run_id}", file=sys.stderr)
-        if isinstance(err, BudgetExceeded):
-            return EXIT_BUDGET
-        if isinstance(err, RunCancelled):
-            return 128 + signals[0] if signals else EXIT_INTERRUPTED
-        return EXIT_FAILED
+        return for_run_error(err, signals[0] if signals else None)
     progress.close()
     if args.json:
         print(json.dumps({"output": summary.output, "summary": summary.model_dump(mode="json")}, indent=2))

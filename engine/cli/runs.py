@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from engine.cli.common import at_least, fail
+from engine.cli.exits import EXIT_USAGE
 from engine.errors import HomeError
 from engine.records.render import list_runs, runs_table
 
@@ -18,6 +19,6 @@ def run(args: argparse.Namespace) -> int:
     try:
         runs = list_runs(args.home, args.limit)
     except HomeError as err:
-        return fail(str(err), 2)
+        return fail(str(err), EXIT_USAGE)
     print(runs_table(runs) if runs else "no runs yet")
     return 0

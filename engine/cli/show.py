@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from engine.cli.common import fail
+from engine.cli.exits import EXIT_FAILED, EXIT_USAGE
 from engine.errors import HomeError, UnknownRun
 from engine.records.render import load_run, render_run, run_json
 from engine.terminal import for_terminal
@@ -22,14 +23,14 @@ def run(args: argparse.Namespace) -> int:
     try:
         summary = load_run(args.run_id, args.home)
     except (UnknownRun, HomeError) as err:
-        return fail(str(err), 2)
+        return fail(str(err), EXIT_USAGE)
     if args.output:
         step = summary.steps.get(args.output)
         if step is None:
-            return fail(f"run {summary.run_id} has no step {args.output!r}; it has: {', '.join(summary.steps)}", 2)
+            return fail(f"run {summary.run_id} has no step {args.output!r}; it has: {', '.join(summary.steps)}", EXIT_USAGE)
         if step.status != "ok":
             return fail(f"step {args.output!r} of run {summary.run_id} has no output: it is {step.status}"
-                        + (f" ({step.error})" if step.error else ""), 1)
+                        + (f" ({step.error})" if step.error else ""), EXIT_FAILED)
         if args.json:
             print(step.model_dump_json(indent=2))
         else:  # exactly the output into a pipe or a file; made safe only for a terminal

@@ -8,6 +8,7 @@ import sys
 
 from engine.checks import CheckResult
 from engine.cli.common import add_pool_argument, plural, pool_error, pool_for
+from engine.cli.exits import EXIT_FAILED, EXIT_OK
 from engine.diagnostics import Diagnostic, render_all
 from engine.errors import PoolError
 from engine.loading import check_file, check_source
@@ -70,4 +71,4 @@ def run(args: argparse.Namespace) -> int:
             "files": reports,
         }
         print(json.dumps(report, indent=2))
-    return 1 if failed else 0
+    return EXIT_FAILED if failed else EXIT_OK

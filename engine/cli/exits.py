@@ -1,0 +1,24 @@
+"""The command line's exit codes, in one place; every command returns one of these.
+
+    0 ok, 1 invalid flow (validate, fmt, graph) or failed run, 2 usage error (bad arguments,
+    inputs, pool, run id or home), 3 budget exhausted, 130 interrupted, 128 + N killed by signal N.
+"""
+
+from __future__ import annotations
+
+from engine.errors import BudgetExceeded, RunCancelled
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_BUDGET = 3
+EXIT_INTERRUPTED = 130
+
+
+def for_run_error(err: BaseException, signal_number: int | None = None) -> int:
+    """The exit code of a run that raised `err` (a `RunError`): budget, interrupted (or the signal's code), or failed."""
+    if isinstance(err, BudgetExceeded):
+        return EXIT_BUDGET
+    if isinstance(err, RunCancelled):
+        return 128 + signal_number if signal_number else EXIT_INTERRUPTED
+    return EXIT_FAILED
