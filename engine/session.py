@@ -30,8 +30,10 @@ from engine.run.budget import BudgetGuard
 from engine.run.cache import ResponseCache
 from engine.run.calls import Caller, Limits, Observed, RetryPolicy
 from engine.run.executor import Executor, Progress, summarise
+from engine.run.home import RunHome
 from engine.run.protocol import Provider
-from engine.run.store import MemoryStore, RunStore, baton_home, find_run, usable_home
+from engine.run.reader import read_summary
+from engine.run.store import MemoryStore, RunRecord, RunStore
 from engine.run.trace import Attempt, RunSummary, StepResult
 from engine.wiring import ProviderSet, check_inputs, pool_snapshot
 
@@ -71,7 +73,7 @@ class Session:
         self.sleep = sleep
         self.providers = ProviderSet(self.pool, providers)
         self.limits = Limits(self.pool)
-        self.cache = ResponseCache(baton_home(home) / "cache") if cache else None
+        self.cache = ResponseCache(RunHome(home).cache) if cache else None
         #: What replies showed beyond the pool's figures, per alias: reservations of later runs account for it too.
         self.observed: dict[str, Observed] = {}
 
@@ -122,7 +124,7 @@ class Session:
         checked_inputs = check_inputs(flow_obj, inputs or {})  # before the run folder exists: bad inputs leave no record
         run_pool = self.pool.with_models(flow_obj.models)
         warnings = self.providers.preflight(flow_obj, run_pool)  # a missing or broken key: found before a run folder exists
-        store: RunStore = RunStore.create(self.home, self.durable) if record else MemoryStore()
+        store: RunRecord = RunStore.create(self.home, self.durable) if record else MemoryStore()
         if record:
             store.write_setup(flow_obj.source, checked_inputs, pool_snapshot(run_pool))
         return await self._execute(flow_obj, flow_file, run_pool, store, checked_inputs, {}, None, 1, warnings, budget_usd,
@@ -150,7 +152,7 @@ class Session:
     @staticmethod
     def recorded_flow_file(run_id: str, home: str | Path | None = None) -> str | None:
         """The flow file a recorded run came from (to find its pool as `baton run` did), if it recorded one."""
-        summary = RunStore.read_summary_at(find_run(usable_home(home), run_id))
+        summary = read_summary(RunHome(home).find_run(run_id))
         return summary.flow_file if summary is not None and summary.flow_file else None
 
     def _caller(self, pool: Pool, guard: BudgetGuard, cache: bool) -> Caller:
@@ -162,7 +164,7 @@ class Session:
             caller.sleep = self.sleep
         return caller
 
-    async def _execute(self, flow_obj: Flow, flow_file: str, run_pool: Pool, store: RunStore, checked_inputs: dict[str, str],
+    async def _execute(self, flow_obj: Flow, flow_file: str, run_pool: Pool, store: RunRecord, checked_inputs: dict[str, str],
                        completed: dict[str, StepResult], previous: RunSummary | None, attempts_of_run: int, warnings: list[str],
                        budget_usd: float | None, progress: Progress | None, cache: bool) -> RunSummary:
         budget = flow_obj.budget

@@ -23,8 +23,9 @@ from engine.eval.scorers import Scorer
 from engine.eval.stats import mcnemar, pareto, percentile, wilson
 from engine.model import Flow
 from engine.pool import Pool
+from engine.run.home import RESULTS_JOURNAL, RunHome
+from engine.run.journal import Journal, read_lines
 from engine.run.protocol import Provider
-from engine.run.store import baton_home, new_run_id
 from engine.session import Session
 from engine.wiring import check_inputs
 
@@ -120,34 +121,24 @@ async def evaluate(flows: list[tuple[str, Flow]], items: list[Item], pool: Pool,
                                   concurrency=concurrency, budget_usd=budget_usd, home=home, resume=resume, progress=progress,
                                   eval_id=eval_id, session=own)
     check_items(flows, items)
-    evals = baton_home(home) / "evals"
-    if resume is not None and not (evals / resume).is_dir():  # a mistyped id used to start a new evaluation under it
-        raise InputError(f"no evaluation {resume!r} to resume in {evals}")
-    eval_id = resume or eval_id or new_run_id()
-    folder = evals / eval_id
-    folder.mkdir(parents=True, exist_ok=True)
-    results_path = folder / "results.jsonl"
+    folder = RunHome(home).eval_folder(eval_id, resume)
+    eval_id = folder.name
     done: dict[tuple[str, str], ItemResult] = {}
-    if results_path.exists():
-        kept = []
-        for line in results_path.read_text(encoding="utf-8").splitlines():
-            try:
-                r = ItemResult(**json.loads(line))
-            except (ValueError, TypeError):
-                continue  # a line cut short by a crash: that item runs again
-            done[(r.flow, r.item)] = r
-            kept.append(line)
-        # rewrite without the torn line, so the next append does not glue onto it
-        tmp = results_path.with_suffix(".tmp")
-        tmp.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
-        tmp.replace(results_path)
+    for line in read_lines(folder / RESULTS_JOURNAL):
+        try:
+            r = ItemResult(**json.loads(line))
+        except (ValueError, TypeError):
+            continue  # not a result (a line from a newer version): that item runs again
+        done[(r.flow, r.item)] = r
     report = EvalReport(eval_id, dataset_name, scorer_name)
     spent = sum(r.cost + r.scoring_cost for r in done.values())
     sem = asyncio.Semaphore(concurrency)
     total = len(flows) * len(items)
     counters = {"done": len(done), "right": sum(r.correct for r in done.values())}
     t0 = time.perf_counter()
-    out = open(results_path, "a", encoding="utf-8")  # noqa: SIM115 - closed below
+    # the same journal as a run's steps: an item counts as done once its line is fsynced, so a crash
+    # (even SIGKILL) never bills a finished item again; opening it cuts a line torn by a crash
+    journal = Journal(folder / RESULTS_JOURNAL)
 
     async def one(label: str, flow: Flow, item: Item) -> None:
         nonlocal spent
@@ -179,7 +170,7 @@ async def evaluate(flows: list[tuple[str, Flow]], items: list[Item], pool: Pool,
                                 scoring_cost)
             spent += cost + scoring_cost
             done[(label, item.id)] = result
-            out.write(json.dumps(asdict(result), ensure_ascii=False) + "\n")
+            await journal.append(json.dumps(asdict(result), ensure_ascii=False))
             counters["done"] += 1
             counters["right"] += correct
             if progress is not None:
@@ -191,7 +182,7 @@ async def evaluate(flows: list[tuple[str, Flow]], items: list[Item], pool: Pool,
                 for item in items:
                     group.create_task(one(label, flow, item))
     finally:
-        out.close()
+        journal.close()
     report.duration_s = round(time.perf_counter() - t0, 2)
     report.scoring_cost = sum(r.scoring_cost for r in done.values())
     _summarise(report, [label for label, _ in flows], items, done)

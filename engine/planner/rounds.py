@@ -19,7 +19,7 @@ from engine.api import run_flow
 from engine.planner.plan import PlanResult
 from engine.pool import Pool
 from engine.run.executor import Progress
-from engine.run.store import baton_home
+from engine.run.home import RunHome
 from engine.run.trace import RunSummary
 
 KEEP_WORDS = ("KEEP",)
@@ -75,6 +75,6 @@ async def ask_rounds(task: str, pool: Pool, planner: Callable[[str, bool], Await
         outcome.summary = summary
         answer = summary.output or ""
     if outcome.summary is not None:
-        record = baton_home(home) / "runs" / outcome.summary.run_id / "ask.json"
+        record = RunHome(home).find_run(outcome.summary.run_id) / "ask.json"
         record.write_text(json.dumps(outcome.to_json(), indent=2, ensure_ascii=False), encoding="utf-8")
     return outcome

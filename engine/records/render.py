@@ -2,51 +2,19 @@
 
 `show` answers, for each step: which model produced the output, why that model (first
 choice, fallback, escalation, route decision, judge), every attempt with its cause,
-tokens, cost and latency, verdicts and skipped branches.
+tokens, cost and latency, verdicts and skipped branches. Runs are read by
+`engine.run.reader` (`load_run`, `list_runs`, re-exported here), as `--resume` reads them.
 """
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-from engine.run.store import find_run, read_step_journal, run_is_live, usable_home
+from engine.run.reader import list_runs, load_run
 from engine.run.trace import RunSummary, StepResult
 from engine.terminal import for_terminal
 
-
-def _read_summary(run_dir: Path) -> RunSummary:
-    """The run's summary, or, when it cannot be read, a stand-in that says so.
-
-    A run killed while writing its first summary leaves it cut short; the run still
-    exists (its steps are in the journal), so it is listed and shown rather than hidden
-    or a traceback.
-    """
-    try:
-        summary = RunSummary.model_validate_json((run_dir / "summary.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        reason = err.strerror if isinstance(err, OSError) else "not valid JSON"
-        summary = RunSummary(run_id=run_dir.name, flow="?", error=f"summary.json cannot be read ({reason}); the steps shown are from the journal")
-    if summary.status == "running" and not run_is_live(run_dir):
-        # killed (SIGKILL, a power cut) before it could record how it ended: no process holds its lock
-        summary.status = "interrupted"
-        summary.error = (summary.error + "; " if summary.error else "") + (
-            f"the run's process is gone: it was killed before it finished (resume with: baton run --resume {run_dir.name})")
-    return summary
-
-
-def list_runs(home: str | Path | None = None, limit: int = 20) -> list[RunSummary]:
-    root = usable_home(home) / "runs"
-    if not root.exists():
-        return []
-    out = []
-    for d in sorted(root.iterdir(), reverse=True):
-        if not ((d / "summary.json").exists() or (d / "steps.jsonl").exists()):
-            continue  # not a run's folder
-        out.append(_read_summary(d))
-        if len(out) >= limit:
-            break
-    return out
+__all__ = ["list_runs", "load_run", "render_run", "run_json", "runs_table"]
 
 
 def runs_table(runs: list[RunSummary]) -> str:
@@ -55,15 +23,6 @@ def runs_table(runs: list[RunSummary]) -> str:
         rows.append((r.run_id, r.flow, r.status, f"${r.cost:.4f}", str(r.calls), f"{r.duration_s:.1f}s"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return for_terminal("\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)).rstrip() for row in rows))
-
-
-def load_run(run_id: str, home: str | Path | None = None) -> RunSummary:
-    """A run's record by id or unique prefix; `UnknownRun` when none (or several) match."""
-    run_dir = find_run(usable_home(home), run_id)
-    summary = _read_summary(run_dir)
-    for name, step in read_step_journal(run_dir).items():
-        summary.steps.setdefault(name, step)
-    return summary
 
 
 def _short(text: str, width: int = 100) -> str:

@@ -24,7 +24,7 @@ from engine.model import Flow, Fuse, Loop, Route, Step, Verify
 from engine.run import prompt
 from engine.run.answers import extract_answer
 from engine.run.calls import Caller, check_reply
-from engine.run.store import RunStore
+from engine.run.store import RunRecord
 from engine.run.trace import Attempt, RouteDecision, RunSummary, StepResult
 
 Progress = Callable[[str, dict[str, Any]], None]
@@ -42,7 +42,7 @@ def normalise_label(text: str) -> str:
 class Executor:
     """Runs one flow once (or resumes it). Create a new one per run."""
 
-    def __init__(self, flow: Flow, caller: Caller, store: RunStore, inputs: dict[str, str],
+    def __init__(self, flow: Flow, caller: Caller, store: RunRecord, inputs: dict[str, str],
                  completed: dict[str, StepResult] | None = None, progress: Progress | None = None) -> None:
         self.flow = flow
         self.caller = caller

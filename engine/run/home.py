@@ -1,0 +1,159 @@
+"""The run home (`.baton/`, `--home`, `$BATON_HOME`): the one owner of its layout.
+
+    .baton/
+      runs/<run-id>/     one folder a run (engine.run.store writes it, engine.run.reader reads it)
+      evals/<eval-id>/   one folder an evaluation: results.jsonl (a journal), report.json
+      cache/             the response cache
+
+Run ids sort by time (`20261201-094401-9b87ba`); a unique prefix names a run. A process
+running a run holds the lock on its `run.lock`, so a reader can tell a run in flight from
+one whose process was killed.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from collections.abc import Iterator
+from glob import escape as glob_escape
+from pathlib import Path
+
+from engine.errors import HomeError, InputError, UnknownRun
+
+DEFAULT_HOME = ".baton"
+STEP_JOURNAL = "steps.jsonl"
+RESULTS_JOURNAL = "results.jsonl"
+
+
+def baton_home(explicit: str | Path | None = None) -> Path:
+    return Path(explicit or os.environ.get("BATON_HOME") or DEFAULT_HOME)
+
+
+def usable_home(explicit: str | Path | None = None) -> Path:
+    """The run home, which must be a folder (or not exist yet): a file there is a `HomeError`, not a traceback."""
+    root = baton_home(explicit)
+    for path in (root, root / "runs"):
+        if path.exists() and not path.is_dir():
+            raise HomeError(f"the run home {root} cannot be used: {path} is a file, not a folder (see --home / $BATON_HOME)")
+    return root
+
+
+def find_run(root: Path, run_id: str) -> Path:
+    """A run's folder by its id or a unique prefix of it; `UnknownRun` names the matches of an ambiguous prefix."""
+    runs = root / "runs"
+    if not run_id or "/" in run_id or run_id in (".", ".."):
+        raise UnknownRun(run_id)
+    exact = runs / run_id
+    if _is_run_folder(exact):
+        return exact
+    matches = sorted(p.name for p in runs.glob(f"{glob_escape(run_id)}*") if _is_run_folder(p)) if runs.is_dir() else []
+    if len(matches) == 1:
+        return runs / matches[0]
+    raise UnknownRun(run_id, matches)
+
+
+def _is_run_folder(path: Path) -> bool:
+    return path.is_dir() and any((path / name).exists() for name in ("summary.json", STEP_JOURNAL, "flow.flow"))
+
+
+RUN_LOCK = "run.lock"
+
+
+def hold_run_lock(run_dir: Path, run_id: str) -> int | None:
+    """Lock `run.lock` for as long as this process runs the run (the OS drops it when the process dies).
+
+    Readers tell a run in flight from one whose process was killed by trying the lock
+    (`run_is_live`); two processes cannot resume the same run at once.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: no liveness check
+        return None
+    fd = os.open(run_dir / RUN_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise HomeError(f"run {run_id} is being run by another process right now") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd
+
+
+def run_is_live(run_dir: Path) -> bool:
+    """Whether a process is running this run now: its lock is held."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover
+        return True
+    try:
+        fd = os.open(run_dir / RUN_LOCK, os.O_RDONLY)
+    except OSError:
+        return False  # never locked (a run from before locks), or its folder is unreadable
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
+
+
+
+
+class RunHome:
+    """The folders of one home; nothing is created until something is written."""
+
+    def __init__(self, explicit: str | Path | None = None) -> None:
+        self.root = usable_home(explicit)
+
+    @property
+    def runs(self) -> Path:
+        return self.root / "runs"
+
+    @property
+    def evals(self) -> Path:
+        return self.root / "evals"
+
+    @property
+    def cache(self) -> Path:
+        return self.root / "cache"
+
+    def find_run(self, run_id: str) -> Path:
+        return find_run(self.root, run_id)
+
+    def new_run(self, run_id: str | None = None) -> Path:
+        """A new run's folder, created."""
+        folder = self.runs / (run_id or new_run_id())
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise HomeError(f"cannot create a run folder in {self.root}: {err.strerror}") from None
+        return folder
+
+    def run_folders(self) -> Iterator[Path]:
+        """Every run's folder, newest first."""
+        if not self.runs.is_dir():
+            return
+        for folder in sorted(self.runs.iterdir(), reverse=True):
+            if _is_run_folder(folder):
+                yield folder
+
+    def eval_folder(self, eval_id: str | None = None, resume: str | None = None) -> Path:
+        """An evaluation's folder: `resume` must exist (a mistyped id used to start a new evaluation under it)."""
+        if resume is not None:
+            folder = self.evals / resume
+            if not folder.is_dir():
+                raise InputError(f"no evaluation {resume!r} to resume in {self.evals}")
+            return folder
+        folder = self.evals / (eval_id or new_run_id())
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise HomeError(f"cannot create an evaluation folder in {self.root}: {err.strerror}") from None
+        return folder
