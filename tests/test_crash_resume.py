@@ -102,3 +102,41 @@ def test_sigint_stops_cleanly_keeps_finished_steps_and_exits_130(signum: int, co
         summary = json.loads((run_dir / "summary.json").read_text())
         assert summary["status"] == "interrupted"
         assert "a" in read_step_journal(run_dir)
+
+
+def test_sigkill_mid_evaluation_then_resume_sends_no_finished_item_again(tmp_path: Path) -> None:
+    """An evaluation's results are a journal like a run's steps. Before, they were buffered and never fsynced: a kill lost them."""
+    dataset = tmp_path / "d.jsonl"
+    dataset.write_text("\n".join(json.dumps({"question": f"item-{i:02d}", "answer": "x"}) for i in range(40)))
+    flow = tmp_path / "e.flow"
+    flow.write_text('input question\nstep a { model: fast  task: "{question}" }\n')
+    home = tmp_path / "home"
+    with ChatServer(latency=0.3) as server:
+        pool = tmp_path / "pool.toml"
+        pool.write_text(f'[providers.loop]\nkind = "openai"\nbase_url = "{server.url}"\n[models.fast]\nprovider = "loop"\nid = "fast"\n')
+        command = [sys.executable, "-m", "engine.cli.main", "eval", str(flow), "--dataset", str(dataset), "--scorer", "contains",
+                   "--pool", str(pool), "--home", str(home), "--concurrency", "4"]
+        proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={k: v for k, v in os.environ.items() if k != "BATON_POOL"})
+        wait_for(lambda: server.count() >= 12)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        answered = server.count() - 4  # every request sent, less at most the 4 in flight at the kill
+        (eval_dir,) = list((home / "evals").iterdir())
+        recorded = [json.loads(line)["item"] for line in (eval_dir / "results.jsonl").read_text().splitlines()]
+        assert len(recorded) >= answered - 4  # finished work was on disk (a reply or two may still be on its way to the journal)
+        from engine.eval.dataset import load_dataset
+
+        question = {it.id: it.fields["question"] for it in load_dataset(dataset)}
+
+        def sent(item: str) -> int:
+            return sum(json.loads(body)["messages"][-1]["content"] == question[item] for body in server.bodies())
+
+        before = {item: sent(item) for item in recorded}
+        assert all(n == 1 for n in before.values())
+        resumed = subprocess.run([*command, "--resume", eval_dir.name, "--json"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert resumed.returncode == 0, resumed.stderr
+        after = {item: sent(item) for item in recorded}
+        assert after == before  # no finished item was sent again
+        report = json.loads(resumed.stdout)
+        assert report["flows"][0]["n"] == 40
