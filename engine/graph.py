@@ -55,11 +55,9 @@ def build_graph(flow: Flow) -> nx.DiGraph:
             for placeholder in _template_inputs(flow, node):
                 if not g.has_edge(placeholder, name):
                     g.add_edge(placeholder, name, kind="template")
-        guard = getattr(node, "guard", None)
-        if guard is not None:
-            route = flow.nodes[guard.route]
-            assert isinstance(route, Route)
-            for dep in filter(None, [route.by, *(a.subject for a in route.arms)]):
+        guard = flow.plan.guards.get(name)
+        if guard is not None:  # the plan's dependencies past what the node sees are its route's decision inputs
+            for dep in flow.plan.deps[name]:
                 if dep in g and not g.has_edge(dep, name):
                     g.add_edge(dep, name, kind="guard", route=guard.route)
     return g

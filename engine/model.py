@@ -172,6 +172,21 @@ class Budget(Frozen):
     calls: int | None = None
 
 
+class ExecutionPlan(Frozen):
+    """What the checker learned about running a flow, kept so that nothing after it works it out again.
+
+    `deps`: for each top-level node, the nodes it waits for (what it sees, a route's
+    classifier and rule subjects, and for a route branch what its route decides by), in
+    that order; inputs are not nodes. `order`: the top-level nodes in an order where each
+    comes after everything it waits for. `guards`: route branches and the route that picks
+    them. The executor, the graph and the cost model read it.
+    """
+
+    deps: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    order: tuple[str, ...] = ()
+    guards: dict[str, Guard] = Field(default_factory=dict)
+
+
 class Flow(Frozen):
     """A checked flow. `nodes` holds every node, loop members included; `order` is source order."""
 
@@ -186,10 +201,11 @@ class Flow(Frozen):
     output: str
     source: str = ""
     filename: str = "<flow>"
+    plan: ExecutionPlan = ExecutionPlan()
 
     def guarded_by(self, target: str, route: str) -> bool:
         """Whether `target` runs only when `route` picks it (rather than being needed for the decision)."""
-        guard = getattr(self.nodes[target], "guard", None)
+        guard = self.plan.guards.get(target)
         return guard is not None and guard.route == route
 
     def top_level(self) -> list[str]:

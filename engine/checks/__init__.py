@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from engine.checks.cost import WorstCase, worst_case
+from engine.checks.plan import execution_plan
 from engine.checks.resolve import Resolver
 from engine.checks.structure import Structure
 from engine.checks.values import Reader
@@ -40,7 +41,7 @@ def check_document(doc: ast.Document, pool: Pool) -> CheckResult:
     """Run every semantic pass over `doc` against `pool`."""
     reader = Reader(doc.filename)
     resolved = Resolver(doc, pool, reader).run()
-    nodes, output, _deps = Structure(resolved, reader).run()
+    nodes, output = Structure(resolved, reader).run()
     flow: Flow | None = None
     worst: WorstCase | None = None
     if not any(d.severity == "error" for d in reader.diagnostics) and output is not None:
@@ -48,6 +49,7 @@ def check_document(doc: ast.Document, pool: Pool) -> CheckResult:
             name=resolved.name, description=resolved.description, version=resolved.version,
             inputs=resolved.inputs, budget=resolved.budget, models=resolved.models,
             nodes=nodes, order=tuple(resolved.order), output=output, source=doc.source, filename=doc.filename,
+            plan=execution_plan(nodes, resolved.inputs, tuple(resolved.order)),
         )
         worst = worst_case(flow, pool)
         _budget_warnings(flow, worst, resolved.budget_span, reader)

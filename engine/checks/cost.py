@@ -122,7 +122,7 @@ class CostModel:
         calls = tokens = 0
         usd = 0.0
         for name in self.flow.top_level():
-            if getattr(self.flow.nodes[name], "guard", None) is None:
+            if name not in self.flow.plan.guards:  # a branch is counted through its route
                 w = self.node(name)
                 calls += w.calls
                 tokens += w.tokens

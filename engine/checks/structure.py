@@ -32,7 +32,7 @@ class Structure:
         self.deps: dict[str, set[str]] = {}
         self.used_inputs: set[str] = set()
 
-    def run(self) -> tuple[dict[str, Any], str | None, dict[str, set[str]]]:
+    def run(self) -> tuple[dict[str, Any], str | None]:
         self._routes()
         for name, node in list(self.nodes.items()):
             if isinstance(node, CALLING):
@@ -49,7 +49,7 @@ class Structure:
         output = self._output(guards)
         self._dead_ends(output)
         self._unused_inputs()
-        return self.nodes, output, self.deps
+        return self.nodes, output
 
     # -- routes ---------------------------------------------------------------------------
 
@@ -176,7 +176,7 @@ class Structure:
             if v in self.res.inputs:
                 self.used_inputs.add(v)
         self._check_templates(info, node, set(visible))
-        _finish(node, sees=tuple(visible))
+        self.nodes[name] = node.model_copy(update={"sees": tuple(visible)})
         self.deps[name] = {v for v in visible if v in self.info}
 
     def _all_before(self, info: NodeInfo) -> list[str]:
@@ -353,17 +353,6 @@ class Structure:
         for name, span in self.res.input_spans.items():
             if name not in self.used_inputs:
                 self.r.error("W404", f"input `{name}` is never used", span, f"name it in a task as {{{name}}} or in a `sees:`")
-
-
-def _finish(node: Any, **fields: Any) -> None:
-    """Set fields of a node that the resolver has just built and only this pass holds.
-
-    Nodes are immutable once the `Flow` exists; before that, a `model_copy` per node to
-    add what this pass learns would be a tenth of the time of checking a large flow.
-    """
-    for key, value in fields.items():
-        object.__setattr__(node, key, value)
-    node.__pydantic_fields_set__.update(fields)
 
 
 def _template_span(atom: Atom, part: templates.Placeholder | templates.TemplateProblem) -> Span:

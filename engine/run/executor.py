@@ -13,13 +13,11 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-import weakref
 from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from engine.errors import BudgetExceeded, RouteError, RunCancelled, RunError, VerificationFailed
-from engine.graph import build_graph
 from engine.model import Flow, Fuse, Loop, Route, Step, Verify
 from engine.run import prompt
 from engine.run.answers import extract_answer
@@ -57,7 +55,7 @@ class Executor:
         self.decisions: dict[str, asyncio.Future[RouteDecision | None]] = {}
         self.failure: RunError | None = None
         self.warnings: list[str] = []
-        self.deps = _run_dependencies(flow)
+        self.deps = flow.plan.deps  # built once by the checker
 
     # -- events ---------------------------------------------------------------------------
 
@@ -385,23 +383,6 @@ class Executor:
         out = scope[loop.result]
         result.output, result.model, result.subtask = out.output, out.model, out.subtask
         result.reason = f"{'accepted' if result.verdict and result.verdict.startswith('ACCEPTED') else 'not accepted; kept the last'} round {result.rounds} of {loop.max_rounds}"
-
-
-_DEPENDENCIES: dict[int, tuple[weakref.ref[Flow], dict[str, list[str]]]] = {}
-
-
-def _run_dependencies(flow: Flow) -> dict[str, list[str]]:
-    """What each top-level node waits for, computed once per flow object (a flow run many times, as in an
-    evaluation or a server, would otherwise rebuild its DAG on every run)."""
-    key = id(flow)
-    hit = _DEPENDENCIES.get(key)
-    if hit is not None and hit[0]() is flow:
-        return hit[1]
-    graph = build_graph(flow)
-    deps = {n: [u for u in graph.predecessors(n) if u not in flow.inputs and graph.edges[u, n]["kind"] != "branch"]
-            for n in flow.top_level()}
-    _DEPENDENCIES[key] = (weakref.ref(flow, lambda _ref: _DEPENDENCIES.pop(key, None)), deps)
-    return deps
 
 
 def summarise(summary: RunSummary, results: dict[str, StepResult], top_level: list[str]) -> None:
