@@ -7,6 +7,8 @@ keeps its source `Span` for run-time messages that point back at the flow.
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -20,17 +22,38 @@ class Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class Check(Frozen):
-    """An `expect:` criterion on a step's reply; a failure escalates to the next model."""
+ConditionKind = Literal["matches", "not_matches", "contains", "not_contains", "json"]
 
-    kind: Literal["matches", "not_matches", "contains", "not_contains", "json"]
+
+class Condition(Frozen):
+    """A test on a text, the one meaning of `matches` / `contains` / `not ...` / `json`.
+
+    An `expect:` criterion on a step's reply is a condition (a failure escalates to the next
+    model), and so is a route rule's test on its subject (`when x matches /re/`).
+    """
+
+    kind: ConditionKind
     pattern: str = ""
+
+    def holds(self, text: str) -> bool:
+        if self.kind == "json":
+            try:
+                json.loads(text)
+            except ValueError:
+                return False
+            return True
+        found = re.search(self.pattern, text) is not None if "matches" in self.kind else self.pattern in text
+        return not found if self.kind.startswith("not_") else found
 
     def describe(self) -> str:
         if self.kind == "json":
             return "json"
         shown = f"/{self.pattern}/" if "matches" in self.kind else f'"{self.pattern}"'
         return f"{self.kind.replace('_', ' ')} {shown}"
+
+
+#: An `expect:` criterion: a `Condition` on the reply.
+Check = Condition
 
 
 class Params(Frozen):
@@ -107,12 +130,16 @@ class Arm(Frozen):
     pattern: str = ""
     target: str
 
+    @property
+    def condition(self) -> Condition:
+        """A rule arm's test on its subject."""
+        return Condition(kind=self.op or "contains", pattern=self.pattern)
+
     def describe(self) -> str:
         if self.kind == "label":
             return " | ".join(f'"{lab}"' for lab in self.labels)
         if self.kind == "rule":
-            shown = f"/{self.pattern}/" if self.op and "matches" in self.op else f'"{self.pattern}"'
-            return f"when {self.subject} {(self.op or '').replace('_', ' ')} {shown}"
+            return f"when {self.subject} {self.condition.describe()}"
         return "else"
 
 

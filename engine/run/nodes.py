@@ -1,0 +1,250 @@
+"""How each kind of node runs: a step, a fuse (panel, then judge or vote), a route, a loop.
+
+The scheduler (`engine.run.executor.Executor`) knows only the DAG and its futures: it
+waits for what a node needs, then hands the node to `run_node`, which picks the handler
+for its kind. A handler turns the node into calls through the run's `Caller`, fills the
+node's `StepResult` and raises a `RunError` when the node fails. What a node is shown is
+exactly what its `sees` allows (`seen_by`, and `engine.run.prompt`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections import Counter
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from engine.errors import BudgetExceeded, RouteError, RunError, VerificationFailed
+from engine.model import Fuse, Loop, Route, Step, Verify
+from engine.run import prompt
+from engine.run.answers import extract_answer
+from engine.run.calls import check_reply
+from engine.run.trace import RouteDecision, StepResult
+
+if TYPE_CHECKING:
+    from engine.run.executor import Executor
+
+DEFAULT_JUDGE_TASK = (
+    "Several answers to the same task are given above. Compare them: where they agree, where they "
+    "contradict each other, what each misses. Then write the single best answer to the task."
+)
+
+
+def normalise_label(text: str) -> str:
+    return re.sub(r"[^\w\s-]", "", text).strip().lower()
+
+
+async def run_node(ex: Executor, node: Step | Verify | Fuse | Route | Loop, result: StepResult) -> None:
+    """Run one top-level node to completion (its result filled in), or raise a `RunError`."""
+    if isinstance(node, Route):
+        await run_route(ex, node, result)
+    elif isinstance(node, Loop):
+        await run_loop(ex, node, result)
+    elif isinstance(node, Fuse):
+        await run_fuse(ex, node, result, seen_by(ex, node))
+    else:
+        await run_call(ex, node, result, seen_by(ex, node))
+
+
+def seen_by(ex: Executor, node: Any, scope: dict[str, StepResult] | None = None, feedback: str = "") -> tuple[dict[str, str], list[prompt.Block]]:
+    """The values its template may name and the blocks it is shown: exactly its `sees` (plus named inputs)."""
+    values: dict[str, str] = {}
+    blocks: list[prompt.Block] = []
+    for name in prompt.template_names(node):
+        if name in ex.inputs:
+            values[name] = ex.inputs[name]
+    for seen in node.sees:
+        if seen in ex.flow.inputs:
+            values[seen] = ex.inputs.get(seen, "")
+            blocks.append(prompt.Block(f"input {seen}", values[seen]))
+        elif seen == "feedback":
+            values["feedback"] = feedback
+            if feedback:
+                blocks.append(prompt.Block("feedback from the verifier on the previous round", feedback))
+        else:
+            res = (scope or {}).get(seen) or ex.results[seen]
+            values[seen] = res.output
+            blocks.append(prompt.Block(f"step {seen}", res.output, subtask=res.subtask or None))
+    return values, blocks
+
+async def run_call(ex: Executor, node: Step | Verify, result: StepResult, visible: tuple[dict[str, str], list[prompt.Block]],
+                level_offset: int = 0) -> None:
+    values, blocks = visible
+    task = prompt.render_task(node.task, values)
+    result.subtask = task
+    messages = prompt.messages(prompt.render_system(node.params.system, values), blocks, task)
+    validate = check_reply(node.expect) if isinstance(node, Step) and node.expect else None
+    levels = node.models[min(level_offset, len(node.models) - 1):]
+    text, alias, why = await ex.caller.chain(node.name, levels, node.fallbacks, node.retries, messages, node.params,
+                                               node.timeout, validate, role="verifier" if isinstance(node, Verify) else "worker",
+                                               record=result.add)
+    result.output = text
+    result.model = alias
+    result.reason = why
+
+async def run_fuse(ex: Executor, node: Fuse, result: StepResult, visible: tuple[dict[str, str], list[prompt.Block]]) -> None:
+    values, blocks = visible
+    task = prompt.render_task(node.task, values)
+    result.subtask = task
+    system = prompt.render_system(node.params.system, values)
+    messages = prompt.messages(system, blocks, task)
+
+    async def member(i: int, alias: str) -> tuple[int, str, str | None, str]:
+        # one seed for every member would make `panel: m x 4` four copies of one sample: member i gets seed + i
+        params = node.params if node.params.seed is None else node.params.model_copy(update={"seed": node.params.seed + i})
+        try:
+            text, used, _why = await ex.caller.chain(node.name, (alias,), node.fallbacks, node.retries, messages, params,
+                                                       node.timeout, role=f"panel[{i}]", record=result.add)
+            return i, used, text, ""
+        except BudgetExceeded:
+            raise
+        except RunError as err:
+            return i, alias, None, str(err)
+
+    gathered = await asyncio.gather(*(member(i, a) for i, a in enumerate(node.panel)), return_exceptions=True)
+    for item in gathered:
+        if isinstance(item, BaseException):
+            raise item
+    answers = [a for a in gathered if not isinstance(a, BaseException)]
+    ok = [(i, alias, text) for i, alias, text, _err in answers if text is not None]
+    failed = [f"panel[{i}] `{alias}`: {err}" for i, alias, text, err in answers if text is None]
+    if failed:
+        ex.emit("panel_failures", step=node.name, failed=failed)
+    if len(ok) < node.quorum:
+        raise RunError(f"fuse `{node.name}`: {len(ok)} of {len(node.panel)} panel members answered, quorum is {node.quorum}; "
+                       + "; ".join(failed), step=node.name)
+    if node.vote is not None:
+        await _vote(ex, node, result, ok, messages)
+        return
+    if node.judge is None:
+        i, alias, text = ok[0]
+        result.output, result.model = text or "", alias
+        result.reason = f"no judge: first answering panel member (panel[{i}])"
+        return
+    judge_blocks = [*blocks, *(prompt.Block(f"panel answer {i + 1} of {len(node.panel)} (model {alias})", text or "")
+                               for i, alias, text in ok)]
+    judge_task = prompt.render_task(node.judge_task, values) if node.judge_task else DEFAULT_JUDGE_TASK
+    judge_messages = prompt.messages(system, judge_blocks, f"{judge_task}\n\nThe task was:\n{task}")
+    judge_params = node.params.model_copy(update={"temperature": 0.0})
+    text, alias, _why = await ex.caller.chain(node.name, (node.judge,), (), node.retries, judge_messages, judge_params,
+                                                node.timeout, role="judge", record=result.add)
+    result.output, result.model = text, alias
+    result.reason = f"judge `{alias}` over {len(ok)} of {len(node.panel)} panel answers" + (f" ({len(failed)} failed)" if failed else "")
+
+async def _vote(ex: Executor, node: Fuse, result: StepResult, ok: Sequence[tuple[int, str, str | None]],
+                messages: tuple[dict[str, str], ...]) -> None:
+    """Majority vote over extracted answers (self-consistency); below `agree`, escalate (a FrugalGPT-style cascade)."""
+    answers = [(i, alias, text or "", extract_answer(text or "", node.vote or "number")) for i, alias, text in ok]
+    counts = Counter(a for *_rest, a in answers if a)
+    winner, votes = counts.most_common(1)[0] if counts else ("", 0)
+    tally = ", ".join(f"{a!r} x{c}" for a, c in counts.most_common())
+    ex.emit("vote", step=node.name, tally=tally, winner=winner, votes=votes, agree=node.agree)
+    if votes >= node.agree:
+        i, alias, text, _a = next(x for x in answers if x[3] == winner)
+        result.output, result.model = text, alias
+        result.reason = f"vote: {winner!r} by {votes} of {len(node.panel)} ({tally})"
+        result.verdict = f"agreement {votes}/{len(node.panel)} >= {node.agree}"
+        return
+    if node.escalate is None:
+        raise VerificationFailed(f"fuse `{node.name}`: only {votes} of {len(node.panel)} agree ({tally}); agree is {node.agree}",
+                                 step=node.name)
+    text, alias, _why = await ex.caller.chain(node.name, (node.escalate,), node.fallbacks, node.retries, messages, node.params,
+                                                node.timeout, role="escalate", record=result.add)
+    result.output, result.model = text, alias
+    result.reason = f"escalated to `{alias}`: only {votes} of {len(node.panel)} agreed ({tally}); agree is {node.agree}"
+    result.verdict = f"agreement {votes}/{len(node.panel)} < {node.agree}"
+
+
+def decide_route(ex: Executor, route: Route) -> RouteDecision:
+    label = normalise_label(ex.results[route.by].output) if route.by else None
+    chosen_arm = None
+    matched = ""
+    if label is not None:
+        for arm in route.arms:
+            if arm.kind == "label" and any(normalise_label(lab) == label for lab in arm.labels):
+                chosen_arm, matched = arm, f"label {arm.describe()} (exact)"
+                break
+        if chosen_arm is None:
+            best: tuple[int, Any] | None = None
+            for arm in route.arms:
+                for lab in arm.labels if arm.kind == "label" else ():
+                    m = re.search(rf"\b{re.escape(normalise_label(lab))}\b", label)
+                    if m and (best is None or m.start() < best[0]):
+                        best = (m.start(), arm)
+            if best is not None:
+                chosen_arm, matched = best[1], f"label {best[1].describe()} (first label found in the reply)"
+    if chosen_arm is None:
+        for arm in route.arms:
+            if arm.kind == "rule" and arm.subject is not None:
+                subject = ex.inputs.get(arm.subject) if arm.subject in ex.flow.inputs else ex.results[arm.subject].output
+                if arm.condition.holds(subject or ""):
+                    chosen_arm, matched = arm, f"rule {arm.describe()}"
+                    break
+    if chosen_arm is None:
+        chosen_arm = next((a for a in route.arms if a.kind == "else"), None)
+        matched = "else"
+    if chosen_arm is None:
+        raise RouteError(f"route `{route.name}`: no arm matches " + (f"label {label!r}" if label is not None else "the rules")
+                         + " and there is no `else`", step=route.name)
+    targets = list(dict.fromkeys(a.target for a in route.arms))
+    return RouteDecision(route=route.name, label=label, matched=matched, chosen=chosen_arm.target,
+                         skipped=[t for t in targets if t != chosen_arm.target and ex.flow.guarded_by(t, route.name)])
+
+async def run_route(ex: Executor, route: Route, result: StepResult) -> None:
+    try:
+        decision = decide_route(ex, route)
+    except RouteError:
+        ex.decisions[route.name].set_result(None)
+        raise
+    ex.decisions[route.name].set_result(decision)
+    ex.emit("route_decision", step=route.name, label=decision.label, matched=decision.matched, chosen=decision.chosen,
+               skipped=decision.skipped)
+    result.decision = decision
+    chosen = await ex.futures[decision.chosen]
+    if chosen.status != "ok":
+        raise RunError(f"route `{route.name}`: branch `{decision.chosen}` did not finish: {chosen.error or chosen.reason}", step=route.name)
+    result.output, result.model, result.subtask = chosen.output, chosen.model, chosen.subtask
+    result.reason = f"{decision.matched} -> `{decision.chosen}`"
+
+
+async def run_loop(ex: Executor, loop: Loop, result: StepResult) -> None:
+    feedback = ""
+    rounds = loop.max_rounds
+    levels = max((len(getattr(ex.flow.nodes[m], "models", ())) for m in loop.members), default=1)
+    extra = levels - 1 if loop.exhausted == "escalate" else 0
+    scope: dict[str, StepResult] = {}
+    for round_no in range(1, rounds + extra + 1):
+        offset = max(0, round_no - rounds)
+        scope = {}
+        for member in loop.members:
+            node = ex.flow.nodes[member]
+            assert isinstance(node, (Step, Verify))
+            mres = StepResult(name=member, kind=node.kind, started=time.time())
+            t0 = time.perf_counter()
+            await run_call(ex, node, mres, seen_by(ex, node, scope, feedback), level_offset=offset)
+            mres.latency_ms = (time.perf_counter() - t0) * 1000
+            mres.status = "ok"
+            for a in mres.attempts:
+                result.add(a.model_copy(update={"role": f"{a.role} r{round_no} {member}"}))
+            scope[member] = mres
+        verdict = scope[loop.verifier].output
+        accepted = re.search(ex.flow.nodes[loop.verifier].accept, verdict) is not None  # type: ignore[union-attr]
+        ex.emit("verdict", step=loop.name, round=round_no, verifier=loop.verifier, accepted=accepted, verdict=verdict[:500])
+        result.rounds = round_no
+        result.verdict = ("ACCEPTED: " if accepted else "REJECTED: ") + verdict[:500]
+        if accepted:
+            break
+        feedback = verdict
+    else:
+        if loop.exhausted in ("fail", "escalate"):  # escalate: the extra rounds were the escalation
+            raise VerificationFailed(f"loop `{loop.name}`: the verifier did not accept within {result.rounds} rounds", step=loop.name)
+    for member, mres in scope.items():
+        ex.results[member] = mres
+    await asyncio.gather(*(ex.store.commit_step(mres) for mres in scope.values()))
+    out = scope[loop.result]
+    result.output, result.model, result.subtask = out.output, out.model, out.subtask
+    result.reason = f"{'accepted' if result.verdict and result.verdict.startswith('ACCEPTED') else 'not accepted; kept the last'} round {result.rounds} of {loop.max_rounds}"
+
+
