@@ -7,11 +7,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.errors import FlowError
-from engine.syntax import ast, descent
+from engine.syntax import ast
 from engine.syntax.literals import decode_long_string
-from engine.syntax.parser import parse
-from engine.syntax.table import lark_parser, parse_with_lark, parse_with_table
-from engine.syntax.terminals import read_terminals, terminals
+from engine.syntax.parser import lark_parser, parse
 from tests.flowgen import REFERENCE_TEXTS, flow_text, mutated_flow
 from tests.test_fmt import meaning
 
@@ -82,49 +80,30 @@ def test_syntax_errors_are_diagnostics(text: str, code: str) -> None:
 
 @settings(max_examples=150, deadline=None)
 @given(flow_text())
-def test_table_driver_builds_the_same_tree_as_larks_own_parser(text: str) -> None:
-    """The lean table driver is an optimisation of Lark's loop: same table, same tree, same errors."""
+def test_generated_flows_parse_with_every_span_inside_the_text(text: str) -> None:
+    """Lark's own LALR loop with the inline transformer: the tree's spans point into the source, in order."""
+    doc = parse(text)
+    for item in doc.items:
+        span = item.span
+        assert 0 <= span.start <= span.end <= len(text)
+        assert text[span.start:span.end].strip()
+
+
+def _assert_parses_or_is_positioned(text: str) -> None:
+    """A flow, or one syntax diagnostic inside the text: never another exception."""
     try:
-        ours: object = meaning(parse_with_table(text))
+        doc = parse(text)
     except FlowError as err:
-        ours = ("error", err.diagnostics[0].span.line, err.diagnostics[0].span.column)
-    try:
-        theirs: object = meaning(ast.Document(parse_with_lark(text)))
-    except Exception as err:  # noqa: BLE001 - Lark's own exceptions, compared by position
-        line = getattr(err, "line", None) or getattr(getattr(err, "token", None), "line", None)
-        ours_pos = ours[1] if isinstance(ours, tuple) and ours and ours[0] == "error" else None
-        assert ours_pos is not None, f"Lark rejected what the driver accepted: {err}"
-        assert line is None or line == ours_pos or getattr(err, "orig_exc", None) is not None
+        (diag,) = err.diagnostics
+        assert diag.code in ("E100", "E101", "E102", "E103") and 1 <= diag.span.line <= text.count("\n") + 2
         return
-    assert ours == theirs
-
-
-def _fast_read(text: str) -> ast.Document | None:
-    comments: list[ast.Comment] = []
-    try:
-        return ast.Document(descent.read(terminals(), text, comments), tuple(comments), text)
-    except descent.Rejected:
-        return None
-
-
-def _assert_fast_reader_agrees(text: str) -> None:
-    fast = _fast_read(text)
-    try:
-        table = parse_with_table(text)
-    except FlowError:
-        assert fast is None, "the fast reader accepted a text the grammar rejects"
-        return
-    assert fast is not None, "the fast reader rejected a text the grammar accepts"
-    assert meaning(fast) == meaning(table)  # node types and values
-    assert fast.items == table.items  # and every span and source spelling
-    assert fast.comments == table.comments
+    assert doc.source == text
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.one_of(flow_text(), mutated_flow(), st.text(alphabet='step{}:"/\\#,->$.019 \n\r\t\fabxé', max_size=120)))
-def test_fast_reader_accepts_exactly_what_the_grammar_accepts(text: str) -> None:
-    """`parse` reads well-formed text by recursive descent and leaves every error to the LALR table."""
-    _assert_fast_reader_agrees(text)
+def test_any_text_parses_or_gets_one_positioned_syntax_error(text: str) -> None:
+    _assert_parses_or_is_positioned(text)
 
 
 @pytest.mark.parametrize("text", [
@@ -139,36 +118,21 @@ def test_fast_reader_accepts_exactly_what_the_grammar_accepts(text: str) -> None
     "step", "step a", "step a {", "fuse", "route r", "route r by", "loop l max", "models {", "models { m", "version", "flow",
     "input q", "budget", "budget $1,", "output", "step a { k:", "step a { k: x,", "route r { \"a\" ->", "route r { when",
 ])
-def test_fast_reader_agrees_on_edge_cases(text: str) -> None:
-    _assert_fast_reader_agrees(text)
+def test_edge_cases_parse_or_get_one_positioned_syntax_error(text: str) -> None:
+    _assert_parses_or_is_positioned(text)
 
 
-def test_reference_flows_take_the_fast_path() -> None:
-    for text in REFERENCE_TEXTS:
-        assert _fast_read(text) is not None
-
-
-def test_terminals_read_without_lark_are_larks_own() -> None:
-    from lark.load_grammar import eval_escaping
-
-    from engine.syntax.table import front
-    from engine.syntax.terminals import grammar_text
-
-    ours = read_terminals(grammar_text())
-    lexer = front()[0]
-    assert ours.keywords == lexer.keywords
-    assert set(ours.patterns) == set(lexer.patterns)
-    for name, pattern in ours.patterns.items():
-        assert pattern == lexer.patterns[name] or eval_escaping(pattern) == lexer.patterns[name], name
-
-
-def test_terminal_forms_the_reader_does_not_know_are_refused() -> None:
-    with pytest.raises(ValueError, match="terminal DIGITS"):
-        read_terminals("start: DIGITS\nDIGITS: DIGIT+\n")
-
-
-def test_fast_reader_agrees_on_every_prefix_of_the_reference_flows() -> None:
-    """Truncated text is where a reader runs off the end; each cut must agree with the table (and not crash)."""
+def test_every_prefix_of_the_reference_flows_parses_or_is_positioned() -> None:
+    """Truncated text is where a parser runs off the end; each cut must parse or be an E10x, never crash."""
     for text in REFERENCE_TEXTS:
         for cut in range(0, len(text), 5):
-            _assert_fast_reader_agrees(text[:cut])
+            _assert_parses_or_is_positioned(text[:cut])
+
+
+def test_the_parser_is_larks_own_with_the_grammar_file_as_the_one_definition() -> None:
+    """No second reader: the syntax package parses only through Lark's LALR parser over grammar/flow.lark."""
+    from pathlib import Path
+
+    syntax = Path(__file__).resolve().parents[1] / "engine" / "syntax"
+    assert not (syntax / "descent.py").exists() and not (syntax / "lalr.py").exists() and not (syntax / "table.py").exists()
+    assert "_parse_table" not in "".join(p.read_text() for p in syntax.glob("*.py"))

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from lark import Lark
 from lark.grammar import NonTerminal, Terminal
 
-from engine.syntax.table import lark_parser
+from engine.syntax.parser import lark_parser
 from engine.syntax.terminals import grammar_text
 
 WS_RULE = 'ws ::= [ \\t\\n]*'

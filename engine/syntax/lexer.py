@@ -77,7 +77,7 @@ class FlowLexer(Lexer):
         missing = set(patterns) - set(_ORDER) - {"WS"}
         if missing:
             raise ValueError(f"lexer does not know how to order terminals {sorted(missing)}")
-        self.patterns = dict(patterns)  # the grammar's terminals as regexes, for `engine.syntax.descent`
+        self.patterns = dict(patterns)  # the grammar's terminals as regexes
         ws = patterns.pop("WS")
         groups = [f"(?P<{name}>{patterns[name]})" for name in _ORDER if name in patterns]
         groups += [f"(?P<{name}>{rx})" for name, rx in _ERRORS] + [r"(?P<END>\Z)"]
