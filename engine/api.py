@@ -1,68 +1,164 @@
-"""Baton's Python API, as functions: run a flow once with a pool and get its summary.
+"""Baton's Python API in one namespace: everything the command line uses, and what an application needs.
 
-    from engine import run_flow_sync
-    summary = run_flow_sync("workflows/hello.flow", {"question": "Why is the sky blue?"})
-    print(summary.output, summary.cost, summary.steps["answer"].model)
-
-`run_flow` is the async form. Each call opens a `Session` for one run and closes it; an
-application that runs many flows keeps one `engine.Session` instead (its connections,
-limits and cache are then shared). Both return a `RunSummary` (typed, JSON-serialisable)
-and leave the run record in `.baton/runs/<run-id>/`. Failures raise `RunError`
-subclasses after the record is written; `err.summary` holds the partial trace.
+The CLI is a thin face over this module and imports nothing else of the engine
+(`tests/test_quality.py` enforces it). Names are imported lazily, on first use, so that
+`baton validate` loads no runtime, provider or network code; type checkers see them all
+through the `TYPE_CHECKING` block. The short list for applications is `engine.__all__`:
+`Session` first (docs/api.md).
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable, Mapping
-from pathlib import Path
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from engine.loading import load_flow
-from engine.model import Flow
-from engine.pool import Pool, discover_pool
-from engine.run.calls import RetryPolicy
-from engine.run.executor import Progress
-from engine.run.protocol import Provider
-from engine.run.trace import RunSummary
-from engine.session import Session
-from engine.wiring import MAX_INPUT_BYTES, ProviderSet, check_inputs, pool_snapshot, unset_key_variable
+if TYPE_CHECKING:
+    from engine.checks import CheckResult
+    from engine.diagnostics import Diagnostic, render_all
+    from engine.errors import (
+        BatonError,
+        BudgetExceeded,
+        FlowError,
+        HomeError,
+        InputError,
+        PoolError,
+        ProviderError,
+        RouteError,
+        RunCancelled,
+        RunError,
+        UnknownRun,
+        VerificationFailed,
+    )
+    from engine.eval.dataset import load_dataset
+    from engine.eval.html import render_html
+    from engine.eval.runner import EvalReport, evaluate
+    from engine.eval.scorers import judge_through, make_scorer
+    from engine.graph import to_dot, to_json, to_mermaid
+    from engine.loading import check_file, check_source, load_flow, read_flow_text
+    from engine.model import Flow, Params
+    from engine.planner.conductor import parse_completion, parse_map, to_flow
+    from engine.planner.limits import ALL_CONSTRUCTS, PlanLimits
+    from engine.planner.plan import PlanResult, plan
+    from engine.planner.rounds import ask_rounds
+    from engine.pool import Pool, default_pool, discover_pool, load_pool
+    from engine.records.render import render_run, run_json, runs_table
+    from engine.run.cache import ResponseCache
+    from engine.run.calls import RetryPolicy
+    from engine.run.home import RunHome, new_run_id
+    from engine.run.reader import list_runs, load_run
+    from engine.run.trace import Attempt, RouteDecision, RunSummary, StepResult
+    from engine.session import CallResult, Session, SyncSession, run_flow, run_flow_sync
+    from engine.syntax.fmt import format_source
+    from engine.terminal import for_terminal, one_line
+    from engine.wiring import MAX_INPUT_BYTES, ProviderSet, check_inputs, pool_snapshot, unset_key_variable
 
-__all__ = ["MAX_INPUT_BYTES", "ProviderSet", "check_inputs", "pool_snapshot", "run_flow", "run_flow_sync", "unset_key_variable"]
+__all__ = [
+    "ALL_CONSTRUCTS",
+    "Attempt",
+    "BatonError",
+    "BudgetExceeded",
+    "CallResult",
+    "CheckResult",
+    "Diagnostic",
+    "EvalReport",
+    "Flow",
+    "FlowError",
+    "HomeError",
+    "InputError",
+    "MAX_INPUT_BYTES",
+    "Params",
+    "PlanLimits",
+    "PlanResult",
+    "Pool",
+    "PoolError",
+    "ProviderError",
+    "ProviderSet",
+    "ResponseCache",
+    "RetryPolicy",
+    "RouteDecision",
+    "RouteError",
+    "RunCancelled",
+    "RunError",
+    "RunHome",
+    "RunSummary",
+    "Session",
+    "StepResult",
+    "SyncSession",
+    "UnknownRun",
+    "VerificationFailed",
+    "ask_rounds",
+    "check_file",
+    "check_inputs",
+    "check_source",
+    "default_pool",
+    "discover_pool",
+    "evaluate",
+    "for_terminal",
+    "format_source",
+    "judge_through",
+    "list_runs",
+    "load_dataset",
+    "load_flow",
+    "load_pool",
+    "load_run",
+    "make_scorer",
+    "new_run_id",
+    "one_line",
+    "parse_completion",
+    "parse_map",
+    "plan",
+    "pool_snapshot",
+    "read_flow_text",
+    "render_all",
+    "render_html",
+    "render_run",
+    "run_flow",
+    "run_flow_sync",
+    "run_json",
+    "runs_table",
+    "to_dot",
+    "to_flow",
+    "to_json",
+    "to_mermaid",
+    "unset_key_variable",
+]
+
+_WHERE: dict[str, str] = {name: module for module, names in {
+    "engine.checks": ['CheckResult'],
+    "engine.diagnostics": ['Diagnostic', 'render_all'],
+    "engine.errors": ['BatonError', 'BudgetExceeded', 'FlowError', 'HomeError', 'InputError', 'PoolError', 'ProviderError', 'RouteError', 'RunCancelled', 'RunError', 'UnknownRun', 'VerificationFailed'],
+    "engine.eval.dataset": ['load_dataset'],
+    "engine.eval.html": ['render_html'],
+    "engine.eval.runner": ['EvalReport', 'evaluate'],
+    "engine.eval.scorers": ['judge_through', 'make_scorer'],
+    "engine.graph": ['to_dot', 'to_json', 'to_mermaid'],
+    "engine.loading": ['check_file', 'check_source', 'load_flow', 'read_flow_text'],
+    "engine.model": ['Flow', 'Params'],
+    "engine.planner.conductor": ['parse_completion', 'parse_map', 'to_flow'],
+    "engine.planner.limits": ['ALL_CONSTRUCTS', 'PlanLimits'],
+    "engine.planner.plan": ['PlanResult', 'plan'],
+    "engine.planner.rounds": ['ask_rounds'],
+    "engine.pool": ['Pool', 'default_pool', 'discover_pool', 'load_pool'],
+    "engine.records.render": ['render_run', 'run_json', 'runs_table'],
+    "engine.run.cache": ['ResponseCache'],
+    "engine.run.calls": ['RetryPolicy'],
+    "engine.run.home": ['RunHome', 'new_run_id'],
+    "engine.run.reader": ['list_runs', 'load_run'],
+    "engine.run.trace": ['Attempt', 'RouteDecision', 'RunSummary', 'StepResult'],
+    "engine.session": ['CallResult', 'Session', 'SyncSession', 'run_flow', 'run_flow_sync'],
+    "engine.syntax.fmt": ['format_source'],
+    "engine.terminal": ['for_terminal', 'one_line'],
+    "engine.wiring": ['MAX_INPUT_BYTES', 'ProviderSet', 'check_inputs', 'pool_snapshot', 'unset_key_variable'],
+}.items() for name in names}
 
 
-async def run_flow(
-    flow: Flow | str | Path | None,
-    inputs: Mapping[str, str] | None = None,
-    *,
-    pool: Pool | None = None,
-    providers: Mapping[str, Provider] | None = None,
-    home: str | Path | None = None,
-    budget_usd: float | None = None,
-    cache: bool = True,
-    resume: str | None = None,
-    progress: Progress | None = None,
-    durable: bool = True,
-    retry: RetryPolicy | None = None,
-    sleep: Callable[[float], Any] | None = None,
-    record: bool = True,
-) -> RunSummary:
-    """Run a flow (a `Flow`, or a path to a .flow file), or `resume` a recorded run, in a session of its own."""
-    if resume is not None:
-        if pool is None:  # found as the first attempt found it: from the recorded flow file's folder
-            pool = discover_pool(Session.recorded_flow_file(resume, home))
-    elif isinstance(flow, Flow):
-        pool = pool or discover_pool(None)
-    elif flow is not None:
-        flow, pool = load_flow(flow, pool)
-    async with Session(pool, home=home, cache=cache, retry=retry, providers=providers, durable=durable, sleep=sleep) as session:
-        if resume is not None:
-            return await session.resume(resume, budget_usd=budget_usd, progress=progress)
-        if flow is None:
-            raise TypeError("run_flow needs a flow, or resume=RUN_ID")
-        return await session.run(flow, inputs, budget_usd=budget_usd, record=record, progress=progress)
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        value = getattr(importlib.import_module(_WHERE[name]), name)
+        globals()[name] = value  # the next lookup is a plain attribute
+        return value
+    raise AttributeError(f"module 'engine.api' has no attribute {name!r}")
 
 
-def run_flow_sync(flow: Flow | str | Path | None, inputs: Mapping[str, str] | None = None, **kwargs: Any) -> RunSummary:
-    """`run_flow` for code that is not async."""
-    return asyncio.run(run_flow(flow, inputs, **kwargs))
+def __dir__() -> list[str]:
+    return sorted(__all__)

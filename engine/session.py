@@ -290,3 +290,43 @@ def _add_totals(summary: RunSummary, before: RunSummary) -> None:
     summary.output_tokens += before.output_tokens
     summary.calls += before.calls
     summary.cache_hits += before.cache_hits
+
+
+# -- one run, one session: the function form -------------------------------------------------
+
+
+async def run_flow(
+    flow: Flow | str | Path | None,
+    inputs: Mapping[str, str] | None = None,
+    *,
+    pool: Pool | None = None,
+    providers: Mapping[str, Provider] | None = None,
+    home: str | Path | None = None,
+    budget_usd: float | None = None,
+    cache: bool = True,
+    resume: str | None = None,
+    progress: Progress | None = None,
+    durable: bool = True,
+    retry: RetryPolicy | None = None,
+    sleep: Callable[[float], Any] | None = None,
+    record: bool = True,
+) -> RunSummary:
+    """Run a flow (a `Flow`, or a path to a .flow file), or `resume` a recorded run, in a session of its own."""
+    if resume is not None:
+        if pool is None:  # found as the first attempt found it: from the recorded flow file's folder
+            pool = discover_pool(Session.recorded_flow_file(resume, home))
+    elif isinstance(flow, Flow):
+        pool = pool or discover_pool(None)
+    elif flow is not None:
+        flow, pool = load_flow(flow, pool)
+    async with Session(pool, home=home, cache=cache, retry=retry, providers=providers, durable=durable, sleep=sleep) as session:
+        if resume is not None:
+            return await session.resume(resume, budget_usd=budget_usd, progress=progress)
+        if flow is None:
+            raise TypeError("run_flow needs a flow, or resume=RUN_ID")
+        return await session.run(flow, inputs, budget_usd=budget_usd, record=record, progress=progress)
+
+
+def run_flow_sync(flow: Flow | str | Path | None, inputs: Mapping[str, str] | None = None, **kwargs: Any) -> RunSummary:
+    """`run_flow` for code that is not async."""
+    return asyncio.run(run_flow(flow, inputs, **kwargs))

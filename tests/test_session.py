@@ -126,3 +126,19 @@ def test_sync_session_keeps_one_loop_for_its_connections(tmp_path: Path) -> None
                 session.call("m", [{"role": "user", "content": "x"}])
         assert outputs == [f"[m] answered: {i}" for i in range(5)]
         assert len(server.connections) <= 2
+
+
+def test_a_missing_api_key_is_found_before_a_run_folder_exists_and_is_not_offered_a_resume(tmp_path: Path) -> None:
+    with ChatServer() as server:
+        pool = tmp_path / "models.toml"
+        pool.write_text(f'[providers.keyed]\nkind = "openai"\nbase_url = "{server.url}"\napi_key_env = "BATON_SURELY_UNSET_KEY_2"\n'
+                        '[models.m]\nprovider = "keyed"\nid = "m"\n')
+        flow = tmp_path / "f.flow"
+        flow.write_text('input q\nstep a { model: m  task: "{q}" }\n')
+        proc = subprocess.run([sys.executable, "-m", "engine.cli.main", "run", str(flow), "--pool", str(pool), "--input", "q=x",
+                               "--home", str(tmp_path / "h")], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                              env={k: v for k, v in os.environ.items() if k not in ("BATON_POOL", "BATON_SURELY_UNSET_KEY_2")})
+        assert server.count() == 0
+    assert proc.returncode == 1 and "needs an API key in $BATON_SURELY_UNSET_KEY_2" in proc.stderr
+    assert "--resume" not in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "h" / "runs").exists()

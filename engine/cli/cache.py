@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from engine.run.cache import ResponseCache
-from engine.run.store import baton_home
+from engine.api import ResponseCache, RunHome
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -14,7 +13,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    cache = ResponseCache(baton_home(args.home) / "cache")
+    cache = ResponseCache(RunHome(args.home).cache)
     if args.action == "clear":
         print(f"removed {cache.clear()} cached responses from {cache.root}")
     else:

@@ -6,10 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from engine.diagnostics import render_all
-from engine.errors import FlowError
-from engine.loading import read_flow_text
-from engine.syntax.fmt import format_source
+from engine.api import FlowError, format_source, read_flow_text, render_all
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -8,12 +8,9 @@ import json
 import sys
 from pathlib import Path
 
+from engine.api import ALL_CONSTRUCTS, BatonError, PlanLimits, PlanResult, Pool, PoolError, plan
 from engine.cli.common import add_pool_argument, at_least, fail, parse_budget, pool_error, pool_for
 from engine.cli.exits import EXIT_FAILED, EXIT_USAGE
-from engine.errors import BatonError, PoolError
-from engine.planner.limits import ALL_CONSTRUCTS, PlanLimits
-from engine.planner.plan import PlanResult, plan
-from engine.pool import Pool
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -48,7 +45,7 @@ def limits_from(args: argparse.Namespace, pool: Pool) -> PlanLimits:
 
 
 async def make_plan(args: argparse.Namespace, pool: Pool, task: str, allow_keep: bool = False) -> PlanResult:
-    from engine.session import Session
+    from engine.api import Session
 
     planner = args.planner or next(iter(pool.models))
     if planner not in pool.models:

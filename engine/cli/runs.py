@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from engine.api import HomeError, list_runs, runs_table
 from engine.cli.common import at_least, fail
 from engine.cli.exits import EXIT_USAGE
-from engine.errors import HomeError
-from engine.records.render import list_runs, runs_table
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -5,11 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from engine.api import HomeError, UnknownRun, for_terminal, load_run, render_run, run_json
 from engine.cli.common import fail
 from engine.cli.exits import EXIT_FAILED, EXIT_USAGE
-from engine.errors import HomeError, UnknownRun
-from engine.records.render import load_run, render_run, run_json
-from engine.terminal import for_terminal
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
