@@ -41,10 +41,12 @@ if TYPE_CHECKING:
     from engine.planner.plan import PlanResult, plan
     from engine.planner.rounds import ask_rounds
     from engine.pool import Pool, default_pool, discover_pool, load_pool
+    from engine.providers.scripted import ScriptedProvider
     from engine.records.render import render_run, run_json, runs_table
     from engine.run.cache import ResponseCache
     from engine.run.calls import RetryPolicy
     from engine.run.home import RunHome, new_run_id
+    from engine.run.protocol import ChatRequest, ChatResponse, Provider, ProviderFault
     from engine.run.reader import list_runs, load_run
     from engine.run.trace import Attempt, RouteDecision, RunSummary, StepResult
     from engine.session import CallResult, Session, SyncSession, run_flow, run_flow_sync
@@ -58,6 +60,8 @@ __all__ = [
     "BatonError",
     "BudgetExceeded",
     "CallResult",
+    "ChatRequest",
+    "ChatResponse",
     "CheckResult",
     "Diagnostic",
     "EvalReport",
@@ -71,7 +75,9 @@ __all__ = [
     "PlanResult",
     "Pool",
     "PoolError",
+    "Provider",
     "ProviderError",
+    "ProviderFault",
     "ProviderSet",
     "ResponseCache",
     "RetryPolicy",
@@ -81,6 +87,7 @@ __all__ = [
     "RunError",
     "RunHome",
     "RunSummary",
+    "ScriptedProvider",
     "Session",
     "StepResult",
     "SyncSession",
@@ -139,10 +146,12 @@ _WHERE: dict[str, str] = {name: module for module, names in {
     "engine.planner.plan": ['PlanResult', 'plan'],
     "engine.planner.rounds": ['ask_rounds'],
     "engine.pool": ['Pool', 'default_pool', 'discover_pool', 'load_pool'],
+    "engine.providers.scripted": ['ScriptedProvider'],
     "engine.records.render": ['render_run', 'run_json', 'runs_table'],
     "engine.run.cache": ['ResponseCache'],
     "engine.run.calls": ['RetryPolicy'],
     "engine.run.home": ['RunHome', 'new_run_id'],
+    "engine.run.protocol": ['ChatRequest', 'ChatResponse', 'Provider', 'ProviderFault'],
     "engine.run.reader": ['list_runs', 'load_run'],
     "engine.run.trace": ['Attempt', 'RouteDecision', 'RunSummary', 'StepResult'],
     "engine.session": ['CallResult', 'Session', 'SyncSession', 'run_flow', 'run_flow_sync'],

@@ -41,21 +41,24 @@ def module_name(path: Path) -> str:
     return ".".join(parts)
 
 
+def engine_imports(path: Path) -> list[str]:
+    """Every engine module a file imports (at the top, in a function, or for type checkers)."""
+    targets = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("engine"):
+            targets.append(node.module)
+        elif isinstance(node, ast.Import):
+            targets += [a.name for a in node.names if a.name.startswith("engine")]
+    return targets
+
+
 def test_dependencies_point_one_way() -> None:
     problems = []
     for path in ENGINE.rglob("*.py"):
         mod = module_name(path)
         if mod == "engine":
             continue
-        for node in ast.walk(ast.parse(path.read_text())):
-            targets = []
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("engine"):
-                targets = [node.module]
-            elif isinstance(node, ast.Import):
-                targets = [a.name for a in node.names if a.name.startswith("engine")]
-            for target in targets:
-                if layer_of(target) > layer_of(mod):
-                    problems.append(f"{mod} imports {target} (a higher layer)")
+        problems += [f"{mod} imports {target} (a higher layer)" for target in engine_imports(path) if layer_of(target) > layer_of(mod)]
     assert not problems, "\n".join(problems)
 
 
@@ -63,13 +66,8 @@ def test_the_cli_imports_only_the_public_api() -> None:
     """The CLI is a thin face over `engine.api`: it imports that (or `engine`), the standard library and itself."""
     problems = []
     for path in (ENGINE / "cli").rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            targets = []
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("engine"):
-                targets = [node.module]
-            elif isinstance(node, ast.Import):
-                targets = [a.name for a in node.names if a.name.startswith("engine")]
-            problems += [f"{path.name} imports {t}" for t in targets if t not in ("engine", "engine.api") and not t.startswith("engine.cli")]
+        problems += [f"{path.name} imports {t}" for t in engine_imports(path)
+                     if t not in ("engine", "engine.api") and not t.startswith("engine.cli")]
         if "import_module(f\"engine." in path.read_text().replace("engine.cli.", ""):
             problems.append(f"{path.name} imports engine modules dynamically")
     assert not problems, "\n".join(problems)
@@ -111,12 +109,12 @@ def test_public_api_is_what_the_docs_name_and_type_checkers_see() -> None:
     import re
 
     import engine
+    import engine.api
 
     source = (ENGINE / "__init__.py").read_text()
-    typed = set(re.findall(r"^\s+(?:from \S+ import )?\(?([A-Za-z_, \n]+)\)?$", source.split("if TYPE_CHECKING:")[1].split("__all__")[0],
-                           re.M))
-    typed_names = {n.strip() for chunk in typed for n in chunk.replace("\n", ",").split(",") if n.strip()}
-    assert set(engine.__all__) == set(engine._WHERE) == typed_names - {"import"}
+    typed_names = set(re.findall(r"^        (\w+),$", source.split("if TYPE_CHECKING:")[1].split("__all__")[0], re.M))
+    assert set(engine.__all__) == typed_names and set(engine.__all__) <= set(engine.api.__all__)
+    assert set(engine.api.__all__) == set(engine.api._WHERE)
     docs = (ENGINE.parent / "docs" / "api.md").read_text()
     undocumented = [n for n in engine.__all__ if not re.search(rf"\b{n}\b", docs)]
     assert not undocumented, f"public names docs/api.md does not mention: {undocumented}"

@@ -129,11 +129,13 @@ class RunHome:
 
     def new_run(self, run_id: str | None = None) -> Path:
         """A new run's folder, created."""
-        folder = self.runs / (run_id or new_run_id())
+        return self._created(self.runs / (run_id or new_run_id()), "a run folder")
+
+    def _created(self, folder: Path, what: str) -> Path:
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as err:
-            raise HomeError(f"cannot create a run folder in {self.root}: {err.strerror}") from None
+            raise HomeError(f"cannot create {what} in {self.root}: {err.strerror}") from None
         return folder
 
     def run_folders(self) -> Iterator[Path]:
@@ -151,9 +153,4 @@ class RunHome:
             if not folder.is_dir():
                 raise InputError(f"no evaluation {resume!r} to resume in {self.evals}")
             return folder
-        folder = self.evals / (eval_id or new_run_id())
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise HomeError(f"cannot create an evaluation folder in {self.root}: {err.strerror}") from None
-        return folder
+        return self._created(self.evals / (eval_id or new_run_id()), "an evaluation folder")
