@@ -24,7 +24,7 @@ from typing import Any
 
 from engine.errors import BudgetExceeded, PoolError, RunCancelled, RunError
 from engine.loading import check_source, load_flow
-from engine.model import Budget, Flow, Params
+from engine.model import Budget, Flow, Params, node_models
 from engine.pool import Pool, discover_pool
 from engine.run.budget import BudgetGuard
 from engine.run.cache import ResponseCache
@@ -123,6 +123,10 @@ class Session:
             flow_file = str(flow)
         checked_inputs = check_inputs(flow_obj, inputs or {})  # before the run folder exists: bad inputs leave no record
         run_pool = self.pool.with_models(flow_obj.models)
+        foreign = sorted({a for n in flow_obj.nodes.values() for a in node_models(n)} - set(run_pool.models))
+        if foreign:  # a Flow checked against another pool
+            raise PoolError(f"{self.pool.source}: this session's pool has no model alias {', '.join(f'`{a}`' for a in foreign)}, "
+                            f"which flow `{flow_obj.name}` uses (it was checked against another pool)")
         warnings = self.providers.preflight(flow_obj, run_pool)  # a missing or broken key: found before a run folder exists
         store: RunRecord = RunStore.create(self.home, self.durable) if record else MemoryStore()
         if record:

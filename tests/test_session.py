@@ -142,3 +142,18 @@ def test_a_missing_api_key_is_found_before_a_run_folder_exists_and_is_not_offere
     assert proc.returncode == 1 and "needs an API key in $BATON_SURELY_UNSET_KEY_2" in proc.stderr
     assert "--resume" not in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "h" / "runs").exists()
+
+
+def test_a_flow_checked_against_another_pool_is_a_pool_error_not_a_traceback(tmp_path: Path) -> None:
+    other = Pool(providers={"loop": ProviderSpec(kind="openai", base_url="http://127.0.0.1:9/v1")},
+                 models={"elsewhere": ModelSpec(provider="loop", id="x")}, source="<other>")
+    flow = flow_from('input q\nstep a { model: elsewhere  task: "{q}" }', other)
+    mine = Pool(providers=other.providers, models={"m": ModelSpec(provider="loop", id="m")}, source="<mine>")
+
+    async def go() -> None:
+        async with Session(mine, home=tmp_path) as session:
+            await session.run(flow, {"q": "x"})
+
+    with pytest.raises(PoolError, match="has no model alias `elsewhere`"):
+        asyncio.run(go())
+    assert not (tmp_path / "runs").exists()
