@@ -132,6 +132,17 @@ def test_the_next_reservation_accounts_for_tokens_seen_past_max_tokens(home: Pat
         assert billed(server, pool) <= 0.0005
 
 
+def test_a_rejected_reply_past_max_tokens_also_raises_the_next_reservation(home: Path) -> None:
+    """Reasoning models overrun max_tokens most often in replies that are rejected (no text): those count too."""
+    with ChatServer() as server:
+        server.script["m"] = [Reply(content=None, finish_reason="length", completion_tokens=150)]
+        server.script["backup"] = [Reply(text="ok", completion_tokens=1)]
+        pool = priced_pool(server.url)
+        with pytest.raises(BudgetExceeded):
+            run(flow_from(chain(4, "$0.0008", max_tokens=50, extra=" fallback: backup "), pool), {"q": "x"}, pool, home)
+        assert billed(server, pool) <= 0.0008
+
+
 # -- truth -------------------------------------------------------------------------------------
 
 

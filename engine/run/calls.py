@@ -228,6 +228,8 @@ class Caller:
                 charge = self._charge_fault(spec, fault, reservation)
                 self._settle(step, reservation, charge)
                 billed = fault.billed
+                if billed is not None:  # a rejected reply still shows what this alias spends (reasoning past max_tokens)
+                    self._observe(alias, spec, params.max_tokens, billed, charge)
                 return None, Attempt(
                     alias=alias, model_id=spec.id, role=role, status="fault", cause=fault.kind, reason=self.secrets.scrub(str(fault)),
                     input_tokens=billed.input_tokens if billed else 0, output_tokens=billed.output_tokens if billed else 0,
@@ -280,8 +282,8 @@ class Caller:
                     try:
                         response, attempt, fault = await self.attempt(step, alias, role, messages, params, timeout, validate, grammar)
                     except BudgetExceeded as err:
-                        self._record(step, record, Attempt(alias=alias, role=role, status="refused", cause="budget", reason=str(err),
-                                                                   cost_source="not_billed"))
+                        refused = Attempt(alias=alias, role=role, status="refused", cause="budget", reason=str(err), cost_source="not_billed")
+                        self._record(step, record, refused)
                         raise
                     self._record(step, record, attempt)
                     if response is not None:
