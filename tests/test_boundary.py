@@ -139,8 +139,8 @@ def test_a_rejected_reply_past_max_tokens_also_raises_the_next_reservation(home:
         server.script["backup"] = [Reply(text="ok", completion_tokens=1)]
         pool = priced_pool(server.url)
         with pytest.raises(BudgetExceeded):
-            run(flow_from(chain(4, "$0.0008", max_tokens=50, extra=" fallback: backup "), pool), {"q": "x"}, pool, home)
-        assert billed(server, pool) <= 0.0008
+            run(flow_from(chain(4, "$0.0009", max_tokens=50, extra=" fallback: backup "), pool), {"q": "x"}, pool, home)
+        assert billed(server, pool) <= 0.0009
 
 
 # -- truth -------------------------------------------------------------------------------------
