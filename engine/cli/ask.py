@@ -8,7 +8,7 @@ import json
 import sys
 
 from engine.api import BatonError, PlanResult, PoolError, RunError, ask_rounds, for_terminal
-from engine.cli.common import fail, pool_error, pool_for
+from engine.cli.common import fail, for_stream, pool_error, pool_for
 from engine.cli.exits import EXIT_FAILED, EXIT_USAGE, for_run_error
 from engine.cli.plan import add_plan_arguments, make_plan, report
 from engine.cli.progress import ProgressPrinter
@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
         result = await make_plan(args, pool, task, allow_keep)
         report(result)
         if result.ok:
-            print(f"--- plan ---\n{result.text}---", file=sys.stderr)
+            print(for_terminal(f"--- plan ---\n{result.text}---"), file=sys.stderr)
         return result
 
     try:
@@ -50,6 +50,6 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(outcome.to_json(), indent=2))
     else:
-        print(outcome.summary.output)
+        print(for_stream(outcome.summary.output or ""))
         print_summary(outcome.summary)
     return 0

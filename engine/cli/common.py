@@ -7,6 +7,7 @@ import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TextIO
 
 from engine.api import InputError, Pool, PoolError, discover_pool, for_terminal
 from engine.cli.exits import EXIT_USAGE
@@ -19,6 +20,12 @@ def add_pool_argument(parser: argparse.ArgumentParser) -> None:
 def pool_for(args: argparse.Namespace, flow_path: str | Path | None) -> Pool:
     """The pool by the documented discovery order; `PoolError` propagates for the caller to print."""
     return discover_pool(flow_path, getattr(args, "pool", None))
+
+
+def for_stream(text: str, stream: TextIO | None = None) -> str:
+    """Model or provider text for `stream` (stdout by default): made safe when it is a terminal, exact into a pipe or a file."""
+    stream = stream or sys.stdout
+    return for_terminal(text) if getattr(stream, "isatty", lambda: False)() else text
 
 
 def fail(message: str, code: int) -> int:

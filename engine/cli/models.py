@@ -7,7 +7,7 @@ import asyncio
 import time
 
 from engine.api import Pool, PoolError
-from engine.cli.common import add_pool_argument, pool_error, pool_for
+from engine.cli.common import add_pool_argument, for_stream, pool_error, pool_for
 from engine.cli.exits import EXIT_FAILED, EXIT_OK
 
 
@@ -52,5 +52,5 @@ def run(args: argparse.Namespace) -> int:
         return 0
     results = asyncio.run(_check(pool))
     for alias, status in results:
-        print(f"{alias}: {status}")
+        print(for_stream(f"{alias}: {status}"))  # an error quotes the provider
     return EXIT_OK if all(s.startswith("reachable") for _, s in results) else EXIT_FAILED

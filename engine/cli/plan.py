@@ -8,8 +8,8 @@ import json
 import sys
 from pathlib import Path
 
-from engine.api import ALL_CONSTRUCTS, BatonError, PlanLimits, PlanResult, Pool, PoolError, plan
-from engine.cli.common import add_pool_argument, at_least, fail, parse_budget, pool_error, pool_for
+from engine.api import ALL_CONSTRUCTS, BatonError, PlanLimits, PlanResult, Pool, PoolError, for_terminal, plan
+from engine.cli.common import add_pool_argument, at_least, fail, for_stream, parse_budget, pool_error, pool_for
 from engine.cli.exits import EXIT_FAILED, EXIT_USAGE
 
 
@@ -69,7 +69,7 @@ def report(result: PlanResult) -> None:
               file=sys.stderr)
         for d in (errors + warnings)[:5]:
             where = f"{d['range']['start']['line']}:{d['range']['start']['column']}: " if "range" in d else ""
-            print(f"  {where}{d.get('code', '')} {d['message']}", file=sys.stderr)
+            print(for_terminal(f"  {where}{d.get('code', '')} {d['message']}"), file=sys.stderr)  # it may quote the planner
 
 
 def run(args: argparse.Namespace) -> int:
@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     if not result.ok:
         return fail(f"no valid plan after {len(result.attempts)} attempts", EXIT_FAILED)
     if not args.json:
-        sys.stdout.write(result.text)
+        sys.stdout.write(for_stream(result.text))
         worst = result.worst
         if worst is not None:
             print(f"worst case: {worst.calls} calls, ~{worst.tokens} tokens, ${worst.usd:.4f}", file=sys.stderr)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from engine.api import Flow, FlowError, HomeError, InputError, PoolError, RunError, RunSummary, UnknownRun, for_terminal, render_all
-from engine.cli.common import add_pool_argument, fail, parse_budget, plural, pool_error, pool_for
+from engine.cli.common import add_pool_argument, fail, for_stream, parse_budget, plural, pool_error, pool_for
 from engine.cli.exits import EXIT_USAGE, for_run_error
 from engine.cli.progress import ProgressPrinter
 
@@ -149,6 +149,6 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"output": summary.output, "summary": summary.model_dump(mode="json")}, indent=2))
     else:  # the answer exactly into a pipe or a file; made safe only for a terminal
-        print(for_terminal(summary.output or "") if sys.stdout.isatty() else summary.output)
+        print(for_stream(summary.output or ""))
         print_summary(summary)
     return 0

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
-from engine.api import HomeError, UnknownRun, for_terminal, load_run, render_run, run_json
-from engine.cli.common import fail
+from engine.api import HomeError, UnknownRun, load_run, render_run, run_json
+from engine.cli.common import fail, for_stream
 from engine.cli.exits import EXIT_FAILED, EXIT_USAGE
 
 
@@ -32,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
         if args.json:
             print(step.model_dump_json(indent=2))
         else:  # exactly the output into a pipe or a file; made safe only for a terminal
-            print(for_terminal(step.output) if sys.stdout.isatty() else step.output)
+            print(for_stream(step.output))
         return 0
     print(run_json(summary) if args.json else render_run(summary))
     return 0
