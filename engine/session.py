@@ -94,7 +94,8 @@ class Session:
                    grammar: tuple[str, str] | None = None, step: str = "call", role: str = "worker") -> CallResult:
         """One model call through the same caller as a step: limits, budget, cache, retries, fallbacks, recorded usage.
 
-        Raises `ProviderError` when every attempt failed, `BudgetExceeded` when the call could break `budget_usd`.
+        Raises `ProviderError` when every attempt failed, `BudgetExceeded` when the call could break `budget_usd`;
+        either way `err.summary` is the `CallResult` so far (its attempts, and what they cost).
         """
         for name in (alias, *fallbacks):
             if name not in self.pool.models:
@@ -103,8 +104,12 @@ class Session:
         caller = self._caller(self.pool, BudgetGuard(Budget(usd=budget_usd)), cache)
         result = CallResult(text="", alias=alias, reason="")
         chat = tuple({"role": str(m["role"]), "content": str(m["content"])} for m in messages)
-        text, used, why = await caller.chain(step, (alias,), tuple(fallbacks), retries, chat, params or Params(), timeout,
-                                             role=role, record=result.attempts.append, grammar=grammar)
+        try:
+            text, used, why = await caller.chain(step, (alias,), tuple(fallbacks), retries, chat, params or Params(), timeout,
+                                                 role=role, record=result.attempts.append, grammar=grammar)
+        except RunError as err:
+            err.summary = result  # the attempts made, and what they cost, before it failed
+            raise
         result.text, result.alias, result.reason = text, used, why
         return result
 

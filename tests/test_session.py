@@ -157,3 +157,21 @@ def test_a_flow_checked_against_another_pool_is_a_pool_error_not_a_traceback(tmp
     with pytest.raises(PoolError, match="has no model alias `elsewhere`"):
         asyncio.run(go())
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_judge_that_fails_for_good_still_counts_what_its_calls_cost(tmp_path: Path) -> None:
+    dataset = tmp_path / "d.jsonl"
+    dataset.write_text(json.dumps({"question": "q0", "answer": "ref"}))
+    with ChatServer() as server:
+        server.script["grader"] = [Reply(text="CORR", finish_reason="error", choice_error={"message": "upstream died"}, cost=0.01)]
+        flow = tmp_path / "f.flow"
+        flow.write_text('input question\nstep a { model: fast  task: "{question}" }\n')
+        pool = pool_file(tmp_path, server.url, '[models.fast]\nprovider = "loop"\nid = "fast"\n'
+                         '[models.grader]\nprovider = "loop"\nid = "grader"\n')
+        proc = subprocess.run([sys.executable, "-m", "engine.cli.main", "eval", str(flow), "--dataset", str(dataset), "--scorer",
+                               "judge:grader", "--pool", str(pool), "--home", str(tmp_path / "h"), "--json"],
+                              cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        assert server.count("grader") == 3  # the first try and two retries, each billed
+    report = json.loads(proc.stdout)
+    assert report["flows"][0]["failures"] == 1 and report["scoring_cost"] == pytest.approx(0.03)
