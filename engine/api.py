@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from engine.planner.conductor import parse_completion, parse_map, to_flow
     from engine.planner.limits import ALL_CONSTRUCTS, PlanLimits
     from engine.planner.plan import PlanResult, plan
-    from engine.planner.rounds import ask_rounds
+    from engine.planner.rounds import AskOutcome, ask_rounds
     from engine.pool import Pool, default_pool, discover_pool, load_pool
     from engine.providers.scripted import ScriptedProvider
     from engine.records.render import render_run, run_json, runs_table
@@ -56,6 +56,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ALL_CONSTRUCTS",
+    "AskOutcome",
     "Attempt",
     "BatonError",
     "BudgetExceeded",
@@ -144,7 +145,7 @@ _WHERE: dict[str, str] = {name: module for module, names in {
     "engine.planner.conductor": ['parse_completion', 'parse_map', 'to_flow'],
     "engine.planner.limits": ['ALL_CONSTRUCTS', 'PlanLimits'],
     "engine.planner.plan": ['PlanResult', 'plan'],
-    "engine.planner.rounds": ['ask_rounds'],
+    "engine.planner.rounds": ['AskOutcome', 'ask_rounds'],
     "engine.pool": ['Pool', 'default_pool', 'discover_pool', 'load_pool'],
     "engine.providers.scripted": ['ScriptedProvider'],
     "engine.records.render": ['render_run', 'run_json', 'runs_table'],

@@ -7,7 +7,7 @@ import asyncio
 import json
 import sys
 
-from engine.api import BatonError, PlanResult, PoolError, RunError, ask_rounds, for_terminal
+from engine.api import AskOutcome, BatonError, PlanResult, PoolError, RunError, Session, ask_rounds, for_terminal
 from engine.cli.common import fail, for_stream, pool_error, pool_for
 from engine.cli.exits import EXIT_FAILED, EXIT_USAGE, for_run_error
 from engine.cli.plan import add_plan_arguments, make_plan, report
@@ -31,15 +31,21 @@ def run(args: argparse.Namespace) -> int:
     if not 1 <= args.rounds <= 5:
         return fail("--rounds must be 1..5", EXIT_USAGE)
 
-    async def planner(task: str, allow_keep: bool) -> PlanResult:
-        result = await make_plan(args, pool, task, allow_keep)
-        report(result)
-        if result.ok:
-            print(for_terminal(f"--- plan ---\n{result.text}---"), file=sys.stderr)
-        return result
+    async def go() -> AskOutcome:
+        async with Session(pool, home=args.home) as session:  # one for the planner's calls and every round's run
+
+            async def planner(task: str, allow_keep: bool) -> PlanResult:
+                result = await make_plan(args, pool, task, allow_keep, session)
+                report(result)
+                if result.ok:
+                    print(for_terminal(f"--- plan ---\n{result.text}---"), file=sys.stderr)
+                return result
+
+            return await ask_rounds(args.task, pool, planner, rounds=args.rounds, home=args.home, progress=ProgressPrinter(),
+                                    session=session)
 
     try:
-        outcome = asyncio.run(ask_rounds(args.task, pool, planner, rounds=args.rounds, home=args.home, progress=ProgressPrinter()))
+        outcome = asyncio.run(go())
     except RunError as err:
         print(f"baton: run failed: {for_terminal(str(err))}", file=sys.stderr)
         return for_run_error(err)

@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from engine.api import ALL_CONSTRUCTS, BatonError, PlanLimits, PlanResult, Pool, PoolError, for_terminal, plan
+from engine.api import ALL_CONSTRUCTS, BatonError, PlanLimits, PlanResult, Pool, PoolError, Session, for_terminal, plan
 from engine.cli.common import add_pool_argument, at_least, fail, for_stream, parse_budget, pool_error, pool_for
 from engine.cli.exits import EXIT_FAILED, EXIT_USAGE
 
@@ -44,17 +44,19 @@ def limits_from(args: argparse.Namespace, pool: Pool) -> PlanLimits:
     return PlanLimits(max_steps=args.max_steps, budget_usd=budget, allow=allow)
 
 
-async def make_plan(args: argparse.Namespace, pool: Pool, task: str, allow_keep: bool = False) -> PlanResult:
-    from engine.api import Session
-
+async def make_plan(args: argparse.Namespace, pool: Pool, task: str, allow_keep: bool = False,
+                    session: Session | None = None) -> PlanResult:
+    """Plan through `session` (baton ask's, shared with its runs), or a session of its own."""
     planner = args.planner or next(iter(pool.models))
     if planner not in pool.models:
         raise ValueError(f"--planner {planner!r} is not in the pool ({', '.join(pool.models)})")
     template = Path(args.prompt).read_text(encoding="utf-8") if args.prompt else None
-    async with Session(pool, cache=False) as session:
-        return await plan(task, pool, planner, session, limits=limits_from(args, pool), constrain=args.constrain,
-                          repairs=args.repairs, template=template, allow_keep=allow_keep, hide_names=args.hide_names,
-                          strict=args.strict)
+    if session is None:
+        async with Session(pool, cache=False) as own:
+            return await make_plan(args, pool, task, allow_keep, own)
+    return await plan(task, pool, planner, session, limits=limits_from(args, pool), constrain=args.constrain,
+                      repairs=args.repairs, template=template, allow_keep=allow_keep, hide_names=args.hide_names,
+                      strict=args.strict)
 
 
 def report(result: PlanResult) -> None:

@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.api import run_flow
 from engine.planner.plan import PlanResult
 from engine.pool import Pool
 from engine.run.executor import Progress
 from engine.run.home import RunHome
 from engine.run.trace import RunSummary
+from engine.session import Session, run_flow
 
 KEEP_WORDS = ("KEEP",)
 
@@ -51,7 +51,12 @@ def is_keep(result: PlanResult) -> bool:
 
 async def ask_rounds(task: str, pool: Pool, planner: Callable[[str, bool], Awaitable[PlanResult]], rounds: int = 1,
                      home: str | Path | None = None, progress: Progress | None = None,
-                     run_kwargs: dict[str, Any] | None = None) -> AskOutcome:
+                     run_kwargs: dict[str, Any] | None = None, session: Session | None = None) -> AskOutcome:
+    """Plan, run, and let the planner keep the answer or re-plan, at most `rounds` times.
+
+    The runs go through `session` when one is given (the planner's calls should use the same
+    one); else each round runs in a session of its own (`run_flow`, with `run_kwargs`).
+    """
     outcome = AskOutcome(task)
     answer: str | None = None
     for n in range(1, rounds + 1):
@@ -69,7 +74,10 @@ async def ask_rounds(task: str, pool: Pool, planner: Callable[[str, bool], Await
         inputs = {"question": task}
         if "previous" in result.flow.inputs and answer is not None:
             inputs["previous"] = answer
-        summary = await run_flow(result.flow, inputs, pool=pool, home=home, progress=progress, **(run_kwargs or {}))
+        if session is not None:
+            summary = await session.run(result.flow, inputs, progress=progress)
+        else:
+            summary = await run_flow(result.flow, inputs, pool=pool, home=home, progress=progress, **(run_kwargs or {}))
         entry.update(decision="run", run_id=summary.run_id, output=summary.output, cost=summary.cost)
         outcome.rounds.append(entry)
         outcome.summary = summary
