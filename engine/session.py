@@ -32,7 +32,7 @@ from engine.run.calls import Caller, Limits, Observed, RetryPolicy
 from engine.run.executor import Executor, Progress, summarise
 from engine.run.home import RunHome
 from engine.run.protocol import Provider
-from engine.run.reader import read_summary
+from engine.run.reader import completed_steps, read_setup, read_summary
 from engine.run.store import MemoryStore, RunRecord, RunStore
 from engine.run.trace import Attempt, RunSummary, StepResult
 from engine.wiring import ProviderSet, check_inputs, pool_snapshot
@@ -144,11 +144,12 @@ class Session:
         """Finish a recorded run: its finished steps are kept (not called or billed again), the rest run."""
         store = RunStore.open(self.home, run_id, self.durable)
         try:
-            previous = store.read_summary()
+            previous = read_summary(store.dir)
             flow_file = previous.flow_file if previous else ""
-            flow_obj = _recorded_flow(store, self.pool, flow_file)
-            checked_inputs = check_inputs(flow_obj, store.read_inputs())
-            completed = store.completed_steps()
+            flow_source, recorded_inputs = read_setup(store.dir)  # one read of the journal's setup line
+            flow_obj = _recorded_flow(store, flow_source, self.pool, flow_file)
+            checked_inputs = check_inputs(flow_obj, recorded_inputs)
+            completed = completed_steps(store.dir)
             run_pool = self.pool.with_models(flow_obj.models)
             warnings = self.providers.preflight(flow_obj, run_pool)
         except BaseException:
@@ -260,9 +261,9 @@ async def _make(pool: Pool | None, kwargs: dict[str, Any]) -> Session:
     return Session(pool, **kwargs)  # inside the runner's loop: the limits' semaphores belong to it
 
 
-def _recorded_flow(store: RunStore, pool: Pool, flow_file: str) -> Flow:
+def _recorded_flow(store: RunStore, source: str, pool: Pool, flow_file: str) -> Flow:
     """The flow a run recorded, checked against `pool`; when it no longer checks, say against which pool and why."""
-    result = check_source(store.read_flow_source(), pool, flow_file or "flow.flow")
+    result = check_source(source, pool, flow_file or "flow.flow")
     if result.flow is not None:
         return result.flow
     problems = "; ".join(d.message for d in result.diagnostics if d.severity == "error")

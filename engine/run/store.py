@@ -23,23 +23,12 @@ from typing import Any, Protocol, TextIO
 
 import structlog
 
-from engine.run.home import (
-    DEFAULT_HOME,
-    STEP_JOURNAL,
-    RunHome,
-    baton_home,
-    find_run,
-    hold_run_lock,
-    new_run_id,
-    run_is_live,
-    usable_home,
-)
+from engine.run.home import STEP_JOURNAL, RunHome, hold_run_lock, new_run_id
 from engine.run.journal import Journal
-from engine.run.reader import SETUP_KEY, completed_steps, read_setup, read_step_journal, read_summary
+from engine.run.reader import SETUP_KEY, read_step_journal
 from engine.run.trace import RunSummary, StepResult
 
-__all__ = ["DEFAULT_HOME", "STEP_JOURNAL", "MemoryStore", "RunRecord", "RunStore", "baton_home", "find_run", "new_run_id",
-           "read_step_journal", "run_is_live", "usable_home"]
+__all__ = ["MemoryStore", "RunRecord", "RunStore", "read_step_journal"]  # read_step_journal: where tests have always found it
 
 
 class RunRecord(Protocol):
@@ -161,20 +150,6 @@ class RunStore:
             path.write_text(text, encoding="utf-8")  # a new run's first summary: nothing to replace atomically
         else:
             _atomic_write(path, text, self.durable and final)
-
-    # -- what a resume reads (engine.run.reader) --------------------------------------------
-
-    def completed_steps(self) -> dict[str, StepResult]:
-        return completed_steps(self.dir)
-
-    def read_inputs(self) -> dict[str, str]:
-        return read_setup(self.dir)[1]
-
-    def read_flow_source(self) -> str:
-        return read_setup(self.dir)[0]
-
-    def read_summary(self) -> RunSummary | None:
-        return read_summary(self.dir)
 
     def close(self) -> None:
         """Write what is queued, then make the event log durable and close the files and the lock."""
