@@ -18,6 +18,7 @@ shape. The rules (docs/reliability.md, "What a reply can be"):
 
 Every piece of provider text that goes into a message is scrubbed of secrets first and
 then cut, never the other way round: a key straddling the cut would survive in part.
+A reply's text is scrubbed once, by `engine.run.calls.Caller`, whatever provider sent it.
 """
 
 from __future__ import annotations
@@ -156,7 +157,7 @@ def finish(text: str, finish_reason: str, usage: dict[str, Any], name: str, scru
     """
     if not text.strip() or error is not None or finish_reason in ("error", "content_filter"):
         _reject(text, finish_reason, usage, name, scrub, max_tokens, error, refusal)
-    return ChatResponse(text=scrub(text), finish_reason=finish_reason, **usage)
+    return ChatResponse(text=text, finish_reason=finish_reason, **usage)  # its secrets are scrubbed by the caller, for every provider
 
 
 def _reject(text: str, finish_reason: str, usage: dict[str, Any], name: str, scrub: Scrub, max_tokens: int,
