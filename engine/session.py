@@ -34,6 +34,7 @@ from engine.run.home import RunHome
 from engine.run.protocol import Provider
 from engine.run.reader import completed_steps, read_setup, read_summary
 from engine.run.store import MemoryStore, RunRecord, RunStore
+from engine.run.streaming import StreamMismatch, TextSink, TextStream
 from engine.run.trace import Attempt, RunSummary, StepResult
 from engine.wiring import ProviderSet, check_inputs, pool_snapshot
 
@@ -91,8 +92,11 @@ class Session:
 
     async def call(self, alias: str, messages: Sequence[Mapping[str, str]], *, params: Params | None = None, retries: int = 2,
                    fallbacks: Sequence[str] = (), timeout: float = 120.0, budget_usd: float | None = None, cache: bool = True,
-                   grammar: tuple[str, str] | None = None, step: str = "call", role: str = "worker") -> CallResult:
+                   grammar: tuple[str, str] | None = None, step: str = "call", role: str = "worker",
+                   on_text: TextSink | None = None, account: BudgetGuard | None = None) -> CallResult:
         """One model call through the same caller as a step: limits, budget, cache, retries, fallbacks, recorded usage.
+
+        `on_text` receives the reply as it is produced (see `run`); `account` is a budget shared with other calls.
 
         Raises `ProviderError` when every attempt failed, `BudgetExceeded` when the call could break `budget_usd`;
         either way `err.summary` is the `CallResult` so far (its attempts, and what they cost).
@@ -101,12 +105,13 @@ class Session:
             if name not in self.pool.models:
                 raise PoolError(f"{self.pool.source}: no model alias `{name}` (known: {', '.join(self.pool.models)})")
         self.providers.preflight_aliases([alias, *fallbacks])
-        caller = self._caller(self.pool, BudgetGuard(Budget(usd=budget_usd)), cache)
+        caller = self._caller(self.pool, BudgetGuard(Budget(usd=budget_usd), parent=account), cache)
+        stream = TextStream(on_text, self.providers.secrets) if on_text is not None else None
         result = CallResult(text="", alias=alias, reason="")
         chat = tuple({"role": str(m["role"]), "content": str(m["content"])} for m in messages)
         try:
             text, used, why = await caller.chain(step, (alias,), tuple(fallbacks), retries, chat, params or Params(), timeout,
-                                                 role=role, record=result.attempts.append, grammar=grammar)
+                                                 role=role, record=result.attempts.append, grammar=grammar, stream=stream)
         except RunError as err:
             err.summary = result  # the attempts made, and what they cost, before it failed
             raise
@@ -116,10 +121,15 @@ class Session:
     # -- runs ----------------------------------------------------------------------------------
 
     async def run(self, flow: Flow | str | Path, inputs: Mapping[str, str] | None = None, *, budget_usd: float | None = None,
-                  record: bool = True, progress: Progress | None = None, cache: bool = True) -> RunSummary:
+                  record: bool = True, progress: Progress | None = None, cache: bool = True, on_text: TextSink | None = None,
+                  account: BudgetGuard | None = None) -> RunSummary:
         """Run a flow (a checked `Flow`, or a .flow file checked against this session's pool) and return its summary.
 
         Failures raise `RunError` subclasses after the record is written; `err.summary` holds the partial trace.
+        `on_text` receives the answer as it is produced: the output step's tokens when its reply is one
+        unchecked call (a step, or a fuse's judge), else the whole answer once it is final; the texts it
+        receives add up to `summary.output`. `account` is a budget shared with other runs (an API key's
+        allowance in `baton serve`): every call also reserves against it.
         """
         if isinstance(flow, Flow):
             flow_obj, flow_file = flow, flow.filename
@@ -137,7 +147,7 @@ class Session:
         if record:
             store.write_setup(flow_obj.source, checked_inputs, pool_snapshot(run_pool))
         return await self._execute(flow_obj, flow_file, run_pool, store, checked_inputs, {}, None, 1, warnings, budget_usd,
-                                   progress, cache)
+                                   progress, cache, on_text, account)
 
     async def resume(self, run_id: str, *, budget_usd: float | None = None, progress: Progress | None = None,
                      cache: bool = True) -> RunSummary:
@@ -176,7 +186,8 @@ class Session:
 
     async def _execute(self, flow_obj: Flow, flow_file: str, run_pool: Pool, store: RunRecord, checked_inputs: dict[str, str],
                        completed: dict[str, StepResult], previous: RunSummary | None, attempts_of_run: int, warnings: list[str],
-                       budget_usd: float | None, progress: Progress | None, cache: bool) -> RunSummary:
+                       budget_usd: float | None, progress: Progress | None, cache: bool, on_text: TextSink | None = None,
+                       account: BudgetGuard | None = None) -> RunSummary:
         budget = flow_obj.budget
         if budget_usd is not None:
             budget = Budget(usd=min(budget_usd, budget.usd) if budget.usd is not None else budget_usd, tokens=budget.tokens,
@@ -186,8 +197,9 @@ class Session:
                              attempts_of_run=attempts_of_run, budget=budget.model_dump(), output_step=flow_obj.output, warnings=warnings)
         before = _totals_so_far(previous, completed, flow_obj.top_level()) if resumed else RunSummary(run_id="", flow="")
         guard = BudgetGuard(budget, spent_usd=before.cost, spent_tokens=before.input_tokens + before.output_tokens,
-                            spent_calls=before.calls, estimated_usd=before.estimated_cost)
-        executor = Executor(flow_obj, self._caller(run_pool, guard, cache), store, checked_inputs, completed, progress)
+                            spent_calls=before.calls, estimated_usd=before.estimated_cost, parent=account)
+        stream = TextStream(on_text, self.providers.secrets) if on_text is not None else None
+        executor = Executor(flow_obj, self._caller(run_pool, guard, cache), store, checked_inputs, completed, progress, stream)
         carried = summary.model_copy()  # while it runs, the summary on disk holds the earlier attempts' totals
         _add_totals(carried, before)
         carried.duration_s = before.duration_s
@@ -214,6 +226,8 @@ class Session:
             if error is None and out is not None and out.status == "ok":
                 summary.status = "ok"
                 summary.output = out.output
+                if stream is not None:
+                    _finish_stream(stream, out.output, summary)
             else:
                 summary.status = ("budget_exhausted" if isinstance(error, BudgetExceeded)
                                   else "interrupted" if isinstance(error, RunCancelled) else "failed")
@@ -259,6 +273,14 @@ class SyncSession:
 
 async def _make(pool: Pool | None, kwargs: dict[str, Any]) -> Session:
     return Session(pool, **kwargs)  # inside the runner's loop: the limits' semaphores belong to it
+
+
+def _finish_stream(stream: TextStream, output: str, summary: RunSummary) -> None:
+    """Send the reader what it does not have of the answer (all of it, when the output was not streamed)."""
+    try:
+        stream.finish(output)
+    except StreamMismatch as err:  # pragma: no cover - a streamed reply is the step's output by construction
+        summary.warnings.append(f"the streamed answer differs from the recorded one: {err}")
 
 
 def _recorded_flow(store: RunStore, source: str, pool: Pool, flow_file: str) -> Flow:

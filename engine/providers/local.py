@@ -12,7 +12,7 @@ import atexit
 import os
 import random
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -184,6 +184,61 @@ def completion_prompt(messages: tuple[dict[str, str], ...], constrained: bool) -
     return text + ("\n\n" if constrained else "\n\nAnswer:")
 
 
+class _AnswerSoFar:
+    """Hands on only text that the final answer will start with.
+
+    A completion-mode answer is cut to its first paragraph and stripped (`first_paragraph`):
+    leading whitespace is never sent, and the last few characters wait until more text shows
+    they are not the start of a paragraph break or of copied framing (`\n<<<`).
+    """
+
+    HOLD = 4
+
+    def __init__(self, on_text: Callable[[str], None], cut: bool) -> None:
+        self.on_text = on_text
+        self.cut = cut
+        self.raw = ""
+        self.sent = 0
+
+    def __call__(self, piece: str) -> None:
+        self.raw += piece
+        if not self.cut:
+            self.on_text(piece)
+            return
+        text = self.raw.lstrip()
+        for marker in ("\n\n", "\n<<<"):
+            text = text.split(marker, 1)[0]
+        text = text[: max(0, len(text) - self.HOLD)].rstrip()
+        if len(text) > self.sent:
+            self.on_text(text[self.sent:])
+            self.sent = len(text)
+
+
+def _streamed(llm: Any, prompt: str | list[int], stop: list[str], criteria: Any, sampling: dict[str, Any],
+              on_piece: Callable[[str], None]) -> dict[str, Any]:
+    """`create_completion(stream=True)`, put back together as the one result the unstreamed call returns.
+
+    A streamed completion reports no usage: the prompt's tokens are counted here, and each
+    chunk is one sampled token.
+    """
+    prompt_tokens = len(prompt) if isinstance(prompt, list) else len(llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=True))
+    texts: list[str] = []
+    finish_reason = None
+    model = ""
+    completion_tokens = 0
+    for chunk in llm.create_completion(prompt, stop=stop or None, stopping_criteria=criteria, stream=True, **sampling):
+        choice = chunk["choices"][0]
+        model = str(chunk.get("model", model))
+        piece = choice.get("text") or ""
+        completion_tokens += 1
+        if piece:
+            texts.append(piece)
+            on_piece(piece)
+        finish_reason = choice.get("finish_reason") or finish_reason
+    usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens}
+    return {"model": model, "choices": [{"text": "".join(texts), "finish_reason": finish_reason}], "usage": usage}
+
+
 class LocalProvider:
     def __init__(self, name: str, spec: ProviderSpec) -> None:
         self.name = name
@@ -194,7 +249,7 @@ class LocalProvider:
         threads = spec.options.get("threads")
         self.threads = int(threads) if threads is not None else None
 
-    def _complete(self, request: ChatRequest, abandoned: threading.Event) -> ChatResponse:
+    def _complete(self, request: ChatRequest, abandoned: threading.Event, on_text: Callable[[str], None] | None = None) -> ChatResponse:
         with _lock:
             if abandoned.is_set():  # given up on while it waited for the model
                 raise ProviderFault("client_error", "local model: the call was abandoned before it started")
@@ -208,27 +263,45 @@ class LocalProvider:
             sampling = {"max_tokens": request.max_tokens, "temperature": request.temperature, "grammar": grammar,
                         "top_p": request.top_p if request.top_p is not None else 0.95,
                         "seed": _seed(request)}
+            chat = self.mode == "chat"
+            prompt: str | list[int]
+            if chat:
+                prompt, stop = _chat_tokens(llm, request.messages)
+            else:
+                prompt, stop = completion_prompt(request.messages, grammar is not None), []
+            criteria = _stopping(llm, abandoned, at_answer_end=not chat and grammar is None)
             try:
-                if self.mode == "chat":
-                    tokens, stop = _chat_tokens(llm, request.messages)
-                    out = llm.create_completion(tokens, stop=stop, stopping_criteria=_stopping(llm, abandoned, at_answer_end=False), **sampling)
-                    text = out["choices"][0].get("text") or ""
+                if on_text is None:
+                    out = llm.create_completion(prompt, stop=stop or None, stopping_criteria=criteria, **sampling)
                 else:
-                    stop = _stopping(llm, abandoned, at_answer_end=grammar is None)
-                    out = llm.create_completion(completion_prompt(request.messages, grammar is not None), stopping_criteria=stop, **sampling)
-                    text = (out["choices"][0].get("text") or "").strip()
-                    if grammar is None:
-                        text = first_paragraph(text)
+                    out = _streamed(llm, prompt, stop, criteria, sampling, _AnswerSoFar(on_text, cut=not chat and grammar is None))
             except ValueError as err:  # e.g. prompt longer than the context window
                 raise ProviderFault("client_error", f"local model: {err}") from None
+            text = out["choices"][0].get("text") or ""
+            if not chat:
+                text = text.strip()
+                if grammar is None:
+                    text = first_paragraph(text)
         choice = out["choices"][0]
         usage = usage_fields(out.get("usage"), str(out.get("model", "")))
         return finish(text, str(choice.get("finish_reason") or ""), usage, "local model", str, request.max_tokens)
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
+        return await self._in_thread(request, None)
+
+    async def stream(self, request: ChatRequest, on_text: Callable[[str], None]) -> ChatResponse:
+        """Token by token: each piece of the answer is handed to the event loop as llama.cpp samples it."""
+        loop = asyncio.get_running_loop()
+
+        def hand_on(text: str) -> None:
+            loop.call_soon_threadsafe(on_text, text)
+
+        return await self._in_thread(request, hand_on)
+
+    async def _in_thread(self, request: ChatRequest, on_text: Callable[[str], None] | None) -> ChatResponse:
         abandoned = threading.Event()
         try:
-            return await asyncio.to_thread(self._complete, request, abandoned)
+            return await asyncio.to_thread(self._complete, request, abandoned, on_text)
         except asyncio.CancelledError:
             abandoned.set()  # the thread stops at its next token, or before it starts
             raise

@@ -20,13 +20,15 @@ import json
 import os
 import time
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 
 from engine.errors import PoolError
 from engine.pool import ProviderSpec
-from engine.providers.reply import quote, read_chat_completion
+from engine.providers.reply import quote, read_chat_completion, usage_fields
+from engine.providers.sse import ChunkAssembler
 from engine.run.protocol import ChatRequest, ChatResponse, ProviderFault
 from engine.run.secrets import Secrets, read_key, secret_header
 
@@ -169,12 +171,28 @@ class OpenAICompatProvider:
         return body
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
+        return await self._call(request, None)
+
+    async def stream(self, request: ChatRequest, on_text: Callable[[str], None]) -> ChatResponse:
+        """The same call with `stream: true`: the answer's text goes to `on_text` as it arrives (SSE).
+
+        A server that ignores `stream` and answers with one JSON body is read as `complete` reads it.
+        """
+        return await self._call(request, ChunkAssembler(on_text))
+
+    async def _call(self, request: ChatRequest, chunks: ChunkAssembler | None) -> ChatResponse:
         headers = self._headers()
         ceiling = min(request.timeout, self.spec.timeout)  # the provider's `timeout` is a ceiling over steps'
-        body = json.dumps(self.payload(request), ensure_ascii=False, separators=(",", ":")).encode()
+        payload = self.payload(request)
+        if chunks is not None:
+            payload["stream"] = True
+            payload["stream_options"] = {"include_usage": True}
+            headers = httpx.Headers({**headers, "Accept": "text/event-stream"})
+        body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
         http_request = httpx.Request("POST", self.url, content=body, headers=headers,
                                      extensions={"timeout": httpx.Timeout(ceiling).as_dict()})
         status: list[int] = []  # set once the status line is in: a body lost after a 2xx may have been billed
+        streamed = False
         try:
             # httpx's timeouts are per read: a body that trickles in a byte at a time never trips them. This is a
             # ceiling over the whole call, body included.
@@ -182,7 +200,14 @@ class OpenAICompatProvider:
                 resp = await self.transport.handle_async_request(http_request)
                 status.append(resp.status_code)
                 try:
-                    await resp.aread()
+                    streamed = (chunks is not None and resp.status_code < 300
+                                and resp.headers.get("content-type", "").startswith("text/event-stream"))
+                    if streamed and chunks is not None:
+                        async for piece in resp.aiter_raw():
+                            chunks.feed(piece)
+                        chunks.close()
+                    else:
+                        await resp.aread()
                 finally:
                     await resp.aclose()
         except TimeoutError:
@@ -197,7 +222,21 @@ class OpenAICompatProvider:
             raise ProviderFault("connect", self._scrub(f"{self.name}: {type(err).__name__}: {err}")) from None
         if resp.status_code >= 300:
             raise self._status_fault(resp)
+        if streamed and chunks is not None:
+            return self._streamed_reply(chunks, request.max_tokens)
         return read_chat_completion(resp.content, self.name, self._scrub, request.max_tokens)
+
+    def _streamed_reply(self, chunks: ChunkAssembler, max_tokens: int) -> ChatResponse:
+        """A finished event stream judged as a whole reply; a stream that broke off or sent garbage is a fault."""
+        if chunks.unreadable or not (chunks.done or chunks.finish_reason or chunks.error or chunks.choice_error):
+            usage = usage_fields(chunks.usage, chunks.model if isinstance(chunks.model, str) else "")
+            billed = ChatResponse(text="", **usage)
+            if chunks.unreadable:
+                words = quote(chunks.unreadable[0], self._scrub, 120)
+                raise ProviderFault("bad_response", f"{self.name}: a streamed chunk is not JSON: {words!r}", billed=billed)
+            raise ProviderFault("connect", f"{self.name}: the stream ended before the reply finished (no finish_reason, "
+                                           f"no [DONE], after {chunks.events} events)", billed=billed)
+        return read_chat_completion(chunks.completion(), self.name, self._scrub, max_tokens)  # errors, finish reasons, usage
 
     def _connection_fault(self, err: Exception, http_request: httpx.Request, status: list[int]) -> ProviderFault:
         words = self._scrub(f"{self.name}: {_connection_problem(err, http_request.url)}")

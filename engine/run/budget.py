@@ -29,14 +29,19 @@ class Reservation:
     usd: float
     tokens: int
     settled: bool = False
+    parent: Reservation | None = None  # the same call's reservation against a shared account
 
 
 class BudgetGuard:
     """Tracks spend and reservations against a `Budget`; refuses calls that could break it."""
 
     def __init__(self, budget: Budget, spent_usd: float = 0.0, spent_tokens: int = 0, spent_calls: int = 0,
-                 estimated_usd: float = 0.0) -> None:
+                 estimated_usd: float = 0.0, parent: BudgetGuard | None = None, label: str = "budget") -> None:
+        """`parent` is an account other runs share (an API key's allowance): each call reserves against both.
+        `label` names the cap in messages."""
         self.budget = budget
+        self.parent = parent
+        self.label = label
         self.spent_usd = spent_usd
         self.estimated_usd = estimated_usd  # the part of spent_usd booked at worst case (usage missing or unreadable)
         self.spent_tokens = spent_tokens
@@ -49,7 +54,7 @@ class BudgetGuard:
         b = self.budget
         if b.usd is not None and self.spent_usd + self.reserved_usd + usd > b.usd + 1e-12:
             raise BudgetExceeded(
-                f"budget ${b.usd:g} would be exceeded: step `{step}` needs up to ${usd:.6f}; "
+                f"{self.label} ${b.usd:g} would be exceeded: step `{step}` needs up to ${usd:.6f}; "
                 f"booked ${self.spent_usd:.6f}{self._estimated_words()}, ${self.reserved_usd:.6f} reserved by calls in flight",
                 step=step, cap="usd", limit=b.usd, spent=self.spent_usd,
             )
@@ -64,10 +69,11 @@ class BudgetGuard:
                 f"call cap {b.calls} reached: step `{step}` was refused after {self.spent_calls} calls",
                 step=step, cap="calls", limit=float(b.calls), spent=float(self.spent_calls),
             )
+        parent = self.parent.reserve(step, usd, tokens) if self.parent is not None else None
         self.reserved_usd += usd
         self.reserved_tokens += tokens
         self.reserved_calls += 1
-        return Reservation(step, usd, tokens)
+        return Reservation(step, usd, tokens, parent=parent)
 
     def _estimated_words(self) -> str:
         return f" (${self.estimated_usd:.6f} of it estimated: replies without readable usage)" if self.estimated_usd > 0 else ""
@@ -82,6 +88,8 @@ class BudgetGuard:
         if r.settled:
             return None
         r.settled = True
+        if r.parent is not None and self.parent is not None:
+            self.parent.settle(r.parent, usd, tokens, called, estimated)
         self.reserved_usd -= r.usd
         self.reserved_tokens -= r.tokens
         self.reserved_calls -= 1

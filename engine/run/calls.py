@@ -27,8 +27,9 @@ from engine.model import Check, Params
 from engine.pool import ModelSpec, Pool
 from engine.run.budget import BudgetGuard, Reservation, prompt_token_bound
 from engine.run.cache import ResponseCache
-from engine.run.protocol import ChatRequest, ChatResponse, Provider, ProviderFault
+from engine.run.protocol import ChatRequest, ChatResponse, Provider, ProviderFault, StreamingProvider
 from engine.run.secrets import Secrets
+from engine.run.streaming import StreamMismatch, TextStream
 from engine.run.trace import Attempt, CostSource
 
 Validator = Callable[[str], "str | None"]
@@ -184,11 +185,13 @@ class Caller:
             seen.dearest_call = max(seen.dearest_call, charge.usd)
 
     async def attempt(self, step: str, alias: str, role: str, messages: tuple[dict[str, str], ...], params: Params,
-                      timeout: float, validate: Validator | None = None,
-                      grammar: tuple[str, str] | None = None) -> tuple[ChatResponse | None, Attempt, ProviderFault | None]:
+                      timeout: float, validate: Validator | None = None, grammar: tuple[str, str] | None = None,
+                      stream: TextStream | None = None) -> tuple[ChatResponse | None, Attempt, ProviderFault | None]:
         """One call to one alias, inside limits and budget; never raises for provider faults.
 
         A reply is returned only when it passed `validate`; only such replies are cached.
+        With `stream`, the reply's text goes to it as the provider produces it (a cache hit, or a
+        provider that cannot stream, sends it whole once it passed).
         """
         spec = self.pool.models[alias]
         if spec.max_output_tokens is not None and params.max_tokens > spec.max_output_tokens:
@@ -207,7 +210,10 @@ class Caller:
                 hit_attempt = Attempt(alias=alias, model_id=spec.id, role=role, status="cache_hit", input_tokens=hit.input_tokens,
                                       output_tokens=hit.output_tokens, cost=0.0, cost_source="cache", finish_reason=hit.finish_reason,
                                       truncated=hit.truncated, reply_preview=hit.text[:200])
-                return (*self._validated(hit, hit_attempt, validate), None)
+                reply, hit_attempt = self._validated(hit, hit_attempt, validate)
+                if reply is not None and stream is not None:
+                    stream.finish(reply.text)
+                return reply, hit_attempt, None
         slots = self.limits.semaphores(alias, spec)
         held = 0
         try:
@@ -217,12 +223,17 @@ class Caller:
             reservation = self._reserve(step, alias, spec, messages, params.max_tokens)
             started = time.perf_counter()
             try:
+                provider = self.providers(alias)
                 async with asyncio.timeout(timeout):  # not wait_for: that wraps every call in a task of its own
-                    response = await self.providers(alias).complete(request)
+                    if stream is not None and validate is None and isinstance(provider, StreamingProvider):
+                        response = await provider.stream(request, stream.feed)
+                    else:
+                        response = await provider.complete(request)
                 if self.secrets:
                     response = dataclasses.replace(response, text=self.secrets.scrub(response.text))
                 if not response.text.strip():
                     raise ProviderFault("empty_reply", "the model returned an empty message", billed=response)
+
             except (ProviderFault, TimeoutError) as err:
                 fault = err if isinstance(err, ProviderFault) else ProviderFault("timeout", f"no reply within {timeout:g}s")
                 charge = self._charge_fault(spec, fault, reservation)
@@ -252,6 +263,12 @@ class Caller:
             truncated=response.truncated, latency_ms=latency, reply_preview=response.text[:200],
         )
         reply, done = self._validated(response, done, validate)
+        if reply is not None and stream is not None:
+            try:
+                stream.finish(reply.text)
+            except StreamMismatch as err:
+                done.status, done.cause, done.reason = "fault", "bad_response", str(err)
+                return None, done, ProviderFault("bad_response", str(err), billed=response)
         if reply is not None and cache_key is not None and self.cache is not None:
             self.cache.put(cache_key, reply)
         return reply, done, None
@@ -270,17 +287,20 @@ class Caller:
     async def chain(self, step: str, levels: tuple[str, ...], fallbacks: tuple[str, ...], retries: int,
                     messages: tuple[dict[str, str], ...], params: Params, timeout: float, validate: Validator | None = None,
                     role: str = "worker", record: Callable[[Attempt], None] | None = None,
-                    grammar: tuple[str, str] | None = None) -> tuple[str, str, str]:
+                    grammar: tuple[str, str] | None = None, stream: TextStream | None = None) -> tuple[str, str, str]:
         """Run the retry / fallback / escalation policy; returns (text, alias, why this alias).
 
-        `grammar` is (text, format) for a grammar-constrained call (the planner's)."""
+        `grammar` is (text, format) for a grammar-constrained call (the planner's). With `stream`
+        (only for a call whose reply is not checked), an attempt that fails after part of its
+        text was sent is not retried: the reader cannot be given a second reply after part of a first."""
         last_problem = ""
         for level_index, level in enumerate(levels):
             escalate_reason = ""
             for cand_index, alias in enumerate((level, *fallbacks)):
                 for n in range(retries + 1):
                     try:
-                        response, attempt, fault = await self.attempt(step, alias, role, messages, params, timeout, validate, grammar)
+                        response, attempt, fault = await self.attempt(step, alias, role, messages, params, timeout, validate, grammar,
+                                                                      stream)
                     except BudgetExceeded as err:
                         refused = Attempt(alias=alias, role=role, status="refused", cause="budget", reason=str(err), cost_source="not_billed")
                         self._record(step, record, refused)
@@ -294,6 +314,11 @@ class Caller:
                         break
                     assert fault is not None
                     last_problem = f"`{alias}`: {fault.kind}: {attempt.reason}"
+                    if stream is not None and stream.started:
+                        raise ProviderError(f"step `{step}` failed after its reply began streaming (not retried: the reader "
+                                            f"already has part of it); {last_problem}", step=step)
+                    if stream is not None:
+                        stream.restart()
                     if not fault.retryable:
                         break
                     if n < retries:

@@ -23,6 +23,7 @@ from engine.model import Flow, Route
 from engine.run import nodes
 from engine.run.calls import Caller
 from engine.run.store import RunRecord
+from engine.run.streaming import TextStream
 from engine.run.trace import Attempt, RouteDecision, RunSummary, StepResult
 
 Progress = Callable[[str, dict[str, Any]], None]
@@ -31,13 +32,15 @@ class Executor:
     """Runs one flow once (or resumes it). Create a new one per run."""
 
     def __init__(self, flow: Flow, caller: Caller, store: RunRecord, inputs: dict[str, str],
-                 completed: dict[str, StepResult] | None = None, progress: Progress | None = None) -> None:
+                 completed: dict[str, StepResult] | None = None, progress: Progress | None = None,
+                 stream: TextStream | None = None) -> None:
         self.flow = flow
         self.caller = caller
         self.store = store
         self.inputs = inputs
         self.completed = completed or {}
         self.progress = progress
+        self.stream = stream
         #: Whether anyone reads events: the per-call ones are not even built for an in-memory run.
         self.observed = store.keeps_events or progress is not None
         self.results: dict[str, StepResult] = {}
@@ -77,6 +80,15 @@ class Executor:
     def _on_retry(self, step: str, alias: str, delay_s: float) -> None:
         if self.observed:
             self.emit("retry", step=step, alias=alias, delay_s=round(delay_s, 3))
+
+    def stream_for(self, name: str) -> TextStream | None:
+        """The reader of the run's answer, for the node whose reply is that answer (the output, or a branch of an output route)."""
+        if self.stream is None:
+            return None
+        if name == self.flow.output:
+            return self.stream
+        output = self.flow.nodes[self.flow.output]
+        return self.stream if isinstance(output, Route) and self.flow.guarded_by(name, output.name) else None
 
     # -- run ------------------------------------------------------------------------------
 

@@ -77,9 +77,11 @@ async def run_call(ex: Executor, node: Step | Verify, result: StepResult, visibl
     messages = prompt.messages(prompt.render_system(node.params.system, values), blocks, task)
     validate = check_reply(node.expect) if isinstance(node, Step) and node.expect else None
     levels = node.models[min(level_offset, len(node.models) - 1):]
+    # a checked reply may be rejected, and a loop member's may be revised: only an unchecked step's reply is streamed
+    stream = ex.stream_for(node.name) if isinstance(node, Step) and validate is None and node.loop is None else None
     text, alias, why = await ex.caller.chain(node.name, levels, node.fallbacks, node.retries, messages, node.params,
                                                node.timeout, validate, role="verifier" if isinstance(node, Verify) else "worker",
-                                               record=result.add)
+                                               record=result.add, stream=stream)
     result.output = text
     result.model = alias
     result.reason = why
@@ -129,7 +131,7 @@ async def run_fuse(ex: Executor, node: Fuse, result: StepResult, visible: tuple[
     judge_messages = prompt.messages(system, judge_blocks, f"{judge_task}\n\nThe task was:\n{task}")
     judge_params = node.params.model_copy(update={"temperature": 0.0})
     text, alias, _why = await ex.caller.chain(node.name, (node.judge,), (), node.retries, judge_messages, judge_params,
-                                                node.timeout, role="judge", record=result.add)
+                                                node.timeout, role="judge", record=result.add, stream=ex.stream_for(node.name))
     result.output, result.model = text, alias
     result.reason = f"judge `{alias}` over {len(ok)} of {len(node.panel)} panel answers" + (f" ({len(failed)} failed)" if failed else "")
 

@@ -7,8 +7,9 @@ them to pool aliases. That keeps the dry run and the scheduler free of network c
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 FaultKind = Literal[
     "timeout", "connect", "rate_limited", "server_error", "client_error", "bad_response", "empty_reply", "cancelled",
@@ -96,3 +97,15 @@ class Provider(Protocol):
     async def complete(self, request: ChatRequest) -> ChatResponse: ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class StreamingProvider(Protocol):
+    """A provider that can hand on a reply's text as it is produced (`baton serve` with `stream: true`).
+
+    `stream` returns the same `ChatResponse` as `complete` would, under the same rules (a
+    failed reply raises a `ProviderFault`); `on_text` gets the answer's text piece by piece
+    meanwhile. A provider without it is called with `complete` and its answer sent whole.
+    """
+
+    async def stream(self, request: ChatRequest, on_text: Callable[[str], None]) -> ChatResponse: ...

@@ -56,6 +56,13 @@ class Reply:
     trickle: float = 0.0
     #: The completion tokens the server really generated (billed), when that differs from what it reports.
     true_completion_tokens: int | None = None
+    #: For `stream: true` requests: seconds between chunks; after this many content chunks, drop the
+    #: connection (`stream_break_after`) or send an error event (`stream_error_after`).
+    chunk_delay: float = 0.0
+    stream_break_after: int | None = None
+    stream_error_after: int | None = None
+    #: Answer `stream: true` with one JSON body, as a server without streaming does.
+    ignore_stream: bool = False
 
 
 #: `Reply(usage=OMIT)`: a reply with no `usage` at all.
@@ -184,6 +191,8 @@ class ChatServer:
             payload = json.dumps({"error": {"message": reply.text or f"error {reply.status}", "code": reply.status}}).encode()
         elif reply.status >= 300:
             payload = (reply.text or "").encode()
+        elif body.get("stream") and not reply.ignore_stream:
+            return await self._stream(request, body, reply)
         else:
             payload = self._completion(body, reply)
         headers = {"Content-Type": reply.content_type, **reply.headers}
@@ -225,6 +234,43 @@ class ChatServer:
         self._bill(body, reply, completion_tokens if reply.true_completion_tokens is None else reply.true_completion_tokens,
                    prompt_tokens)
         return json.dumps(data).encode()
+
+    async def _stream(self, request: web.Request, body: dict[str, Any], reply: Reply) -> web.StreamResponse:
+        """The reply as `chat.completion.chunk` events, a few characters each, as a streaming provider sends it."""
+        whole = json.loads(self._completion(body, reply))
+        choice = whole["choices"][0]
+        text = choice["message"].get("content") or ""
+        text = text if isinstance(text, str) else ""
+        resp = web.StreamResponse(status=reply.status, headers={"Content-Type": "text/event-stream", **reply.headers})
+        await resp.prepare(request)
+        base = {"id": whole["id"], "object": "chat.completion.chunk", "created": whole["created"], "model": whole["model"]}
+
+        async def event(data: dict[str, Any]) -> None:
+            await resp.write(b"data: " + json.dumps(data).encode() + b"\n\n")
+
+        await event({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]})
+        pieces = [text[i:i + 4] for i in range(0, len(text), 4)]
+        for n, piece in enumerate(pieces):
+            if reply.stream_break_after is not None and n >= reply.stream_break_after:
+                if request.transport is not None:
+                    request.transport.abort()
+                return resp
+            if reply.stream_error_after is not None and n >= reply.stream_error_after:
+                await event({"error": {"message": "upstream failed mid-stream", "code": 502}})
+                await resp.write_eof()
+                return resp
+            if reply.chunk_delay:
+                await asyncio.sleep(reply.chunk_delay)
+            await event({**base, "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]})
+        last: dict[str, Any] = {"index": 0, "delta": {}, "finish_reason": choice.get("finish_reason")}
+        if "error" in choice:
+            last["error"] = choice["error"]
+        await event({**base, "choices": [last]})
+        if (body.get("stream_options") or {}).get("include_usage") and "usage" in whole:
+            await event({**base, "choices": [], "usage": whole["usage"]})
+        await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
 
     def _bill(self, body: dict[str, Any], reply: Reply, completion_tokens: int, prompt_tokens: int | None = None) -> None:
         bill = Bill(str(body.get("model")), prompt_tokens if prompt_tokens is not None else _prompt_tokens(body), completion_tokens,

@@ -1,0 +1,107 @@
+"""A streamed chat completion (`stream: true`, server-sent events) read back into one reply.
+
+Providers stream `chat.completion.chunk` objects, one per `data:` line, then `data: [DONE]`.
+`ChunkAssembler` takes the body's bytes as they arrive, hands each piece of answer text on
+at once, and at the end rebuilds the body a non-streamed call would have returned, so the
+same rules (`engine.providers.reply.read_chat_completion`) judge it: an `error` chunk, a
+`finish_reason` of `error`, `length` or `content_filter`, refusals, and usage that is
+missing or unreadable (a stream without `stream_options.include_usage` support has none:
+the call is then booked at its worst case). Reasoning deltas are never answer text.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+
+class ChunkAssembler:
+    """Feed it the body (`feed`), then `completion()` is the body as one chat.completion."""
+
+    def __init__(self, on_text: Callable[[str], None]) -> None:
+        self._on_text = on_text
+        self._buffer = b""
+        self.texts: list[str] = []
+        self.refusals: list[str] = []
+        self.finish_reason: str | None = None
+        self.usage: Any = None
+        self.model: Any = None
+        self.error: Any = None
+        self.choice_error: Any = None
+        self.done = False
+        self.events = 0
+        self.unreadable: list[str] = []
+
+    def feed(self, data: bytes) -> None:
+        self._buffer += data
+        while True:
+            cut = self._buffer.find(b"\n")
+            if cut < 0:
+                return
+            line, self._buffer = self._buffer[:cut].rstrip(b"\r"), self._buffer[cut + 1:]
+            self._line(line)
+
+    def close(self) -> None:
+        """The body ended: a last line without its newline still counts."""
+        if self._buffer.strip():
+            self._line(self._buffer.rstrip(b"\r"))
+        self._buffer = b""
+
+    def _line(self, line: bytes) -> None:
+        if not line.startswith(b"data:"):
+            return  # comments (": keep-alive"), `event:` and `id:` lines, the blank line between events
+        payload = line[5:].strip()
+        if payload == b"[DONE]":
+            self.done = True
+            return
+        self.events += 1
+        try:
+            chunk = json.loads(payload)
+        except ValueError:
+            self.unreadable.append(payload[:120].decode("utf-8", "replace"))
+            return
+        if not isinstance(chunk, dict):
+            self.unreadable.append(payload[:120].decode("utf-8", "replace"))
+            return
+        if chunk.get("error") is not None:
+            self.error = chunk["error"]
+        if chunk.get("usage") is not None:
+            self.usage = chunk["usage"]
+        if isinstance(chunk.get("model"), str):
+            self.model = chunk["model"]
+        choices = chunk.get("choices")
+        if not isinstance(choices, list):
+            return
+        for choice in choices:
+            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                continue
+            if choice.get("error") is not None:
+                self.choice_error = choice["error"]
+            if isinstance(choice.get("finish_reason"), str):
+                self.finish_reason = choice["finish_reason"]
+            delta = choice.get("delta")
+            if not isinstance(delta, dict):
+                continue
+            text = delta.get("content")
+            if isinstance(text, str) and text:
+                self.texts.append(text)
+                self._on_text(text)
+            refusal = delta.get("refusal")
+            if isinstance(refusal, str):
+                self.refusals.append(refusal)
+
+    def completion(self) -> bytes:
+        """The stream as the chat.completion body it stands for."""
+        message: dict[str, Any] = {"role": "assistant", "content": "".join(self.texts)}
+        if self.refusals:
+            message["refusal"] = "".join(self.refusals)
+        choice: dict[str, Any] = {"index": 0, "message": message, "finish_reason": self.finish_reason}
+        if self.choice_error is not None:
+            choice["error"] = self.choice_error
+        body: dict[str, Any] = {"object": "chat.completion", "model": self.model, "choices": [choice]}
+        if self.usage is not None:
+            body["usage"] = self.usage
+        if self.error is not None:
+            body["error"] = self.error
+        return json.dumps(body).encode()
