@@ -49,6 +49,9 @@ if TYPE_CHECKING:
     from engine.run.protocol import ChatRequest, ChatResponse, Provider, ProviderFault
     from engine.run.reader import list_runs, load_run
     from engine.run.trace import Attempt, RouteDecision, RunSummary, StepResult
+    from engine.serve.catalog import CatalogError
+    from engine.serve.keys import KeysError, add_key
+    from engine.serve.server import ServeError, serve
     from engine.session import CallResult, Session, SyncSession, run_flow, run_flow_sync
     from engine.syntax.fmt import format_source
     from engine.terminal import for_terminal, one_line
@@ -61,6 +64,7 @@ __all__ = [
     "BatonError",
     "BudgetExceeded",
     "CallResult",
+    "CatalogError",
     "ChatRequest",
     "ChatResponse",
     "CheckResult",
@@ -70,6 +74,7 @@ __all__ = [
     "FlowError",
     "HomeError",
     "InputError",
+    "KeysError",
     "MAX_INPUT_BYTES",
     "Params",
     "PlanLimits",
@@ -89,11 +94,13 @@ __all__ = [
     "RunHome",
     "RunSummary",
     "ScriptedProvider",
+    "ServeError",
     "Session",
     "StepResult",
     "SyncSession",
     "UnknownRun",
     "VerificationFailed",
+    "add_key",
     "ask_rounds",
     "check_file",
     "check_inputs",
@@ -124,6 +131,7 @@ __all__ = [
     "run_flow_sync",
     "run_json",
     "runs_table",
+    "serve",
     "to_dot",
     "to_flow",
     "to_json",
@@ -155,6 +163,9 @@ _WHERE: dict[str, str] = {name: module for module, names in {
     "engine.run.protocol": ['ChatRequest', 'ChatResponse', 'Provider', 'ProviderFault'],
     "engine.run.reader": ['list_runs', 'load_run'],
     "engine.run.trace": ['Attempt', 'RouteDecision', 'RunSummary', 'StepResult'],
+    "engine.serve.catalog": ['CatalogError'],
+    "engine.serve.keys": ['KeysError', 'add_key'],
+    "engine.serve.server": ['ServeError', 'serve'],
     "engine.session": ['CallResult', 'Session', 'SyncSession', 'run_flow', 'run_flow_sync'],
     "engine.syntax.fmt": ['format_source'],
     "engine.terminal": ['for_terminal', 'one_line'],

@@ -122,14 +122,14 @@ class Session:
 
     async def run(self, flow: Flow | str | Path, inputs: Mapping[str, str] | None = None, *, budget_usd: float | None = None,
                   record: bool = True, progress: Progress | None = None, cache: bool = True, on_text: TextSink | None = None,
-                  account: BudgetGuard | None = None) -> RunSummary:
+                  account: BudgetGuard | None = None, run_id: str | None = None) -> RunSummary:
         """Run a flow (a checked `Flow`, or a .flow file checked against this session's pool) and return its summary.
 
         Failures raise `RunError` subclasses after the record is written; `err.summary` holds the partial trace.
         `on_text` receives the answer as it is produced: the output step's tokens when its reply is one
         unchecked call (a step, or a fuse's judge), else the whole answer once it is final; the texts it
         receives add up to `summary.output`. `account` is a budget shared with other runs (an API key's
-        allowance in `baton serve`): every call also reserves against it.
+        allowance in `baton serve`): every call also reserves against it. `run_id` names the run (it must be new).
         """
         if isinstance(flow, Flow):
             flow_obj, flow_file = flow, flow.filename
@@ -143,7 +143,7 @@ class Session:
             raise PoolError(f"{self.pool.source}: this session's pool has no model alias {', '.join(f'`{a}`' for a in foreign)}, "
                             f"which flow `{flow_obj.name}` uses (it was checked against another pool)")
         warnings = self.providers.preflight(flow_obj, run_pool)  # a missing or broken key: found before a run folder exists
-        store: RunRecord = RunStore.create(self.home, self.durable) if record else MemoryStore()
+        store: RunRecord = RunStore.create(self.home, self.durable, run_id) if record else MemoryStore(run_id)
         if record:
             store.write_setup(flow_obj.source, checked_inputs, pool_snapshot(run_pool))
         return await self._execute(flow_obj, flow_file, run_pool, store, checked_inputs, {}, None, 1, warnings, budget_usd,

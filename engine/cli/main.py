@@ -34,6 +34,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "import": ("importer", "convert a Conductor completion into a flow"),
     "eval": ("evaluate", "run flows over a dataset: accuracy, cost and latency"),
     "compare": ("compare", "evaluate flows on the same items, with paired tests"),
+    "serve": ("serve", "serve flows and aliases behind an OpenAI-compatible endpoint"),
 }
 
 

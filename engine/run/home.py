@@ -101,7 +101,7 @@ def run_is_live(run_dir: Path) -> bool:
 
 
 def new_run_id() -> str:
-    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(4)
 
 
 
@@ -128,12 +128,22 @@ class RunHome:
         return find_run(self.root, run_id)
 
     def new_run(self, run_id: str | None = None) -> Path:
-        """A new run's folder, created."""
-        return self._created(self.runs / (run_id or new_run_id()), "a run folder")
+        """A new run's folder, created; never one that exists (two runs started in one second by a server)."""
+        for _ in range(20):
+            folder = self.runs / (run_id or new_run_id())
+            try:
+                return self._created(folder, "a run folder", exist_ok=False)
+            except FileExistsError:
+                if run_id is not None:
+                    raise HomeError(f"run {run_id} already exists in {self.root}") from None
+        raise HomeError(f"cannot find a free run id in {self.root}")  # pragma: no cover - 20 clashes of 32 random bits
 
-    def _created(self, folder: Path, what: str) -> Path:
+    def _created(self, folder: Path, what: str, exist_ok: bool = True) -> Path:
         try:
-            folder.mkdir(parents=True, exist_ok=True)
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            folder.mkdir(exist_ok=exist_ok)
+        except FileExistsError:
+            raise
         except OSError as err:
             raise HomeError(f"cannot create {what} in {self.root}: {err.strerror}") from None
         return folder

@@ -1,0 +1,56 @@
+"""`baton serve`: flows and pool aliases behind one OpenAI-compatible endpoint (docs/serve.md)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from engine.api import CatalogError, InputError, KeysError, PoolError, ServeError, add_key, serve
+from engine.cli.common import add_pool_argument, fail, parse_budget, pool_error, pool_for
+from engine.cli.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--flows", metavar="DIR", help="serve every .flow in DIR as model `flow/<name>` (its pool is found from DIR)")
+    add_pool_argument(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; any other needs --keys)")
+    p.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a free one)")
+    p.add_argument("--keys", metavar="FILE", help="require bearer keys from FILE (TOML of hashed keys and spend caps)")
+    p.add_argument("--home", metavar="DIR", help="where runs and the spend ledger are kept (default $BATON_HOME or ./.baton)")
+    p.add_argument("--ledger", metavar="FILE", help="the spend ledger's SQLite file (default HOME/serve-ledger.sqlite)")
+    p.add_argument("--reload", action="store_true", help="re-read changed flow files; a broken one keeps its last good version")
+    p.add_argument("--cache", action="store_true", help="answer repeated temperature-0 requests from the response cache")
+    p.add_argument("--new-key", metavar="NAME", help="add a key named NAME to --keys FILE, print it once, and exit")
+    p.add_argument("--daily-usd", metavar="USD", help="with --new-key: the key's spend cap per UTC day")
+    p.add_argument("--total-usd", metavar="USD", help="with --new-key: the key's spend cap in total")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.new_key:
+        if not args.keys:
+            return fail("--new-key needs --keys FILE (the file the key's hash is added to)", EXIT_USAGE)
+        try:
+            daily, total = parse_budget(args.daily_usd, "--daily-usd"), parse_budget(args.total_usd, "--total-usd")
+            token = add_key(args.keys, args.new_key, daily, total)
+        except (KeysError, InputError) as err:
+            return fail(str(err), EXIT_USAGE)
+        print(token)
+        print(f"baton serve: key `{args.new_key}` added to {args.keys} (only its hash is stored; this is the only time it is shown)",
+              file=sys.stderr)
+        return EXIT_OK
+    if args.flows and not Path(args.flows).is_dir():
+        return fail(f"--flows {args.flows}: no such folder", EXIT_USAGE)
+    try:
+        pool = pool_for(args, Path(args.flows) / "x.flow" if args.flows else None)
+    except PoolError as err:
+        return pool_error(err)
+    try:
+        serve(pool, args.flows, host=args.host, port=args.port, keys_file=args.keys, home=args.home, reload=args.reload,
+              ledger=args.ledger, cache=args.cache, announce=lambda line: print(line, file=sys.stderr, flush=True))
+    except CatalogError as err:
+        print(str(err), file=sys.stderr)
+        return fail("the server did not start: the flows above do not check", EXIT_FAILED)
+    except (KeysError, ServeError) as err:
+        return fail(str(err), EXIT_USAGE)
+    return EXIT_OK

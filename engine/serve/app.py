@@ -1,0 +1,253 @@
+"""The HTTP face of `baton serve`: OpenAI's chat-completions API over flows and pool aliases.
+
+aiohttp.web, chosen by measurement (bench/serve_stack.py: 1.7x the requests per second
+of Starlette + uvicorn on 2 cores, a third of the CPU per request) and already a core
+dependency. One `Session` serves every request, so connection pools, concurrency limits
+and the response cache are shared by all of them. Errors are in OpenAI's shape, so the
+official SDKs raise their usual exceptions (404 `NotFoundError`, 401 `AuthenticationError`,
+402 with `x-should-retry: false`, which the SDK does not retry).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from engine.errors import BudgetExceeded, InputError, PoolError, RunError
+from engine.model import Params
+from engine.pool import Pool
+from engine.run.budget import BudgetGuard
+from engine.run.home import RunHome, new_run_id
+from engine.run.reader import load_run
+from engine.run.trace import RunSummary
+from engine.serve import mapping
+from engine.serve.catalog import Catalog
+from engine.serve.keys import Accounts, KeySpec, Ledger, find_key
+from engine.serve.passthrough import record_call
+from engine.serve.stream import SSEAnswer
+from engine.session import Session
+
+log = logging.getLogger("baton.serve")
+RUN_HEADER = "x-baton-run-id"
+NO_RETRY = {"x-should-retry": "false"}
+
+
+@dataclass
+class ServerState:
+    """What every request shares."""
+
+    session: Session
+    catalog: Catalog
+    keys: dict[str, KeySpec] | None = None
+    ledger: Ledger | None = None
+    accounts: Accounts | None = None
+    home: Path | None = None
+    started: float = field(default_factory=time.time)
+    served: int = 0
+
+    @property
+    def pool(self) -> Pool:
+        return self.session.pool
+
+
+STATE: web.AppKey[ServerState] = web.AppKey("baton", ServerState)
+KEY: web.RequestKey[KeySpec | None] = web.RequestKey("baton_key", object)  # type: ignore[arg-type]
+
+
+def error_response(err: mapping.RequestError, run_id: str | None = None) -> web.Response:
+    headers = {**err.headers, **({RUN_HEADER: run_id} if run_id else {})}
+    return web.json_response(err.body(), status=err.status, headers=headers)
+
+
+@web.middleware
+async def authenticate(request: web.Request, handler: Any) -> web.StreamResponse:
+    state = request.app[STATE]
+    request[KEY] = None
+    if state.keys is not None and request.path != "/health":
+        key = find_key(state.keys, request.headers.get("Authorization"))
+        if key is None:
+            return error_response(mapping.RequestError("Incorrect API key provided: pass a key from the server's keys file as "
+                                                       "`Authorization: Bearer ...`", 401, code="invalid_api_key"))
+        request[KEY] = key
+    try:
+        response: web.StreamResponse = await handler(request)
+        return response
+    except mapping.RequestError as err:
+        return error_response(err)
+
+
+async def health(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    return web.json_response({"status": "ok", "flows": len(state.catalog.flows), "aliases": len(state.pool.models),
+                              "uptime_s": round(time.time() - state.started, 1)})
+
+
+async def models(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    data: list[dict[str, Any]] = []
+    for name, offered in sorted(state.catalog.flows.items()):
+        data.append({"id": name, "object": "model", "created": int(offered.mtime_ns // 1_000_000_000), "owned_by": "baton",
+                     "baton": {"kind": "flow", "flow": offered.flow.name, "description": offered.flow.description,
+                               "inputs": list(offered.flow.inputs), "worst_case": offered.worst.to_json(),
+                               "budget_usd": offered.flow.budget.usd}})
+    for alias, spec in sorted(state.pool.models.items()):
+        data.append({"id": alias, "object": "model", "created": int(state.started), "owned_by": spec.provider,
+                     "baton": {"kind": "alias", "model_id": spec.id, "description": spec.description,
+                               "input_price": spec.input_price, "output_price": spec.output_price, "context": spec.context}})
+    return web.json_response({"object": "list", "data": data})
+
+
+async def run_summary(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    run_id = request.match_info["run_id"]
+    key = request[KEY]
+    not_found = mapping.RequestError(f"no run `{run_id}`", 404, code="run_not_found")
+    if key is not None and (state.ledger is None or state.ledger.owner(run_id) != key.name):
+        raise not_found  # another key's run, or none: the same answer, so ids cannot be probed
+    try:
+        summary = load_run(run_id, state.home)
+    except (LookupError, RunError, PoolError, OSError):
+        raise not_found from None
+    if summary.run_id != run_id:  # a unique prefix finds a run in `baton show`; here the id must be exact
+        raise not_found
+    return web.json_response(summary.model_dump(mode="json"))
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE]
+    state.served += 1
+    try:
+        body = json.loads(await request.read())
+    except ValueError:
+        raise mapping.RequestError("the request body is not JSON") from None
+    if not isinstance(body, dict):
+        raise mapping.RequestError("the request body must be a JSON object")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise mapping.RequestError("`model` is required: a flow (`flow/NAME`) or a pool alias", param="model")
+    offered = state.catalog.flows.get(model)
+    if offered is None and model not in state.pool.models:
+        names = [*state.catalog.flows, *state.pool.models]
+        raise mapping.RequestError(f"The model `{model}` does not exist; this server offers: {', '.join(names) or 'nothing'}",
+                                   404, param="model", code="model_not_found")
+    messages = mapping.chat_messages(body)
+    options = mapping.baton_options(body)
+    params = mapping.request_params(body)
+    max_cost = options.get("max_cost_usd")
+    if max_cost is not None and (isinstance(max_cost, bool) or not isinstance(max_cost, (int, float)) or max_cost < 0):
+        raise mapping.RequestError("`baton.max_cost_usd` must be a number >= 0", param="baton.max_cost_usd")
+    key = request[KEY]
+    account = state.accounts.account(key) if key is not None and state.accounts is not None else None
+    run_id = new_run_id()
+    if state.ledger is not None and key is not None:
+        state.ledger.own(run_id, key.name, model)
+    stream = bool(body.get("stream"))
+    include_usage = bool((body.get("stream_options") or {}).get("include_usage")) if stream else False
+    answer = SSEAnswer(request, run_id, include_usage, model) if stream else None
+    if offered is None:
+        if any(body.get(f) for f in ("tools", "functions")):
+            raise mapping.RequestError("tool calls are not supported through baton serve yet", param="tools")
+        work = _call_alias(state, model, messages, params, max_cost, account, run_id, answer)
+    else:
+        for unsupported in mapping.UNSUPPORTED_ON_FLOWS:
+            if body.get(unsupported):
+                raise mapping.RequestError(f"`{unsupported}` is not supported on a flow (`{model}`) for now; "
+                                           "call a pool alias directly", param=unsupported)
+        system = "\n\n".join(text for role, text in messages if role in ("system", "developer")) or None
+        flow = mapping.with_request_params(offered.flow, params, system)
+        inputs = mapping.flow_inputs(flow, messages, options.get("inputs"))
+        work = state.session.run(flow, inputs, budget_usd=max_cost, account=account, run_id=run_id,
+                                 on_text=answer.text if answer else None, progress=answer.progress if answer else None)
+    if answer is not None:
+        return await answer.serve(work, _failure)
+    try:
+        summary = await work
+    except (RunError, InputError, PoolError) as err:
+        return error_response(_failure(err), run_id if isinstance(err, RunError) else None)
+    response = web.json_response(mapping.completion(summary, f"chatcmpl-{run_id}"), headers={RUN_HEADER: run_id},
+                                 dumps=_dumps)
+    return response
+
+
+def _dumps(data: Any) -> str:
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+
+
+def _failure(err: Exception) -> mapping.RequestError:
+    """A failed request in OpenAI's error shape, with the status an SDK acts on correctly."""
+    if isinstance(err, mapping.RequestError):
+        return err
+    if isinstance(err, InputError):
+        return mapping.RequestError(str(err), 400, param="baton.inputs")
+    if isinstance(err, BudgetExceeded):
+        return mapping.RequestError(str(err), 402, code="budget_exceeded", headers=NO_RETRY)
+    if isinstance(err, PoolError):  # e.g. the server's provider key is not set: not the client's fault
+        return mapping.RequestError(f"the server cannot reach its models: {err}", 503, code="server_misconfigured")
+    run_id = getattr(getattr(err, "summary", None), "run_id", None)
+    where = f" (run {run_id}: see GET /v1/runs/{run_id})" if run_id else ""
+    return mapping.RequestError(f"{err}{where}", 502, code="upstream_error")
+
+
+async def _call_alias(state: ServerState, alias: str, messages: list[tuple[str, str]], params: dict[str, Any],
+                      max_cost: float | None, account: BudgetGuard | None, run_id: str, answer: SSEAnswer | None) -> RunSummary:
+    """A pool alias: the messages as they are, one call with the alias's policy, recorded as a run of one step."""
+    chat = [{"role": role, "content": text} for role, text in messages]
+    started = time.time()
+    try:
+        result = await state.session.call(alias, chat, params=Params(**params), budget_usd=max_cost, account=account,
+                                          on_text=answer.text if answer else None, step="call")
+    except RunError as err:
+        err.summary = record_call(state.home, run_id, alias, chat, err.summary, started, state.pool, error=err)
+        raise
+    return record_call(state.home, run_id, alias, chat, result, started, state.pool)
+
+
+def build_app(state: ServerState, reload_every: float | None = None) -> web.Application:
+    app = web.Application(middlewares=[authenticate], client_max_size=16 * 1024 * 1024)
+    app[STATE] = state
+    app.router.add_get("/health", health)
+    app.router.add_get("/v1/models", models)
+    app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_get("/v1/runs/{run_id}", run_summary)
+    if reload_every:
+        app.cleanup_ctx.append(_reloader(reload_every))
+
+    async def close(_app: web.Application) -> None:
+        await state.session.aclose()
+        if state.ledger is not None:
+            state.ledger.close()
+
+    app.on_cleanup.append(close)
+    return app
+
+
+def _reloader(every: float) -> Any:
+    async def ctx(app: web.Application) -> Any:
+        state = app[STATE]
+
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(every)
+                for note in state.catalog.reload():
+                    log.warning(note)
+
+        task = asyncio.create_task(loop())
+        yield
+        task.cancel()
+
+    return ctx
+
+
+def open_state(session: Session, catalog: Catalog, keys: dict[str, KeySpec] | None, home: str | Path | None,
+               ledger_path: str | Path | None = None) -> ServerState:
+    root = RunHome(home).root
+    ledger = Ledger(ledger_path or root / "serve-ledger.sqlite")
+    return ServerState(session=session, catalog=catalog, keys=keys, ledger=ledger, accounts=Accounts(ledger),
+                       home=Path(home) if home is not None else None)

@@ -1,0 +1,195 @@
+"""From an OpenAI chat request to what Baton runs, and from a run back to a chat completion.
+
+The mapping (docs/serve.md):
+
+- `extra_body={"baton": {"inputs": {...}}}` fills named inputs explicitly;
+- otherwise a flow's one input (besides `history`) gets the last user message;
+- a flow that declares `input history` gets the earlier turns as a transcript;
+- a system message becomes every step's `system` text unless the step sets its own;
+- `temperature`, `max_tokens` and `seed` apply to every step that does not set them.
+
+A request that cannot be mapped is a `RequestError` (HTTP 400) that says why.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from engine.model import Flow, Fuse, Node, Params, Step, Verify
+from engine.run.trace import RunSummary
+
+HISTORY = "history"
+#: Request fields a flow cannot honour yet: a clear 400 rather than silently ignoring them.
+UNSUPPORTED_ON_FLOWS = ("tools", "tool_choice", "functions", "response_format")
+
+
+class RequestError(Exception):
+    """A request Baton cannot serve as asked, in OpenAI's error shape."""
+
+    def __init__(self, message: str, status: int = 400, param: str | None = None, code: str = "invalid_request_error",
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.param = param
+        self.code = code
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": str(self), "type": self.code, "param": self.param, "code": self.code}}
+
+
+def message_text(message: Any, index: int) -> tuple[str, str]:
+    """(role, text) of a chat message; content parts are joined by their text parts."""
+    if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+        raise RequestError(f"messages[{index}] must be an object with a `role`", param=f"messages[{index}]")
+    content = message.get("content")
+    if content is None:
+        return message["role"], ""
+    if isinstance(content, str):
+        return message["role"], content
+    if isinstance(content, list):
+        texts = []
+        for part in content:
+            if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str):
+                texts.append(part["text"])
+            else:
+                raise RequestError(f"messages[{index}]: only text content parts are supported", param=f"messages[{index}].content")
+        return message["role"], "".join(texts)
+    raise RequestError(f"messages[{index}].content must be text or a list of text parts", param=f"messages[{index}].content")
+
+
+def chat_messages(body: dict[str, Any]) -> list[tuple[str, str]]:
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise RequestError("`messages` must be a non-empty list", param="messages")
+    return [message_text(m, i) for i, m in enumerate(messages)]
+
+
+def baton_options(body: dict[str, Any]) -> dict[str, Any]:
+    options = body.get("baton") or {}
+    if not isinstance(options, dict):
+        raise RequestError("`baton` must be an object (extra_body={'baton': {...}})", param="baton")
+    return options
+
+
+def flow_inputs(flow: Flow, messages: list[tuple[str, str]], explicit: Any) -> dict[str, str]:
+    """The flow's inputs from the conversation (see the module's docstring)."""
+    if explicit is not None and not isinstance(explicit, dict):
+        raise RequestError("`baton.inputs` must be an object of input name to text", param="baton.inputs")
+    inputs: dict[str, str] = {str(k): v for k, v in (explicit or {}).items()}
+    for name, value in inputs.items():
+        if not isinstance(value, str):
+            raise RequestError(f"input `{name}` must be text", param=f"baton.inputs.{name}")
+    conversation = [(role, text) for role, text in messages if role != "system"]
+    last_user = max((i for i, (role, _t) in enumerate(conversation) if role == "user"), default=None)
+    open_inputs = [n for n in flow.inputs if n not in inputs and n != HISTORY]
+    if HISTORY in flow.inputs and HISTORY not in inputs:
+        earlier = conversation[:last_user] if last_user is not None else conversation
+        inputs[HISTORY] = "\n\n".join(f"{role}: {text}" for role, text in earlier)
+    if len(open_inputs) == 1:
+        if last_user is None:
+            raise RequestError(f"flow `{flow.name}` takes its input `{open_inputs[0]}` from the last user message, and there is none",
+                               param="messages")
+        inputs[open_inputs[0]] = conversation[last_user][1]
+    elif open_inputs:
+        raise RequestError(f"flow `{flow.name}` has inputs {', '.join(f'`{n}`' for n in open_inputs)}: name them in "
+                           "extra_body={'baton': {'inputs': {...}}} (only a flow with one input takes the last user message)",
+                           param="baton.inputs")
+    unknown = [n for n in inputs if n not in flow.inputs]
+    if unknown:
+        raise RequestError(f"flow `{flow.name}` has no input {', '.join(f'`{n}`' for n in unknown)} "
+                           f"(it declares: {', '.join(flow.inputs) or 'none'})", param="baton.inputs")
+    return inputs
+
+
+def request_params(body: dict[str, Any]) -> dict[str, Any]:
+    """`temperature`, `max_tokens` (or `max_completion_tokens`), `seed`: checked, as `Params` fields."""
+    out: dict[str, Any] = {}
+    temperature = body.get("temperature")
+    if temperature is not None:
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 <= temperature <= 2:
+            raise RequestError("`temperature` must be a number from 0 to 2", param="temperature")
+        out["temperature"] = float(temperature)
+    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+    if max_tokens is not None:
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+            raise RequestError("`max_tokens` must be a positive whole number", param="max_tokens")
+        out["max_tokens"] = max_tokens
+    seed = body.get("seed")
+    if seed is not None:
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise RequestError("`seed` must be a whole number", param="seed")
+        out["seed"] = seed
+    n = body.get("n")
+    if n not in (None, 1):
+        raise RequestError("`n` must be 1: a flow gives one answer (use a fuse for several samples)", param="n")
+    return out
+
+
+def literal(text: str) -> str:
+    """A client's text as a template that renders to itself (its braces are not placeholders)."""
+    return text.replace("{", "{{").replace("}", "}}")
+
+
+def with_request_params(flow: Flow, params: dict[str, Any], system: str | None) -> Flow:
+    """The flow with the request's parameters and system text where its steps do not set their own."""
+    defaults = dict(params)
+    if system:
+        defaults["system"] = literal(system)
+    if not defaults:
+        return flow
+    nodes: dict[str, Node] = {}
+    for name, node in flow.nodes.items():
+        if isinstance(node, Step | Verify | Fuse):
+            own = node.params
+            merged = {**defaults, **{k: getattr(own, k) for k in own.model_fields_set}}
+            nodes[name] = node.model_copy(update={"params": Params(**merged)})
+        else:
+            nodes[name] = node
+    return flow.model_copy(update={"nodes": nodes})
+
+
+# -- back: a run as a chat completion ---------------------------------------------------------
+
+
+def usage_of(summary: RunSummary) -> dict[str, Any]:
+    """Every call of the run summed, with its cost (USD), as OpenRouter reports `cost`."""
+    return {"prompt_tokens": summary.input_tokens, "completion_tokens": summary.output_tokens,
+            "total_tokens": summary.input_tokens + summary.output_tokens, "cost": round(summary.cost, 10),
+            "estimated_cost": round(summary.estimated_cost, 10)}
+
+
+def baton_object(summary: RunSummary, model: str) -> dict[str, Any]:
+    """Which model did what, why, and at what cost: one entry per step, in the order they finished."""
+    steps = sorted(summary.steps.values(), key=lambda s: (s.finished or float("inf"), s.name))
+    return {
+        "run_id": summary.run_id, "flow": summary.flow, "model": model, "status": summary.status,
+        "cost": round(summary.cost, 10), "estimated_cost": round(summary.estimated_cost, 10), "calls": summary.calls,
+        "duration_s": summary.duration_s,
+        "steps": [{"step": s.name, "kind": s.kind, "model": s.model, "why": s.reason, "status": s.status,
+                   "input_tokens": s.input_tokens, "output_tokens": s.output_tokens, "cost": round(s.cost, 10),
+                   "latency_ms": round(s.latency_ms, 1), "attempts": len(s.attempts)} for s in steps],
+        "warnings": summary.warnings,
+    }
+
+
+def answer_model(summary: RunSummary) -> str:
+    """The alias whose text is the answer (as OpenRouter's auto router reports the model it picked)."""
+    out = summary.steps.get(summary.output_step)
+    return out.model if out is not None and out.model else summary.flow
+
+
+def completion(summary: RunSummary, completion_id: str, created: int | None = None) -> dict[str, Any]:
+    model = answer_model(summary)
+    return {
+        "id": completion_id, "object": "chat.completion", "created": created or int(time.time()), "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": summary.output or ""}, "finish_reason": "stop",
+                     "logprobs": None}],
+        "usage": usage_of(summary), "baton": baton_object(summary, model),
+    }
+
+
+def chunk(completion_id: str, created: int, model: str, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
+    return {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}]}

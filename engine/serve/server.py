@@ -1,0 +1,63 @@
+"""Start `baton serve`: check the flows, open the ledger, listen; refuse what would be unsafe.
+
+Without a keys file the server binds only to loopback: anyone who can reach it spends the
+pool's provider keys. `serve` runs until SIGINT or SIGTERM, then closes every connection.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+from aiohttp import web
+
+from engine.errors import BatonError
+from engine.pool import Pool
+from engine.serve.app import build_app, open_state
+from engine.serve.catalog import Catalog
+from engine.serve.keys import load_keys
+from engine.session import Session
+
+
+class ServeError(BatonError):
+    """The server cannot start as asked (an unsafe bind, a port in use)."""
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def serve(pool: Pool, flows: str | Path | None = None, *, host: str = "127.0.0.1", port: int = 8080, keys_file: str | Path | None = None,
+          home: str | Path | None = None, reload: bool = False, ledger: str | Path | None = None, cache: bool = False,
+          announce: Callable[[str], None] = print) -> None:
+    """Serve flows and aliases until interrupted; `CatalogError`, `KeysError` or `ServeError` if it cannot start.
+
+    The response cache is off unless `cache`: clients of an endpoint expect each request to be a call.
+    """
+    if keys_file is None and not is_loopback(host):
+        raise ServeError(f"refusing to listen on {host} without --keys: anyone who can reach it would spend the pool's provider "
+                         "keys; pass --keys FILE (create one with --new-key NAME), or listen on 127.0.0.1")
+    keys = load_keys(keys_file) if keys_file is not None else None
+    catalog = Catalog.load(flows, pool)
+    logging.basicConfig(level=logging.INFO, format="baton serve: %(message)s")
+    try:
+        sock = socket.create_server((host, port), reuse_port=False, backlog=2048)
+    except OSError as err:
+        raise ServeError(f"cannot listen on {host}:{port}: {err.strerror or err}") from None
+
+    async def make_app() -> web.Application:
+        session = Session(pool, home=home, cache=cache)  # inside the server's loop: the limits' semaphores belong to it
+        return build_app(open_state(session, catalog, keys, home, ledger), reload_every=1.0 if reload else None)
+
+    bound = sock.getsockname()[1]
+    announce(f"baton serve: http://{host}:{bound}/v1  ({len(catalog.flows)} flows, {len(pool.models)} aliases"
+             f"{', keys required' if keys is not None else ', loopback only, no keys'}{', reloading' if reload else ''})")
+    web.run_app(make_app(), sock=sock, print=None, access_log=None, handle_signals=True, shutdown_timeout=5.0)
