@@ -247,3 +247,20 @@ def test_cancelled_local_calls_stop_generating_and_queued_ones_never_start(mode:
     assert len(finished) == 1 and finished[0] < 100  # the grammar asks for 300 tokens: it stopped when cancelled
     follow_up = asyncio.run(provider.complete(ChatRequest(model_id="gemma", messages=({"role": "user", "content": "Say hi."},), max_tokens=8)))
     assert follow_up.output_tokens > 0  # the model is usable after an abandoned generation
+
+
+@pytest.mark.parametrize("mode", ["completion", "chat"])
+def test_a_streamed_local_reply_is_the_unstreamed_one_in_pieces(mode: str) -> None:
+    """`stream` hands on the answer token by token; the pieces add up to what `complete` returns, usage included."""
+    pytest.importorskip("llama_cpp", reason="needs the `local` extra")
+    from engine.providers.local import LocalProvider
+    from engine.run.protocol import ChatRequest
+
+    provider = LocalProvider("local", ProviderSpec(kind="local", options={"mode": mode}))
+    request = ChatRequest(model_id="gemma", messages=({"role": "user", "content": "Why is the sky blue?"},), max_tokens=60, seed=0)
+    whole = asyncio.run(provider.complete(request))
+    pieces: list[str] = []
+    streamed = asyncio.run(provider.stream(request, pieces.append))
+    assert streamed.text == whole.text and "".join(pieces) == whole.text
+    assert len(pieces) > 5
+    assert streamed.input_tokens == whole.input_tokens and streamed.output_tokens >= whole.output_tokens - 1

@@ -256,3 +256,18 @@ def test_reload_keeps_the_last_good_version_of_a_flow_that_breaks(upstream: Chat
         reply = c.chat.completions.create(model="flow/f", messages=[{"role": "user", "content": "x"}])
         assert "better" in str(reply.choices[0].message.content)
     assert any("keeps serving its last good version" in line for line in server.log), "".join(server.log)
+
+
+@pytest.mark.model
+def test_the_local_model_streams_token_by_token_through_serve(tmp_path: Path) -> None:
+    """The embedded model behind the endpoint: the streamed answer is the unstreamed one, sent in many pieces."""
+    with BatonServer("--flows", str(WORKFLOWS), home=tmp_path / "home") as server:
+        c = client(server)
+        messages = [{"role": "user", "content": "Why is the sky blue?"}]
+        whole = c.chat.completions.create(model="flow/hello", messages=messages, max_tokens=48)  # type: ignore[arg-type]
+        pieces = [ch.choices[0].delta.content or "" for ch in c.chat.completions.create(
+            model="flow/hello", messages=messages, max_tokens=48, stream=True) if ch.choices]  # type: ignore[arg-type]
+    text = whole.choices[0].message.content
+    assert text and "".join(pieces) == text
+    assert sum(1 for p in pieces if p) > 5
+    assert whole.model == "local" and whole.usage is not None and whole.usage.completion_tokens > 0

@@ -185,33 +185,43 @@ def completion_prompt(messages: tuple[dict[str, str], ...], constrained: bool) -
 
 
 class _AnswerSoFar:
-    """Hands on only text that the final answer will start with.
+    """Hands on only text that the final answer will start with; `close` sends the rest of it.
 
-    A completion-mode answer is cut to its first paragraph and stripped (`first_paragraph`):
-    leading whitespace is never sent, and the last few characters wait until more text shows
-    they are not the start of a paragraph break or of copied framing (`\n<<<`).
+    A completion-mode answer is stripped, and without a grammar cut to its first paragraph
+    (`first_paragraph`): leading whitespace is never sent, and the last few characters wait
+    until more text shows they are not the start of a paragraph break or of copied framing
+    (`\n<<<`). A chat-mode answer is the model's text as it is.
     """
 
     HOLD = 4
 
-    def __init__(self, on_text: Callable[[str], None], cut: bool) -> None:
+    def __init__(self, on_text: Callable[[str], None], strip: bool, paragraph: bool) -> None:
         self.on_text = on_text
-        self.cut = cut
+        self.strip = strip
+        self.paragraph = paragraph
         self.raw = ""
-        self.sent = 0
+        self.sent = ""
 
     def __call__(self, piece: str) -> None:
         self.raw += piece
-        if not self.cut:
-            self.on_text(piece)
+        if not self.strip:
+            self._send(piece)
             return
         text = self.raw.lstrip()
-        for marker in ("\n\n", "\n<<<"):
-            text = text.split(marker, 1)[0]
+        if self.paragraph:
+            for marker in ("\n\n", "\n<<<"):
+                text = text.split(marker, 1)[0]
         text = text[: max(0, len(text) - self.HOLD)].rstrip()
-        if len(text) > self.sent:
-            self.on_text(text[self.sent:])
-            self.sent = len(text)
+        if len(text) > len(self.sent) and text.startswith(self.sent):
+            self._send(text[len(self.sent):])
+
+    def close(self, answer: str) -> None:
+        if answer.startswith(self.sent) and len(answer) > len(self.sent):
+            self._send(answer[len(self.sent):])
+
+    def _send(self, text: str) -> None:
+        self.sent += text
+        self.on_text(text)
 
 
 def _streamed(llm: Any, prompt: str | list[int], stop: list[str], criteria: Any, sampling: dict[str, Any],
@@ -270,11 +280,12 @@ class LocalProvider:
             else:
                 prompt, stop = completion_prompt(request.messages, grammar is not None), []
             criteria = _stopping(llm, abandoned, at_answer_end=not chat and grammar is None)
+            so_far = _AnswerSoFar(on_text, strip=not chat, paragraph=grammar is None) if on_text is not None else None
             try:
-                if on_text is None:
+                if so_far is None:
                     out = llm.create_completion(prompt, stop=stop or None, stopping_criteria=criteria, **sampling)
                 else:
-                    out = _streamed(llm, prompt, stop, criteria, sampling, _AnswerSoFar(on_text, cut=not chat and grammar is None))
+                    out = _streamed(llm, prompt, stop, criteria, sampling, so_far)
             except ValueError as err:  # e.g. prompt longer than the context window
                 raise ProviderFault("client_error", f"local model: {err}") from None
             text = out["choices"][0].get("text") or ""
@@ -282,6 +293,8 @@ class LocalProvider:
                 text = text.strip()
                 if grammar is None:
                     text = first_paragraph(text)
+            if so_far is not None:
+                so_far.close(text)
         choice = out["choices"][0]
         usage = usage_fields(out.get("usage"), str(out.get("model", "")))
         return finish(text, str(choice.get("finish_reason") or ""), usage, "local model", str, request.max_tokens)

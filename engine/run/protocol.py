@@ -105,7 +105,8 @@ class StreamingProvider(Protocol):
 
     `stream` returns the same `ChatResponse` as `complete` would, under the same rules (a
     failed reply raises a `ProviderFault`); `on_text` gets the answer's text piece by piece
-    meanwhile. A provider without it is called with `complete` and its answer sent whole.
+    meanwhile, pieces that add up to the returned text (before the caller scrubs secrets from
+    both). A provider without it is called with `complete` and its answer sent whole.
     """
 
     async def stream(self, request: ChatRequest, on_text: Callable[[str], None]) -> ChatResponse: ...
