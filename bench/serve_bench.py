@@ -1,0 +1,210 @@
+"""`baton serve` against calling the upstream directly and against the LiteLLM proxy (run by hand).
+
+    pip install -r bench/requirements.txt          # litellm[proxy], bench-only
+    python bench/serve_bench.py [--latency 0 0.1] [--seconds 10] [--concurrency 64] [--sequential 300]
+
+One loopback upstream (engine.testing.chat_server, its own process) at a fixed latency;
+three ways to reach it, each its own process on this machine, measured in one run:
+
+- direct:        the upstream itself;
+- baton serve:   the pool alias `fast` (a pass-through call) and `flow/one` (a one-step flow),
+                 with a bearer key (hashed, checked per request, its spend written to the
+                 ledger per call) and a run record written per request;
+- litellm proxy: `litellm --config` with the same upstream as model `fast` and a master key
+                 (no database: it keeps no spend ledger and no per-request record).
+
+For each: median and p99 latency of sequential requests (added latency = minus the direct
+figure), requests per second at saturation (`--concurrency` clients for `--seconds`), and
+the proxy process's CPU milliseconds per request at saturation. The client is aiohttp in
+this process. The machine is shared and noisy: compare figures of one run, not across runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parents[1]
+BODY = {"model": "fast", "messages": [{"role": "user", "content": "Say OK."}], "max_tokens": 16}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    total = 0.0
+    for p in [pid, *children(pid)]:
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except OSError:
+            pass
+    return total
+
+
+def children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []
+
+
+def wait_for(url: str, timeout: float = 120.0) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with socket.create_connection((url.split("//")[1].split(":")[0], int(url.rsplit(":", 1)[1].split("/")[0])), 0.2):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def start_upstream(latency: float) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen([sys.executable, "-m", "engine.testing.chat_server", str(latency)], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    assert proc.stdout is not None
+    url = proc.stdout.readline().strip()
+    return proc, url
+
+
+def start_baton(upstream: str, tmp: Path) -> tuple[subprocess.Popen[str], str, str]:
+    flows = tmp / "flows"
+    flows.mkdir(exist_ok=True)
+    (flows / "one.flow").write_text('flow one\ninput question\nstep answer { model: fast  task: "{question}"  max_tokens: 16 }\n')
+    (flows / "models.toml").write_text(f'max_concurrency = 1024\n[providers.loop]\nkind = "openai"\nbase_url = "{upstream}"\n'
+                                       'max_concurrency = 512\n[models.fast]\nprovider = "loop"\nid = "fast"\n'
+                                       'input_price = 0.15\noutput_price = 0.6\n')
+    sys.path.insert(0, str(ROOT))
+    from engine.api import add_key
+
+    token = add_key(tmp / "keys.toml", "bench")
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "engine.cli.main", "serve", "--flows", str(flows), "--port", str(port),
+                             "--home", str(tmp / "home"), "--keys", str(tmp / "keys.toml")], stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
+    url = f"http://127.0.0.1:{port}/v1"
+    wait_for(url)
+    return proc, url, token
+
+
+LITELLM_KEY = "sk-bench-" + os.urandom(16).hex()
+
+
+def start_litellm(upstream: str, tmp: Path) -> tuple[subprocess.Popen[str], str] | None:
+    exe = Path(sys.executable).with_name("litellm")
+    if not exe.exists():
+        return None
+    config = tmp / "litellm.yaml"
+    config.write_text(f"model_list:\n  - model_name: fast\n    litellm_params:\n      model: openai/fast\n      api_base: {upstream}\n"
+                      "      api_key: none\nlitellm_settings:\n  telemetry: false\n  drop_params: true\n")
+    port = free_port()
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR", "LITELLM_MASTER_KEY": LITELLM_KEY}
+    proc = subprocess.Popen([str(exe), "--config", str(config), "--port", str(port), "--host", "127.0.0.1", "--num_workers", "1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True, env=env)
+    url = f"http://127.0.0.1:{port}/v1"
+    wait_for(url, 180)
+    time.sleep(2.0)
+    return proc, url
+
+
+async def sequential(url: str, model: str, n: int, token: str) -> list[float]:
+    body = json.dumps({**BODY, "model": model})
+    out = []
+    async with aiohttp.ClientSession() as http:
+        for _ in range(n):
+            t0 = time.perf_counter()
+            async with http.post(f"{url}/chat/completions", data=body, headers={"Content-Type": "application/json",
+                                                                                "Authorization": f"Bearer {token}"}) as resp:
+                await resp.read()
+                assert resp.status == 200, await resp.text()
+            out.append(time.perf_counter() - t0)
+    return out
+
+
+async def saturate(url: str, model: str, seconds: float, concurrency: int, token: str) -> int:
+    body = json.dumps({**BODY, "model": model})
+    done = 0
+    deadline = time.perf_counter() + seconds
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as http:
+        async def worker() -> None:
+            nonlocal done
+            while time.perf_counter() < deadline:
+                async with http.post(f"{url}/chat/completions", data=body, headers={"Content-Type": "application/json",
+                                                                                    "Authorization": f"Bearer {token}"}) as resp:
+                    await resp.read()
+                    if resp.status == 200:
+                        done += 1
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return done
+
+
+def measure(name: str, url: str, model: str, pid: int, args: argparse.Namespace, token: str = "none") -> dict[str, float | str]:
+    asyncio.run(sequential(url, model, 20, token))  # warm up
+    lat = sorted(asyncio.run(sequential(url, model, args.sequential, token)))
+    cpu0 = cpu_seconds(pid)
+    n = asyncio.run(saturate(url, model, args.seconds, args.concurrency, token))
+    cpu = cpu_seconds(pid) - cpu0
+    return {"name": name, "p50": statistics.median(lat) * 1000, "p99": lat[int(len(lat) * 0.99) - 1] * 1000,
+            "rps": n / args.seconds, "cpu_ms": cpu / max(n, 1) * 1000}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--latency", type=float, nargs="+", default=[0.0, 0.1])
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--sequential", type=int, default=300)
+    args = parser.parse_args()
+    for latency in args.latency:
+        with tempfile.TemporaryDirectory() as tmp_name:
+            tmp = Path(tmp_name)
+            upstream, up_url = start_upstream(latency)
+            procs = [upstream]
+            try:
+                baton, baton_url, token = start_baton(up_url, tmp)
+                procs.append(baton)
+                litellm = start_litellm(up_url, tmp)
+                rows = [measure("direct", up_url, "fast", upstream.pid, args)]
+                rows.append(measure("baton serve (alias)", baton_url, "fast", baton.pid, args, token))
+                rows.append(measure("baton serve (flow/one)", baton_url, "flow/one", baton.pid, args, token))
+                if litellm is not None:
+                    procs.append(litellm[0])
+                    rows.append(measure("litellm proxy", litellm[1], "fast", litellm[0].pid, args, LITELLM_KEY))
+            finally:
+                for p in procs:
+                    p.send_signal(signal.SIGINT)
+                for p in procs:
+                    try:
+                        p.wait(20)
+                    except subprocess.TimeoutExpired:
+                        p.kill()
+            base = rows[0]
+            print(f"\nupstream latency {latency * 1000:.0f} ms; {args.sequential} sequential requests, then {args.concurrency} "
+                  f"clients for {args.seconds:g} s")
+            print(f"{'':<24} {'p50 ms':>8} {'+p50':>7} {'p99 ms':>8} {'+p99':>7} {'req/s':>7} {'CPU ms/req':>11}")
+            for r in rows:
+                extra = "" if r is base else f"{float(r['p50']) - float(base['p50']):>+7.2f}"
+                extra99 = "" if r is base else f"{float(r['p99']) - float(base['p99']):>+7.2f}"
+                print(f"{r['name']:<24} {float(r['p50']):>8.2f} {extra:>7} {float(r['p99']):>8.2f} {extra99:>7} {float(r['rps']):>7.0f} "
+                      f"{float(r['cpu_ms']):>11.3f}")
+            sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
