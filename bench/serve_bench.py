@@ -10,6 +10,7 @@ three ways to reach it, each its own process on this machine, measured in one ru
 - baton serve:   the pool alias `fast` (a pass-through call) and `flow/one` (a one-step flow),
                  with a bearer key (hashed, checked per request, its spend written to the
                  ledger per call) and a run record written per request;
+                 Once more with `--fsync` (every record and ledger entry fsynced);
 - litellm proxy: `litellm --config` with the same upstream as model `fast` and a master key
                  (no database: it keeps no spend ledger and no per-request record).
 
@@ -84,7 +85,9 @@ def start_upstream(latency: float) -> tuple[subprocess.Popen[str], str]:
     return proc, url
 
 
-def start_baton(upstream: str, tmp: Path) -> tuple[subprocess.Popen[str], str, str]:
+def start_baton(upstream: str, tmp: Path, fsync: bool = False) -> tuple[subprocess.Popen[str], str, str]:
+    tmp = tmp / ("fsync" if fsync else "default")
+    tmp.mkdir()
     flows = tmp / "flows"
     flows.mkdir(exist_ok=True)
     (flows / "one.flow").write_text('flow one\ninput question\nstep answer { model: fast  task: "{question}"  max_tokens: 16 }\n')
@@ -97,7 +100,8 @@ def start_baton(upstream: str, tmp: Path) -> tuple[subprocess.Popen[str], str, s
     token = add_key(tmp / "keys.toml", "bench")
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "engine.cli.main", "serve", "--flows", str(flows), "--port", str(port),
-                             "--home", str(tmp / "home"), "--keys", str(tmp / "keys.toml")], stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
+                             "--home", str(tmp / "home"), "--keys", str(tmp / "keys.toml"), *(["--fsync"] if fsync else [])],
+                            stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
     url = f"http://127.0.0.1:{port}/v1"
     wait_for(url)
     return proc, url, token
@@ -179,10 +183,13 @@ def main() -> None:
             try:
                 baton, baton_url, token = start_baton(up_url, tmp)
                 procs.append(baton)
+                durable, durable_url, durable_token = start_baton(up_url, tmp, fsync=True)
+                procs.append(durable)
                 litellm = start_litellm(up_url, tmp)
                 rows = [measure("direct", up_url, "fast", upstream.pid, args)]
                 rows.append(measure("baton serve (alias)", baton_url, "fast", baton.pid, args, token))
                 rows.append(measure("baton serve (flow/one)", baton_url, "flow/one", baton.pid, args, token))
+                rows.append(measure("  the same, --fsync", durable_url, "flow/one", durable.pid, args, durable_token))
                 if litellm is not None:
                     procs.append(litellm[0])
                     rows.append(measure("litellm proxy", litellm[1], "fast", litellm[0].pid, args, LITELLM_KEY))

@@ -77,6 +77,7 @@ class Session:
         self.cache = ResponseCache(RunHome(home).cache) if cache else None
         #: What replies showed beyond the pool's figures, per alias: reservations of later runs account for it too.
         self.observed: dict[str, Observed] = {}
+        self._own_pool_text: str | None = None
 
     async def __aenter__(self) -> Session:
         return self
@@ -145,7 +146,7 @@ class Session:
         warnings = self.providers.preflight(flow_obj, run_pool)  # a missing or broken key: found before a run folder exists
         store: RunRecord = RunStore.create(self.home, self.durable, run_id) if record else MemoryStore(run_id)
         if record:
-            store.write_setup(flow_obj.source, checked_inputs, pool_snapshot(run_pool))
+            store.write_setup(flow_obj.source, checked_inputs, self.pool_record(run_pool))
         return await self._execute(flow_obj, flow_file, run_pool, store, checked_inputs, {}, None, 1, warnings, budget_usd,
                                    progress, cache, on_text, account)
 
@@ -168,6 +169,15 @@ class Session:
         attempts_of_run = (previous.attempts_of_run + 1) if previous else 2
         return await self._execute(flow_obj, flow_file, run_pool, store, checked_inputs, completed, previous, attempts_of_run,
                                    warnings, budget_usd, progress, cache)
+
+    def pool_record(self, pool: Pool | None = None) -> str:
+        """The pool's snapshot (key variable names only) as JSON, as recorded with each run: rendered once for the session's own pool."""
+        pool = pool or self.pool
+        if pool is self.pool:
+            if self._own_pool_text is None:
+                self._own_pool_text = json.dumps(pool_snapshot(pool), ensure_ascii=False, indent=2)
+            return self._own_pool_text
+        return json.dumps(pool_snapshot(pool), ensure_ascii=False, indent=2)
 
     @staticmethod
     def recorded_flow_file(run_id: str, home: str | Path | None = None) -> str | None:

@@ -39,6 +39,10 @@ def served(upstream: ChatServer, tmp_path_factory: pytest.TempPathFactory) -> It
         yield server
 
 
+def served_url(server: BatonServer) -> str:
+    return server.url.removesuffix("/v1")
+
+
 def client(server: BatonServer, key: str = "unused", **kw: object) -> openai.OpenAI:
     return openai.OpenAI(base_url=server.url, api_key=key, **kw)  # type: ignore[arg-type]
 
@@ -100,7 +104,7 @@ def test_models_lists_flows_with_worst_case_and_aliases(served: BatonServer) -> 
     assert {f"flow/{f}" for f in FLOWS} <= set(models) and "fast" in models
     assert models["flow/layered"]["kind"] == "flow" and models["flow/layered"]["worst_case"]["usd"] > 0
     assert models["fast"]["kind"] == "alias" and models["fast"]["model_id"] == "fast"
-    health = httpx.get(served.url.removesuffix("/v1") + "/health").json()
+    health = httpx.get(served_url(served) + "/health").json()
     assert health["status"] == "ok" and health["flows"] == len(FLOWS)
 
 
@@ -150,9 +154,12 @@ def test_errors_are_what_the_sdk_expects(served: BatonServer, upstream: ChatServ
         c.chat.completions.create(model="flow/solo", messages=[{"role": "system", "content": "x"}])
     with pytest.raises(openai.BadRequestError, match="n` must be 1"):
         c.chat.completions.create(model="flow/solo", messages=[{"role": "user", "content": "x"}], n=2)
-    with pytest.raises(openai.APIStatusError) as info:
-        c.chat.completions.create(model="flow/solo", messages=[{"role": "user", "content": "x"}], extra_body={"baton": {"max_cost_usd": 1e-9}})
+    before = httpx.get(served_url(served) + "/health").json()
+    with pytest.raises(openai.APIStatusError) as info:  # the SDK's default retries: a 402 with x-should-retry: false is not retried
+        client(served).chat.completions.create(model="flow/solo", messages=[{"role": "user", "content": "x"}],
+                                               extra_body={"baton": {"max_cost_usd": 1e-9}})
     assert info.value.status_code == 402 and info.value.response.headers["x-should-retry"] == "false"
+    assert httpx.get(served_url(served) + "/health").json()["requests"] == before["requests"] + 1
     run = load_run(info.value.response.headers["x-baton-run-id"], served.home)
     assert run.status == "budget_exhausted"
 
@@ -181,7 +188,7 @@ def keyed(upstream: ChatServer, tmp_path: Path) -> Iterator[tuple[BatonServer, d
     keys_file = tmp_path / "keys.toml"
     tokens = {"alice": add_key(keys_file, "alice", total_usd=0.02), "bob": add_key(keys_file, "bob")}
     pool = write_pool(upstream.url, tmp_path / "pool.toml", prices={"strong": (100.0, 100.0), "fast": (100.0, 100.0)})
-    with BatonServer("--flows", str(WORKFLOWS), "--pool", str(pool), "--keys", str(keys_file), home=tmp_path / "home") as server:
+    with BatonServer("--flows", str(WORKFLOWS), "--pool", str(pool), "--keys", str(keys_file), "--fsync", home=tmp_path / "home") as server:
         yield server, tokens
 
 

@@ -21,6 +21,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ledger", metavar="FILE", help="the spend ledger's SQLite file (default HOME/serve-ledger.sqlite)")
     p.add_argument("--reload", action="store_true", help="re-read changed flow files; a broken one keeps its last good version")
     p.add_argument("--cache", action="store_true", help="answer repeated temperature-0 requests from the response cache")
+    p.add_argument("--fsync", action="store_true",
+                   help="fsync every run record and ledger entry (survives a power cut; a killed server loses nothing either way)")
     p.add_argument("--new-key", metavar="NAME", help="add a key named NAME to --keys FILE, print it once, and exit")
     p.add_argument("--daily-usd", metavar="USD", help="with --new-key: the key's spend cap per UTC day")
     p.add_argument("--total-usd", metavar="USD", help="with --new-key: the key's spend cap in total")
@@ -47,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         return pool_error(err)
     try:
         serve(pool, args.flows, host=args.host, port=args.port, keys_file=args.keys, home=args.home, reload=args.reload,
-              ledger=args.ledger, cache=args.cache, announce=lambda line: print(line, file=sys.stderr, flush=True))
+              ledger=args.ledger, cache=args.cache, fsync=args.fsync, announce=lambda line: print(line, file=sys.stderr, flush=True))
     except CatalogError as err:
         print(str(err), file=sys.stderr)
         return fail("the server did not start: the flows above do not check", EXIT_FAILED)

@@ -39,7 +39,7 @@ class RunRecord(Protocol):
 
     def event(self, name: str, **fields: Any) -> None: ...
 
-    def write_setup(self, flow_source: str, inputs: dict[str, str], pool_json: dict[str, Any]) -> None: ...
+    def write_setup(self, flow_source: str, inputs: dict[str, str], pool_json: dict[str, Any] | str) -> None: ...
 
     async def commit_step(self, result: StepResult) -> None: ...
 
@@ -111,14 +111,15 @@ class RunStore:
     def event(self, name: str, **fields: Any) -> None:
         self.log.info(name, **fields)
 
-    def write_setup(self, flow_source: str, inputs: dict[str, str], pool_json: dict[str, Any]) -> None:
-        """The flow, inputs and pool: as files to read, and as the journal's first line, which
-        resume reads. The line goes out with the first batch of finished steps (until a step
+    def write_setup(self, flow_source: str, inputs: dict[str, str], pool_json: dict[str, Any] | str) -> None:
+        """The flow, inputs and pool (its snapshot, or the snapshot as JSON text: a session writes the
+        same pool for every run); as files to read, and as the journal's first line, which resume reads. The line goes out with the first batch of finished steps (until a step
         has finished there is nothing to resume), so the three files need no fsync of their own."""
         # Written in place, not through a temporary file: the run's folder is new.
         (self.dir / "flow.flow").write_text(flow_source, encoding="utf-8")
         (self.dir / "inputs.json").write_text(json.dumps(inputs, ensure_ascii=False, indent=2), encoding="utf-8")
-        (self.dir / "pool.json").write_text(json.dumps(pool_json, ensure_ascii=False, indent=2), encoding="utf-8")
+        pool_text = pool_json if isinstance(pool_json, str) else json.dumps(pool_json, ensure_ascii=False, indent=2)
+        (self.dir / "pool.json").write_text(pool_text, encoding="utf-8")
         self.journal.queue(json.dumps({SETUP_KEY: {"flow": flow_source, "inputs": inputs}}, ensure_ascii=False))
         self._unsynced_folders = self.durable
 
@@ -177,7 +178,7 @@ class MemoryStore:
     def event(self, name: str, **fields: Any) -> None:
         return None
 
-    def write_setup(self, flow_source: str, inputs: dict[str, str], pool_json: dict[str, Any]) -> None:
+    def write_setup(self, flow_source: str, inputs: dict[str, str], pool_json: dict[str, Any] | str) -> None:
         return None
 
     async def commit_step(self, result: StepResult) -> None:

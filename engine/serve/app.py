@@ -86,7 +86,7 @@ async def authenticate(request: web.Request, handler: Any) -> web.StreamResponse
 async def health(request: web.Request) -> web.Response:
     state = request.app[STATE]
     return web.json_response({"status": "ok", "flows": len(state.catalog.flows), "aliases": len(state.pool.models),
-                              "uptime_s": round(time.time() - state.started, 1)})
+                              "requests": state.served, "uptime_s": round(time.time() - state.started, 1)})
 
 
 async def models(request: web.Request) -> web.Response:
@@ -146,8 +146,6 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     key = request[KEY]
     account = state.accounts.account(key) if key is not None and state.accounts is not None else None
     run_id = new_run_id()
-    if state.ledger is not None and key is not None:
-        state.ledger.own(run_id, key.name, model)
     stream = bool(body.get("stream"))
     include_usage = bool((body.get("stream_options") or {}).get("include_usage")) if stream else False
     answer = SSEAnswer(request, run_id, include_usage, model) if stream else None
@@ -165,6 +163,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         inputs = mapping.flow_inputs(flow, messages, options.get("inputs"))
         work = state.session.run(flow, inputs, budget_usd=max_cost, account=account, run_id=run_id,
                                  on_text=answer.text if answer else None, progress=answer.progress if answer else None)
+    if state.ledger is not None and key is not None:  # mapped: a run will be recorded under this id
+        state.ledger.own(run_id, key.name, model)
     if answer is not None:
         return await answer.serve(work, _failure)
     try:
@@ -204,9 +204,10 @@ async def _call_alias(state: ServerState, alias: str, messages: list[tuple[str, 
         result = await state.session.call(alias, chat, params=Params(**params), budget_usd=max_cost, account=account,
                                           on_text=answer.text if answer else None, step="call")
     except RunError as err:
-        err.summary = record_call(state.home, run_id, alias, chat, err.summary, started, state.pool, error=err)
+        err.summary = record_call(state.home, run_id, alias, chat, err.summary, started, state.session.pool_record(),
+                                  state.session.durable, error=err)
         raise
-    return record_call(state.home, run_id, alias, chat, result, started, state.pool)
+    return record_call(state.home, run_id, alias, chat, result, started, state.session.pool_record(), state.session.durable)
 
 
 def build_app(state: ServerState, reload_every: float | None = None) -> web.Application:
@@ -248,6 +249,6 @@ def _reloader(every: float) -> Any:
 def open_state(session: Session, catalog: Catalog, keys: dict[str, KeySpec] | None, home: str | Path | None,
                ledger_path: str | Path | None = None) -> ServerState:
     root = RunHome(home).root
-    ledger = Ledger(ledger_path or root / "serve-ledger.sqlite")
+    ledger = Ledger(ledger_path or root / "serve-ledger.sqlite", fsync=session.durable)
     return ServerState(session=session, catalog=catalog, keys=keys, ledger=ledger, accounts=Accounts(ledger),
                        home=Path(home) if home is not None else None)

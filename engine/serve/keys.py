@@ -106,12 +106,13 @@ def utc_day(now: float | None = None) -> str:
 class Ledger:
     """Spend per key and day, and which key started which run; one SQLite file."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, fsync: bool = False) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")  # WAL: a killed process loses no committed row
+        # WAL with NORMAL: a killed process loses no committed row; FULL also survives a power cut (an fsync a commit)
+        self.db.execute("PRAGMA synchronous=" + ("FULL" if fsync else "NORMAL"))
         self.db.execute("CREATE TABLE IF NOT EXISTS spend (key TEXT, day TEXT, usd REAL NOT NULL DEFAULT 0, calls INTEGER NOT NULL "
                         "DEFAULT 0, PRIMARY KEY (key, day))")
         self.db.execute("CREATE TABLE IF NOT EXISTS runs (run_id TEXT PRIMARY KEY, key TEXT, model TEXT, created REAL)")
