@@ -278,3 +278,32 @@ def test_the_local_model_streams_token_by_token_through_serve(tmp_path: Path) ->
     assert text and "".join(pieces) == text
     assert sum(1 for p in pieces if p) > 5
     assert whole.model == "local" and whole.usage is not None and whole.usage.completion_tokens > 0
+
+
+@pytest.mark.parametrize("model", ["gemini", "flow/fuse_self"])
+def test_a_client_that_goes_away_mid_stream_cancels_its_run_and_the_record_says_so(served: BatonServer, upstream: ChatServer,
+                                                                                     model: str) -> None:
+    slow = Reply(text="a slow answer " * 40, chunk_delay=0.05)
+    upstream.script["gemini"] = [slow]
+    upstream.script["strong"] = [Reply(text="a panel answer")] * 4 + [slow]  # the panel answers at once; the judge is slow
+    try:
+        with httpx.stream("POST", f"{served.url}/chat/completions", timeout=30,
+                          json={"model": model, "stream": True, "messages": [{"role": "user", "content": "x"}]}) as resp:
+            run_id = resp.headers["x-baton-run-id"]
+            for line in resp.iter_lines():
+                if '"content":"a sl' in line or '"content":"a s' in line:
+                    break  # the first token: then hang up
+        deadline = time.time() + 10
+        status = ""
+        while time.time() < deadline:
+            try:
+                status = load_run(run_id, served.home).status
+            except Exception:  # not written yet
+                status = ""
+            if status and status != "running":
+                break
+            time.sleep(0.1)
+        assert status == "interrupted"
+    finally:
+        upstream.script.pop("gemini")
+        upstream.script.pop("strong")

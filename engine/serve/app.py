@@ -20,7 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
-from engine.errors import BudgetExceeded, InputError, PoolError, RunError
+from engine.errors import BudgetExceeded, InputError, PoolError, RunCancelled, RunError
 from engine.model import Params
 from engine.pool import Pool
 from engine.run.budget import BudgetGuard
@@ -206,6 +206,10 @@ async def _call_alias(state: ServerState, alias: str, messages: list[tuple[str, 
     except RunError as err:
         err.summary = record_call(state.home, run_id, alias, chat, err.summary, started, state.session.pool_record(),
                                   state.session.durable, error=err)
+        raise
+    except asyncio.CancelledError:  # the client went away mid-call: the record says so
+        record_call(state.home, run_id, alias, chat, None, started, state.session.pool_record(), state.session.durable,
+                    error=RunCancelled("the client disconnected before the reply was complete"))
         raise
     return record_call(state.home, run_id, alias, chat, result, started, state.session.pool_record(), state.session.durable)
 

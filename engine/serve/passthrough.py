@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from engine.errors import BudgetExceeded, RunError
+from engine.errors import BudgetExceeded, RunCancelled, RunError
 from engine.run.store import RunStore
 from engine.run.trace import RunSummary, StepResult
 from engine.session import CallResult
@@ -32,7 +32,8 @@ def record_call(home: str | Path | None, run_id: str, alias: str, messages: list
     step.latency_ms = (step.finished - started) * 1000
     summary = RunSummary(run_id=run_id, flow=f"alias:{alias}", output_step=STEP, started=started, finished=step.finished,
                          duration_s=round(step.finished - started, 4), steps={STEP: step}, output=call.text if error is None else None,
-                         status="ok" if error is None else "budget_exhausted" if isinstance(error, BudgetExceeded) else "failed",
+                         status="ok" if error is None else "budget_exhausted" if isinstance(error, BudgetExceeded)
+                         else "interrupted" if isinstance(error, RunCancelled) else "failed",
                          error=str(error) if error else None, error_step=STEP if error else None, cost=step.cost,
                          estimated_cost=sum(a.cost for a in step.attempts if a.cost_source == "estimated"),
                          input_tokens=step.input_tokens, output_tokens=step.output_tokens,
