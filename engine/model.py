@@ -89,12 +89,18 @@ class CallSpec(Frozen):
 
 
 class Step(CallSpec):
-    """One model call (with retries, fallbacks and escalation)."""
+    """One model call (with retries, fallbacks and escalation).
+
+    `choices`: the reply must be one of these texts (a label, a verdict). Any model's reply is
+    checked (a miss is a failed check, as `expect` is), and the local model is also constrained
+    to them by a grammar; the step's output is the choice as written.
+    """
 
     kind: Literal["step"] = "step"
     models: tuple[str, ...]
     fallbacks: tuple[str, ...] = ()
     expect: tuple[Check, ...] = ()
+    choices: tuple[str, ...] = ()
 
 
 class Verify(CallSpec):
@@ -104,6 +110,7 @@ class Verify(CallSpec):
     models: tuple[str, ...]
     fallbacks: tuple[str, ...] = ()
     accept: str = "ACCEPT"
+    choices: tuple[str, ...] = ()
 
 
 class Fuse(CallSpec):

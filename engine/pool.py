@@ -83,8 +83,9 @@ BUILTIN_PROVIDERS: dict[str, ProviderSpec] = {
     "local": ProviderSpec(kind="local", max_concurrency=1, timeout=600),
 }
 
-#: The embedded model's id, as the `local` provider knows it.
+#: The embedded models' ids, as the `local` provider knows them (engine.providers.local_models).
 LOCAL_MODEL_ID = "gemma-3-270m-q4_k_m"
+SMOL_MODEL_ID = "smollm2-135m-instruct-q4_1"
 
 
 class Pool(BaseModel):
@@ -121,10 +122,12 @@ class Pool(BaseModel):
 
 
 def default_pool() -> Pool:
-    """The zero-configuration pool: the embedded local model under a few role aliases."""
+    """The zero-configuration pool: the two embedded models, each loaded on first use."""
     local = ModelSpec(provider="local", id=LOCAL_MODEL_ID, context=8192,
-                      description="Gemma 3 270M on the CPU: makes everything run with no keys; weak answers")
-    return Pool(models={"local": local}, source="<built-in default pool>")
+                      description="Gemma 3 270M on the CPU, a base model prompted as text completion; no key needed; weak answers")
+    smol = ModelSpec(provider="local", id=SMOL_MODEL_ID, context=8192,
+                     description="SmolLM2 135M Instruct on the CPU, a chat model; no key needed; short, often wrong answers")
+    return Pool(models={"local": local, "smol": smol}, source="<built-in default pool>")
 
 
 def load_pool(path: str | Path) -> Pool:

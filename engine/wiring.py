@@ -106,8 +106,12 @@ class ProviderSet:
                 raise RunError(f"model `{alias}` needs an API key in ${variable} (provider `{pname}`), which is not set")
             if spec.kind == "local":
                 from engine.providers.local import available
+                from engine.run.protocol import ProviderFault
 
-                hint = available()
+                try:
+                    hint = available(pool.models[alias].id)
+                except ProviderFault as err:
+                    hint = str(err)
                 if hint:
                     raise RunError(f"model `{alias}`: {hint}")
         return warnings

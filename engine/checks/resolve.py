@@ -27,8 +27,8 @@ RESERVED_NAMES = {"all", "none", "feedback", "then", "not", "matches", "contains
 
 _CALL_KEYS = ("sees", "task", "system", "temperature", "max_tokens", "top_p", "reasoning", "seed", "retries", "timeout")
 SCHEMAS: dict[str, tuple[str, ...]] = {
-    "step": ("model", "fallback", "expect", *_CALL_KEYS),
-    "verify": ("model", "fallback", "accept", *_CALL_KEYS),
+    "step": ("model", "fallback", "expect", "choices", *_CALL_KEYS),
+    "verify": ("model", "fallback", "accept", "choices", *_CALL_KEYS),
     "fuse": ("panel", "judge", "judge_task", "quorum", "vote", "agree", "escalate", "fallback", *_CALL_KEYS),
     "loop": ("exhausted", "output"),
     "model": ("provider", "id", "input_price", "output_price", "context", "max_concurrency", "max_output_tokens", "description"),
@@ -38,7 +38,7 @@ SCHEMAS: dict[str, tuple[str, ...]] = {
 VALUE_KINDS: dict[str, str] = {
     "model": "chain", "fallback": "chain", "sees": "names", "task": "text", "system": "text", "judge_task": "text",
     "temperature": "number", "top_p": "number", "max_tokens": "int", "seed": "int", "retries": "int", "quorum": "int",
-    "timeout": "duration", "reasoning": "choice:low|medium|high", "expect": "checks", "accept": "regex", "panel": "panel",
+    "timeout": "duration", "reasoning": "choice:low|medium|high", "expect": "checks", "choices": "strings", "accept": "regex", "panel": "panel",
     "judge": "alias", "vote": "choice:number|text", "agree": "int", "escalate": "alias", "exhausted": "choice:last|fail|escalate", "output": "name", "provider": "name", "id": "text",
     "input_price": "number", "output_price": "number", "context": "int", "max_concurrency": "int",
     "max_output_tokens": "int", "description": "text",
@@ -336,6 +336,10 @@ class Resolver:
         common = self._common(block, props, info)
         node: Any = None
         if block.kind in ("step", "verify"):
+            if "choices" in props:
+                choices = self.r.strings(props["choices"].value, "choices")
+                if choices is not None:
+                    common["choices"] = tuple(choices)
             models: list[str] = []
             if "model" in props:
                 chain = self.r.chain(props["model"].value, "model")

@@ -127,6 +127,20 @@ class Reader:
             return None
         return pattern
 
+    def strings(self, value: Value, key: str) -> list[str] | None:
+        """Quoted strings separated by commas, each once: `"code", "math", "other"`."""
+        out: list[str] = []
+        for phrase in value.phrases:
+            atom = phrase.atoms[0] if len(phrase.atoms) == 1 else None
+            if atom is None or atom.kind != "STRING" or not atom.value.strip():
+                self.error("E208", f"`{key}` takes quoted strings separated by commas", phrase.span, f'for example `{key}: "yes", "no"`')
+                return None
+            if atom.value in out:
+                self.error("E208", f"`{key}` lists {atom.text} twice", atom.span)
+                return None
+            out.append(atom.value)
+        return out
+
     def checks(self, value: Value, key: str) -> list[Check] | None:
         """`matches /re/`, `not matches /re/`, `contains "x"`, `not contains "x"`, `json`; comma-separated."""
         out: list[Check] = []

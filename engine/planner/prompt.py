@@ -21,7 +21,7 @@ EXAMPLE_FLOWS = ("hello.flow", "tree.flow", "fuse_panel.flow")
 _VALUE_WORDS = {
     "chain": "an alias, or aliases joined by `then` (escalation)", "names": "names of inputs or earlier steps, comma-separated, or `all`",
     "text": 'a "quoted string" (may contain {placeholders})', "number": "a number", "int": "a whole number",
-    "duration": "a duration like 60s", "checks": "`matches /re/` or `contains \"text\"`", "regex": "a /regex/",
+    "duration": "a duration like 60s", "checks": "`matches /re/` or `contains \"text\"`", "strings": 'quoted strings, comma-separated (the only replies allowed)', "regex": "a /regex/",
     "panel": "aliases, comma-separated, each optionally `x N`", "alias": "an alias", "name": "a name",
 }
 

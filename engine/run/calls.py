@@ -186,7 +186,8 @@ class Caller:
 
     async def attempt(self, step: str, alias: str, role: str, messages: tuple[dict[str, str], ...], params: Params,
                       timeout: float, validate: Validator | None = None, grammar: tuple[str, str] | None = None,
-                      stream: TextStream | None = None) -> tuple[ChatResponse | None, Attempt, ProviderFault | None]:
+                      stream: TextStream | None = None, local_grammar: str | None = None,
+                      ) -> tuple[ChatResponse | None, Attempt, ProviderFault | None]:
         """One call to one alias, inside limits and budget; never raises for provider faults.
 
         A reply is returned only when it passed `validate`; only such replies are cached.
@@ -194,6 +195,8 @@ class Caller:
         provider that cannot stream, sends it whole once it passed).
         """
         spec = self.pool.models[alias]
+        if grammar is None and local_grammar is not None and self.pool.provider(spec.provider).kind == "local":
+            grammar = (local_grammar, "gbnf")  # `choices:` constrain the local model; other providers are only checked
         if spec.max_output_tokens is not None and params.max_tokens > spec.max_output_tokens:
             params = params.model_copy(update={"max_tokens": spec.max_output_tokens})
         request = ChatRequest(
@@ -287,10 +290,12 @@ class Caller:
     async def chain(self, step: str, levels: tuple[str, ...], fallbacks: tuple[str, ...], retries: int,
                     messages: tuple[dict[str, str], ...], params: Params, timeout: float, validate: Validator | None = None,
                     role: str = "worker", record: Callable[[Attempt], None] | None = None,
-                    grammar: tuple[str, str] | None = None, stream: TextStream | None = None) -> tuple[str, str, str]:
+                    grammar: tuple[str, str] | None = None, stream: TextStream | None = None,
+                    local_grammar: str | None = None) -> tuple[str, str, str]:
         """Run the retry / fallback / escalation policy; returns (text, alias, why this alias).
 
-        `grammar` is (text, format) for a grammar-constrained call (the planner's). With `stream`
+        `grammar` is (text, format) for a grammar-constrained call (the planner's); `local_grammar` a GBNF
+        grammar for local models only (`choices:`). With `stream`
         (only for a call whose reply is not checked), an attempt that fails after part of its
         text was sent is not retried: the reader cannot be given a second reply after part of a first."""
         last_problem = ""
@@ -300,7 +305,7 @@ class Caller:
                 for n in range(retries + 1):
                     try:
                         response, attempt, fault = await self.attempt(step, alias, role, messages, params, timeout, validate, grammar,
-                                                                      stream)
+                                                                      stream, local_grammar)
                     except BudgetExceeded as err:
                         refused = Attempt(alias=alias, role=role, status="refused", cause="budget", reason=str(err), cost_source="not_billed")
                         self._record(step, record, refused)

@@ -20,7 +20,8 @@ from engine.errors import BudgetExceeded, RouteError, RunError, VerificationFail
 from engine.model import Fuse, Loop, Route, Step, Verify
 from engine.run import prompt
 from engine.run.answers import extract_answer
-from engine.run.calls import check_reply
+from engine.run.calls import Validator, check_reply
+from engine.run.choices import choice_of, choices_check, choices_grammar
 from engine.run.trace import RouteDecision, StepResult
 
 if TYPE_CHECKING:
@@ -75,16 +76,33 @@ async def run_call(ex: Executor, node: Step | Verify, result: StepResult, visibl
     task = prompt.render_task(node.task, values)
     result.subtask = task
     messages = prompt.messages(prompt.render_system(node.params.system, values), blocks, task)
-    validate = check_reply(node.expect) if isinstance(node, Step) and node.expect else None
+    validate = _validator(node)
     levels = node.models[min(level_offset, len(node.models) - 1):]
     # a checked reply may be rejected, and a loop member's may be revised: only an unchecked step's reply is streamed
     stream = ex.stream_for(node.name) if isinstance(node, Step) and validate is None and node.loop is None else None
     text, alias, why = await ex.caller.chain(node.name, levels, node.fallbacks, node.retries, messages, node.params,
                                                node.timeout, validate, role="verifier" if isinstance(node, Verify) else "worker",
-                                               record=result.add, stream=stream)
+                                               record=result.add, stream=stream,
+                                               local_grammar=choices_grammar(node.choices) if node.choices else None)
+    if node.choices:
+        text = choice_of(text, node.choices) or text  # the choice as the flow writes it
     result.output = text
     result.model = alias
     result.reason = why
+
+def _validator(node: Step | Verify) -> Validator | None:
+    """The reply checks of a step: its `expect:` conditions, then its `choices:`."""
+    checks = [check_reply(node.expect)] if isinstance(node, Step) and node.expect else []
+    if node.choices:
+        checks.append(choices_check(node.choices))
+    if len(checks) <= 1:
+        return checks[0] if checks else None
+
+    def validate(text: str) -> str | None:
+        return next((problem for check in checks if (problem := check(text)) is not None), None)
+
+    return validate
+
 
 async def run_fuse(ex: Executor, node: Fuse, result: StepResult, visible: tuple[dict[str, str], list[prompt.Block]]) -> None:
     values, blocks = visible
