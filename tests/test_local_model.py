@@ -121,13 +121,14 @@ def test_models_check_reports_the_local_model_reachable(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "engine.cli.main", "models", "--check"], cwd=tmp_path, capture_output=True,
                           text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "local: reachable" in proc.stdout
+    assert "local: reachable" in proc.stdout and "smol: reachable" in proc.stdout
     assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr, proc.stderr
 
 
-def test_default_pool_is_the_local_model() -> None:
+def test_default_pool_is_the_two_embedded_models_smol_first() -> None:
     pool = default_pool()
-    assert pool.provider(pool.models["local"].provider).kind == "local"
+    assert list(pool.models) == ["smol", "local"]  # the first alias is the default planner
+    assert all(pool.provider(spec.provider).kind == "local" for spec in pool.models.values())
     assert str(ROOT)  # the default pool needs no file
 
 
@@ -249,18 +250,80 @@ def test_cancelled_local_calls_stop_generating_and_queued_ones_never_start(mode:
     assert follow_up.output_tokens > 0  # the model is usable after an abandoned generation
 
 
-@pytest.mark.parametrize("mode", ["completion", "chat"])
-def test_a_streamed_local_reply_is_the_unstreamed_one_in_pieces(mode: str) -> None:
+@pytest.mark.parametrize("model_id, mode", [("gemma-3-270m-q4_k_m", "completion"), ("gemma-3-270m-q4_k_m", "chat"),
+                                           ("smollm2-135m-instruct-q4_1", None)])
+def test_a_streamed_local_reply_is_the_unstreamed_one_in_pieces(model_id: str, mode: str | None) -> None:
     """`stream` hands on the answer token by token; the pieces add up to what `complete` returns, usage included."""
     pytest.importorskip("llama_cpp", reason="needs the `local` extra")
     from engine.providers.local import LocalProvider
     from engine.run.protocol import ChatRequest
 
-    provider = LocalProvider("local", ProviderSpec(kind="local", options={"mode": mode}))
-    request = ChatRequest(model_id="gemma", messages=({"role": "user", "content": "Why is the sky blue?"},), max_tokens=60, seed=0)
+    provider = LocalProvider("local", ProviderSpec(kind="local", options={"mode": mode} if mode else {}))
+    request = ChatRequest(model_id=model_id, messages=({"role": "user", "content": "Why is the sky blue?"},), max_tokens=60, seed=0)
     whole = asyncio.run(provider.complete(request))
     pieces: list[str] = []
     streamed = asyncio.run(provider.stream(request, pieces.append))
     assert streamed.text == whole.text and "".join(pieces) == whole.text
     assert len(pieces) > 5
     assert streamed.input_tokens == whole.input_tokens and streamed.output_tokens >= whole.output_tokens - 1
+
+
+def test_smollm2_is_served_through_the_chat_template_in_its_gguf() -> None:
+    """The `smol` alias: the same prompt and reply as llama.cpp's chat API with the file's own template."""
+    pytest.importorskip("llama_cpp", reason="needs the `local` extra")
+    from engine.providers.local import LocalProvider, _load
+    from engine.providers.local_models import MODELS, SMOLLM2_ID
+    from engine.run.protocol import ChatRequest
+
+    messages = ({"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name three colours."})
+    provider = LocalProvider("local", ProviderSpec(kind="local"))
+    ours = asyncio.run(provider.complete(ChatRequest(model_id=SMOLLM2_ID, messages=messages, max_tokens=40, seed=0)))
+    llm = _load(provider.n_ctx, provider.threads, MODELS[SMOLLM2_ID])
+    llm.reset()
+    theirs = llm.create_chat_completion(messages=list(messages), max_tokens=40, temperature=0.0, top_p=0.95, seed=0)  # type: ignore[arg-type]
+    assert ours.text == theirs["choices"][0]["message"]["content"]
+    assert ours.input_tokens == theirs["usage"]["prompt_tokens"]
+    assert ours.response_model == SMOLLM2_ID
+
+
+def test_the_repetition_guard_cuts_a_real_loop_at_its_first_repeat() -> None:
+    """SmolLM2 asked for a haiku loops on one line until max_tokens; the guard keeps the text up to the first repeat and stops there."""
+    pytest.importorskip("llama_cpp", reason="needs the `local` extra")
+    from engine.providers.local import LocalProvider, _load, cut_repeats
+    from engine.providers.local_models import MODELS, SMOLLM2_ID, chat_prompt
+    from engine.run.protocol import ChatRequest
+
+    messages = ({"role": "user", "content": "Write a haiku about autumn."},)
+    model = MODELS[SMOLLM2_ID]
+    llm = _load(4096, None, model)
+    llm.reset()
+    prompt, stop = chat_prompt(llm, model, messages)
+    raw = llm.create_completion(prompt, max_tokens=200, temperature=0.0, top_p=0.95, seed=0, stop=stop)["choices"][0]["text"]
+    lines = [line.strip() for line in raw.split("\n") if line.strip()]
+    assert len(lines) > len(set(lines)) + 3, "the unguarded model should loop on a line"
+    provider = LocalProvider("local", ProviderSpec(kind="local"))
+    reply = asyncio.run(provider.complete(ChatRequest(model_id=SMOLLM2_ID, messages=messages, max_tokens=200, seed=0)))
+    kept = [line.strip() for line in reply.text.split("\n") if line.strip()]
+    assert kept and len(kept) == len(set(kept))  # no line twice
+    assert reply.text == cut_repeats(raw) and raw.startswith(reply.text)
+    assert reply.output_tokens < 100  # it stopped at the repeat instead of running to max_tokens
+    pieces: list[str] = []
+    streamed = asyncio.run(provider.stream(ChatRequest(model_id=SMOLLM2_ID, messages=messages, max_tokens=200, seed=0), pieces.append))
+    assert streamed.text == reply.text == "".join(pieces)
+
+
+def test_the_keyless_panel_runs_both_embedded_models_and_a_judge(tmp_path: Path) -> None:
+    """workflows/fuse_local.flow with no pool file: Gemma and SmolLM2 answer, SmolLM2 judges; every call recorded."""
+    pytest.importorskip("llama_cpp", reason="needs the `local` extra")
+    flow = tmp_path / "fuse_local.flow"
+    flow.write_text((WORKFLOWS / "fuse_local.flow").read_text())
+    env = {k: v for k, v in os.environ.items() if k != "BATON_POOL"}
+    proc = subprocess.run([sys.executable, "-m", "engine.cli.main", "run", "--no-cache", "--json", str(flow), "--input",
+                           "question=What is the capital of France?", "--home", str(tmp_path / "home")],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)["summary"]
+    attempts = summary["steps"]["answer"]["attempts"]
+    assert [(a["role"], a["alias"], a["status"]) for a in attempts] == [("panel[0]", "local", "ok"), ("panel[1]", "smol", "ok"),
+                                                                        ("judge", "smol", "ok")]
+    assert summary["output"] and summary["steps"]["answer"]["model"] == "smol"

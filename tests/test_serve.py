@@ -277,7 +277,7 @@ def test_the_local_model_streams_token_by_token_through_serve(tmp_path: Path) ->
     text = whole.choices[0].message.content
     assert text and "".join(pieces) == text
     assert sum(1 for p in pieces if p) > 5
-    assert whole.model == "local" and whole.usage is not None and whole.usage.completion_tokens > 0
+    assert whole.model == "smol" and whole.usage is not None and whole.usage.completion_tokens > 0
 
 
 @pytest.mark.parametrize("model", ["gemini", "flow/fuse_self"])
