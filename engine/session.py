@@ -109,7 +109,8 @@ class Session:
         caller = self._caller(self.pool, BudgetGuard(Budget(usd=budget_usd), parent=account), cache)
         stream = TextStream(on_text, self.providers.secrets) if on_text is not None else None
         result = CallResult(text="", alias=alias, reason="")
-        chat = tuple({"role": str(m["role"]), "content": str(m["content"])} for m in messages)
+        self.providers.secrets.refresh(self.pool)
+        chat = tuple({"role": str(m["role"]), "content": self.providers.secrets.scrub(str(m["content"]))} for m in messages)
         try:
             text, used, why = await caller.chain(step, (alias,), tuple(fallbacks), retries, chat, params or Params(), timeout,
                                                  role=role, record=result.attempts.append, grammar=grammar, stream=stream)
@@ -139,6 +140,7 @@ class Session:
             flow_file = str(flow)
         checked_inputs = check_inputs(flow_obj, inputs or {})  # before the run folder exists: bad inputs leave no record
         run_pool = self.pool.with_models(flow_obj.models)
+        checked_inputs = self._scrubbed(run_pool, checked_inputs)
         foreign = sorted({a for n in flow_obj.nodes.values() for a in node_models(n)} - set(run_pool.models))
         if foreign:  # a Flow checked against another pool
             raise PoolError(f"{self.pool.source}: this session's pool has no model alias {', '.join(f'`{a}`' for a in foreign)}, "
@@ -169,6 +171,12 @@ class Session:
         attempts_of_run = (previous.attempts_of_run + 1) if previous else 2
         return await self._execute(flow_obj, flow_file, run_pool, store, checked_inputs, completed, previous, attempts_of_run,
                                    warnings, budget_usd, progress, cache)
+
+    def _scrubbed(self, pool: Pool, inputs: dict[str, str]) -> dict[str, str]:
+        """Inputs with the pool's secrets hidden: a key pasted into an input reaches no prompt and no record."""
+        secrets = self.providers.secrets
+        secrets.refresh(pool)
+        return {name: secrets.scrub(value) for name, value in inputs.items()} if secrets else inputs
 
     def pool_record(self, pool: Pool | None = None) -> str:
         """The pool's snapshot (key variable names only) as JSON, as recorded with each run: rendered once for the session's own pool."""

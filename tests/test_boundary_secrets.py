@@ -16,9 +16,10 @@ from typing import Any
 import pytest
 
 from engine.errors import PoolError
-from engine.pool import load_pool
+from engine.pool import ModelSpec, Pool, ProviderSpec, load_pool
 from engine.testing.chat_server import ChatServer, Reply
 from tests.conftest import ROOT
+from tests.helpers import flow_from
 
 KEY = "zq9-SECRET-4f7e1d2c9b8a6e5d"
 HEADER_SECRET = "hx7-HEADER-93bd0c11aa"
@@ -178,3 +179,26 @@ def test_for_terminal_keeps_newlines_and_tabs_and_escapes_the_rest() -> None:
 
     assert for_terminal("a\tb\nc\x1b[31m\u202ed\x85") == "a\tb\nc\\x1b[31m\\u202ed\\x85"
     assert one_line("a\nb") == "a\\nb"
+
+
+def test_a_pool_key_pasted_into_an_input_reaches_no_prompt_and_no_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: the upstream received the key in its prompt, and inputs.json, steps.jsonl and summary.json kept it."""
+    import asyncio
+
+    from engine.session import Session
+
+    key = "sk-live-abcdef0123456789"
+    monkeypatch.setenv("LOOP_KEY", key)
+    with ChatServer() as server:
+        pool = Pool(providers={"loop": ProviderSpec(kind="openai", base_url=server.url, api_key_env="LOOP_KEY")},
+                    models={"m": ModelSpec(provider="loop", id="m")}, source="<t>")
+        flow = flow_from('input q\nstep a { model: m  task: "{q}" }', pool)
+
+        async def go() -> None:
+            async with Session(pool, home=tmp_path, cache=False) as session:
+                await session.run(flow, {"q": f"my key is {key}, ok"})
+                await session.call("m", [{"role": "user", "content": f"again {key}"}])
+
+        asyncio.run(go())
+        assert not any(key in body for body in server.bodies())
+    assert not [p for p in tmp_path.rglob("*") if p.is_file() and key in p.read_text(errors="replace")]

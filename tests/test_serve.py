@@ -192,7 +192,7 @@ def keyed(upstream: ChatServer, tmp_path: Path) -> Iterator[tuple[BatonServer, d
         yield server, tokens
 
 
-def test_a_bad_key_is_refused_and_a_key_sees_only_its_own_runs(keyed: tuple[BatonServer, dict[str, str]]) -> None:
+def test_a_bad_key_is_refused_and_a_key_sees_only_its_own_runs(keyed: tuple[BatonServer, dict[str, str]], upstream: ChatServer) -> None:
     server, tokens = keyed
     with pytest.raises(openai.AuthenticationError):
         client(server, "bk-wrong", max_retries=0).chat.completions.create(model="flow/solo", messages=[{"role": "user", "content": "x"}])
@@ -201,7 +201,13 @@ def test_a_bad_key_is_refused_and_a_key_sees_only_its_own_runs(keyed: tuple[Bato
     own = httpx.get(f"{server.url}/runs/{run_id}", headers={"Authorization": f"Bearer {tokens['bob']}"})
     other = httpx.get(f"{server.url}/runs/{run_id}", headers={"Authorization": f"Bearer {tokens['alice']}"})
     assert own.status_code == 200 and other.status_code == 404
+    # a client that pastes its key into a message, or into a named input: it reaches neither the model nor a record
+    c = client(server, tokens["bob"])
+    c.chat.completions.create(model="cheap", messages=[{"role": "user", "content": f"my key is {tokens['bob']}"}])
+    c.chat.completions.create(model="flow/hello", messages=[{"role": "user", "content": "x"}],
+                              extra_body={"baton": {"inputs": {"question": f"key {tokens['bob']}"}}})
     assert tokens["bob"] not in "".join(p.read_text(errors="replace") for p in server.home.rglob("*") if p.is_file() and p.suffix != ".sqlite")
+    assert not any(tokens["bob"] in b for b in upstream.bodies())
 
 
 def test_concurrent_requests_on_one_key_never_spend_past_its_cap(keyed: tuple[BatonServer, dict[str, str]], upstream: ChatServer) -> None:

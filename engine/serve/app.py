@@ -139,6 +139,11 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
                                    404, param="model", code="model_not_found")
     messages = mapping.chat_messages(body)
     options = mapping.baton_options(body)
+    bearer = _bearer(request)
+    if bearer:  # a client that pastes its own key into a message: it reaches no model and no record
+        messages = [(role, text.replace(bearer, "***")) for role, text in messages]
+        if isinstance(options.get("inputs"), dict):
+            options["inputs"] = {k: v.replace(bearer, "***") if isinstance(v, str) else v for k, v in options["inputs"].items()}
     params = mapping.request_params(body)
     max_cost = options.get("max_cost_usd")
     if max_cost is not None and (isinstance(max_cost, bool) or not isinstance(max_cost, (int, float)) or max_cost < 0):
@@ -174,6 +179,13 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     response = web.json_response(mapping.completion(summary, f"chatcmpl-{run_id}"), headers={RUN_HEADER: run_id},
                                  dumps=_dumps)
     return response
+
+
+def _bearer(request: web.Request) -> str:
+    """The request's bearer token, if it is long enough to be a secret (scrubbing "ab" would garble text)."""
+    header = request.headers.get("Authorization", "")
+    token = header[7:].strip() if header.lower().startswith("bearer ") else ""
+    return token if len(token) >= 12 else ""
 
 
 def _dumps(data: Any) -> str:
