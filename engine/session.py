@@ -106,10 +106,10 @@ class Session:
             if name not in self.pool.models:
                 raise PoolError(f"{self.pool.source}: no model alias `{name}` (known: {', '.join(self.pool.models)})")
         self.providers.preflight_aliases([alias, *fallbacks])
+        self.providers.secrets.refresh(self.pool)
         caller = self._caller(self.pool, BudgetGuard(Budget(usd=budget_usd), parent=account), cache)
         stream = TextStream(on_text, self.providers.secrets) if on_text is not None else None
         result = CallResult(text="", alias=alias, reason="")
-        self.providers.secrets.refresh(self.pool)
         chat = tuple({"role": str(m["role"]), "content": self.providers.secrets.scrub(str(m["content"]))} for m in messages)
         try:
             text, used, why = await caller.chain(step, (alias,), tuple(fallbacks), retries, chat, params or Params(), timeout,
@@ -165,6 +165,7 @@ class Session:
             completed = completed_steps(store.dir)
             run_pool = self.pool.with_models(flow_obj.models)
             warnings = self.providers.preflight(flow_obj, run_pool)
+            self.providers.secrets.refresh(run_pool)
         except BaseException:
             store.close()
             raise
@@ -173,7 +174,9 @@ class Session:
                                    warnings, budget_usd, progress, cache)
 
     def _scrubbed(self, pool: Pool, inputs: dict[str, str]) -> dict[str, str]:
-        """Inputs with the pool's secrets hidden: a key pasted into an input reaches no prompt and no record."""
+        """Inputs with the pool's secrets hidden: a key pasted into an input reaches no prompt and no record.
+
+        Refreshes the secrets for `pool` first, for the rest of the run as well (keys set since)."""
         secrets = self.providers.secrets
         secrets.refresh(pool)
         return {name: secrets.scrub(value) for name, value in inputs.items()} if secrets else inputs
@@ -194,7 +197,7 @@ class Session:
         return summary.flow_file if summary is not None and summary.flow_file else None
 
     def _caller(self, pool: Pool, guard: BudgetGuard, cache: bool) -> Caller:
-        self.providers.secrets.refresh(pool)
+        """A run's or a call's caller; its entry point has refreshed the secrets for `pool` (keys set since)."""
         caller = Caller(pool=pool, providers=lambda alias: self.providers.for_provider(pool.models[alias].provider), budget=guard,
                         limits=self.limits, cache=self.cache if cache else None, retry=self.retry, secrets=self.providers.secrets,
                         observed=self.observed)

@@ -56,13 +56,16 @@ def test_a_step_streams_its_reply_in_pieces_that_add_up_to_the_recorded_answer(h
     assert "".join(pieces) == LONG == summary.output  # type: ignore[attr-defined]
     attempt = summary.steps["answer"].attempts[0]  # type: ignore[attr-defined]
     assert attempt.cost_source == "computed" and attempt.output_tokens > 0  # usage from the last chunk
+    assert attempt.cost == pytest.approx(server.bills[0].usd(0.2, 2.0))  # booked as the server's own ledger says
 
 
 def test_a_stream_without_usage_is_booked_at_its_worst_case(home: Path) -> None:
     with ChatServer() as server:
         server.script["m"] = [Reply(text=LONG, usage=OMIT)]
         pieces, summary = stream_run(pool_for(server.url), SOLO, home)
+        could_bill = sum(b.usd(0.2, 2.0) for b in server.bills)
     assert "".join(pieces) == LONG
+    assert could_bill > 0 and summary.cost >= could_bill  # type: ignore[attr-defined]  # the books cover what the server could charge
     assert summary.steps["answer"].attempts[0].cost_source == "estimated"  # type: ignore[attr-defined]
     assert summary.estimated_cost > 0  # type: ignore[attr-defined]
 

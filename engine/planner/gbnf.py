@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from lark import Lark
 from lark.grammar import NonTerminal, Terminal
 
+from engine.run.choices import gbnf_literal
 from engine.syntax.parser import lark_parser
 from engine.syntax.terminals import grammar_text
 
@@ -45,11 +46,6 @@ def _without_left_recursion(name: str, alts: list[str]) -> str:
         return head
     tail = " | ".join(tails)
     return f"({head}) (ws ({tail}))*"
-
-
-def literal(text: str) -> str:
-    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t")
-    return f'"{escaped}"'
 
 
 def _class_body(body: str) -> str:
@@ -96,13 +92,13 @@ def regex_to_gbnf(pattern: str) -> str:
                 i += 1
         elif c == "\\":
             nxt = pattern[i + 1]
-            out.append({"n": '"\\n"', "t": '"\\t"', "s": "[ \\t\\n]", "d": "[0-9]"}.get(nxt, literal(nxt)))
+            out.append({"n": '"\\n"', "t": '"\\t"', "s": "[ \\t\\n]", "d": "[0-9]"}.get(nxt, gbnf_literal(nxt)))
             i += 2
         elif c == ".":
             out.append("[^\\n]")
             i += 1
         else:
-            out.append(literal(c))
+            out.append(gbnf_literal(c))
             i += 1
     return " ".join(out).replace("( ", "(").replace(" )", ")")
 
@@ -138,7 +134,7 @@ def to_gbnf(overrides: dict[str, str] | None = None, drop: Iterable[str] = (), l
         lines.append(f"{_sym(name, name in terminals)} ::= {rhs}")
     for name in sorted(used_terminals - set(overrides)):
         pattern = terminals[name].pattern
-        rhs = literal(pattern.value) if pattern.type == "str" else regex_to_gbnf(pattern.value)
+        rhs = gbnf_literal(pattern.value) if pattern.type == "str" else regex_to_gbnf(pattern.value)
         lines.append(f"{_sym(name, True)} ::= {rhs}")
     return "\n".join(lines) + "\n"
 

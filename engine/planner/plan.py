@@ -19,10 +19,11 @@ from engine.errors import RunError
 from engine.loading import check_source
 from engine.model import Flow, Params
 from engine.planner.extract import extract_flow
-from engine.planner.gbnf import _sym, literal, to_gbnf
+from engine.planner.gbnf import _sym, to_gbnf
 from engine.planner.limits import ALL_CONSTRUCTS, PlanLimits, check_limits
 from engine.planner.prompt import build_prompt
 from engine.pool import Pool
+from engine.run.choices import gbnf_literal
 from engine.run.protocol import Provider
 from engine.session import Session
 from engine.syntax import ast
@@ -76,7 +77,7 @@ def planner_gbnf(pool: Pool, limits: PlanLimits, allow_keep: bool = False) -> st
     property keys; task text of bounded length.
     """
     def one_of(names: list[str]) -> str:
-        return "(" + " | ".join(literal(n) for n in names) + ")"
+        return "(" + " | ".join(gbnf_literal(n) for n in names) + ")"
 
     alias = one_of([a for a in pool.models if not limits.models or a in limits.models])
     text = _sym("STRING", True)

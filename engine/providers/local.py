@@ -213,10 +213,9 @@ class _AnswerSoFar:
         self.sent = ""
 
     def settled(self) -> str:
-        text = self.raw.lstrip() if self.completion else self.raw
-        if self.completion and not self.constrained:
-            for marker in ("\n\n", "\n<<<"):
-                text = text.split(marker, 1)[0]
+        text = self.raw
+        if self.completion:
+            text = text.lstrip() if self.constrained else first_paragraph(text)
         if not self.constrained:
             cut = cut_repeats(text, final=False)
             if cut == text:  # no repeat yet: the line being written may still become one

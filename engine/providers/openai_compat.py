@@ -192,7 +192,7 @@ class OpenAICompatProvider:
         http_request = httpx.Request("POST", self.url, content=body, headers=headers,
                                      extensions={"timeout": httpx.Timeout(ceiling).as_dict()})
         status: list[int] = []  # set once the status line is in: a body lost after a 2xx may have been billed
-        streamed = False
+        events: ChunkAssembler | None = None  # set when the reply really is an event stream
         try:
             # httpx's timeouts are per read: a body that trickles in a byte at a time never trips them. This is a
             # ceiling over the whole call, body included.
@@ -200,12 +200,12 @@ class OpenAICompatProvider:
                 resp = await self.transport.handle_async_request(http_request)
                 status.append(resp.status_code)
                 try:
-                    streamed = (chunks is not None and resp.status_code < 300
-                                and resp.headers.get("content-type", "").startswith("text/event-stream"))
-                    if streamed and chunks is not None:
+                    if resp.status_code < 300 and resp.headers.get("content-type", "").startswith("text/event-stream"):
+                        events = chunks
+                    if events is not None:
                         async for piece in resp.aiter_raw():
-                            chunks.feed(piece)
-                        chunks.close()
+                            events.feed(piece)
+                        events.close()
                     else:
                         await resp.aread()
                 finally:
@@ -222,14 +222,14 @@ class OpenAICompatProvider:
             raise ProviderFault("connect", self._scrub(f"{self.name}: {type(err).__name__}: {err}")) from None
         if resp.status_code >= 300:
             raise self._status_fault(resp)
-        if streamed and chunks is not None:
-            return self._streamed_reply(chunks, request.max_tokens)
+        if events is not None:
+            return self._streamed_reply(events, request.max_tokens)
         return read_chat_completion(resp.content, self.name, self._scrub, request.max_tokens)
 
     def _streamed_reply(self, chunks: ChunkAssembler, max_tokens: int) -> ChatResponse:
         """A finished event stream judged as a whole reply; a stream that broke off or sent garbage is a fault."""
         if chunks.unreadable or not (chunks.done or chunks.finish_reason or chunks.error or chunks.choice_error):
-            usage = usage_fields(chunks.usage, chunks.model if isinstance(chunks.model, str) else "")
+            usage = usage_fields(chunks.usage, chunks.model)
             billed = ChatResponse(text="", **usage)
             if chunks.unreadable:
                 words = quote(chunks.unreadable[0], self._scrub, 120)

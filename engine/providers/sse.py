@@ -16,6 +16,15 @@ from collections.abc import Callable
 from typing import Any
 
 
+def _json_object(payload: bytes) -> dict[str, Any] | None:
+    """A `data:` line's JSON object; None for anything else (not JSON, or not an object)."""
+    try:
+        chunk = json.loads(payload)
+    except ValueError:
+        return None
+    return chunk if isinstance(chunk, dict) else None
+
+
 class ChunkAssembler:
     """Feed it the body (`feed`), then `completion()` is the body as one chat.completion."""
 
@@ -26,7 +35,7 @@ class ChunkAssembler:
         self.refusals: list[str] = []
         self.finish_reason: str | None = None
         self.usage: Any = None
-        self.model: Any = None
+        self.model = ""
         self.error: Any = None
         self.choice_error: Any = None
         self.done = False
@@ -56,12 +65,8 @@ class ChunkAssembler:
             self.done = True
             return
         self.events += 1
-        try:
-            chunk = json.loads(payload)
-        except ValueError:
-            self.unreadable.append(payload[:120].decode("utf-8", "replace"))
-            return
-        if not isinstance(chunk, dict):
+        chunk = _json_object(payload)
+        if chunk is None:
             self.unreadable.append(payload[:120].decode("utf-8", "replace"))
             return
         if chunk.get("error") is not None:

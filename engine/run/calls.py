@@ -236,7 +236,6 @@ class Caller:
                     response = dataclasses.replace(response, text=self.secrets.scrub(response.text))
                 if not response.text.strip():
                     raise ProviderFault("empty_reply", "the model returned an empty message", billed=response)
-
             except (ProviderFault, TimeoutError) as err:
                 fault = err if isinstance(err, ProviderFault) else ProviderFault("timeout", f"no reply within {timeout:g}s")
                 charge = self._charge_fault(spec, fault, reservation)

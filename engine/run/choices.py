@@ -38,9 +38,12 @@ def choices_check(choices: Sequence[str]) -> Callable[[str], str | None]:
     return validate
 
 
+def gbnf_literal(text: str) -> str:
+    """A GBNF string literal matching exactly `text` (the planner's grammars use it too)."""
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t")
+    return f'"{escaped}"'
+
+
 def choices_grammar(choices: Sequence[str]) -> str:
     """A GBNF grammar whose only sentences are the choices."""
-    def literal(text: str) -> str:
-        return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
-
-    return "root ::= " + " | ".join(literal(c) for c in choices) + "\n"
+    return "root ::= " + " | ".join(gbnf_literal(c) for c in choices) + "\n"

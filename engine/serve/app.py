@@ -26,16 +26,16 @@ from engine.pool import Pool
 from engine.run.budget import BudgetGuard
 from engine.run.home import RunHome, new_run_id
 from engine.run.reader import load_run
+from engine.run.secrets import Secrets
 from engine.run.trace import RunSummary
 from engine.serve import mapping
 from engine.serve.catalog import Catalog
-from engine.serve.keys import Accounts, KeySpec, Ledger, find_key
+from engine.serve.keys import Accounts, KeySpec, Ledger, bearer_token, find_key
 from engine.serve.passthrough import record_call
 from engine.serve.stream import SSEAnswer
 from engine.session import Session
 
 log = logging.getLogger("baton.serve")
-RUN_HEADER = "x-baton-run-id"
 NO_RETRY = {"x-should-retry": "false"}
 
 
@@ -48,7 +48,6 @@ class ServerState:
     keys: dict[str, KeySpec] | None = None
     ledger: Ledger | None = None
     accounts: Accounts | None = None
-    home: Path | None = None
     started: float = field(default_factory=time.time)
     served: int = 0
 
@@ -61,9 +60,8 @@ STATE: web.AppKey[ServerState] = web.AppKey("baton", ServerState)
 KEY: web.RequestKey[KeySpec | None] = web.RequestKey("baton_key", object)  # type: ignore[arg-type]
 
 
-def error_response(err: mapping.RequestError, run_id: str | None = None) -> web.Response:
-    headers = {**err.headers, **({RUN_HEADER: run_id} if run_id else {})}
-    return web.json_response(err.body(), status=err.status, headers=headers)
+def error_response(err: mapping.RequestError) -> web.Response:
+    return web.json_response(err.body(), status=err.status, headers=err.headers)
 
 
 @web.middleware
@@ -112,7 +110,7 @@ async def run_summary(request: web.Request) -> web.Response:
     if key is not None and (state.ledger is None or state.ledger.owner(run_id) != key.name):
         raise not_found  # another key's run, or none: the same answer, so ids cannot be probed
     try:
-        summary = load_run(run_id, state.home)
+        summary = load_run(run_id, state.session.home)
     except (LookupError, RunError, PoolError, OSError):
         raise not_found from None
     if summary.run_id != run_id:  # a unique prefix finds a run in `baton show`; here the id must be exact
@@ -139,15 +137,13 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
                                    404, param="model", code="model_not_found")
     messages = mapping.chat_messages(body)
     options = mapping.baton_options(body)
-    bearer = _bearer(request)
-    if bearer:  # a client that pastes its own key into a message: it reaches no model and no record
-        messages = [(role, text.replace(bearer, "***")) for role, text in messages]
+    own_key = Secrets([bearer_token(request.headers.get("Authorization")) or ""])
+    if own_key:  # a client that pastes its own key into a message: it reaches no model and no record
+        messages = [(role, own_key.scrub(text)) for role, text in messages]
         if isinstance(options.get("inputs"), dict):
-            options["inputs"] = {k: v.replace(bearer, "***") if isinstance(v, str) else v for k, v in options["inputs"].items()}
+            options["inputs"] = {k: own_key.scrub(v) if isinstance(v, str) else v for k, v in options["inputs"].items()}
     params = mapping.request_params(body)
-    max_cost = options.get("max_cost_usd")
-    if max_cost is not None and (isinstance(max_cost, bool) or not isinstance(max_cost, (int, float)) or max_cost < 0):
-        raise mapping.RequestError("`baton.max_cost_usd` must be a number >= 0", param="baton.max_cost_usd")
+    max_cost = mapping.max_cost(options)
     key = request[KEY]
     account = state.accounts.account(key) if key is not None and state.accounts is not None else None
     run_id = new_run_id()
@@ -171,29 +167,29 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     if state.ledger is not None and key is not None:  # mapped: a run will be recorded under this id
         state.ledger.own(run_id, key.name, model)
     if answer is not None:
-        return await answer.serve(work, _failure)
+        return await answer.serve(work, lambda err: _failure(err, run_id))
     try:
         summary = await work
     except (RunError, InputError, PoolError) as err:
-        return error_response(_failure(err), run_id if isinstance(err, RunError) else None)
-    response = web.json_response(mapping.completion(summary, f"chatcmpl-{run_id}"), headers={RUN_HEADER: run_id},
-                                 dumps=_dumps)
-    return response
-
-
-def _bearer(request: web.Request) -> str:
-    """The request's bearer token, if it is long enough to be a secret (scrubbing "ab" would garble text)."""
-    header = request.headers.get("Authorization", "")
-    token = header[7:].strip() if header.lower().startswith("bearer ") else ""
-    return token if len(token) >= 12 else ""
+        return error_response(_failure(err, run_id))
+    return web.json_response(mapping.completion(summary, f"chatcmpl-{run_id}"), headers={mapping.RUN_HEADER: run_id}, dumps=_dumps)
 
 
 def _dumps(data: Any) -> str:
     return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
 
 
-def _failure(err: Exception) -> mapping.RequestError:
-    """A failed request in OpenAI's error shape, with the status an SDK acts on correctly."""
+def _failure(err: Exception, run_id: str) -> mapping.RequestError:
+    """A failed request in OpenAI's error shape, with the status an SDK acts on correctly.
+
+    A failed run was recorded: its id goes in the `x-baton-run-id` header, as with an answer."""
+    problem = _problem(err)
+    if isinstance(err, RunError):
+        problem.headers = {**problem.headers, mapping.RUN_HEADER: run_id}
+    return problem
+
+
+def _problem(err: Exception) -> mapping.RequestError:
     if isinstance(err, mapping.RequestError):
         return err
     if isinstance(err, InputError):
@@ -216,14 +212,13 @@ async def _call_alias(state: ServerState, alias: str, messages: list[tuple[str, 
         result = await state.session.call(alias, chat, params=Params(**params), budget_usd=max_cost, account=account,
                                           on_text=answer.text if answer else None, step="call")
     except RunError as err:
-        err.summary = record_call(state.home, run_id, alias, chat, err.summary, started, state.session.pool_record(),
-                                  state.session.durable, error=err)
+        err.summary = record_call(state.session, run_id, alias, chat, err.summary, started, error=err)
         raise
     except asyncio.CancelledError:  # the client went away mid-call: the record says so
-        record_call(state.home, run_id, alias, chat, None, started, state.session.pool_record(), state.session.durable,
+        record_call(state.session, run_id, alias, chat, None, started,
                     error=RunCancelled("the client disconnected before the reply was complete"))
         raise
-    return record_call(state.home, run_id, alias, chat, result, started, state.session.pool_record(), state.session.durable)
+    return record_call(state.session, run_id, alias, chat, result, started)
 
 
 def build_app(state: ServerState, reload_every: float | None = None) -> web.Application:
@@ -262,9 +257,7 @@ def _reloader(every: float) -> Any:
     return ctx
 
 
-def open_state(session: Session, catalog: Catalog, keys: dict[str, KeySpec] | None, home: str | Path | None,
+def open_state(session: Session, catalog: Catalog, keys: dict[str, KeySpec] | None,
                ledger_path: str | Path | None = None) -> ServerState:
-    root = RunHome(home).root
-    ledger = Ledger(ledger_path or root / "serve-ledger.sqlite", fsync=session.durable)
-    return ServerState(session=session, catalog=catalog, keys=keys, ledger=ledger, accounts=Accounts(ledger),
-                       home=Path(home) if home is not None else None)
+    ledger = Ledger(ledger_path or RunHome(session.home).root / "serve-ledger.sqlite", fsync=session.durable)
+    return ServerState(session=session, catalog=catalog, keys=keys, ledger=ledger, accounts=Accounts(ledger))

@@ -88,11 +88,19 @@ def add_key(path: str | Path, name: str, daily_usd: float | None = None, total_u
     return token
 
 
-def find_key(keys: dict[str, KeySpec], authorization: str | None) -> KeySpec | None:
-    """The key a request's `Authorization: Bearer ...` header names, compared in constant time."""
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an `Authorization: Bearer ...` header; None without one."""
     if not authorization or not authorization.lower().startswith("bearer "):
         return None
-    digest = hash_key(authorization[7:].strip())
+    return authorization[7:].strip() or None
+
+
+def find_key(keys: dict[str, KeySpec], authorization: str | None) -> KeySpec | None:
+    """The key a request's `Authorization: Bearer ...` header names, compared in constant time."""
+    token = bearer_token(authorization)
+    if token is None:
+        return None
+    digest = hash_key(token)
     for known, spec in keys.items():
         if hmac.compare_digest(known, digest):
             return spec

@@ -20,6 +20,8 @@ from engine.model import Flow, Fuse, Node, Params, Step, Verify
 from engine.run.trace import RunSummary
 
 HISTORY = "history"
+#: The response header that names the run behind an answer (or behind a failure that was recorded).
+RUN_HEADER = "x-baton-run-id"
 #: Request fields a flow cannot honour yet: a clear 400 rather than silently ignoring them.
 UNSUPPORTED_ON_FLOWS = ("tools", "tool_choice", "functions", "response_format")
 
@@ -71,6 +73,14 @@ def baton_options(body: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(options, dict):
         raise RequestError("`baton` must be an object (extra_body={'baton': {...}})", param="baton")
     return options
+
+
+def max_cost(options: dict[str, Any]) -> float | None:
+    """`baton.max_cost_usd`: a spending cap for this request, in USD."""
+    value = options.get("max_cost_usd")
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
+        raise RequestError("`baton.max_cost_usd` must be a number >= 0", param="baton.max_cost_usd")
+    return float(value) if value is not None else None
 
 
 def flow_inputs(flow: Flow, messages: list[tuple[str, str]], explicit: Any) -> dict[str, str]:

@@ -9,19 +9,18 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 from typing import Any
 
 from engine.errors import BudgetExceeded, RunCancelled, RunError
 from engine.run.store import RunStore
 from engine.run.trace import RunSummary, StepResult
-from engine.session import CallResult
+from engine.session import CallResult, Session
 
 STEP = "call"
 
 
-def record_call(home: str | Path | None, run_id: str, alias: str, messages: list[dict[str, str]], result: Any, started: float,
-                pool_record: str, durable: bool, error: RunError | None = None) -> RunSummary:
+def record_call(session: Session, run_id: str, alias: str, messages: list[dict[str, str]], result: Any, started: float,
+                error: RunError | None = None) -> RunSummary:
     """Write the call's record and return its summary (the call's result, or what it cost before it failed)."""
     call = result if isinstance(result, CallResult) else CallResult(text="", alias=alias, reason="")
     step = StepResult(name=STEP, kind="step", status="ok" if error is None else "failed", output=call.text, model=call.alias,
@@ -39,9 +38,9 @@ def record_call(home: str | Path | None, run_id: str, alias: str, messages: list
                          input_tokens=step.input_tokens, output_tokens=step.output_tokens,
                          calls=sum(1 for a in step.attempts if a.status not in ("refused", "cache_hit")),
                          cache_hits=sum(1 for a in step.attempts if a.status == "cache_hit"))
-    store = RunStore.create(home, durable, run_id)
+    store = RunStore.create(session.home, session.durable, run_id)
     try:
-        store.write_setup("", {"messages": json.dumps(messages, ensure_ascii=False)}, pool_record)
+        store.write_setup("", {"messages": json.dumps(messages, ensure_ascii=False)}, session.pool_record())
         store.write_summary(summary)
     finally:
         store.close()

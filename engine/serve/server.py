@@ -57,7 +57,7 @@ def serve(pool: Pool, flows: str | Path | None = None, *, host: str = "127.0.0.1
 
     async def make_app() -> web.Application:
         session = Session(pool, home=home, cache=cache, durable=fsync)  # inside the server's loop: the limits' semaphores belong to it
-        return build_app(open_state(session, catalog, keys, home, ledger), reload_every=1.0 if reload else None)
+        return build_app(open_state(session, catalog, keys, ledger), reload_every=1.0 if reload else None)
 
     bound = sock.getsockname()[1]
     announce(f"baton serve: http://{host}:{bound}/v1  ({len(catalog.flows)} flows, {len(pool.models)} aliases"

@@ -54,7 +54,7 @@ class SSEAnswer:
     async def _start(self) -> web.StreamResponse:
         if self.response is None:
             self.response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
-                                                        "x-baton-run-id": self.run_id})
+                                                        mapping.RUN_HEADER: self.run_id})
             await self.response.prepare(self.request)
             await self._event(mapping.chunk(self.completion_id, self.created, self.model, {"role": "assistant", "content": ""}))
         return self.response
@@ -97,7 +97,7 @@ class SSEAnswer:
                 raise error
             problem = failure(error)
             if self.response is None:  # nothing sent yet: an ordinary error response, with its status
-                return web.json_response(problem.body(), status=problem.status, headers={**problem.headers, "x-baton-run-id": self.run_id})
+                raise problem
             body = problem.body()
             body["error"]["status"] = problem.status
             await self._event(body)
