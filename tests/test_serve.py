@@ -162,6 +162,11 @@ def test_errors_are_what_the_sdk_expects(served: BatonServer, upstream: ChatServ
     assert httpx.get(served_url(served) + "/health").json()["requests"] == before["requests"] + 1
     run = load_run(info.value.response.headers["x-baton-run-id"], served.home)
     assert run.status == "budget_exhausted"
+    with pytest.raises(openai.APIStatusError) as info:  # streamed, refused before its first event: the same JSON error
+        client(served, max_retries=0).chat.completions.create(model="flow/solo", messages=[{"role": "user", "content": "x"}],
+                                                              stream=True, extra_body={"baton": {"max_cost_usd": 1e-9}})
+    assert info.value.status_code == 402 and info.value.response.headers["x-should-retry"] == "false"
+    assert load_run(info.value.response.headers["x-baton-run-id"], served.home).status == "budget_exhausted"
 
 
 def test_an_upstream_failure_mid_stream_is_an_sdk_error_and_recorded(served: BatonServer, upstream: ChatServer) -> None:

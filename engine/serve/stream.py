@@ -46,7 +46,9 @@ class SSEAnswer:
         self.queue.put_nowait(("text", piece))
 
     def progress(self, event: str, fields: dict[str, Any]) -> None:
-        if event == "step_finished":
+        # a failed step gets no comment: the error that follows says it, and a run that fails before
+        # anything was sent should answer with an ordinary JSON error (its status), not an open stream
+        if event == "step_finished" and fields.get("status") in ("ok", "skipped"):
             self.queue.put_nowait(("comment", f"step {fields.get('step')} {fields.get('status')}"))
 
     # -- the response ----------------------------------------------------------------------------
