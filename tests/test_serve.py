@@ -104,6 +104,9 @@ def test_models_lists_flows_with_worst_case_and_aliases(served: BatonServer) -> 
     assert {f"flow/{f}" for f in FLOWS} <= set(models) and "fast" in models
     assert models["flow/layered"]["kind"] == "flow" and models["flow/layered"]["worst_case"]["usd"] > 0
     assert models["fast"]["kind"] == "alias" and models["fast"]["model_id"] == "fast"
+    missing = httpx.post(f"{served.url}/embeddings", json={"input": "x"})  # an endpoint this server lacks: an OpenAI-shaped 404
+    assert missing.status_code == 404 and "is not an endpoint" in missing.json()["error"]["message"]
+    assert httpx.get(f"{served.url}/chat/completions").json()["error"]["code"] == "method_not_allowed"
     health = httpx.get(served_url(served) + "/health").json()
     assert health["status"] == "ok" and health["flows"] == len(FLOWS)
 

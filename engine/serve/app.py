@@ -79,6 +79,10 @@ async def authenticate(request: web.Request, handler: Any) -> web.StreamResponse
         return response
     except mapping.RequestError as err:
         return error_response(err)
+    except (web.HTTPNotFound, web.HTTPMethodNotAllowed) as err:  # a path or method this API does not have: still OpenAI's shape
+        words = f"{request.method} {request.path} is not an endpoint of this server ({err.reason}); it serves " \
+                "POST /v1/chat/completions, GET /v1/models, GET /v1/runs/{id} and GET /health"
+        return error_response(mapping.RequestError(words, err.status, code="not_found" if err.status == 404 else "method_not_allowed"))
 
 
 async def health(request: web.Request) -> web.Response:
