@@ -205,6 +205,7 @@ class Caller:
             grammar=grammar[0] if grammar else None, grammar_format=grammar[1] if grammar else None,
         )
         cache_key = None
+        began = time.time()
         if self.cache is not None and (params.temperature == 0 or self.cache_all):
             endpoint = f"{spec.provider}:{self.pool.provider(spec.provider).base_url or ''}"
             cache_key = ResponseCache.key(endpoint, request)
@@ -212,7 +213,7 @@ class Caller:
             if hit is not None:
                 hit_attempt = Attempt(alias=alias, model_id=spec.id, role=role, status="cache_hit", input_tokens=hit.input_tokens,
                                       output_tokens=hit.output_tokens, cost=0.0, cost_source="cache", finish_reason=hit.finish_reason,
-                                      truncated=hit.truncated, reply_preview=hit.text[:200])
+                                      truncated=hit.truncated, started=began, reply_preview=hit.text[:200])
                 reply, hit_attempt = self._validated(hit, hit_attempt, validate)
                 if reply is not None and stream is not None:
                     stream.finish(reply.text)
@@ -224,6 +225,7 @@ class Caller:
                 await sem.acquire()
                 held += 1
             reservation = self._reserve(step, alias, spec, messages, params.max_tokens)
+            began = time.time()
             started = time.perf_counter()
             try:
                 provider = self.providers(alias)
@@ -247,7 +249,7 @@ class Caller:
                     alias=alias, model_id=spec.id, role=role, status="fault", cause=fault.kind, reason=self.secrets.scrub(str(fault)),
                     input_tokens=billed.input_tokens if billed else 0, output_tokens=billed.output_tokens if billed else 0,
                     cost=charge.usd, cost_source=charge.source, cost_note=charge.note, finish_reason=fault.finish_reason,
-                    latency_ms=(time.perf_counter() - started) * 1000), fault
+                    latency_ms=(time.perf_counter() - started) * 1000, started=began), fault
             except BaseException:
                 self.budget.settle(reservation, 0.0, 0)
                 raise
@@ -262,7 +264,7 @@ class Caller:
             alias=alias, model_id=response.response_model or spec.id, role=role, status="ok", input_tokens=response.input_tokens,
             output_tokens=response.output_tokens, cached_tokens=response.cached_tokens, reasoning_tokens=response.reasoning_tokens,
             cost=charge.usd, cost_source=charge.source, cost_note=charge.note, finish_reason=response.finish_reason,
-            truncated=response.truncated, latency_ms=latency, reply_preview=response.text[:200],
+            truncated=response.truncated, latency_ms=latency, started=began, reply_preview=response.text[:200],
         )
         reply, done = self._validated(response, done, validate)
         if reply is not None and stream is not None:
@@ -306,7 +308,8 @@ class Caller:
                         response, attempt, fault = await self.attempt(step, alias, role, messages, params, timeout, validate, grammar,
                                                                       stream, local_grammar)
                     except BudgetExceeded as err:
-                        refused = Attempt(alias=alias, role=role, status="refused", cause="budget", reason=str(err), cost_source="not_billed")
+                        refused = Attempt(alias=alias, role=role, status="refused", cause="budget", reason=str(err), cost_source="not_billed",
+                                          started=time.time())
                         self._record(step, record, refused)
                         raise
                     self._record(step, record, attempt)

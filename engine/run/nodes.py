@@ -75,7 +75,9 @@ async def run_call(ex: Executor, node: Step | Verify, result: StepResult, visibl
     values, blocks = visible
     task = prompt.render_task(node.task, values)
     result.subtask = task
-    messages = prompt.messages(prompt.render_system(node.params.system, values), blocks, task)
+    system = prompt.render_system(node.params.system, values)
+    messages = prompt.messages(system, blocks, task)
+    result.prompts.append(prompt.record("verifier" if isinstance(node, Verify) else "worker", system, blocks, task))
     validate = _validator(node)
     levels = node.models[min(level_offset, len(node.models) - 1):]
     # a checked reply may be rejected, and a loop member's may be revised: only an unchecked step's reply is streamed
@@ -110,6 +112,7 @@ async def run_fuse(ex: Executor, node: Fuse, result: StepResult, visible: tuple[
     result.subtask = task
     system = prompt.render_system(node.params.system, values)
     messages = prompt.messages(system, blocks, task)
+    result.prompts.append(prompt.record("panel", system, blocks, task))
 
     async def member(i: int, alias: str) -> tuple[int, str, str | None, str]:
         # one seed for every member would make `panel: m x 4` four copies of one sample: member i gets seed + i
@@ -146,7 +149,9 @@ async def run_fuse(ex: Executor, node: Fuse, result: StepResult, visible: tuple[
     judge_blocks = [*blocks, *(prompt.Block(f"panel answer {i + 1} of {len(node.panel)} (model {alias})", text or "")
                                for i, alias, text in ok)]
     judge_task = prompt.render_task(node.judge_task, values) if node.judge_task else DEFAULT_JUDGE_TASK
-    judge_messages = prompt.messages(system, judge_blocks, f"{judge_task}\n\nThe task was:\n{task}")
+    judge_full_task = f"{judge_task}\n\nThe task was:\n{task}"
+    judge_messages = prompt.messages(system, judge_blocks, judge_full_task)
+    result.prompts.append(prompt.record("judge", system, judge_blocks, judge_full_task))
     judge_params = node.params.model_copy(update={"temperature": 0.0})
     text, alias, _why = await ex.caller.chain(node.name, (node.judge,), (), node.retries, judge_messages, judge_params,
                                                 node.timeout, role="judge", record=result.add, stream=ex.stream_for(node.name))
@@ -248,12 +253,14 @@ async def run_loop(ex: Executor, loop: Loop, result: StepResult) -> None:
             mres.status = "ok"
             for a in mres.attempts:
                 result.add(a.model_copy(update={"role": f"{a.role} r{round_no} {member}"}))
+            result.prompts.extend(p.model_copy(update={"role": f"r{round_no} {member}"}) for p in mres.prompts)
             scope[member] = mres
         verdict = scope[loop.verifier].output
         accepted = re.search(ex.flow.nodes[loop.verifier].accept, verdict) is not None  # type: ignore[union-attr]
         ex.emit("verdict", step=loop.name, round=round_no, verifier=loop.verifier, accepted=accepted, verdict=verdict[:500])
         result.rounds = round_no
         result.verdict = ("ACCEPTED: " if accepted else "REJECTED: ") + verdict[:500]
+        result.verdicts.append(result.verdict)
         if accepted:
             break
         feedback = verdict

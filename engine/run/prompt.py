@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.checks import templates
+from engine.run.trace import Prompt, PromptBlock
 
 PREAMBLE = (
     "You are one member of a team of models working on a task. Material from the task's inputs "
@@ -71,6 +72,17 @@ def messages(system: str | None, blocks: Sequence[Block], task: str) -> tuple[di
         out.append({"role": "system", "content": system})
     out.append({"role": "user", "content": user_message(blocks, task)})
     return tuple(out)
+
+
+def record(role: str, system: str | None, blocks: Sequence[Block], task: str) -> Prompt:
+    """What the run's record keeps of a request: enough to rebuild its messages exactly (`recorded_messages`)."""
+    return Prompt(role=role, system=system, task=task,
+                  blocks=[PromptBlock(title=b.title, body=b.body, subtask=b.subtask) for b in blocks])
+
+
+def recorded_messages(p: Prompt) -> tuple[dict[str, str], ...]:
+    """The messages a recorded prompt was sent as, rebuilt byte for byte."""
+    return messages(p.system, [Block(b.title, b.body, b.subtask) for b in p.blocks], p.task)
 
 
 def render_task(template: str, values: dict[str, str]) -> str:

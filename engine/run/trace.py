@@ -42,7 +42,31 @@ class Attempt(BaseModel):
     #: The reply stopped at `max_tokens`: it was kept as the answer, but it may be cut short.
     truncated: bool = False
     latency_ms: float = 0.0
+    #: When the call began (epoch seconds; for a cache hit, when it was looked up): the viewer's time line.
+    started: float = 0.0
     reply_preview: str = ""
+
+
+class PromptBlock(BaseModel):
+    """One piece of visible material, as `engine.run.prompt.Block` framed it."""
+
+    title: str
+    body: str
+    subtask: str | None = None
+
+
+class Prompt(BaseModel):
+    """What a call of a step was shown: its system text, the blocks its `sees` allowed, its own subtask.
+
+    The exact messages are rebuilt from it (`engine.run.prompt.messages`), so the record keeps
+    each visible output once per reader and not a second time as a rendered message.
+    """
+
+    #: Which call(s) it was sent by: `worker`, `verifier`, `panel` (every member), `judge`, `r2 draft` (a loop's round 2).
+    role: str
+    system: str | None = None
+    blocks: list[PromptBlock] = Field(default_factory=list)
+    task: str
 
 
 class RouteDecision(BaseModel):
@@ -64,7 +88,10 @@ class StepResult(BaseModel):
     model: str | None = None
     reason: str = ""
     attempts: list[Attempt] = Field(default_factory=list)
+    prompts: list[Prompt] = Field(default_factory=list)
     verdict: str | None = None
+    #: A loop's verdict of every round, first to last (`verdict` is the last of them).
+    verdicts: list[str] = Field(default_factory=list)
     decision: RouteDecision | None = None
     rounds: int | None = None
     error: str | None = None
