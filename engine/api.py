@@ -42,7 +42,10 @@ if TYPE_CHECKING:
     from engine.planner.rounds import AskOutcome, ask_rounds
     from engine.pool import Pool, default_pool, discover_pool, load_pool
     from engine.providers.scripted import ScriptedProvider
+    from engine.records.explain import RecordedRun, load_recorded_run
     from engine.records.render import render_run, run_json, runs_table
+    from engine.records.run_page import render_run_page
+    from engine.records.runs_page import filter_runs, render_runs_page
     from engine.run.cache import ResponseCache
     from engine.run.calls import RetryPolicy
     from engine.run.home import RunHome, new_run_id
@@ -85,6 +88,7 @@ __all__ = [
     "ProviderError",
     "ProviderFault",
     "ProviderSet",
+    "RecordedRun",
     "ResponseCache",
     "RetryPolicy",
     "RouteDecision",
@@ -108,6 +112,7 @@ __all__ = [
     "default_pool",
     "discover_pool",
     "evaluate",
+    "filter_runs",
     "for_terminal",
     "format_source",
     "judge_through",
@@ -115,6 +120,7 @@ __all__ = [
     "load_dataset",
     "load_flow",
     "load_pool",
+    "load_recorded_run",
     "load_run",
     "make_scorer",
     "new_run_id",
@@ -127,6 +133,8 @@ __all__ = [
     "render_all",
     "render_html",
     "render_run",
+    "render_run_page",
+    "render_runs_page",
     "run_flow",
     "run_flow_sync",
     "run_json",
@@ -156,7 +164,10 @@ _WHERE: dict[str, str] = {name: module for module, names in {
     "engine.planner.rounds": ['AskOutcome', 'ask_rounds'],
     "engine.pool": ['Pool', 'default_pool', 'discover_pool', 'load_pool'],
     "engine.providers.scripted": ['ScriptedProvider'],
+    "engine.records.explain": ['RecordedRun', 'load_recorded_run'],
     "engine.records.render": ['render_run', 'run_json', 'runs_table'],
+    "engine.records.run_page": ['render_run_page'],
+    "engine.records.runs_page": ['filter_runs', 'render_runs_page'],
     "engine.run.cache": ['ResponseCache'],
     "engine.run.calls": ['RetryPolicy'],
     "engine.run.home": ['RunHome', 'new_run_id'],

@@ -28,7 +28,7 @@ from engine.run.home import RunHome, new_run_id
 from engine.run.reader import load_run
 from engine.run.secrets import Secrets
 from engine.run.trace import RunSummary
-from engine.serve import mapping
+from engine.serve import mapping, pages
 from engine.serve.catalog import Catalog
 from engine.serve.keys import Accounts, KeySpec, Ledger, bearer_token, find_key
 from engine.serve.passthrough import record_call
@@ -70,6 +70,8 @@ async def authenticate(request: web.Request, handler: Any) -> web.StreamResponse
     request[KEY] = None
     if state.keys is not None and request.path != "/health":
         key = find_key(state.keys, request.headers.get("Authorization"))
+        if key is None and _is_page(request.path):
+            return pages.login_required()
         if key is None:
             return error_response(mapping.RequestError("Incorrect API key provided: pass a key from the server's keys file as "
                                                        "`Authorization: Bearer ...`", 401, code="invalid_api_key"))
@@ -81,8 +83,22 @@ async def authenticate(request: web.Request, handler: Any) -> web.StreamResponse
         return error_response(err)
     except (web.HTTPNotFound, web.HTTPMethodNotAllowed) as err:  # a path or method this API does not have: still OpenAI's shape
         words = f"{request.method} {request.path} is not an endpoint of this server ({err.reason}); it serves " \
-                "POST /v1/chat/completions, GET /v1/models, GET /v1/runs/{id} and GET /health"
+                "POST /v1/chat/completions, GET /v1/models, GET /v1/runs/{id}, GET /health and the pages /runs and /runs/{id}"
         return error_response(mapping.RequestError(words, err.status, code="not_found" if err.status == 404 else "method_not_allowed"))
+
+
+def _is_page(path: str) -> bool:
+    return path == "/runs" or path.startswith("/runs/")
+
+
+async def runs_list(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    return pages.runs_list(RunHome(state.session.home), state.ledger, request[KEY], dict(request.query))
+
+
+async def run_page(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    return pages.run_page(RunHome(state.session.home), state.ledger, request[KEY], request.match_info["run_id"])
 
 
 async def health(request: web.Request) -> web.Response:
@@ -232,6 +248,8 @@ def build_app(state: ServerState, reload_every: float | None = None) -> web.Appl
     app.router.add_get("/v1/models", models)
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_get("/v1/runs/{run_id}", run_summary)
+    app.router.add_get("/runs", runs_list)
+    app.router.add_get("/runs/{run_id}", run_page)
     if reload_every:
         app.cleanup_ctx.append(_reloader(reload_every))
 

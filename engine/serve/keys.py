@@ -17,6 +17,7 @@ that was booked), and at start each key's guards begin from the ledger's figures
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import secrets as token_source
@@ -89,14 +90,24 @@ def add_key(path: str | Path, name: str, daily_usd: float | None = None, total_u
 
 
 def bearer_token(authorization: str | None) -> str | None:
-    """The token of an `Authorization: Bearer ...` header; None without one."""
-    if not authorization or not authorization.lower().startswith("bearer "):
+    """The key an `Authorization` header presents: `Bearer KEY` (the API's way), or `Basic` with the key as the
+    password (a browser's way, for the run pages: it asks for it once and sends it with every request); None without one."""
+    if not authorization:
         return None
-    return authorization[7:].strip() or None
+    scheme, _, value = authorization.strip().partition(" ")
+    if scheme.lower() == "bearer":
+        return value.strip() or None
+    if scheme.lower() == "basic":
+        try:
+            _user, _, password = base64.b64decode(value.strip(), validate=True).decode("utf-8").partition(":")
+        except (ValueError, UnicodeDecodeError):
+            return None
+        return password or None
+    return None
 
 
 def find_key(keys: dict[str, KeySpec], authorization: str | None) -> KeySpec | None:
-    """The key a request's `Authorization: Bearer ...` header names, compared in constant time."""
+    """The key a request's `Authorization` header presents (`bearer_token`), compared in constant time."""
     token = bearer_token(authorization)
     if token is None:
         return None
@@ -137,6 +148,10 @@ class Ledger:
 
     def own(self, run_id: str, key: str, model: str) -> None:
         self.db.execute("INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?)", (run_id, key, model, time.time()))
+
+    def owned(self, key: str) -> set[str]:
+        """The ids of the runs a key started."""
+        return {str(row[0]) for row in self.db.execute("SELECT run_id FROM runs WHERE key = ?", (key,))}
 
     def owner(self, run_id: str) -> str | None:
         row = self.db.execute("SELECT key FROM runs WHERE run_id = ?", (run_id,)).fetchone()

@@ -1,0 +1,132 @@
+"""Placing a flow's DAG on a page: layers top to bottom, computed here so the page fetches no layout library.
+
+A node's layer is the length of the longest path from an input to it, so every edge points
+down. Within a layer, nodes are ordered by the mean position of their neighbours (the
+barycenter heuristic of Sugiyama-style layouts), sweeping down and up a few times: enough
+to untangle the fan-outs and fan-ins that flows are made of, at a cost linear in the edges.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import networkx as nx
+
+NODE_WIDTH = 230
+H_GAP = 36
+V_GAP = 56
+MARGIN = 20
+SWEEPS = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Box:
+    x: float
+    y: float
+    w: float
+    h: float
+
+    @property
+    def top(self) -> tuple[float, float]:
+        return self.x + self.w / 2, self.y
+
+    @property
+    def bottom(self) -> tuple[float, float]:
+        return self.x + self.w / 2, self.y + self.h
+
+
+Point = tuple[float, float]
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    boxes: dict[str, Box]
+    #: Each edge's course from its source's bottom to its target's top: an edge that skips layers
+    #: runs down a lane of its own through them, beside the boxes instead of across them.
+    routes: dict[tuple[str, str], list[Point]]
+    width: float
+    height: float
+
+
+DUMMY_WIDTH = 14
+DUMMY_GAP = 10
+
+
+def ranks(g: nx.DiGraph) -> dict[str, int]:
+    """Each node's layer: the length of the longest path from a source to it."""
+    rank: dict[str, int] = {}
+    for name in nx.topological_sort(g):
+        rank[name] = max((rank[p] + 1 for p in g.predecessors(name)), default=0)
+    return rank
+
+
+def _with_lanes(g: nx.DiGraph, rank: dict[str, int]) -> tuple[nx.DiGraph, dict[str, int], dict[tuple[str, str], list[str]]]:
+    """The graph with a chain of lane nodes (named by the edge) in every layer an edge skips."""
+    h: nx.DiGraph = nx.DiGraph()
+    h.add_nodes_from(g.nodes)
+    r = dict(rank)
+    lanes: dict[tuple[str, str], list[str]] = {}
+    for u, v in g.edges:
+        chain = [f"\x00{u}\x00{v}\x00{k}" for k in range(rank[u] + 1, rank[v])]
+        for k, lane in zip(range(rank[u] + 1, rank[v]), chain, strict=True):
+            r[lane] = k
+        nx.add_path(h, [u, *chain, v])
+        lanes[(u, v)] = chain
+    return h, r, lanes
+
+
+def _rows(h: nx.DiGraph, rank: dict[str, int]) -> list[list[str]]:
+    out: list[list[str]] = [[] for _ in range(max(rank.values(), default=-1) + 1)]
+    for name in h.nodes:
+        out[rank[name]].append(name)
+    return out
+def _order(g: nx.DiGraph, rows: list[list[str]]) -> list[list[str]]:
+    """Reorder each layer by the barycenter of its neighbours in the layer above (down sweeps) or below (up sweeps)."""
+    position = {name: float(i) for row in rows for i, name in enumerate(row)}
+
+    def sweep(sequence: list[list[str]], neighbours: Callable[[str], list[str]]) -> None:
+        for row in sequence:
+            def centre(name: str) -> float:
+                near = [position[n] for n in neighbours(name)]
+                return sum(near) / len(near) if near else position[name]
+            row.sort(key=centre)
+            for i, name in enumerate(row):
+                position[name] = float(i)
+
+    for _ in range(SWEEPS):
+        sweep(rows[1:], lambda n: list(g.predecessors(n)))
+        sweep(rows[-2::-1], lambda n: list(g.successors(n)))
+    return rows
+
+
+def layout(g: nx.DiGraph, height_of: Callable[[str], float]) -> Layout:
+    """Boxes for every node of an acyclic graph and a course for every edge; `height_of` gives each node's height."""
+    h, rank, lanes = _with_lanes(g, ranks(g))
+    rows = _order(h, _rows(h, rank))
+
+    def width_of(name: str) -> float:
+        return NODE_WIDTH if name in g else DUMMY_WIDTH
+
+    def row_width(row: list[str]) -> float:
+        return sum(width_of(n) for n in row) + sum(H_GAP if n in g else DUMMY_GAP for n in row[1:])
+
+    width = MARGIN * 2 + max((row_width(row) for row in rows), default=0.0)
+    boxes: dict[str, Box] = {}
+    y = float(MARGIN)
+    for row in rows:
+        x = (width - row_width(row)) / 2
+        tallest = max((height_of(n) for n in row if n in g), default=0.0)
+        for i, name in enumerate(row):
+            if i:
+                x += H_GAP if name in g else DUMMY_GAP
+            boxes[name] = Box(x, y, width_of(name), height_of(name) if name in g else tallest)
+            x += width_of(name)
+        y += tallest + V_GAP
+    routes: dict[tuple[str, str], list[Point]] = {}
+    for (u, v), chain in lanes.items():
+        course = [boxes[u].bottom]
+        for lane in chain:
+            course += [boxes[lane].top, boxes[lane].bottom]
+        routes[(u, v)] = [*course, boxes[v].top]
+    return Layout({n: b for n, b in boxes.items() if n in g}, routes, float(width), y - V_GAP + MARGIN if rows else float(MARGIN * 2))
