@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from engine.run.cache import ResponseCache
     from engine.run.calls import RetryPolicy
     from engine.run.home import RunHome, new_run_id
+    from engine.run.observer import RunObserver
     from engine.run.protocol import ChatRequest, ChatResponse, Provider, ProviderFault
     from engine.run.reader import list_runs, load_run
     from engine.run.trace import Attempt, RouteDecision, RunSummary, StepResult
@@ -58,6 +59,8 @@ if TYPE_CHECKING:
     from engine.session import CallResult, Session, SyncSession, run_flow, run_flow_sync
     from engine.syntax.fmt import format_source
     from engine.terminal import for_terminal, one_line
+    from engine.tracing import endpoint_from_environment, otel_missing
+    from engine.tracing.otel import OtelObserver, TraceExportError, export_run, export_run_to_file, otlp_exporter
     from engine.wiring import MAX_INPUT_BYTES, ProviderSet, check_inputs, pool_snapshot, unset_key_variable
 
 __all__ = [
@@ -79,6 +82,7 @@ __all__ = [
     "InputError",
     "KeysError",
     "MAX_INPUT_BYTES",
+    "OtelObserver",
     "Params",
     "PlanLimits",
     "PlanResult",
@@ -96,12 +100,14 @@ __all__ = [
     "RunCancelled",
     "RunError",
     "RunHome",
+    "RunObserver",
     "RunSummary",
     "ScriptedProvider",
     "ServeError",
     "Session",
     "StepResult",
     "SyncSession",
+    "TraceExportError",
     "UnknownRun",
     "VerificationFailed",
     "add_key",
@@ -111,7 +117,10 @@ __all__ = [
     "check_source",
     "default_pool",
     "discover_pool",
+    "endpoint_from_environment",
     "evaluate",
+    "export_run",
+    "export_run_to_file",
     "filter_runs",
     "for_terminal",
     "format_source",
@@ -125,6 +134,8 @@ __all__ = [
     "make_scorer",
     "new_run_id",
     "one_line",
+    "otel_missing",
+    "otlp_exporter",
     "parse_completion",
     "parse_map",
     "plan",
@@ -173,12 +184,15 @@ _WHERE: dict[str, str] = {name: module for module, names in {
     "engine.run.home": ['RunHome', 'new_run_id'],
     "engine.run.protocol": ['ChatRequest', 'ChatResponse', 'Provider', 'ProviderFault'],
     "engine.run.reader": ['list_runs', 'load_run'],
+    "engine.run.observer": ['RunObserver'],
     "engine.run.trace": ['Attempt', 'RouteDecision', 'RunSummary', 'StepResult'],
     "engine.serve.catalog": ['CatalogError'],
     "engine.serve.keys": ['KeysError', 'add_key'],
     "engine.serve.server": ['ServeError', 'serve'],
     "engine.session": ['CallResult', 'Session', 'SyncSession', 'run_flow', 'run_flow_sync'],
     "engine.syntax.fmt": ['format_source'],
+    "engine.tracing": ['endpoint_from_environment', 'otel_missing'],
+    "engine.tracing.otel": ['OtelObserver', 'TraceExportError', 'export_run', 'export_run_to_file', 'otlp_exporter'],
     "engine.terminal": ['for_terminal', 'one_line'],
     "engine.wiring": ['MAX_INPUT_BYTES', 'ProviderSet', 'check_inputs', 'pool_snapshot', 'unset_key_variable'],
 }.items() for name in names}

@@ -31,6 +31,7 @@ from engine.run.cache import ResponseCache
 from engine.run.calls import Caller, Limits, Observed, RetryPolicy
 from engine.run.executor import Executor, Progress, summarise
 from engine.run.home import RunHome
+from engine.run.observer import ObservedRecord, RunObserver
 from engine.run.protocol import Provider
 from engine.run.reader import completed_steps, read_setup, read_summary
 from engine.run.store import MemoryStore, RunRecord, RunStore
@@ -66,7 +67,7 @@ class Session:
 
     def __init__(self, pool: Pool | None = None, *, home: str | Path | None = None, cache: bool = True,
                  retry: RetryPolicy | None = None, providers: Mapping[str, Provider] | None = None, durable: bool = True,
-                 sleep: Callable[[float], Awaitable[None]] | None = None) -> None:
+                 sleep: Callable[[float], Awaitable[None]] | None = None, observers: Sequence[RunObserver] = ()) -> None:
         self.pool = pool if pool is not None else discover_pool(None)
         self.home = home
         self.durable = durable
@@ -78,6 +79,8 @@ class Session:
         #: What replies showed beyond the pool's figures, per alias: reservations of later runs account for it too.
         self.observed: dict[str, Observed] = {}
         self._own_pool_text: str | None = None
+        #: Told of every run's start, finished steps and end (an `engine.tracing.otel.OtelObserver` exports spans).
+        self.observers = list(observers)
 
     async def __aenter__(self) -> Session:
         return self
@@ -220,6 +223,8 @@ class Session:
         guard = BudgetGuard(budget, spent_usd=before.cost, spent_tokens=before.input_tokens + before.output_tokens,
                             spent_calls=before.calls, estimated_usd=before.estimated_cost, parent=account)
         stream = TextStream(on_text, self.providers.secrets) if on_text is not None else None
+        if self.observers:
+            store = ObservedRecord(store, self.observers, flow_obj, run_pool)
         executor = Executor(flow_obj, self._caller(run_pool, guard, cache), store, checked_inputs, completed, progress, stream)
         carried = summary.model_copy()  # while it runs, the summary on disk holds the earlier attempts' totals
         _add_totals(carried, before)
@@ -363,6 +368,7 @@ async def run_flow(
     retry: RetryPolicy | None = None,
     sleep: Callable[[float], Any] | None = None,
     record: bool = True,
+    observers: Sequence[RunObserver] = (),
 ) -> RunSummary:
     """Run a flow (a `Flow`, or a path to a .flow file), or `resume` a recorded run, in a session of its own."""
     if resume is not None:
@@ -372,7 +378,8 @@ async def run_flow(
         pool = pool or discover_pool(None)
     elif flow is not None:
         flow, pool = load_flow(flow, pool)
-    async with Session(pool, home=home, cache=cache, retry=retry, providers=providers, durable=durable, sleep=sleep) as session:
+    async with Session(pool, home=home, cache=cache, retry=retry, providers=providers, durable=durable, sleep=sleep,
+                       observers=observers) as session:
         if resume is not None:
             return await session.resume(resume, budget_usd=budget_usd, progress=progress)
         if flow is None:

@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "runs": ("runs", "list recent runs"),
     "show": ("show", "show what a run did, step by step"),
     "view": ("view", "write a run (or the run list) as an HTML page"),
+    "trace": ("trace", "export a recorded run as OpenTelemetry spans"),
     "models": ("models", "list the model pool (and check endpoints)"),
     "cache": ("cache", "manage the response cache"),
     "plan": ("plan", "have a planner model write a flow for a task"),

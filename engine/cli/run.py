@@ -17,6 +17,7 @@ from engine.api import Flow, FlowError, HomeError, InputError, PoolError, RunErr
 from engine.cli.common import add_pool_argument, fail, for_stream, parse_budget, plural, pool_error, pool_for
 from engine.cli.exits import EXIT_USAGE, for_run_error
 from engine.cli.progress import ProgressPrinter
+from engine.cli.tracing import add_otel_arguments, close_observers, observers_for
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -29,6 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-cache", action="store_true", help="do not read or write the response cache")
     p.add_argument("--resume", metavar="RUN_ID", help="re-run only what did not complete in RUN_ID")
     p.add_argument("--home", metavar="DIR", help="where runs and the cache live (default: $BATON_HOME or .baton)")
+    add_otel_arguments(p)
 
 
 def read_inputs(args: argparse.Namespace) -> dict[str, str]:
@@ -119,12 +121,15 @@ def run(args: argparse.Namespace) -> int:
             print(render_all(checked.diagnostics, text), file=sys.stderr)
             return EXIT_USAGE
         flow = checked.flow
+    observers = observers_for(args)
+    if isinstance(observers, str):
+        return fail(observers, EXIT_USAGE)
     progress = ProgressPrinter()
     signals: list[int] = []
     try:
         summary = asyncio.run(_run_stopping_on_sigterm(
             run_flow(flow, inputs, pool=pool, home=args.home, budget_usd=budget, cache=not args.no_cache, resume=args.resume,
-                     progress=progress), signals))
+                     progress=progress, observers=observers), signals))
     except FlowError as err:
         progress.close()
         print(render_all(err.diagnostics, err.source), file=sys.stderr)
@@ -145,6 +150,8 @@ def run(args: argparse.Namespace) -> int:
             print_summary(partial)
             print(f"finished steps are kept; resume with: baton run --resume {partial.run_id}", file=sys.stderr)
         return for_run_error(err, signals[0] if signals else None)
+    finally:
+        close_observers(observers)  # sends the spans still buffered
     progress.close()
     if args.json:
         print(json.dumps({"output": summary.output, "summary": summary.model_dump(mode="json")}, indent=2))

@@ -9,6 +9,7 @@ from pathlib import Path
 from engine.api import CatalogError, InputError, KeysError, PoolError, ServeError, add_key, serve
 from engine.cli.common import add_pool_argument, fail, parse_budget, pool_error, pool_for
 from engine.cli.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from engine.cli.tracing import add_otel_arguments, close_observers, observers_for
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -26,6 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--new-key", metavar="NAME", help="add a key named NAME to --keys FILE, print it once, and exit")
     p.add_argument("--daily-usd", metavar="USD", help="with --new-key: the key's spend cap per UTC day")
     p.add_argument("--total-usd", metavar="USD", help="with --new-key: the key's spend cap in total")
+    add_otel_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,12 +49,18 @@ def run(args: argparse.Namespace) -> int:
         pool = pool_for(args, Path(args.flows) / "x.flow" if args.flows else None)
     except PoolError as err:
         return pool_error(err)
+    observers = observers_for(args)
+    if isinstance(observers, str):
+        return fail(observers, EXIT_USAGE)
     try:
         serve(pool, args.flows, host=args.host, port=args.port, keys_file=args.keys, home=args.home, reload=args.reload,
-              ledger=args.ledger, cache=args.cache, fsync=args.fsync, announce=lambda line: print(line, file=sys.stderr, flush=True))
+              ledger=args.ledger, cache=args.cache, fsync=args.fsync, announce=lambda line: print(line, file=sys.stderr, flush=True),
+              observers=observers)
     except CatalogError as err:
         print(str(err), file=sys.stderr)
         return fail("the server did not start: the flows above do not check", EXIT_FAILED)
     except (KeysError, ServeError) as err:
         return fail(str(err), EXIT_USAGE)
+    finally:
+        close_observers(observers)
     return EXIT_OK

@@ -9,13 +9,14 @@ from __future__ import annotations
 import ipaddress
 import logging
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from aiohttp import web
 
 from engine.errors import BatonError
 from engine.pool import Pool
+from engine.run.observer import RunObserver
 from engine.serve.app import build_app, open_state
 from engine.serve.catalog import Catalog
 from engine.serve.keys import load_keys
@@ -37,12 +38,13 @@ def is_loopback(host: str) -> bool:
 
 def serve(pool: Pool, flows: str | Path | None = None, *, host: str = "127.0.0.1", port: int = 8080, keys_file: str | Path | None = None,
           home: str | Path | None = None, reload: bool = False, ledger: str | Path | None = None, cache: bool = False,
-          fsync: bool = False, announce: Callable[[str], None] = print) -> None:
+          fsync: bool = False, announce: Callable[[str], None] = print, observers: Sequence[RunObserver] = ()) -> None:
     """Serve flows and aliases until interrupted; `CatalogError`, `KeysError` or `ServeError` if it cannot start.
 
     The response cache is off unless `cache`: clients of an endpoint expect each request to be a call.
     Run records and the ledger survive a killed server either way; with `fsync` they also survive a
-    power cut or a kernel crash, for about 2 ms more per request (docs/serve.md).
+    power cut or a kernel crash, for about 2 ms more per request (docs/serve.md). `observers` are told of
+    every run (an `OtelObserver` exports its spans).
     """
     if keys_file is None and not is_loopback(host):
         raise ServeError(f"refusing to listen on {host} without --keys: anyone who can reach it would spend the pool's provider "
@@ -56,7 +58,7 @@ def serve(pool: Pool, flows: str | Path | None = None, *, host: str = "127.0.0.1
         raise ServeError(f"cannot listen on {host}:{port}: {err.strerror or err}") from None
 
     async def make_app() -> web.Application:
-        session = Session(pool, home=home, cache=cache, durable=fsync)  # inside the server's loop: the limits' semaphores belong to it
+        session = Session(pool, home=home, cache=cache, durable=fsync, observers=observers)  # inside the server's loop: the limits' semaphores belong to it
         return build_app(open_state(session, catalog, keys, ledger), reload_every=1.0 if reload else None)
 
     bound = sock.getsockname()[1]

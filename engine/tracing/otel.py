@@ -1,0 +1,158 @@
+"""Sending a run's spans to OpenTelemetry: live as a run goes (`OtelObserver`), or from its record afterwards (`export_run`).
+
+This is the only module that imports OpenTelemetry (the `baton[otel]` extra); without it,
+`engine.tracing.otel_missing()` says what to install. Baton keeps its own tracer provider and never sets
+the global one: an application that embeds a `Session` keeps its tracing as it set it up.
+A collector that is down never fails a run: the live exporter drops what it cannot send
+(OpenTelemetry's batch processor logs it); `export_run` reports it, as a command should.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from engine.model import Flow
+from engine.pool import Pool
+from engine.records.explain import RecordedRun
+from engine.run.trace import RunSummary, StepResult
+from engine.tracing import names
+from engine.tracing.spans import SpanSpec, node_span, run_spans, workflow_span
+
+TRACES_PATH = "/v1/traces"
+
+
+class TraceExportError(Exception):
+    """The spans could not be delivered (the collector refused them or could not be reached)."""
+
+
+def traces_url(base: str) -> str:
+    """A collector's OTLP/HTTP address as `OTEL_EXPORTER_OTLP_ENDPOINT` gives it (`http://host:4318`), or already ending in `/v1/traces`."""
+    base = base.rstrip("/")
+    return base if base.endswith(TRACES_PATH) else base + TRACES_PATH
+
+
+def otlp_exporter(url: str | None = None, timeout: float = 10.0) -> SpanExporter:
+    """OTLP/HTTP (protobuf); without `url`, OpenTelemetry's own environment variables choose the endpoint and headers."""
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    return OTLPSpanExporter(endpoint=traces_url(url), timeout=timeout) if url else OTLPSpanExporter(timeout=timeout)
+
+
+class JsonLinesExporter(SpanExporter):
+    """Spans as one JSON object a line (OpenTelemetry's own JSON form of a span), for files and pipes."""
+
+    def __init__(self, out: IO[str]) -> None:
+        self.out = out
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        for span in spans:
+            self.out.write(span.to_json(indent=None) + "\n")
+        self.out.flush()
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        return None
+
+
+class _Collect(SpanProcessor):
+    """Holds ended spans so that a recorded run goes out as one export, whose result can be reported."""
+
+    def __init__(self) -> None:
+        self.spans: list[ReadableSpan] = []
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self.spans.append(span)
+
+
+def _provider(processor: SpanProcessor) -> TracerProvider:
+    provider = TracerProvider(resource=Resource.create({"service.name": "baton"}))
+    provider.add_span_processor(processor)
+    return provider
+
+
+def _ns(epoch: float) -> int:
+    return int(epoch * 1_000_000_000)
+
+
+def emit(tracer: trace.Tracer, spec: SpanSpec, parent: Any = None, end: bool = True) -> trace.Span:
+    """Start (and, unless `end` is False, end) the span of `spec` and of all its children, at their recorded times."""
+    kind = SpanKind.CLIENT if spec.kind == "client" else SpanKind.INTERNAL
+    span = tracer.start_span(spec.name, context=parent, kind=kind, attributes=spec.attributes, start_time=_ns(spec.start))
+    if spec.error:
+        span.set_status(Status(StatusCode.ERROR, spec.error[:1000]))
+    inside = trace.set_span_in_context(span)
+    for child in spec.children:
+        emit(tracer, child, inside)
+    if end:
+        span.end(end_time=_ns(max(spec.end, spec.start)))
+    return span
+
+
+def export_run(run: RecordedRun, exporter: SpanExporter, content: bool = False) -> int:
+    """Export a recorded run's span tree through `exporter`; returns how many spans went. `TraceExportError` if they did not."""
+    collect = _Collect()
+    provider = _provider(collect)
+    top = set(run.top_level())
+    emit(provider.get_tracer(names.TRACER_NAME), run_spans(run.summary, top.__contains__, run.pool, content))
+    result = exporter.export(collect.spans)
+    exporter.shutdown()
+    if result is not SpanExportResult.SUCCESS:
+        raise TraceExportError(f"the collector did not take the {len(collect.spans)} spans of run {run.summary.run_id}")
+    return len(collect.spans)
+
+
+def export_run_to_file(run: RecordedRun, path: str | Path, content: bool = False) -> int:
+    with open(path, "w", encoding="utf-8") as out:
+        return export_run(run, JsonLinesExporter(out), content)
+
+
+class OtelObserver:
+    """Spans as a run goes, for every run of a `Session` (`Session(observers=[...])`): the workflow span opens when
+    the run starts, each node's span (with its calls) is sent when the node finishes, the workflow span when it ends."""
+
+    def __init__(self, exporter: SpanExporter | None = None, content: bool = False) -> None:
+        self.content = content
+        self.provider = _provider(BatchSpanProcessor(exporter or otlp_exporter()))
+        self.tracer = self.provider.get_tracer(names.TRACER_NAME)
+        self._runs: dict[str, tuple[trace.Span, Any, set[str], Pool]] = {}
+        self._lock = threading.Lock()
+
+    def run_started(self, summary: RunSummary, flow: Flow, pool: Pool) -> None:
+        span = emit(self.tracer, workflow_span(summary), end=False)
+        with self._lock:
+            self._runs[summary.run_id] = (span, trace.set_span_in_context(span), set(flow.top_level()), pool)
+
+    def step_finished(self, run_id: str, step: StepResult) -> None:
+        with self._lock:
+            entry = self._runs.get(run_id)
+        if entry is None or step.name not in entry[2]:
+            return
+        spec = node_span(step, entry[3], self.content)
+        if spec is not None:
+            emit(self.tracer, spec, entry[1])
+
+    def run_finished(self, summary: RunSummary) -> None:
+        with self._lock:
+            entry = self._runs.pop(summary.run_id, None)
+        if entry is None:
+            return
+        span = entry[0]
+        final = workflow_span(summary)
+        span.set_attributes(final.attributes)
+        if final.error:
+            span.set_status(Status(StatusCode.ERROR, final.error[:1000]))
+        span.end(end_time=_ns(max(final.end, final.start)))
+
+    def close(self) -> None:
+        """Send what is buffered and stop; call once, when the session is done."""
+        self.provider.force_flush()
+        self.provider.shutdown()

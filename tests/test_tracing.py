@@ -1,0 +1,220 @@
+"""OpenTelemetry export against a real OTLP/HTTP receiver on loopback (protobuf decoded with opentelemetry-proto).
+
+Runs go through the real HTTP provider against the loopback chat server, so the calls, their
+timings and their faults are real. Live spans (an `OtelObserver` on the session) and spans
+exported afterwards from the record (`baton trace export`) must be the same tree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("opentelemetry.sdk")
+pytest.importorskip("opentelemetry.proto")
+
+from engine.errors import RunError  # noqa: E402
+from engine.run.trace import RunSummary  # noqa: E402
+from engine.session import Session  # noqa: E402
+from engine.testing.chat_server import ChatServer, Reply  # noqa: E402
+from engine.tracing.otel import OtelObserver, otlp_exporter  # noqa: E402
+from tests.conftest import ROOT, WORKFLOWS, loopback_pool  # noqa: E402
+from tests.otlp_receiver import OtlpReceiver, Span  # noqa: E402
+
+QUESTION = "Which sorting algorithm is stable? (a private question 7f3a)"
+CLIENT = 3  # SpanKind.CLIENT in the protobuf enum (INTERNAL is 1)
+
+
+@pytest.fixture
+def receiver() -> Iterator[OtlpReceiver]:
+    with OtlpReceiver() as r:
+        yield r
+
+
+@pytest.fixture
+def server() -> Iterator[ChatServer]:
+    with ChatServer(latency=0.03) as s:
+        s.script["fast"] = [Reply(text="code")]
+        s.script["gemini"] = [Reply(status=503, text="upstream overloaded")]
+        yield s
+
+
+async def _no_sleep(_seconds: float) -> None:
+    return None
+
+
+def traced_run(server: ChatServer, receiver: OtlpReceiver, home: Path, flow: str, content: bool = False) -> tuple[RunSummary, list[Span]]:
+    observer = OtelObserver(otlp_exporter(receiver.url), content=content)
+
+    async def go() -> RunSummary:
+        async with Session(loopback_pool(server.url), home=home, cache=False, observers=[observer], sleep=_no_sleep) as session:
+            try:
+                return await session.run(WORKFLOWS / flow, {"question": QUESTION})
+            except RunError as err:
+                assert err.summary is not None
+                return err.summary
+
+    summary = asyncio.run(go())
+    observer.close()
+    return summary, spans_of(receiver, summary.run_id)
+
+
+def spans_of(receiver: OtlpReceiver, run_id: str) -> list[Span]:
+    roots = [s for s in receiver.spans if s.attributes.get("baton.run.id") == run_id]
+    assert len(roots) == 1, [s.name for s in receiver.spans]
+    return [s for s in receiver.spans if s.trace_id == roots[0].trace_id]
+
+
+def tree(spans: list[Span]) -> dict[str, Any]:
+    by_id = {s.span_id: s for s in spans}
+    root = next(s for s in spans if not s.parent_id)
+    children: dict[str, list[Span]] = {}
+    for s in spans:
+        if s.parent_id:
+            assert s.parent_id in by_id, f"{s.name} has a parent that was not exported"
+            children.setdefault(s.parent_id, []).append(s)
+    return {"root": root, "children": children}
+
+
+def within(child: Span, parent: Span, slack_ns: int = 2_000_000) -> bool:
+    return child.start_ns >= parent.start_ns - slack_ns and child.end_ns <= parent.end_ns + slack_ns
+
+
+def baton(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")} | {"NO_COLOR": "1"}
+    return subprocess.run([sys.executable, "-m", "engine.cli.main", *args], cwd=ROOT, capture_output=True, text=True, timeout=90, env=env)
+
+
+def shape(spans: list[Span]) -> list[tuple[str, str, str, int, int]]:
+    """Each span as (name, parent's name, attributes, start, end): what live and after-the-fact export must agree on."""
+    by_id = {s.span_id: s for s in spans}
+    return sorted((s.name, by_id[s.parent_id].name if s.parent_id else "", json.dumps(s.attributes, sort_keys=True), s.start_ns, s.end_ns)
+                  for s in spans)
+
+
+def test_a_route_run_is_a_workflow_span_with_a_span_per_node_and_a_client_span_per_call(
+        server: ChatServer, receiver: OtlpReceiver, tmp_path: Path) -> None:
+    summary, spans = traced_run(server, receiver, tmp_path / "home", "route_label.flow")
+    assert summary.status == "ok"
+    t = tree(spans)
+    root: Span = t["root"]
+    assert root.name == "invoke_workflow route_label" and root.service == "baton" and root.kind == 1
+    assert root.attributes["gen_ai.operation.name"] == "invoke_workflow"
+    assert root.attributes["baton.run.status"] == "ok" and root.attributes["openinference.span.kind"] == "CHAIN"
+    assert root.attributes["baton.cost.usd"] == pytest.approx(summary.cost, rel=1e-6)
+    nodes = {s.name: s for s in t["children"][root.span_id]}
+    assert set(nodes) == {"invoke_agent triage", "invoke_agent solve_code", "invoke_agent solved"}  # the skipped branches ran no span
+    route = nodes["invoke_agent solved"].attributes
+    assert route["baton.step.kind"] == "route" and route["baton.route.chosen"] == "solve_code"
+    assert route["baton.route.skipped"] == ["solve_math", "solve_other"] and route["baton.route.label"] == "code"
+    assert "label" in route["baton.step.reason"] and route["langfuse.observation.type"] == "agent"
+    triage = nodes["invoke_agent triage"]
+    assert triage.attributes["gen_ai.agent.name"] == "triage" and triage.attributes["openinference.span.kind"] == "AGENT"
+    (call,) = t["children"][triage.span_id]
+    attempt = summary.steps["triage"].attempts[0]
+    assert call.name == "chat fast" and call.kind == CLIENT
+    assert call.attributes["gen_ai.operation.name"] == "chat" and call.attributes["gen_ai.provider.name"] == "loop"
+    assert call.attributes["gen_ai.request.model"] == "fast" and call.attributes["gen_ai.response.model"] == "fast"
+    assert call.attributes["gen_ai.usage.input_tokens"] == attempt.input_tokens > 0
+    assert call.attributes["gen_ai.usage.output_tokens"] == attempt.output_tokens
+    assert call.attributes["baton.call.why"] == "first call" and call.attributes["baton.cache.hit"] is False
+    assert call.attributes["openinference.span.kind"] == "LLM" and call.attributes["langfuse.observation.type"] == "generation"
+    assert call.attributes["gen_ai.response.finish_reasons"] == ["stop"]
+    # timings: the record's, nested, and as long as the calls were (the server waits 30 ms a call)
+    for parent_id, kids in t["children"].items():
+        parent = next(s for s in spans if s.span_id == parent_id)
+        assert all(within(k, parent) for k in kids), parent.name
+    assert call.seconds == pytest.approx(attempt.latency_ms / 1000, abs=0.002) and call.seconds >= 0.03
+    assert root.seconds == pytest.approx(summary.finished - summary.started, abs=0.002)
+    assert nodes["invoke_agent triage"].end_ns <= nodes["invoke_agent solve_code"].start_ns + 2_000_000  # the branch waited for triage
+
+
+def test_a_fuse_run_shows_every_panel_member_its_failed_calls_and_the_judge(server: ChatServer, receiver: OtlpReceiver, tmp_path: Path) -> None:
+    summary, spans = traced_run(server, receiver, tmp_path / "home", "fuse_panel.flow")
+    assert summary.status == "ok"
+    t = tree(spans)
+    (node,) = t["children"][t["root"].span_id]
+    assert node.name == "invoke_agent answer" and node.attributes["baton.step.kind"] == "fuse"
+    calls = t["children"][node.span_id]
+    assert len(calls) == len(summary.steps["answer"].attempts)
+    by_role: dict[str, list[Span]] = {}
+    for c in sorted(calls, key=lambda c: c.start_ns):
+        by_role.setdefault(c.attributes["baton.call.role"], []).append(c)
+    assert set(by_role) == {"panel[0]", "panel[1]", "panel[2]", "judge"}
+    failed = by_role["panel[2]"]
+    assert len(failed) == 3 and all(c.status_code == 2 and c.attributes["error.type"] == "server_error" for c in failed)  # ERROR
+    assert [c.attributes["baton.call.why"] for c in failed] == ["first call", "retry after server_error", "retry after server_error"]
+    assert all("gen_ai.response.model" not in c.attributes for c in failed)  # no model answered
+    assert failed[0].attributes["langfuse.observation.level"] == "ERROR"
+    (judge,) = by_role["judge"]
+    assert judge.name == "chat gpt" and judge.status_code != 2
+    assert judge.start_ns >= max(c.end_ns for role, cs in by_role.items() if role != "judge" for c in cs) - 2_000_000
+    firsts = [by_role[r][0] for r in ("panel[0]", "panel[1]", "panel[2]")]
+    assert max(c.start_ns for c in firsts) < min(c.end_ns for c in firsts)  # in parallel: all were in flight at once
+
+
+def test_no_prompt_or_reply_text_is_exported_without_the_opt_in(server: ChatServer, receiver: OtlpReceiver, tmp_path: Path) -> None:
+    _summary, spans = traced_run(server, receiver, tmp_path / "home", "route_label.flow")
+    exported = json.dumps([s.attributes for s in spans])
+    assert "7f3a" not in exported and "answered:" not in exported
+    assert not any(k in a for a in (s.attributes for s in spans) for k in ("gen_ai.input.messages", "input.value", "output.value"))
+    _summary, spans = traced_run(server, receiver, tmp_path / "home2", "route_label.flow", content=True)
+    calls = [s for s in spans if s.name == "chat coder"]
+    sent = json.loads(calls[0].attributes["gen_ai.input.messages"])
+    assert sent[-1]["role"] == "user" and "7f3a" in sent[-1]["content"]
+    assert "answered:" in json.loads(calls[0].attributes["gen_ai.output.messages"])[0]["content"]
+
+
+def test_a_recorded_run_exported_afterwards_is_the_tree_that_was_sent_live(server: ChatServer, receiver: OtlpReceiver, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    for flow in ("route_label.flow", "fuse_panel.flow"):
+        summary, live = traced_run(server, receiver, home, flow)
+        with OtlpReceiver() as later:
+            proc = baton("trace", "export", summary.run_id, "--otlp", later.url, "--home", str(home))
+            assert proc.returncode == 0, proc.stderr
+            assert f"exported {len(live)} spans of run {summary.run_id}" in proc.stdout
+            replayed = spans_of(later, summary.run_id)
+        assert shape(replayed) == shape(live)
+    out = tmp_path / "spans.jsonl"
+    proc = baton("trace", "export", summary.run_id, "--jsonl", str(out), "--home", str(home))
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(lines) == len(live) and {line["name"] for line in lines} == {s.name for s in live}
+
+
+def test_export_failures_are_reported_not_swallowed(server: ChatServer, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    with OtlpReceiver() as receiver:
+        summary, _spans = traced_run(server, receiver, home, "route_label.flow")
+    with OtlpReceiver(status=400) as refusing:
+        proc = baton("trace", "export", summary.run_id, "--otlp", refusing.url, "--home", str(home))
+    assert proc.returncode == 1 and "did not take the" in proc.stderr and "Traceback" not in proc.stderr
+    proc = baton("trace", "export", "nope", "--jsonl", str(tmp_path / "x.jsonl"), "--home", str(home))
+    assert proc.returncode == 2 and "no run 'nope'" in proc.stderr
+
+
+def test_a_collector_that_is_down_never_fails_a_run(server: ChatServer, tmp_path: Path) -> None:
+    """The live exporter drops what it cannot send; the run and its record are untouched."""
+    with OtlpReceiver(status=503) as down:
+        summary, _ = traced_run_expecting_nothing(server, down, tmp_path / "home")
+    assert summary.status == "ok" and summary.output
+
+
+def traced_run_expecting_nothing(server: ChatServer, receiver: OtlpReceiver, home: Path) -> tuple[RunSummary, None]:
+    observer = OtelObserver(otlp_exporter(receiver.url, timeout=1.0))
+
+    async def go() -> RunSummary:
+        async with Session(loopback_pool(server.url), home=home, cache=False, observers=[observer]) as session:
+            return await session.run(WORKFLOWS / "route_label.flow", {"question": QUESTION})
+
+    summary = asyncio.run(go())
+    observer.close()
+    return summary, None
