@@ -321,3 +321,24 @@ def test_a_client_that_goes_away_mid_stream_cancels_its_run_and_the_record_says_
     finally:
         upstream.script.pop("gemini")
         upstream.script.pop("strong")
+
+
+def test_run_pages_ask_a_browser_for_a_key_and_show_each_key_only_its_own_runs(keyed: tuple[BatonServer, dict[str, str]]) -> None:
+    server, tokens = keyed
+    base = served_url(server)
+    asked = httpx.get(f"{base}/runs")
+    assert asked.status_code == 401 and asked.headers["WWW-Authenticate"].startswith("Basic ")  # a browser shows its sign-in box
+    assert asked.headers["content-type"].startswith("text/html")
+    reply = client(server, tokens["bob"]).chat.completions.create(model="flow/hello", messages=[{"role": "user", "content": "x"}])
+    run_id = reply.model_extra["baton"]["run_id"]  # type: ignore[index]
+    bob, alice = httpx.BasicAuth("anyone", tokens["bob"]), httpx.BasicAuth("anyone", tokens["alice"])
+    listing = httpx.get(f"{base}/runs", auth=bob)
+    assert listing.status_code == 200 and f'href="/runs/{run_id}"' in listing.text and "<select name=\"flow\">" in listing.text
+    assert run_id not in httpx.get(f"{base}/runs", auth=alice).text
+    page = httpx.get(f"{base}/runs/{run_id}", auth=bob)
+    assert page.status_code == 200 and 'data-step="answer"' in page.text and page.headers["Cache-Control"] == "no-store"
+    assert tokens["bob"] not in page.text and tokens["bob"] not in listing.text
+    assert httpx.get(f"{base}/runs/{run_id}", auth=alice).status_code == 404  # another key's run is no run at all
+    assert httpx.get(f"{base}/runs/{run_id}", headers={"Authorization": f"Bearer {tokens['bob']}"}).status_code == 200
+    assert httpx.get(f"{base}/runs/{run_id[:10]}", auth=bob).status_code == 404  # the exact id, no prefixes
+    assert httpx.get(f"{base}/runs?status=failed", auth=bob).text.count('class="run"') == 0

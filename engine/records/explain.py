@@ -9,6 +9,7 @@ trace exporter both read them from here, so the page and the spans agree.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from engine.graph import build_graph
 from engine.loading import check_source
 from engine.model import Flow
 from engine.pool import Pool
+from engine.run.executor import summarise
 from engine.run.home import RunHome
 from engine.run.prompt import recorded_messages
 from engine.run.reader import read_run, read_setup
@@ -76,7 +78,20 @@ def read_recorded_run(run_dir: Path) -> RecordedRun:
     if result.flow is None:
         problems = "; ".join(d.message for d in result.diagnostics if d.severity == "error")
         return RecordedRun(summary, None, pool, inputs, f"the recorded flow does not check: {problems}")
+    if summary.status == "running":
+        summary = totals_so_far(summary, result.flow.top_level())
     return RecordedRun(summary, result.flow, pool, inputs)
+
+
+def totals_so_far(summary: RunSummary, top_level: list[str]) -> RunSummary:
+    """A run in flight as it stands: its summary on disk holds only what earlier attempts spent, so the
+    steps this attempt has finished are added, and the wall time runs to now."""
+    live = summary.model_copy()
+    this_attempt = {n: s for n, s in summary.steps.items() if s.started >= summary.started}
+    summarise(live, this_attempt, top_level)
+    live.steps = summary.steps
+    live.duration_s = round(summary.duration_s + max(0.0, time.time() - summary.started), 2) if summary.started else 0.0
+    return live
 
 
 def load_recorded_run(run_id: str, home: str | Path | None = None) -> RecordedRun:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import networkx as nx
 
-NODE_WIDTH = 230
+NODE_WIDTH = 250
 H_GAP = 36
 V_GAP = 56
 MARGIN = 20
@@ -100,13 +100,16 @@ def _order(g: nx.DiGraph, rows: list[list[str]]) -> list[list[str]]:
     return rows
 
 
-def layout(g: nx.DiGraph, height_of: Callable[[str], float]) -> Layout:
-    """Boxes for every node of an acyclic graph and a course for every edge; `height_of` gives each node's height."""
+def layout(g: nx.DiGraph, height_of: Callable[[str], float], node_width: Callable[[str], float] | None = None) -> Layout:
+    """Boxes for every node of an acyclic graph and a course for every edge; `height_of` gives each node's height,
+    `node_width` its width (`NODE_WIDTH` when not given)."""
     h, rank, lanes = _with_lanes(g, ranks(g))
     rows = _order(h, _rows(h, rank))
 
     def width_of(name: str) -> float:
-        return NODE_WIDTH if name in g else DUMMY_WIDTH
+        if name not in g:
+            return DUMMY_WIDTH
+        return node_width(name) if node_width is not None else NODE_WIDTH
 
     def row_width(row: list[str]) -> float:
         return sum(width_of(n) for n in row) + sum(H_GAP if n in g else DUMMY_GAP for n in row[1:])

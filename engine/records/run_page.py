@@ -12,23 +12,24 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
+import textwrap
 import time
 from typing import Any
 
 from engine.records import explain
-from engine.records.layout import Point, layout
+from engine.records.layout import NODE_WIDTH, Box, Point, layout
 from engine.records.page_assets import CSS, SCRIPT
 from engine.run.trace import Attempt, StepResult
 
 LINE = 16
 PAD = 10
-MAX_CHARS = 31
+MAX_CHARS = 35
 #: The page runs its own script and nothing else, even were some text to slip past the escaping.
 SCRIPT_HASH = "sha256-" + base64.b64encode(hashlib.sha256(SCRIPT.encode()).digest()).decode()
 STATUS_FILL = {"ok": "#e8f5e9", "failed": "#ffebee", "skipped": "#f5f5f5", "not_run": "#ffffff", "resumed": "#e3f2fd",
-               "input": "#fffde7", "running": "#e3f2fd"}
+               "input": "#fffde7", "pending": "#ffffff"}
 STATUS_STROKE = {"ok": "#2e7d32", "failed": "#c62828", "skipped": "#9e9e9e", "not_run": "#9e9e9e", "resumed": "#1565c0",
-                 "input": "#c0a000", "running": "#1565c0"}
+                 "input": "#c0a000", "pending": "#1565c0"}
 
 
 def esc(text: object) -> str:
@@ -38,6 +39,14 @@ def esc(text: object) -> str:
 def _short(text: str, width: int = MAX_CHARS) -> str:
     flat = " ".join(text.split())
     return flat if len(flat) <= width else flat[: width - 1] + "\u2026"
+
+
+def _wrapped(text: str, cls: str, lines: int = 2) -> list[tuple[str, str]]:
+    """A long fact over a few lines of the box (the last one cut short if it must be)."""
+    parts = textwrap.wrap(" ".join(text.split()), MAX_CHARS) or [""]
+    if len(parts) > lines:
+        parts = [*parts[: lines - 1], _short(" ".join(parts[lines - 1:]))]
+    return [(part, cls) for part in parts]
 
 
 def _dollars(usd: float) -> str:
@@ -65,7 +74,8 @@ def _panel_members(step: StepResult) -> list[tuple[str, Attempt]]:
     return sorted(last.items(), key=lambda kv: int(kv[0][6:-1]))
 
 
-def node_lines(name: str, attrs: dict[str, Any], step: StepResult | None, value: str | None) -> list[tuple[str, str]]:
+def node_lines(name: str, attrs: dict[str, Any], step: StepResult | None, value: str | None,
+               running: bool = False) -> list[tuple[str, str]]:
     """The text lines of a node's box, each with its CSS class: what the picture says without a click."""
     kind = attrs.get("kind", "step")
     if kind == "input":
@@ -76,34 +86,84 @@ def node_lines(name: str, attrs: dict[str, Any], step: StepResult | None, value:
         members = " \u21c4 ".join(m for m, _kind, _models in attrs["members"])
         lines[1] = (_short(f"loop: {members}, at most {attrs.get('max_rounds', '?')} rounds"), "kind")
     if step is None:
-        return [*lines, ("not run", "sub")]
+        return [*lines, ("not finished yet" if running else "not run", "sub")]
     if step.model:
         lines.append((_short(f"model {step.model}"), "sub"))
     facts = status.replace("_", " ")
     if step.status == "ok" or step.attempts:
         facts += f" \u00b7 {_dollars(step.cost)} \u00b7 {_seconds(step.latency_ms)}"
     lines.append((facts, "bad" if step.status == "failed" else "sub"))
-    if kind == "fuse":
-        for role, a in _panel_members(step):
-            ok = a.status in ("ok", "cache_hit")
-            mark = "\u2713" if ok else "\u2717"
-            lines.append((_short(f"{mark} {role} {a.alias}" + ("" if ok else f" ({a.cause or a.status})")), "sub" if ok else "bad"))
-        judge = [a for a in step.attempts if a.role == "judge"]
-        if judge:
-            lines.append((_short(f"\u2192 judge {judge[-1].alias}"), "sub"))
-        elif step.verdict:
-            lines.append((_short(f"\u2192 vote: {step.verdict}"), "sub"))
+    if kind == "fuse" and not _panel_members(step) and step.verdict:
+        lines.append((_short(f"\u2192 vote: {step.verdict}"), "sub"))
     if step.decision is not None:
         d = step.decision
         lines.append((_short(f"\u2192 {d.chosen}"), "sub"))
-        lines.append((_short(f"by {d.matched}"), "kind"))
+        lines.extend(_wrapped(f"by {d.matched}", "kind"))
         if d.skipped:
-            lines.append((_short("skipped: " + ", ".join(d.skipped)), "kind"))
+            lines.extend(_wrapped("skipped: " + ", ".join(d.skipped), "kind", 3))
     for i, verdict in enumerate(step.verdicts, 1):
         lines.append((_short(f"round {i}: {verdict}"), "sub" if verdict.startswith("ACCEPTED") else "bad"))
     if step.status == "failed" and step.error:
-        lines.append((_short(step.error), "bad"))
+        lines.extend(_wrapped(step.error, "bad", 3))
     return lines
+
+
+MEMBER_W, MEMBER_H, MEMBER_GAP, JUDGE_GAP = 120, 38, 8, 22
+
+
+def _cluster(step: StepResult | None) -> tuple[list[tuple[str, Attempt]], Attempt | None]:
+    """A fuse's panel (each member's last call) and its judge's or escalation's last call, as drawn inside its box."""
+    if step is None or step.kind != "fuse":
+        return [], None
+    finals = [a for a in step.attempts if a.role in ("judge", "escalate")]
+    return _panel_members(step), finals[-1] if finals else None
+
+
+def _cluster_size(step: StepResult | None) -> tuple[float, float]:
+    """The room a fuse's panel and judge take below its text lines: (width, height)."""
+    members, last = _cluster(step)
+    if not members:
+        return 0.0, 0.0
+    width = len(members) * MEMBER_W + (len(members) - 1) * MEMBER_GAP
+    height = MEMBER_H + (JUDGE_GAP + MEMBER_H if last is not None or (step and step.verdict) else 0) + PAD
+    return width, height
+
+
+def _mini_box(x: float, y: float, w: float, role: str, title: str, line: str, a: Attempt | None, tip: str) -> str:
+    ok = a is not None and a.status in ("ok", "cache_hit")
+    fill, stroke = (STATUS_FILL["ok"], STATUS_STROKE["ok"]) if ok else ("#fff3e0", "#ef6c00") if a is None else (STATUS_FILL["failed"], STATUS_STROKE["failed"])
+    return (f'<g class="member" data-role="{esc(role)}" data-ok="{"1" if ok else "0"}"><title>{esc(tip)}</title>'
+            f'<rect x="{x:.1f}" y="{y:.1f}" width="{w:.0f}" height="{MEMBER_H}" rx="4" fill="{fill}" stroke="{stroke}"/>'
+            f'<text class="kind" x="{x + 6:.1f}" y="{y + 14:.1f}">{esc(title)}</text>'
+            f'<text class="{"sub" if ok else "bad"}" x="{x + 6:.1f}" y="{y + 30:.1f}">{esc(line)}</text></g>')
+
+
+def _cluster_svg(step: StepResult, box: Box, top: float) -> str:
+    """A fuse's panel members side by side, arrows into its judge (or its vote): the fusion as a picture."""
+    members, last = _cluster(step)
+    width, _ = _cluster_size(step)
+    x0 = box.x + (box.w - width) / 2
+    parts = []
+    judge_y = top + MEMBER_H + JUDGE_GAP
+    judge_x = box.x + (box.w - MEMBER_W * 1.6) / 2
+    for i, (role, a) in enumerate(members):
+        x = x0 + i * (MEMBER_W + MEMBER_GAP)
+        ok = a.status in ("ok", "cache_hit")
+        line = _short(f"\u2713 {_seconds(a.latency_ms)}" if ok else f"\u2717 {a.cause or a.status}", 19)
+        parts.append(_mini_box(x, top, MEMBER_W, role, _short(f"{role} {a.alias}", 19), line, a,
+                               f"{role} {a.alias}: {a.status} {a.cause} {a.reason}".strip()))
+        if last is not None or step.verdict:
+            parts.append(f'<path class="edge{"" if ok else " skipped branch"}" d="M{x + MEMBER_W / 2:.1f},{top + MEMBER_H:.1f} '
+                         f'L{judge_x + MEMBER_W * 0.8:.1f},{judge_y - 2:.1f}" marker-end="url(#arrow)"/>')
+    if last is not None:
+        ok = last.status in ("ok", "cache_hit")
+        line = _short(f"\u2713 {_seconds(last.latency_ms)}" if ok else f"\u2717 {last.cause or last.status}", 28)
+        parts.append(_mini_box(judge_x, judge_y, MEMBER_W * 1.6, last.role, _short(f"{last.role} {last.alias}", 28), line, last,
+                               f"{last.role} {last.alias}: {last.status}"))
+    elif step.verdict:
+        parts.append(_mini_box(judge_x, judge_y, MEMBER_W * 1.6, "vote", "vote", _short(step.verdict, 28), None if step.status != "ok" else
+                               Attempt(alias="", status="ok"), step.verdict))
+    return "".join(parts)
 
 
 def _heat(value: float, top: float, low: tuple[int, int, int], high: tuple[int, int, int]) -> str:
@@ -115,8 +175,11 @@ def _heat(value: float, top: float, low: tuple[int, int, int], high: tuple[int, 
 def _graph_svg(run: explain.RecordedRun, critical: list[str]) -> str:
     g = run.graph
     steps = run.summary.steps
-    texts = {n: node_lines(n, g.nodes[n], steps.get(n), run.inputs.get(n)) for n in g.nodes}
-    placed = layout(g, lambda n: PAD * 2 + LINE * len(texts[n]))
+    running = run.summary.status == "running"
+    texts = {n: node_lines(n, g.nodes[n], steps.get(n), run.inputs.get(n), running) for n in g.nodes}
+    clusters = {n: _cluster_size(steps.get(n)) for n in g.nodes}
+    placed = layout(g, lambda n: PAD * 2 + LINE * len(texts[n]) + clusters[n][1],
+                    lambda n: max(NODE_WIDTH, clusters[n][0] + 2 * PAD))
     top_cost = max((s.cost for s in steps.values()), default=0.0)
     top_latency = max((s.latency_ms for s in steps.values()), default=0.0)
     on_path = set(critical)
@@ -131,14 +194,14 @@ def _graph_svg(run: explain.RecordedRun, critical: list[str]) -> str:
         kind = g.nodes[name].get("kind", "step")
         step = steps.get(name)
         status = "input" if kind == "input" else shown_status(step)
-        if status == "not_run" and run.summary.status == "running":
-            status = "running" if step is None and name in _started(run) else status
+        if step is None and run.summary.status == "running":
+            status = "pending"
         box = placed.boxes[name]
         fills = {"status": STATUS_FILL.get(status, "#fff"),
                  "cost": _heat(step.cost if step else 0.0, top_cost, (255, 253, 231), (239, 108, 0)),
                  "latency": _heat(step.latency_ms if step else 0.0, top_latency, (232, 240, 254), (21, 101, 192))}
         classes = "node" + (" critical" if name in on_path else "")
-        dash = ' stroke-dasharray="5 3"' if status in ("skipped", "not_run") else ""
+        dash = ' stroke-dasharray="5 3"' if status in ("skipped", "not_run", "pending") else ""
         parts.append(f'<g class="{classes}" data-step="{esc(name)}" data-kind="{esc(kind)}" data-status="{esc(status)}" '
                      f'data-model="{esc(step.model or "") if step else ""}" tabindex="0">'
                      f'<title>{esc(name)}: {esc(status)}</title>'
@@ -147,13 +210,11 @@ def _graph_svg(run: explain.RecordedRun, critical: list[str]) -> str:
                      + " ".join(f'data-fill-{mode}="{colour}"' for mode, colour in fills.items()) + "/>")
         for i, (text, cls) in enumerate(texts[name]):
             parts.append(f'<text class="{cls}" x="{box.x + PAD:.1f}" y="{box.y + PAD + LINE * (i + 1) - 4:.1f}">{esc(text)}</text>')
+        if step is not None and clusters[name][1]:
+            parts.append(_cluster_svg(step, box, box.y + PAD + LINE * len(texts[name]) + 4))
         parts.append("</g>")
     parts.append("</svg>")
     return "".join(parts)
-
-
-def _started(run: explain.RecordedRun) -> set[str]:
-    return {n for n, s in run.summary.steps.items() if s.started}
 
 
 def _course(points: list[Point]) -> str:
@@ -195,7 +256,7 @@ def _attempts_table(step: StepResult) -> str:
     for i, (a, why) in enumerate(zip(step.attempts, explain.call_causes(step), strict=True), 1):
         status = a.status + (f" ({a.cause})" if a.cause else "") + (" truncated" if a.truncated else "")
         tip = "; ".join(x for x in (a.model_id, a.reason, a.cost_note, f"finish {a.finish_reason}" if a.finish_reason else "") if x)
-        rows.append(f'<tr class="{esc(a.status)}" title="{esc(tip)}"><td>{i}</td><td>{esc(a.role)} <b>{esc(a.alias)}</b></td>'
+        rows.append(f'<tr class="{esc(a.status)}" title="{esc(tip)}"><td>{i}</td><td class="nowrap">{esc(a.role)} <b>{esc(a.alias)}</b></td>'
                     f'<td>{esc(why)}</td><td>{esc(status)}</td><td class="num">{a.input_tokens}/{a.output_tokens}</td>'
                     f'<td class="num">{_dollars(a.cost)} <span class="hint">{esc(a.cost_source)}</span></td>'
                     f'<td class="num">{_seconds(a.latency_ms)}</td></tr>')
@@ -226,7 +287,8 @@ def _detail(name: str, kind: str, step: StepResult | None, run: explain.Recorded
     if kind == "input":
         return head + f'<h3>value</h3><pre class="output">{esc(run.inputs.get(name, ""))}</pre></section>'
     if step is None:
-        return head + '<p class="hint">not run</p></section>'
+        later = "not finished yet: the page follows the run" if run.summary.status == "running" else "not run"
+        return head + f'<p class="hint">{later}</p></section>'
     facts = [f'<p class="why"><span class="badge {esc(step.status)}">{esc(shown_status(step).replace("_", " "))}</span> '
              + (f"model <b>{esc(step.model)}</b> " if step.model else "")
              + f"{step.input_tokens} in / {step.output_tokens} out tokens \u00b7 {_dollars(step.cost)} \u00b7 {_seconds(step.latency_ms)}</p>"]
