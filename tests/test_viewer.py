@@ -122,9 +122,12 @@ def test_layout_places_boxes_apart_and_every_edge_downwards(n: int, p: float, se
         for b in boxes[i + 1:]:
             assert a.x + a.w <= b.x or b.x + b.w <= a.x or a.y + a.h <= b.y or b.y + b.h <= a.y, "boxes overlap"
     for (u, v), course in placed.routes.items():
-        assert course[0] == placed.boxes[u].bottom and course[-1] == placed.boxes[v].top
-        assert all(y1 <= y2 for (_, y1), (_, y2) in zip(course, course[1:], strict=False)), "an edge goes up"
-        for x, y in course[1:-1]:  # a lane passes beside the boxes of the layers it skips
+        assert course[0] == placed.boxes[u].bottom or course[0] in placed.trunks[u], "an edge leaves from its node or its lane"
+        assert course[-1] == placed.boxes[v].top and course[0][1] <= course[-1][1], "an edge goes up"
+    for u, trunk in placed.trunks.items():
+        assert trunk[0] == placed.boxes[u].bottom
+        assert all(y1 <= y2 for (_, y1), (_, y2) in zip(trunk, trunk[1:], strict=False)), "a lane goes up"
+        for x, y in trunk[1:]:  # a lane passes beside the boxes of the layers it skips
             assert not any(b.x < x < b.x + b.w and b.y < y < b.y + b.h for b in boxes)
 
 

@@ -40,7 +40,8 @@ SCRIPTS: dict[str, tuple[str, dict[str, object]]] = {
 
 async def _record(kind: str, home: Path) -> tuple[RunSummary, ScriptedProvider]:
     flow, script = SCRIPTS[kind]
-    provider = ScriptedProvider(script=dict(script), latency=0.01)  # type: ignore[arg-type]
+    fresh = {k: list(v) if isinstance(v, list) else v for k, v in script.items()}  # the provider consumes its lists
+    provider = ScriptedProvider(script=fresh, latency=0.01)  # type: ignore[arg-type]
     async with Session(pool(), home=home, cache=False, providers={"*": provider}, sleep=_no_sleep) as session:
         try:
             summary = await session.run(WORKFLOWS / flow, {"question": f"Why is the sky blue? {XSS} (my key is {KEY})"})

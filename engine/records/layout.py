@@ -42,9 +42,12 @@ Point = tuple[float, float]
 @dataclass(frozen=True, slots=True)
 class Layout:
     boxes: dict[str, Box]
-    #: Each edge's course from its source's bottom to its target's top: an edge that skips layers
-    #: runs down a lane of its own through them, beside the boxes instead of across them.
+    #: Each edge's course to its target's top. An edge to the next layer starts at its source's bottom;
+    #: the edges of a node that skip layers share one lane (its `trunks` entry) that runs down beside
+    #: the boxes of the layers between, and each leaves it in the layer above its target.
     routes: dict[tuple[str, str], list[Point]]
+    #: Per node with edges that skip layers: the lane's course, from the node's bottom down.
+    trunks: dict[str, list[Point]]
     width: float
     height: float
 
@@ -61,18 +64,24 @@ def ranks(g: nx.DiGraph) -> dict[str, int]:
     return rank
 
 
-def _with_lanes(g: nx.DiGraph, rank: dict[str, int]) -> tuple[nx.DiGraph, dict[str, int], dict[tuple[str, str], list[str]]]:
-    """The graph with a chain of lane nodes (named by the edge) in every layer an edge skips."""
+def _with_lanes(g: nx.DiGraph, rank: dict[str, int]) -> tuple[nx.DiGraph, dict[str, int], dict[str, list[str]]]:
+    """The graph with, for each node whose edges skip layers, one chain of lane nodes down to the layer
+    above its deepest such target. One lane a source, not one an edge: an input that 200 steps name
+    is one line with 200 short taps, not 200 lines (the page stays linear in the flow's size)."""
     h: nx.DiGraph = nx.DiGraph()
     h.add_nodes_from(g.nodes)
     r = dict(rank)
-    lanes: dict[tuple[str, str], list[str]] = {}
-    for u, v in g.edges:
-        chain = [f"\x00{u}\x00{v}\x00{k}" for k in range(rank[u] + 1, rank[v])]
-        for k, lane in zip(range(rank[u] + 1, rank[v]), chain, strict=True):
-            r[lane] = k
-        nx.add_path(h, [u, *chain, v])
-        lanes[(u, v)] = chain
+    lanes: dict[str, list[str]] = {}
+    for u in g.nodes:
+        far = [v for v in g.successors(u) if rank[v] - rank[u] > 1]
+        if far:
+            chain = [f"\x00{u}\x00{k}" for k in range(rank[u] + 1, max(rank[v] for v in far))]
+            for k, lane in zip(range(rank[u] + 1, rank[u] + 1 + len(chain)), chain, strict=True):
+                r[lane] = k
+            nx.add_path(h, [u, *chain])
+            lanes[u] = chain
+        for v in g.successors(u):
+            h.add_edge(lanes[u][rank[v] - rank[u] - 2] if rank[v] - rank[u] > 1 else u, v)
     return h, r, lanes
 
 
@@ -126,10 +135,13 @@ def layout(g: nx.DiGraph, height_of: Callable[[str], float], node_width: Callabl
             boxes[name] = Box(x, y, width_of(name), height_of(name) if name in g else tallest)
             x += width_of(name)
         y += tallest + V_GAP
+    trunks: dict[str, list[Point]] = {}
+    for u, chain in lanes.items():
+        trunks[u] = [boxes[u].bottom, *(p for lane in chain for p in (boxes[lane].top, boxes[lane].bottom))]
     routes: dict[tuple[str, str], list[Point]] = {}
-    for (u, v), chain in lanes.items():
-        course = [boxes[u].bottom]
-        for lane in chain:
-            course += [boxes[lane].top, boxes[lane].bottom]
-        routes[(u, v)] = [*course, boxes[v].top]
-    return Layout({n: b for n, b in boxes.items() if n in g}, routes, float(width), y - V_GAP + MARGIN if rows else float(MARGIN * 2))
+    for u, v in g.edges:
+        span = rank[v] - rank[u]
+        start = [boxes[lanes[u][span - 2]].bottom] if span > 1 else [boxes[u].bottom]
+        routes[(u, v)] = [*start, boxes[v].top]
+    return Layout({n: b for n, b in boxes.items() if n in g}, routes, trunks, float(width),
+                  y - V_GAP + MARGIN if rows else float(MARGIN * 2))

@@ -188,6 +188,8 @@ def _graph_svg(run: explain.RecordedRun, critical: list[str]) -> str:
              f'viewBox="0 0 {placed.width:.0f} {placed.height:.0f}" role="img" aria-label="the flow\'s steps">',
              '<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="9" markerHeight="9" markerUnits="userSpaceOnUse" orient="auto">'
              '<path d="M0,0 L10,5 L0,10 z" fill="#90a4ae"/></marker></defs>']
+    for src, course in placed.trunks.items():  # the shared lane of a node's edges that skip layers
+        parts.append(f'<path class="edge trunk" d="{_course(course)}"><title>{esc(src)}, to the steps below</title></path>')
     for src, dst, data in g.edges(data=True):
         parts.append(_edge(placed.routes[(src, dst)], src, dst, data, run, (src, dst) in path_edges))
     for name in g.nodes:
