@@ -1,6 +1,7 @@
 """The run viewer on large runs: HTML size, Python render time, and time to a usable page in headless Chromium (run by hand).
 
     python bench/viewer_bench.py [--steps 200] [--repeat 5]
+    python bench/viewer_bench.py --screenshots docs/img   # the pictures in docs/viewer.md
 
 Shapes, each recorded through `Session` with the in-process scripted provider (replies of
 ~400 characters, as a short model answer):
@@ -77,11 +78,37 @@ def time_to_usable(driver, path: Path) -> float:  # type: ignore[no-untyped-def]
     return time.perf_counter() - t0
 
 
+def screenshots(folder: Path) -> None:
+    """The route and fuse runs of the viewer's tests, with a plain question, as docs/viewer.md shows them."""
+    from tests.viewer_runs import record_run
+
+    folder.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="baton-viewer-shots-"))
+    driver = browser()
+    try:
+        driver.set_window_size(1400, 860)
+        for kind, click, question in (("route", "solved", "Write a stable sort for a nearly sorted list."),
+                                      ("fuse", "answer", "Why is the sky blue?")):
+            summary, _ = record_run(kind, work / kind, question, "")
+            page = work / f"{kind}.html"
+            page.write_text(render_run_page(load_recorded_run(summary.run_id, work / kind)), encoding="utf-8")
+            driver.get(page.as_uri() + f"#{click}")
+            time.sleep(0.3)
+            driver.save_screenshot(str(folder / f"viewer-{kind}.png"))
+            print(folder / f"viewer-{kind}.png")
+    finally:
+        driver.quit()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--screenshots", metavar="DIR", type=Path, help="save the docs' screenshots in DIR and exit")
     args = ap.parse_args()
+    if args.screenshots:
+        screenshots(args.screenshots)
+        return
     work = Path(tempfile.mkdtemp(prefix="baton-viewer-bench-"))
     shapes = {"one": layered_flow(1, model="fast"), "chain": layered_flow(args.steps, model="fast"), "wide": wide_flow(args.steps)}
     driver = browser()

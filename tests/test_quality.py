@@ -78,13 +78,30 @@ def test_dry_run_imports_no_runtime_provider_or_network_code(tmp_path: Path) -> 
     flow = Path(__file__).resolve().parents[1] / "workflows" / "conductor.flow"
     code = (
         "import sys\nfrom engine.cli.main import main\nrc = main(['validate', sys.argv[1]])\n"
-        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('httpx', 'aiohttp', 'llama_cpp') "
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('httpx', 'aiohttp', 'llama_cpp', 'opentelemetry', 'selenium') "
         "or m.startswith(('engine.run', 'engine.providers', 'engine.session', 'engine.wiring')))\n"
         "print('IMPORTED:' + ','.join(bad))\nsys.exit(rc)\n"
     )
     proc = subprocess.run([sys.executable, "-c", code, str(flow)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "IMPORTED:", f"the dry run imported: {proc.stdout}"
+
+
+def test_runs_and_pages_import_nothing_of_opentelemetry_unless_traced(tmp_path: Path) -> None:
+    """The otel extra is optional: a run, `baton view` and `baton serve`'s pages work without it and never load it."""
+    root = Path(__file__).resolve().parents[1]
+    code = (
+        "import sys\nfrom engine.api import run_flow_sync, load_pool, ScriptedProvider, load_recorded_run, render_run_page\n"
+        f"pool = load_pool({str(root / 'workflows' / 'models.toml')!r})\n"
+        f"s = run_flow_sync({str(root / 'workflows' / 'route_label.flow')!r}, {{'question': 'q'}}, pool=pool, "
+        f"providers={{'*': ScriptedProvider()}}, home={str(tmp_path)!r})\n"
+        f"render_run_page(load_recorded_run(s.run_id, {str(tmp_path)!r}))\n"
+        "import engine.serve.app\n"
+        "print('IMPORTED:' + ','.join(sorted(m for m in sys.modules if m.split('.')[0] == 'opentelemetry')))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=root)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "IMPORTED:", proc.stdout
 
 
 @pytest.mark.parametrize("tool", [["ruff", "check", "engine", "tests", "bench"], ["mypy", "engine"]])

@@ -218,3 +218,19 @@ def traced_run_expecting_nothing(server: ChatServer, receiver: OtlpReceiver, hom
     summary = asyncio.run(go())
     observer.close()
     return summary, None
+
+
+def test_baton_run_exports_live_when_the_environment_names_a_collector(server: ChatServer, receiver: OtlpReceiver, tmp_path: Path) -> None:
+    from tests.serve_harness import write_pool
+
+    pool = write_pool(server.url, tmp_path / "pool.toml")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")} | {"NO_COLOR": "1", "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url}
+    proc = subprocess.run([sys.executable, "-m", "engine.cli.main", "run", str(WORKFLOWS / "route_label.flow"), "--pool", str(pool),
+                           "-i", f"question={QUESTION}", "--home", str(tmp_path / "home"), "--json"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=90, env=env)
+    assert proc.returncode == 0, proc.stderr
+    run_id = json.loads(proc.stdout)["summary"]["run_id"]
+    names = {s.name for s in spans_of(receiver, run_id)}
+    assert {"invoke_workflow route_label", "invoke_agent triage", "chat fast", "chat coder"} <= names
+    proc = baton("run", str(WORKFLOWS / "route_label.flow"), "--pool", str(pool), "-i", "question=q", "--otel-content")
+    assert proc.returncode == 2 and "--otel-content needs --otel" in proc.stderr

@@ -27,24 +27,28 @@ def pool() -> Pool:
     return load_pool(WORKFLOWS / "models.toml")
 
 
-SCRIPTS: dict[str, tuple[str, dict[str, object]]] = {
-    "route": ("route_label.flow", {"triage": "code", "solve_code": "def stable_sort(xs): return sorted(xs)  " + XSS}),
-    "fuse": ("fuse_panel.flow", {"gemini": ProviderFault("server_error", "HTTP 503 upstream overloaded", status=503),
-                                 "claude": "Rayleigh scattering: blue light scatters most.",
-                                 "gpt": ["Sunlight scatters off air molecules.", "Judged: Rayleigh scattering makes the sky blue."]}),
-    "loop": ("verify_loop.flow", {"draft": ["4", "It is 4.", "2 + 2 = 4, since adding two and two makes four."],
-                                  "check": ["REVISE: show the working", "REVISE: still no working", "ACCEPT"]}),
-    "failed": ("conductor.flow", {"code": "I would rather not write code " + XSS}),
-}
+def scripts(payload: str) -> dict[str, tuple[str, dict[str, object]]]:
+    """Each run's flow and its scripted replies; `payload` is added to the replies that a page must escape."""
+    return {
+        "route": ("route_label.flow", {"triage": "code", "solve_code": "def stable_sort(xs): return sorted(xs)  " + payload}),
+        "fuse": ("fuse_panel.flow", {"gemini": ProviderFault("server_error", "HTTP 503 upstream overloaded", status=503),
+                                     "claude": "Rayleigh scattering: blue light scatters most.",
+                                     "gpt": ["Sunlight scatters off air molecules.", "Judged: Rayleigh scattering makes the sky blue."]}),
+        "loop": ("verify_loop.flow", {"draft": ["4", "It is 4.", "2 + 2 = 4, since adding two and two makes four."],
+                                      "check": ["REVISE: show the working", "REVISE: still no working", "ACCEPT"]}),
+        "failed": ("conductor.flow", {"code": "I would rather not write code " + payload}),
+    }
 
 
-async def _record(kind: str, home: Path) -> tuple[RunSummary, ScriptedProvider]:
-    flow, script = SCRIPTS[kind]
-    fresh = {k: list(v) if isinstance(v, list) else v for k, v in script.items()}  # the provider consumes its lists
-    provider = ScriptedProvider(script=fresh, latency=0.01)  # type: ignore[arg-type]
+QUESTION = f"Why is the sky blue? {XSS} (my key is {KEY})"
+
+
+async def _record(kind: str, home: Path, question: str, payload: str) -> tuple[RunSummary, ScriptedProvider]:
+    flow, script = scripts(payload)[kind]
+    provider = ScriptedProvider(script=script, latency=0.01)  # type: ignore[arg-type]
     async with Session(pool(), home=home, cache=False, providers={"*": provider}, sleep=_no_sleep) as session:
         try:
-            summary = await session.run(WORKFLOWS / flow, {"question": f"Why is the sky blue? {XSS} (my key is {KEY})"})
+            summary = await session.run(WORKFLOWS / flow, {"question": question})
         except RunError as err:
             assert err.summary is not None
             summary = err.summary
@@ -55,6 +59,6 @@ async def _no_sleep(_seconds: float) -> None:
     return None
 
 
-def record_run(kind: str, home: Path) -> tuple[RunSummary, ScriptedProvider]:
+def record_run(kind: str, home: Path, question: str = QUESTION, payload: str = XSS) -> tuple[RunSummary, ScriptedProvider]:
     """Run and record one of the four runs (the key variable must be set by the caller, so the session scrubs it)."""
-    return asyncio.run(_record(kind, home))
+    return asyncio.run(_record(kind, home, question, payload))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 
 from engine.api import HomeError, UnknownRun, load_recorded_run, otel_missing
 from engine.cli.common import fail
@@ -30,13 +31,14 @@ def run(args: argparse.Namespace) -> int:
         recorded = load_recorded_run(args.run_id, args.home)
     except (UnknownRun, HomeError) as err:
         return fail(str(err), EXIT_USAGE)
+    logging.getLogger("opentelemetry").setLevel(logging.CRITICAL)  # its retry warnings; the outcome is reported below
     try:
         if args.jsonl:
             count = export_run_to_file(recorded, args.jsonl, args.content)
         else:
             count = export_run(recorded, otlp_exporter(args.otlp, timeout=5.0), args.content)
     except TraceExportError as err:
-        return fail(f"{err} at {args.otlp}", EXIT_FAILED)
+        return fail(f"{err} at {args.otlp} (it refused them, or could not be reached within 5 s)", EXIT_FAILED)
     except OSError as err:
         return fail(f"cannot write {args.jsonl}: {err.strerror or err}", EXIT_FAILED)
     print(f"exported {count} spans of run {recorded.summary.run_id} to {args.jsonl or args.otlp}")

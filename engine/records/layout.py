@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import networkx as nx
 
-NODE_WIDTH = 250
-H_GAP = 36
+NODE_WIDTH = 224
+H_GAP = 28
 V_GAP = 56
 MARGIN = 20
 SWEEPS = 4

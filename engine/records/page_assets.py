@@ -21,7 +21,7 @@ header .facts b { color: var(--ink); font-weight: 600; }
 .error { color: var(--failed); margin: 6px 0 0; white-space: pre-wrap; }
 main { display: flex; gap: 16px; padding: 16px 20px; align-items: flex-start; }
 #graph { flex: 1 1 auto; overflow: auto; background: #fff; border: 1px solid #ddd; border-radius: 6px; max-height: 80vh; }
-#details { flex: 0 0 560px; background: #fff; border: 1px solid #ddd; border-radius: 6px; padding: 12px 14px; max-height: 80vh; overflow: auto; }
+#details { flex: 0 0 500px; background: #fff; border: 1px solid #ddd; border-radius: 6px; padding: 12px 14px; max-height: 80vh; overflow: auto; }
 .toolbar { padding: 8px 20px 0; color: var(--muted); }
 .toolbar label { margin-right: 12px; cursor: pointer; }
 .legend span { display: inline-block; margin-right: 10px; font-size: 12px; }
@@ -49,7 +49,7 @@ pre { white-space: pre-wrap; word-break: break-word; background: #f5f5f5; border
       font: 12px/1.35 ui-monospace, SFMono-Regular, Menlo, monospace; max-height: 320px; overflow: auto; margin: 4px 0; }
 details { margin: 4px 0; } summary { cursor: pointer; }
 table { border-collapse: collapse; width: 100%; font-size: 11.5px; }
-td.nowrap { white-space: nowrap; }
+.nowrap { white-space: nowrap; }
 th, td { text-align: left; padding: 3px 6px; border-bottom: 1px solid #eee; vertical-align: top; }
 th { color: var(--muted); font-weight: 600; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }

@@ -23,7 +23,7 @@ from engine.run.trace import Attempt, StepResult
 
 LINE = 16
 PAD = 10
-MAX_CHARS = 35
+MAX_CHARS = 31
 #: The page runs its own script and nothing else, even were some text to slip past the escaping.
 SCRIPT_HASH = "sha256-" + base64.b64encode(hashlib.sha256(SCRIPT.encode()).digest()).decode()
 STATUS_FILL = {"ok": "#e8f5e9", "failed": "#ffebee", "skipped": "#f5f5f5", "not_run": "#ffffff", "resumed": "#e3f2fd",
@@ -91,7 +91,7 @@ def node_lines(name: str, attrs: dict[str, Any], step: StepResult | None, value:
         lines.append((_short(f"model {step.model}"), "sub"))
     facts = status.replace("_", " ")
     if step.status == "ok" or step.attempts:
-        facts += f" \u00b7 {_dollars(step.cost)} \u00b7 {_seconds(step.latency_ms)}"
+        facts += (f" \u00b7 {_dollars(step.cost)}" if kind != "route" else "") + f" \u00b7 {_seconds(step.latency_ms)}"
     lines.append((facts, "bad" if step.status == "failed" else "sub"))
     if kind == "fuse" and not _panel_members(step) and step.verdict:
         lines.append((_short(f"\u2192 vote: {step.verdict}"), "sub"))
@@ -253,17 +253,17 @@ def _edge(points: list[Point], src: str, dst: str, data: dict[str, Any], run: ex
 def _attempts_table(step: StepResult) -> str:
     if not step.attempts:
         return '<p class="hint">no model calls</p>'
-    rows = ['<table class="attempts"><tr><th>#</th><th>call</th><th>why</th><th>status</th><th>tokens in/out</th>'
-            '<th>cost</th><th>latency</th></tr>']
+    rows = ['<table class="attempts"><tr><th>#</th><th>call, and why it was made</th><th>status</th><th>tokens in/out</th>'
+            '<th>cost</th><th>time</th></tr>']
     for i, (a, why) in enumerate(zip(step.attempts, explain.call_causes(step), strict=True), 1):
         status = a.status + (f" ({a.cause})" if a.cause else "") + (" truncated" if a.truncated else "")
         tip = "; ".join(x for x in (a.model_id, a.reason, a.cost_note, f"finish {a.finish_reason}" if a.finish_reason else "") if x)
-        rows.append(f'<tr class="{esc(a.status)}" title="{esc(tip)}"><td>{i}</td><td class="nowrap">{esc(a.role)} <b>{esc(a.alias)}</b></td>'
-                    f'<td>{esc(why)}</td><td>{esc(status)}</td><td class="num">{a.input_tokens}/{a.output_tokens}</td>'
+        rows.append(f'<tr class="{esc(a.status)}" title="{esc(tip)}"><td>{i}</td><td><span class="nowrap">{esc(a.role)} <b>{esc(a.alias)}</b></span>'
+                    f'<br><span class="hint">{esc(why)}</span></td><td>{esc(status)}</td><td class="num">{a.input_tokens}/{a.output_tokens}</td>'
                     f'<td class="num">{_dollars(a.cost)} <span class="hint">{esc(a.cost_source)}</span></td>'
-                    f'<td class="num">{_seconds(a.latency_ms)}</td></tr>')
+                    f'<td class="num nowrap">{_seconds(a.latency_ms)}</td></tr>')
         if a.reason and a.status not in ("ok", "cache_hit"):
-            rows.append(f'<tr class="{esc(a.status)}"><td></td><td colspan="6">{esc(a.reason)}</td></tr>')
+            rows.append(f'<tr class="{esc(a.status)}"><td></td><td colspan="5">{esc(a.reason)}</td></tr>')
     rows.append("</table>")
     return "".join(rows)
 
@@ -291,9 +291,10 @@ def _detail(name: str, kind: str, step: StepResult | None, run: explain.Recorded
     if step is None:
         later = "not finished yet: the page follows the run" if run.summary.status == "running" else "not run"
         return head + f'<p class="hint">{later}</p></section>'
+    spent = ("no calls of its own: it takes the chosen branch's output" if kind == "route" else
+             f"{step.input_tokens} in / {step.output_tokens} out tokens \u00b7 {_dollars(step.cost)}")
     facts = [f'<p class="why"><span class="badge {esc(step.status)}">{esc(shown_status(step).replace("_", " "))}</span> '
-             + (f"model <b>{esc(step.model)}</b> " if step.model else "")
-             + f"{step.input_tokens} in / {step.output_tokens} out tokens \u00b7 {_dollars(step.cost)} \u00b7 {_seconds(step.latency_ms)}</p>"]
+             + (f"model <b>{esc(step.model)}</b> " if step.model else "") + f"{spent} \u00b7 {_seconds(step.latency_ms)}</p>"]
     if step.reason:
         facts.append(f'<p class="why">why: {esc(step.reason)}</p>')
     if step.resumed:

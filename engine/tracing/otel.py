@@ -40,11 +40,11 @@ def traces_url(base: str) -> str:
     return base if base.endswith(TRACES_PATH) else base + TRACES_PATH
 
 
-def otlp_exporter(url: str | None = None, timeout: float = 10.0) -> SpanExporter:
-    """OTLP/HTTP (protobuf); without `url`, OpenTelemetry's own environment variables choose the endpoint and headers."""
+def otlp_exporter(url: str | None = None, timeout: float | None = None) -> SpanExporter:
+    """OTLP/HTTP (protobuf); what is not given, OpenTelemetry's own environment variables choose (endpoint, headers, timeout)."""
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-    return OTLPSpanExporter(endpoint=traces_url(url), timeout=timeout) if url else OTLPSpanExporter(timeout=timeout)
+    return OTLPSpanExporter(endpoint=traces_url(url) if url else None, timeout=timeout)
 
 
 class JsonLinesExporter(SpanExporter):
