@@ -3,15 +3,15 @@ does and decodes it with `opentelemetry-proto`, so tests see what a collector wo
 
 from __future__ import annotations
 
-import asyncio
 import gzip
-import threading
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest, ExportTraceServiceResponse
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+
+from engine.testing.loopback import LoopbackApp
 
 
 def _value(v: AnyValue) -> Any:
@@ -45,8 +45,7 @@ class OtlpReceiver:
         self.status = status
         self.spans: list[Span] = []
         self.requests = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._server: LoopbackApp | None = None
         self.port = 0
 
     @property
@@ -74,33 +73,16 @@ class OtlpReceiver:
         return web.Response(body=ExportTraceServiceResponse().SerializeToString(), content_type="application/x-protobuf")
 
     def start(self) -> OtlpReceiver:
-        ready = threading.Event()
-
-        def serve() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
-            app = web.Application(client_max_size=64 * 1024 * 1024)
-            app.router.add_post("/v1/traces", self._handle)
-            runner = web.AppRunner(app, access_log=None)
-            loop.run_until_complete(runner.setup())
-            site = web.TCPSite(runner, "127.0.0.1", 0)
-            loop.run_until_complete(site.start())
-            self.port = int(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
-            ready.set()
-            loop.run_forever()
-            loop.run_until_complete(runner.cleanup())
-            loop.close()
-
-        self._thread = threading.Thread(target=serve, name="otlp-receiver", daemon=True)
-        self._thread.start()
-        ready.wait(10)
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post("/v1/traces", self._handle)
+        self._server = LoopbackApp(app, "otlp-receiver")
+        self._server.start()
+        self.port = self._server.port
         return self
 
     def stop(self) -> None:
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-        if self._thread is not None:
-            self._thread.join(10)
+        if self._server is not None:
+            self._server.stop()
 
     def __enter__(self) -> OtlpReceiver:
         return self.start()

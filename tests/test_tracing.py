@@ -234,3 +234,37 @@ def test_baton_run_exports_live_when_the_environment_names_a_collector(server: C
     assert {"invoke_workflow route_label", "invoke_agent triage", "chat fast", "chat coder"} <= names
     proc = baton("run", str(WORKFLOWS / "route_label.flow"), "--pool", str(pool), "-i", "question=q", "--otel-content")
     assert proc.returncode == 2 and "--otel-content needs --otel" in proc.stderr
+
+
+BLOCK_OTEL = """
+import sys
+class NoOtel:
+    def find_spec(self, name, path=None, target=None):
+        if name == "opentelemetry" or name.startswith("opentelemetry."):
+            raise ModuleNotFoundError(f"No module named {name!r}")
+        return None
+sys.meta_path.insert(0, NoOtel())
+from engine.cli.main import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_without_the_extra_otel_is_a_clear_error_or_a_warning(server: ChatServer, tmp_path: Path) -> None:
+    from tests.serve_harness import write_pool
+
+    pool = write_pool(server.url, tmp_path / "pool.toml")
+    args = ["run", str(WORKFLOWS / "hello.flow"), "--pool", str(pool), "-i", "question=q", "--home", str(tmp_path / "home")]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")} | {"NO_COLOR": "1"}
+
+    def run(extra: list[str], more_env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-c", BLOCK_OTEL, *args, *extra], cwd=ROOT, capture_output=True, text=True,
+                              timeout=90, env=env | more_env)
+
+    asked = run(["--otel"], {})
+    assert asked.returncode == 2 and "pip install 'baton[otel]'" in asked.stderr and "Traceback" not in asked.stderr
+    from_env = run([], {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"})
+    assert from_env.returncode == 0, from_env.stderr
+    assert "warning: OTEL_EXPORTER_OTLP_ENDPOINT is set, but spans are not exported" in from_env.stderr
+    proc = subprocess.run([sys.executable, "-c", BLOCK_OTEL, "trace", "export", "x", "--jsonl", "f"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=90, env=env)
+    assert proc.returncode == 2 and "baton[otel]" in proc.stderr

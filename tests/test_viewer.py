@@ -69,7 +69,7 @@ def test_a_loop_shows_each_round_and_its_verdict(tmp_path: Path, keyed: None) ->
     _run_id, text = page("loop", tmp_path)
     box = node(text, "refine")
     assert "loop: draft \u21c4 check" in box
-    assert "round 1: REJECTED: REVISE: show" in box and "round 3: ACCEPTED: ACCEPT" in box
+    assert "round 1 \u2717 REVISE: show the" in box and "round 3 \u2713 ACCEPT" in box
     for role in ("r1 draft", "r2 check", "r3 draft"):
         assert f"<b>{role}</b> prompt" in text
     assert "feedback from the verifier on the previous round" in text  # round 2's draft saw round 1's verdict

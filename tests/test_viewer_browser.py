@@ -137,7 +137,7 @@ def test_loop_page_in_the_browser(browser: WebDriver, tmp_path: Path, monkeypatc
     summary, _ = open_page(browser, "loop", tmp_path, monkeypatch)
     assert_nodes_match_the_record(browser, summary)
     box = node(browser, "refine")
-    assert "round 1: REJECTED" in box.text and "round 3: ACCEPTED" in box.text
+    assert "round 1 \u2717 REVISE" in box.text and "round 3 \u2713 ACCEPT" in box.text
     box.click()
     detail = browser.find_element(By.ID, "detail-refine")
     text = str(detail.get_attribute("textContent"))  # all of it, also what is scrolled out of the panel's view

@@ -23,7 +23,7 @@ from engine.run.trace import Attempt, StepResult
 
 LINE = 16
 PAD = 10
-MAX_CHARS = 31
+MAX_CHARS = 29
 #: The page runs its own script and nothing else, even were some text to slip past the escaping.
 SCRIPT_HASH = "sha256-" + base64.b64encode(hashlib.sha256(SCRIPT.encode()).digest()).decode()
 STATUS_FILL = {"ok": "#e8f5e9", "failed": "#ffebee", "skipped": "#f5f5f5", "not_run": "#ffffff", "resumed": "#e3f2fd",
@@ -102,7 +102,10 @@ def node_lines(name: str, attrs: dict[str, Any], step: StepResult | None, value:
         if d.skipped:
             lines.extend(_wrapped("skipped: " + ", ".join(d.skipped), "kind", 3))
     for i, verdict in enumerate(step.verdicts, 1):
-        lines.append((_short(f"round {i}: {verdict}"), "sub" if verdict.startswith("ACCEPTED") else "bad"))
+        accepted = verdict.startswith("ACCEPTED")
+        said = verdict.split(": ", 1)[-1]
+        mark = "\u2713" if accepted else "\u2717"
+        lines.append((_short(f"round {i} {mark} {said}"), "sub" if accepted else "bad"))
     if step.status == "failed" and step.error:
         lines.extend(_wrapped(step.error, "bad", 3))
     return lines

@@ -28,6 +28,8 @@ from typing import Any
 
 from aiohttp import web
 
+from engine.testing.loopback import LoopbackApp
+
 
 @dataclass
 class Reply:
@@ -121,9 +123,7 @@ class ChatServer:
         self.connections: set[tuple[str, int]] = set()
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._runner: web.AppRunner | None = None
-        self._thread: threading.Thread | None = None
+        self._server: LoopbackApp | None = None
         self.port = 0
 
     @property
@@ -281,35 +281,16 @@ class ChatServer:
     # -- lifecycle ------------------------------------------------------------------------
 
     def start(self) -> ChatServer:
-        ready = threading.Event()
-
-        def serve() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
-            app = web.Application(client_max_size=64 * 1024 * 1024)
-            app.router.add_post("/v1/chat/completions", self._handle)
-            runner = web.AppRunner(app, access_log=None)
-            loop.run_until_complete(runner.setup())
-            site = web.TCPSite(runner, "127.0.0.1", 0, backlog=2048)
-            loop.run_until_complete(site.start())
-            server: Any = site._server
-            self.port = int(server.sockets[0].getsockname()[1])
-            self._runner = runner
-            ready.set()
-            loop.run_forever()
-            loop.run_until_complete(runner.cleanup())
-            loop.close()
-
-        self._thread = threading.Thread(target=serve, name="chat-server", daemon=True)
-        self._thread.start()
-        ready.wait(10)
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post("/v1/chat/completions", self._handle)
+        self._server = LoopbackApp(app, "chat-server", backlog=2048)
+        self._server.start()
+        self.port = self._server.port
         return self
 
     def stop(self) -> None:
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-        if self._thread is not None:
-            self._thread.join(10)
+        if self._server is not None:
+            self._server.stop()
 
     def __enter__(self) -> ChatServer:
         return self.start()

@@ -1,0 +1,48 @@
+"""An aiohttp app served on a free loopback port from a thread of its own: the real servers tests talk to."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+from aiohttp import web
+
+
+class LoopbackApp:
+    """`start()` serves `app` on 127.0.0.1 (a free port, in `port`) until `stop()`; its own event loop, in a daemon thread."""
+
+    def __init__(self, app: web.Application, name: str, backlog: int = 128) -> None:
+        self.app = app
+        self.name = name
+        self.backlog = backlog
+        self.port = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self, timeout: float = 10.0) -> None:
+        ready = threading.Event()
+
+        def serve() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            runner = web.AppRunner(self.app, access_log=None)
+            loop.run_until_complete(runner.setup())
+            site = web.TCPSite(runner, "127.0.0.1", 0, backlog=self.backlog)
+            loop.run_until_complete(site.start())
+            server: Any = site._server
+            self.port = int(server.sockets[0].getsockname()[1])
+            ready.set()
+            loop.run_forever()
+            loop.run_until_complete(runner.cleanup())
+            loop.close()
+
+        self._thread = threading.Thread(target=serve, name=self.name, daemon=True)
+        self._thread.start()
+        ready.wait(timeout)
+
+    def stop(self) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._thread is not None:
+            self._thread.join(10)
