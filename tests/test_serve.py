@@ -342,3 +342,6 @@ def test_run_pages_ask_a_browser_for_a_key_and_show_each_key_only_its_own_runs(k
     assert httpx.get(f"{base}/runs/{run_id}", headers={"Authorization": f"Bearer {tokens['bob']}"}).status_code == 200
     assert httpx.get(f"{base}/runs/{run_id[:10]}", auth=bob).status_code == 404  # the exact id, no prefixes
     assert httpx.get(f"{base}/runs?status=failed", auth=bob).text.count('class="run"') == 0
+    reply = client(server, tokens["bob"]).chat.completions.create(model="cheap", messages=[{"role": "user", "content": "hello there"}])
+    call_page = httpx.get(f"{base}/runs/{reply.model_extra['baton']['run_id']}", auth=bob).text  # type: ignore[index]
+    assert 'data-step="call"' in call_page and "hello there" in call_page and "does not check" not in call_page

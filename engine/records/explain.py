@@ -74,6 +74,8 @@ def read_recorded_run(run_dir: Path) -> RecordedRun:
         pool = Pool.model_validate_json((run_dir / "pool.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return RecordedRun(summary, None, None, inputs, "the run's pool.json cannot be read")
+    if not source.strip():  # a pool alias called through `baton serve`: one step, its messages are its input
+        return RecordedRun(summary, None, pool, inputs)
     result = check_source(source, pool, summary.flow_file or "flow.flow")
     if result.flow is None:
         problems = "; ".join(d.message for d in result.diagnostics if d.severity == "error")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
+import json
 import textwrap
 import time
 from typing import Any
@@ -313,8 +314,18 @@ def _detail(name: str, kind: str, step: StepResult | None, run: explain.Recorded
     if step.error:
         facts.append(f'<p class="error">{esc(step.error)}</p>')
     output = f'<h3>output</h3><pre class="output">{esc(step.output)}</pre>' if step.output else ""
+    shown = _prompts(step)
+    if not step.prompts and run.flow is None and "messages" in run.inputs:  # a pass-through call: the client's own messages
+        shown = f'<div class="hint">the exact messages sent</div><pre class="messages">{esc(_pretty_json(run.inputs["messages"]))}</pre>'
     return (head + "".join(facts) + output + "<h3>calls</h3>" + _attempts_table(step)
-            + "<h3>what it was shown</h3>" + _prompts(step) + "</section>")
+            + "<h3>what it was shown</h3>" + shown + "</section>")
+
+
+def _pretty_json(text: str) -> str:
+    try:
+        return json.dumps(json.loads(text), ensure_ascii=False, indent=2)
+    except ValueError:
+        return text
 
 
 def _timeline(run: explain.RecordedRun, critical: list[str]) -> str:
