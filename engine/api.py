@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     from engine.eval.scorers import judge_through, make_scorer
     from engine.graph import to_dot, to_json, to_mermaid
     from engine.loading import check_file, check_source, load_flow, read_flow_text
+    from engine.lsp import lsp_missing
+    from engine.lsp.server import lsp_main
     from engine.model import Flow, Params
     from engine.planner.conductor import parse_completion, parse_map, to_flow
     from engine.planner.limits import ALL_CONSTRUCTS, PlanLimits
@@ -131,6 +133,8 @@ __all__ = [
     "load_pool",
     "load_recorded_run",
     "load_run",
+    "lsp_main",
+    "lsp_missing",
     "make_scorer",
     "new_run_id",
     "one_line",
@@ -168,6 +172,8 @@ _WHERE: dict[str, str] = {name: module for module, names in {
     "engine.eval.scorers": ['judge_through', 'make_scorer'],
     "engine.graph": ['to_dot', 'to_json', 'to_mermaid'],
     "engine.loading": ['check_file', 'check_source', 'load_flow', 'read_flow_text'],
+    "engine.lsp": ['lsp_missing'],
+    "engine.lsp.server": ['lsp_main'],
     "engine.model": ['Flow', 'Params'],
     "engine.planner.conductor": ['parse_completion', 'parse_map', 'to_flow'],
     "engine.planner.limits": ['ALL_CONSTRUCTS', 'PlanLimits'],

@@ -72,6 +72,8 @@ class Diagnostic:
     span: Span
     hint: str | None = None
     file: str = "<flow>"
+    #: Other places the problem involves, each with what it is there: the first of a duplicate, a cycle's other steps.
+    related: tuple[tuple[str, Span], ...] = ()
 
     @property
     def severity(self) -> Severity:
@@ -93,6 +95,9 @@ class Diagnostic:
                 "start": {"line": self.span.line, "column": self.span.column},
                 "end": {"line": self.span.end_line, "column": self.span.end_column},
             },
+            **({"related": [{"message": m, "range": {"start": {"line": r.line, "column": r.column},
+                                                     "end": {"line": r.end_line, "column": r.end_column}}}
+                            for m, r in self.related]} if self.related else {}),
         }
 
 

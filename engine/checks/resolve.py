@@ -43,6 +43,49 @@ VALUE_KINDS: dict[str, str] = {
     "input_price": "number", "output_price": "number", "context": "int", "max_concurrency": "int",
     "max_output_tokens": "int", "description": "text",
 }
+#: What each kind of value looks like, in words: the planner's language summary and the editor's hover say it so.
+VALUE_WORDS: dict[str, str] = {
+    "chain": "an alias, or aliases joined by `then` (escalation)", "names": "names of inputs or earlier steps, comma-separated, or `all`",
+    "text": 'a "quoted string" (may contain {placeholders})', "number": "a number", "int": "a whole number",
+    "duration": "a duration like 60s", "checks": "`matches /re/` or `contains \"text\"`",
+    "strings": "quoted strings, comma-separated (the only replies allowed)", "regex": "a /regex/",
+    "panel": "aliases, comma-separated, each optionally `x N`", "alias": "an alias", "name": "a name",
+}
+#: What each property does, in one line (the editor's hover; docs/language.md has the long form).
+PROPERTY_HELP: dict[str, str] = {
+    "model": "the model alias that answers; `a then b` escalates to `b` when an `expect` check fails",
+    "fallback": "aliases tried, in order, when a model's retries are exhausted",
+    "sees": "what the step is shown: inputs and earlier steps (their subtask and response), `all`, or `none` (the default)",
+    "task": "the step's own subtask; `{name}` inserts an input or a step it sees",
+    "system": "system text sent before the task (a template, like the task)",
+    "temperature": "sampling temperature, 0 to 2 (default 0; temperature-0 replies are cached)",
+    "max_tokens": "the most tokens the reply may have (default 1024)",
+    "top_p": "nucleus sampling, 0 to 1",
+    "reasoning": "reasoning effort sent to models that take it",
+    "seed": "sampling seed (a fuse gives member i seed + i)",
+    "retries": "extra attempts per model on provider faults (default 2)",
+    "timeout": "per attempt (default 120s)",
+    "expect": "checks on the reply; a reply that fails one is rejected and the step escalates",
+    "choices": "the only replies allowed (embedded models are constrained to them)",
+    "accept": "a verifier's regex: a verdict that matches accepts the round",
+    "panel": "the models that answer in parallel (`m x 4` samples one model four times)",
+    "judge": "the model that merges the panel's answers",
+    "judge_task": "the judge's instruction (a template)",
+    "quorum": "how many panel members must answer (default: all)",
+    "vote": "majority vote over the panel's extracted answers instead of a judge",
+    "agree": "the votes the winning answer needs; below it the fuse escalates",
+    "escalate": "the model asked when the vote does not agree",
+    "exhausted": "what a loop does when its rounds run out: keep the `last` draft, `fail`, or `escalate`",
+    "output": "which member's reply is the loop's output",
+    "provider": "the pool provider this model is served by",
+    "id": "the provider's model id",
+    "input_price": "USD per million prompt tokens",
+    "output_price": "USD per million completion tokens",
+    "context": "the model's context window, in tokens",
+    "max_concurrency": "calls to this model at once",
+    "max_output_tokens": "the most completion tokens the model allows (a step's max_tokens is capped to it)",
+    "description": "what this model is for (the planner reads it)",
+}
 REQUIRED: dict[str, tuple[str, ...]] = {
     "step": ("model", "task"), "verify": ("model", "task"), "fuse": ("panel", "task"), "model": ("provider", "id"),
 }
@@ -158,14 +201,16 @@ class Resolver:
             return
         if name in self.out.info or name in self.out.inputs:
             first = self.out.info[name].name_span if name in self.out.info else self.out.input_spans[name]
-            self.r.error("E200", f"`{name}` is defined twice", name_span, f"first defined at line {first.line}")
+            self.r.error("E200", f"`{name}` is defined twice", name_span, f"first defined at line {first.line}",
+                         related=((f"`{name}` is first defined here", first),))
             return
         self.out.info[name] = NodeInfo(name, kind, span, name_span, loop, index=len(self.out.order))
         self.out.order.append(name)
 
     def _once(self, kind: str, span: Span) -> bool:
         if kind in self._seen_decls:
-            self.r.error("E204", f"`{kind}` is declared twice", span, f"first declared at line {self._seen_decls[kind].line}")
+            self.r.error("E204", f"`{kind}` is declared twice", span, f"first declared at line {self._seen_decls[kind].line}",
+                         related=((f"`{kind}` is first declared here", self._seen_decls[kind]),))
             return False
         self._seen_decls[kind] = span
         return True
@@ -264,7 +309,8 @@ class Resolver:
                 hint = did_you_mean(prop.key, schema) or f"a {kind} takes: {', '.join(schema)}"
                 self.r.error("E203", f"unknown property `{prop.key}` in {what}", prop.key_span, hint)
             elif prop.key in out:
-                self.r.error("E204", f"`{prop.key}` is set twice in {what}", prop.key_span, f"first set at line {out[prop.key].span.line}")
+                self.r.error("E204", f"`{prop.key}` is set twice in {what}", prop.key_span, f"first set at line {out[prop.key].span.line}",
+                             related=((f"`{prop.key}` is first set here", out[prop.key].key_span),))
             else:
                 out[prop.key] = prop
         for key in REQUIRED.get(kind, ()):

@@ -315,7 +315,8 @@ class Structure:
         i = cycle.index(start)
         ordered = cycle[i:] + cycle[:i] + [start]
         self.r.error("E300", f"cycle: {' -> '.join(ordered)}", self.info[start].name_span,
-                     "each arrow means 'is seen by'; a flow must be acyclic (use a loop for repetition)")
+                     "each arrow means 'is seen by'; a flow must be acyclic (use a loop for repetition)",
+                     related=tuple((f"`{n}`, on the cycle", self.info[n].name_span) for n in ordered[1:-1]))
 
     def _output(self, guards: dict[str, tuple[str, int]]) -> str | None:
         top = [n for n in self.res.order if self.info[n].loop is None]

@@ -24,8 +24,9 @@ class Reader:
     filename: str
     diagnostics: list[Diagnostic] = field(default_factory=list)
 
-    def error(self, code: str, message: str, span: Span, hint: str | None = None) -> None:
-        self.diagnostics.append(Diagnostic(code, message, span, hint, self.filename))
+    def error(self, code: str, message: str, span: Span, hint: str | None = None,
+              related: tuple[tuple[str, Span], ...] = ()) -> None:
+        self.diagnostics.append(Diagnostic(code, message, span, hint, self.filename, related))
 
     # -- shapes -------------------------------------------------------------------------
 

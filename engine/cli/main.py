@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "show": ("show", "show what a run did, step by step"),
     "view": ("view", "write a run (or the run list) as an HTML page"),
     "trace": ("trace", "export a recorded run as OpenTelemetry spans"),
+    "lsp": ("lsp", "the language server for editors (over stdio)"),
     "models": ("models", "list the model pool (and check endpoints)"),
     "cache": ("cache", "manage the response cache"),
     "plan": ("plan", "have a planner model write a flow for a task"),

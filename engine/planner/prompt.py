@@ -12,18 +12,12 @@ import string
 from importlib import resources
 from pathlib import Path
 
-from engine.checks.resolve import SCHEMAS, VALUE_KINDS
+from engine.checks.resolve import SCHEMAS, VALUE_KINDS, VALUE_WORDS
 from engine.planner.limits import PlanLimits
 from engine.pool import Pool
 
 EXAMPLE_FLOWS = ("hello.flow", "tree.flow", "fuse_panel.flow")
 
-_VALUE_WORDS = {
-    "chain": "an alias, or aliases joined by `then` (escalation)", "names": "names of inputs or earlier steps, comma-separated, or `all`",
-    "text": 'a "quoted string" (may contain {placeholders})', "number": "a number", "int": "a whole number",
-    "duration": "a duration like 60s", "checks": "`matches /re/` or `contains \"text\"`", "strings": 'quoted strings, comma-separated (the only replies allowed)', "regex": "a /regex/",
-    "panel": "aliases, comma-separated, each optionally `x N`", "alias": "an alias", "name": "a name",
-}
 
 
 def language_summary(allow: tuple[str, ...]) -> str:
@@ -42,7 +36,7 @@ def language_summary(allow: tuple[str, ...]) -> str:
     lines.append("")
     for kind in ("step", *(k for k in ("fuse",) if k in allow)):
         keys = [k for k in SCHEMAS[kind] if k in ("model", "sees", "task", "max_tokens", "panel", "judge", "quorum", "expect")]
-        lines.append(f"Properties of {kind}: " + "; ".join(f"{k}: {_VALUE_WORDS.get(VALUE_KINDS[k].split(':')[0], VALUE_KINDS[k])}" for k in keys))
+        lines.append(f"Properties of {kind}: " + "; ".join(f"{k}: {VALUE_WORDS.get(VALUE_KINDS[k].split(':')[0], VALUE_KINDS[k])}" for k in keys))
     lines.append("A step sees nothing but its own task unless `sees:` lists inputs or earlier steps; it receives their outputs.")
     return "\n".join(lines)
 
