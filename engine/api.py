@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     from engine.run.protocol import ChatRequest, ChatResponse, Provider, ProviderFault
     from engine.run.reader import list_runs, load_run
     from engine.run.trace import Attempt, RouteDecision, RunSummary, StepResult
+    from engine.semdiff import FlowDiff, diff_flows, flow_diff_json, render_flow_diff
     from engine.serve.catalog import CatalogError
     from engine.serve.keys import KeysError, add_key
     from engine.serve.server import ServeError, serve
@@ -79,6 +80,7 @@ __all__ = [
     "Diagnostic",
     "EvalReport",
     "Flow",
+    "FlowDiff",
     "FlowError",
     "HomeError",
     "InputError",
@@ -118,12 +120,14 @@ __all__ = [
     "check_inputs",
     "check_source",
     "default_pool",
+    "diff_flows",
     "discover_pool",
     "endpoint_from_environment",
     "evaluate",
     "export_run",
     "export_run_to_file",
     "filter_runs",
+    "flow_diff_json",
     "for_terminal",
     "format_source",
     "judge_through",
@@ -146,6 +150,7 @@ __all__ = [
     "pool_snapshot",
     "read_flow_text",
     "render_all",
+    "render_flow_diff",
     "render_html",
     "render_run",
     "render_run_page",
@@ -196,6 +201,7 @@ _WHERE: dict[str, str] = {name: module for module, names in {
     "engine.serve.keys": ['KeysError', 'add_key'],
     "engine.serve.server": ['ServeError', 'serve'],
     "engine.session": ['CallResult', 'Session', 'SyncSession', 'run_flow', 'run_flow_sync'],
+    "engine.semdiff": ['FlowDiff', 'diff_flows', 'render_flow_diff', 'flow_diff_json'],
     "engine.syntax.fmt": ['format_source'],
     "engine.tracing": ['endpoint_from_environment', 'otel_missing'],
     "engine.tracing.otel": ['OtelObserver', 'TraceExportError', 'export_run', 'export_run_to_file', 'otlp_exporter'],

@@ -15,7 +15,7 @@ ENGINE = Path(__file__).resolve().parents[1] / "engine"
 LAYERS = [
     ("engine.errors", "engine.syntax", "engine.diagnostics"),
     ("engine.pool", "engine.model", "engine.checks", "engine.loading"),
-    ("engine.graph",),
+    ("engine.graph", "engine.semdiff"),
     ("engine.run",),
     ("engine.providers", "engine.testing"),
     ("engine.wiring", "engine.session", "engine.records", "engine.tracing", "engine.lsp", "engine.planner", "engine.eval", "engine.serve", "engine.api", "engine"),
