@@ -1,0 +1,108 @@
+"""Editor support files: the TextMate grammar is generated from grammar/flow.lark, and a real TextMate engine
+(vscode-textmate + vscode-oniguruma, from the npm registry) gives every reference flow the expected scopes."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from engine.lsp.textmate import textmate_grammar
+from tests.conftest import ROOT, WORKFLOWS
+
+GRAMMAR = ROOT / "editors" / "vscode" / "syntaxes" / "flow.tmLanguage.json"
+TOKENIZER = ROOT / "editors" / "test" / "tokenize.mjs"
+#: npm packages of the engine VS Code itself uses; installed once per machine into the pytest cache.
+ENGINE_PACKAGES = ("vscode-textmate@9", "vscode-oniguruma@2")
+
+
+def test_the_committed_grammar_is_the_generated_one() -> None:
+    assert json.loads(GRAMMAR.read_text()) == textmate_grammar(), "regenerate: python -m engine.lsp.textmate > " + str(GRAMMAR.relative_to(ROOT))
+
+
+def test_the_vscode_extension_points_at_the_grammar_and_the_server() -> None:
+    package = json.loads((ROOT / "editors" / "vscode" / "package.json").read_text())
+    (grammar,) = package["contributes"]["grammars"]
+    assert (ROOT / "editors" / "vscode" / grammar["path"]).resolve() == GRAMMAR.resolve() and grammar["scopeName"] == "source.flow"
+    assert package["contributes"]["languages"][0]["extensions"] == [".flow"]
+    assert package["contributes"]["configuration"]["properties"]["baton.command"]["default"] == ["baton", "lsp"]
+
+
+@pytest.fixture(scope="module")
+def node_modules(request: pytest.FixtureRequest) -> Path:
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        if os.environ.get("CI"):
+            pytest.fail("needs node and npm (apt-get install nodejs npm)")
+        pytest.skip("needs node and npm")
+    folder = Path(str(request.config.cache.mkdir("textmate-engine")))  # type: ignore[union-attr]
+    if not (folder / "node_modules" / "vscode-textmate").is_dir():
+        (folder / "package.json").write_text('{"name": "textmate-engine", "private": true, "type": "module"}')
+        proc = subprocess.run([npm, "install", "--no-audit", "--no-fund", "--silent", *ENGINE_PACKAGES], cwd=folder,
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+    return folder
+
+
+def tokenize(folder: Path, files: list[Path]) -> dict[str, list[tuple[int, int, int, str, list[str]]]]:
+    proc = subprocess.run(["node", str(TOKENIZER), str(GRAMMAR), *map(str, files)], cwd=folder, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return {k: [tuple(t) for t in v] for k, v in json.loads(proc.stdout).items()}  # type: ignore[misc]
+
+
+def scopes_of(tokens: list[tuple[int, int, int, str, list[str]]], line: int, text: str) -> list[str]:
+    found = [t for t in tokens if t[0] == line and t[3] == text]
+    assert found, f"no token {text!r} on line {line}"
+    return found[0][4]
+
+
+@pytest.mark.slow
+def test_every_reference_flow_gets_the_expected_scopes(node_modules: Path) -> None:
+    flows = sorted(WORKFLOWS.glob("*.flow"))
+    result = tokenize(node_modules, flows)
+    checked = 0
+    for path in flows:
+        tokens = result[str(path)]
+        for i, line in enumerate(path.read_text().split("\n"), 1):
+            stripped = line.lstrip()
+            if stripped.startswith("#"):
+                assert any("comment.line.number-sign.flow" in s for t in tokens if t[0] == i for s in t[4]), (path.name, i)
+            m = re.match(r"\s*(step|fuse|verify|route|loop|input|flow)\s+(\w+)", line)
+            if m and not stripped.startswith("#"):
+                assert "keyword.control.flow" in scopes_of(tokens, i, m.group(1)), (path.name, i)
+                assert "entity.name.function.flow" in scopes_of(tokens, i, m.group(2)), (path.name, i)
+                checked += 1
+            key = re.match(r"\s*(model|task|sees|panel|judge|max_tokens|expect|accept|budget)(?=\s*:)", line)
+            if key:
+                assert "variable.other.property.flow" in scopes_of(tokens, i, key.group(1)), (path.name, i)
+            for placeholder in re.findall(r"\{\w+\}", line.split("#")[0] if '"' not in line else line):
+                if '"' in line or '"""' in path.read_text():
+                    hits = [t for t in tokens if t[0] == i and t[3] == placeholder]
+                    assert hits and "variable.parameter.template.flow" in hits[0][4], (path.name, i, placeholder)
+            money = re.search(r"\$[0-9.]+", line)
+            if money and not stripped.startswith("#"):
+                assert "constant.numeric.money.flow" in scopes_of(tokens, i, money.group()), (path.name, i)
+            duration = re.search(r"\b\d+(ms|s|m)\b", line)
+            if duration and not stripped.startswith("#") and '"' not in line:
+                assert "constant.numeric.duration.flow" in scopes_of(tokens, i, duration.group()), (path.name, i)
+    assert checked > 30  # the test looked at the flows' declarations, not at nothing
+
+
+@pytest.mark.slow
+def test_strings_regexes_and_triple_quoted_text_across_lines(node_modules: Path, tmp_path: Path) -> None:
+    sample = tmp_path / "sample.flow"
+    sample.write_text('step a {\n  task: """\n    step inside {question} and {{literal}}\n  """\n  expect: matches /AN\\/SWER/i\n'
+                      '  task: "x \\"y\\" {q}"  # trailing comment\n}\n')
+    tokens = tokenize(node_modules, [sample])[str(sample)]
+    assert "string.quoted.triple.flow" in scopes_of(tokens, 3, "    step inside ")  # a keyword inside a string is text
+    assert "variable.parameter.template.flow" in scopes_of(tokens, 3, "{question}")
+    assert "constant.character.escape.flow" in scopes_of(tokens, 3, "{{")
+    assert "string.regexp.flow" in scopes_of(tokens, 5, "/AN\\/SWER/i")
+    assert "constant.character.escape.flow" in scopes_of(tokens, 6, '\\"')
+    assert "comment.line.number-sign.flow" in scopes_of(tokens, 6, "# trailing comment")
