@@ -73,7 +73,11 @@ loop refine max 2 {
 '''
 
 
-@pytest.mark.parametrize("pair", ["edited_conductor", "layout_only", "route_label_to_rules", "fuse_panel_to_self", "planner_rounds"])
+PLANNED = Path(__file__).parent / "planner_outputs"
+
+
+@pytest.mark.parametrize("pair", ["edited_conductor", "layout_only", "route_label_to_rules", "fuse_panel_to_self", "planner_rounds",
+                                  "two_planners_one_task"])
 def test_semantic_diffs(pair: str, snapshot) -> None:  # type: ignore[no-untyped-def]
     old, new = {
         "edited_conductor": (CONDUCTOR, EDITED),
@@ -82,6 +86,8 @@ def test_semantic_diffs(pair: str, snapshot) -> None:  # type: ignore[no-untyped
         "route_label_to_rules": (ref("route_label.flow"), ref("route_rules.flow")),
         "fuse_panel_to_self": (ref("fuse_panel.flow"), ref("fuse_self.flow")),
         "planner_rounds": (PLANNER_V1, PLANNER_V2),
+        # what the two embedded planners really wrote for the same task (`baton plan ... --planner smol|local`)
+        "two_planners_one_task": ((PLANNED / "sky_smol.flow").read_text(), (PLANNED / "sky_local.flow").read_text()),
     }[pair]
     assert semantic(old, new) == snapshot
 
