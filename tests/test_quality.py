@@ -14,11 +14,11 @@ ENGINE = Path(__file__).resolve().parents[1] / "engine"
 #: Lower layers first; a module may import its own layer and the ones before it, never a later one.
 LAYERS = [
     ("engine.errors", "engine.syntax", "engine.diagnostics"),
-    ("engine.pool", "engine.model", "engine.checks", "engine.loading"),
+    ("engine.pool", "engine.model", "engine.checks", "engine.loading", "engine.router"),
     ("engine.graph", "engine.semdiff"),
     ("engine.run",),
     ("engine.providers", "engine.testing"),
-    ("engine.wiring", "engine.session", "engine.records", "engine.tracing", "engine.lsp", "engine.planner", "engine.eval", "engine.serve", "engine.api", "engine"),
+    ("engine.wiring", "engine.session", "engine.records", "engine.tracing", "engine.lsp", "engine.router.report", "engine.planner", "engine.eval", "engine.serve", "engine.api", "engine"),
     ("engine.cli",),
 ]
 

@@ -1,0 +1,206 @@
+"""A learned router: per pool model, the probability that it answers a question right, from the question's text.
+
+Features are hashed word unigrams and bigrams with TF-IDF weights and L2 normalisation:
+no vocabulary to download or store, and the same text always lands on the same features.
+Two learners over them, both pure Python so a router file loads and predicts with the core
+install alone:
+
+- `logistic`: one L2-regularised logistic regression per model, trained by SGD;
+- `knn`: the share of the k most similar training questions (cosine) the model got right,
+  smoothed toward the model's overall accuracy.
+
+A router file (JSON, `.router`) records what it was trained on: the data's hash, the
+models (alias -> model id), each model's mean prompt and reply tokens on the training
+items (so its cost per question follows the pool's prices at run time), the learner and
+its settings, the split, and the date.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import re
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+FORMAT = "baton-router/1"
+DIMENSIONS = 2**12  # a small file; collisions cost little on questions of a few dozen words
+WORDS = re.compile(r"[a-z]+|\d+(?:\.\d+)?|[$%/*+=-]")
+Learner = Literal["logistic", "knn"]
+
+
+class RouterError(Exception):
+    """A router file that cannot be read, or a request it cannot answer."""
+
+
+def _bucket(token: str) -> int:
+    return int.from_bytes(hashlib.blake2b(token.encode(), digest_size=4).digest(), "big") % DIMENSIONS
+
+
+def tokens(text: str) -> list[str]:
+    """Words (numbers as `<num>`), bigrams, and coarse size marks: how long the question is and how many numbers it
+    carries, which track how many steps a worded problem takes."""
+    words = WORDS.findall(text.lower())
+    numbers = sum(w[0].isdigit() for w in words)
+    words = ["<num>" if w[0].isdigit() else w for w in words]
+    sizes = [f"<words:{int(math.log2(len(words) + 1))}>", f"<numbers:{min(numbers, 8)}>"]
+    return words + [f"{a} {b}" for a, b in zip(words, words[1:], strict=False)] + sizes * 3
+
+
+def counts(text: str) -> Counter[int]:
+    return Counter(_bucket(t) for t in tokens(text))
+
+
+Vector = dict[int, float]
+
+
+def weighted(c: Counter[int], idf: Mapping[int, float]) -> Vector:
+    v = {k: (1 + math.log(n)) * idf.get(k, 1.0) for k, n in c.items()}
+    norm = math.sqrt(sum(x * x for x in v.values())) or 1.0
+    return {k: x / norm for k, x in v.items()}
+
+
+def _dot(a: Vector, b: Vector) -> float:
+    if len(a) > len(b):
+        a, b = b, a
+    return sum(x * b.get(k, 0.0) for k, x in a.items())
+
+
+def _sigmoid(z: float) -> float:
+    return 1 / (1 + math.exp(-z)) if z >= 0 else math.exp(z) / (1 + math.exp(z))
+
+
+@dataclass
+class ModelStats:
+    model_id: str
+    accuracy: float
+    prompt_tokens: float
+    output_tokens: float
+
+
+@dataclass
+class Router:
+    learner: Learner
+    models: dict[str, ModelStats]
+    idf: dict[int, float]
+    weights: dict[str, dict[int, float]] = field(default_factory=dict)  # logistic
+    bias: dict[str, float] = field(default_factory=dict)
+    examples: list[tuple[Vector, dict[str, int]]] = field(default_factory=list)  # knn
+    k: int = 25
+    trained_on: dict[str, Any] = field(default_factory=dict)
+
+    def predict(self, text: str) -> dict[str, float]:
+        """Each model's probability of answering `text` right."""
+        x = weighted(counts(text), self.idf)
+        if self.learner == "logistic":
+            return {m: _sigmoid(self.bias[m] + _dot(self.weights[m], x)) for m in self.models}
+        near = sorted(((_dot(x, v), right) for v, right in self.examples), key=lambda t: -t[0])[: self.k]
+        total = sum(max(s, 0.0) for s, _ in near) or 1.0
+        prior = 2.0  # pseudo-counts toward the model's overall accuracy
+        return {m: (sum(max(s, 0.0) * right[m] for s, right in near) / total * len(near) + prior * st.accuracy) / (len(near) + prior)
+                for m, st in self.models.items()}
+
+    def cost(self, alias: str, input_price: float | None, output_price: float | None) -> float:
+        """A question's expected cost on `alias` at these prices (USD per million tokens)."""
+        st = self.models[alias]
+        return (st.prompt_tokens * (input_price or 0.0) + st.output_tokens * (output_price or 0.0)) / 1e6
+
+    # -- file -------------------------------------------------------------------------------
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT, "learner": self.learner, "k": self.k, "trained_on": self.trained_on,
+            "models": {a: vars(s) for a, s in self.models.items()},
+            "idf": {str(k): round(v, 5) for k, v in self.idf.items()},
+            "weights": {m: {str(k): round(v, 5) for k, v in w.items() if abs(v) > 1e-4} for m, w in self.weights.items()},
+            "bias": {m: round(b, 6) for m, b in self.bias.items()},
+            "examples": [[{str(k): round(v, 4) for k, v in x.items()}, right] for x, right in self.examples],
+        }
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_json(), separators=(",", ":")) + "\n", encoding="utf-8")
+
+
+def load_router(path: str | Path) -> Router:
+    """A router file; `RouterError` says why one cannot be used."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RouterError(f"no router file {path}") from None
+    except (OSError, ValueError) as err:
+        raise RouterError(f"router file {path} cannot be read: {err}") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise RouterError(f"{path} is not a Baton router file ({FORMAT})")
+    try:
+        return Router(
+            learner=data["learner"], k=int(data.get("k", 25)), trained_on=dict(data.get("trained_on", {})),
+            models={a: ModelStats(**s) for a, s in data["models"].items()},
+            idf={int(k): float(v) for k, v in data["idf"].items()},
+            weights={m: {int(k): float(v) for k, v in w.items()} for m, w in data.get("weights", {}).items()},
+            bias={m: float(b) for m, b in data.get("bias", {}).items()},
+            examples=[({int(k): float(v) for k, v in x.items()}, {m: int(r) for m, r in right.items()})
+                      for x, right in data.get("examples", [])],
+        )
+    except (KeyError, TypeError, ValueError) as err:
+        raise RouterError(f"router file {path} is malformed: {err}") from None
+
+
+# -- training ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Example:
+    text: str
+    right: dict[str, int]  # alias -> 1 right, 0 wrong
+    prompt_tokens: int = 0
+    output_tokens: dict[str, int] = field(default_factory=dict)
+
+
+def train(examples: Sequence[Example], models: Mapping[str, str], learner: Learner = "logistic", *, epochs: int = 8,
+          l2: float = 1e-4, rate: float = 0.5, k: int = 25, seed: int = 0, trained_on: dict[str, Any] | None = None) -> Router:
+    """A router over `models` (alias -> model id) from examples that say, per alias, right or wrong."""
+    if not examples:
+        raise RouterError("no training examples")
+    docs = [counts(e.text) for e in examples]
+    df: Counter[int] = Counter(k for d in docs for k in d)
+    n = len(docs)
+    idf = {key: math.log((1 + n) / (1 + c)) + 1 for key, c in df.items()}
+    xs = [weighted(d, idf) for d in docs]
+    stats = {a: ModelStats(model_id=mid, accuracy=sum(e.right[a] for e in examples) / n,
+                           prompt_tokens=sum(e.prompt_tokens for e in examples) / n,
+                           output_tokens=sum(e.output_tokens.get(a, 0) for e in examples) / n) for a, mid in models.items()}
+    router = Router(learner=learner, models=stats, idf=idf, k=k, trained_on=dict(trained_on or {}))
+    if learner == "knn":
+        router.examples = [(x, dict(e.right)) for x, e in zip(xs, examples, strict=True)]
+        return router
+    rng = random.Random(seed)
+    order = list(range(n))
+    for alias in models:
+        p0 = min(max(stats[alias].accuracy, 1e-3), 1 - 1e-3)
+        bias = math.log(p0 / (1 - p0))
+        w: dict[int, float] = {}
+        step = 0
+        for _epoch in range(epochs):
+            rng.shuffle(order)
+            for i in order:
+                step += 1
+                eta = rate / (1 + 0.01 * step / n)
+                x, y = xs[i], examples[i].right[alias]
+                err = _sigmoid(bias + _dot(w, x)) - y
+                bias -= eta * err * 0.1
+                for key, value in x.items():
+                    w[key] = w.get(key, 0.0) * (1 - eta * l2) - eta * err * value
+        router.weights[alias], router.bias[alias] = w, bias
+    return router
+
+
+def data_hash(examples: Sequence[Example]) -> str:
+    digest = hashlib.sha256()
+    for e in examples:
+        digest.update(e.text.encode() + json.dumps(e.right, sort_keys=True).encode())
+    return digest.hexdigest()[:16]
