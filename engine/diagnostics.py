@@ -50,6 +50,8 @@ CODES: dict[str, tuple[Severity, str]] = {
     "E309": ("error", "flow has no steps"),
     "E310": ("error", "route rule is not understood"),
     "E311": ("error", "flow exceeds a planner limit"),
+    "E312": ("error", "router file cannot be used"),
+    "E313": ("error", "router does not know a model"),
     "E501": ("error", "no Conductor plan found in the completion"),
     "E502": ("error", "Conductor lists of different lengths"),
     "E503": ("error", "Conductor model id not in the --map"),

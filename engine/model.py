@@ -157,6 +157,10 @@ class Route(Frozen):
     name: str
     by: str | None = None
     arms: tuple[Arm, ...]
+    #: A learned route: the router file (resolved path) that picks among the arms' models, and its rule.
+    router: str | None = None
+    threshold: float | None = None
+    tradeoff: float | None = None
     loop: str | None = None
     guard: Guard | None = None
     span: SpanTuple = (0, 0, 0, 0, 0, 0)

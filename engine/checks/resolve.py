@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -19,6 +20,7 @@ from engine.checks.values import Reader, rule_op
 from engine.diagnostics import did_you_mean
 from engine.model import Arm, Budget, Check, Fuse, InputSpec, Loop, Params, Route, Step, Verify
 from engine.pool import ModelSpec, Pool
+from engine.router.model import RouterError, cached_router
 from engine.syntax import ast
 from engine.syntax.ast import Atom, Span
 
@@ -474,6 +476,9 @@ class Resolver:
         info = self.out.info.get(route.name)
         if info is None or info.span != route.span:
             return
+        if route.router is not None:
+            self._learned_route(route, route.router)
+            return
         arms: list[Arm] = []
         for arm in route.arms:
             if arm.kind == "label":
@@ -490,6 +495,45 @@ class Resolver:
             else:
                 arms.append(Arm(kind="else", target=arm.target))
         self.out.nodes[route.name] = Route(name=route.name, by=route.by, arms=tuple(arms), span=_span6(route.span))
+
+    def _learned_route(self, route: ast.RouteNode, file_atom: Atom) -> None:
+        """`route NAME by router "FILE" [threshold N | tradeoff N] { "alias" -> STEP ... }`: the router must load and know every arm's alias."""
+        if route.by != "router":
+            self.r.error("E310", f"only `by router \"FILE\"` takes a file; `by {route.by}` names a step", route.by_span or route.span)
+            return
+        base = Path(self.doc.filename).parent if not self.doc.filename.startswith("<") else Path.cwd()
+        path = (base / file_atom.value).resolve()
+        try:
+            router = cached_router(str(path))
+        except RouterError as err:
+            self.r.error("E312", str(err).replace(str(path), file_atom.value), file_atom.span,  # the path as the flow writes it
+                         "the file is read beside the flow; train one with `baton router train` (docs/language.md, learned routes)")
+            return
+        threshold = tradeoff = None
+        if route.rule is not None:
+            word, number = route.rule
+            value = float(number.value)
+            if word.value == "threshold" and 0 <= value <= 1:
+                threshold = value
+            elif word.value == "tradeoff" and value >= 0:
+                tradeoff = value
+            else:
+                self.r.error("E310", f"a learned route takes `threshold N` (0 to 1) or `tradeoff N` (0 or more), not `{word.text} {number.text}`",
+                             word.span.cover(number.span))
+        arms: list[Arm] = []
+        for arm in route.arms:
+            if arm.kind != "label":
+                self.r.error("E310", "a learned route's arms name models: `\"alias\" -> STEP`", arm.span)
+                continue
+            for label in arm.labels:
+                if label.value not in self._known_aliases:
+                    self.r.error("E202", f"unknown model `{label.value}`", label.span, did_you_mean(label.value, self._known_aliases))
+                elif label.value not in router.models:
+                    self.r.error("E313", f"router {file_atom.value} was trained on {', '.join(sorted(router.models))}, not on `{label.value}`",
+                                 label.span, "retrain it with this model, or route to one it knows")
+            arms.append(Arm(kind="label", labels=tuple(a.value for a in arm.labels), target=arm.target))
+        self.out.nodes[route.name] = Route(name=route.name, arms=tuple(arms), router=str(path), threshold=threshold, tradeoff=tradeoff,
+                                           span=_span6(route.span))
 
     def _rule(self, cond: ast.Phrase) -> tuple[str, str, str] | None:
         atoms = cond.atoms

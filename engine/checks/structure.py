@@ -82,7 +82,9 @@ class Structure:
                     deps.add(arm.target)
                 seen_labels.update(lab.lower() for lab in arm.labels)
                 has_else = has_else or arm.kind == "else"
-            if not has_else:
+            if node.router is not None:  # a learned route reads the flow's inputs and always picks one of its arms
+                self.used_inputs.update(self.res.inputs)
+            elif not has_else:
                 self.r.error("W400", f"route `{name}` has no `else`: a reply that matches no arm fails the run", ast_route.name_span,
                              "add `else -> STEP`")
             self.deps[name] = deps

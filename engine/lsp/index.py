@@ -88,7 +88,7 @@ def build_index(doc: ast.Document) -> FlowIndex:
             _block(index, item, positions, None)
         elif isinstance(item, ast.RouteNode):
             _define(index, Definition(item.name, "route", item.name_span, item.span))
-            if item.by and item.by_span:
+            if item.by and item.by_span and item.router is None:  # `by router "FILE"` names no step
                 index.uses.append(Use(item.by, item.by_span, "by"))
             for arm in item.arms:
                 index.uses.append(Use(arm.target, arm.target_span, "target"))

@@ -65,6 +65,8 @@ def _render_step(name: str, s: StepResult, full: bool) -> list[str]:
         d = s.decision
         label = f"label {d.label!r}, " if d.label is not None else ""
         out.append(f"  decision: {label}{d.matched} -> {d.chosen}; skipped: {', '.join(d.skipped) or 'none'}")
+        if d.predictions:
+            out.append("  router predicted: " + ", ".join(f"{a} {p:.3f} (${d.costs.get(a, 0.0):.6f})" for a, p in d.predictions.items()))
     if s.verdict:
         out.append(f"  verdict (round {s.rounds}): {_short(s.verdict)}")
     if s.status == "ok" or s.attempts:

@@ -307,6 +307,9 @@ def _detail(name: str, kind: str, step: StepResult | None, run: explain.Recorded
         d = step.decision
         facts.append(f'<p class="why">decision: {"label " + esc(repr(d.label)) + ", " if d.label is not None else ""}'
                      f'{esc(d.matched)} \u2192 <b>{esc(d.chosen)}</b>; skipped: {esc(", ".join(d.skipped) or "none")}</p>')
+        if d.predictions:
+            facts.append('<p class="why">router predicted: ' + ", ".join(
+                f"{esc(a)} {p:.3f} (${d.costs.get(a, 0.0):.6f})" for a, p in d.predictions.items()) + "</p>")
     for i, verdict in enumerate(step.verdicts, 1):
         facts.append(f'<p class="why">round {i}: {esc(verdict)}</p>')
     if step.verdict and not step.verdicts:

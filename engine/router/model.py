@@ -25,6 +25,7 @@ import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -116,14 +117,30 @@ class Router:
         return {
             "format": FORMAT, "learner": self.learner, "k": self.k, "trained_on": self.trained_on,
             "models": {a: vars(s) for a, s in self.models.items()},
-            "idf": {str(k): round(v, 5) for k, v in self.idf.items()},
-            "weights": {m: {str(k): round(v, 5) for k, v in w.items() if abs(v) > 1e-4} for m, w in self.weights.items()},
+            "idf": {str(k): round(v, 3) for k, v in self.idf.items()},
+            "weights": {m: {str(k): round(v, 4) for k, v in w.items() if abs(v) >= 1e-3} for m, w in self.weights.items()},
             "bias": {m: round(b, 6) for m, b in self.bias.items()},
             "examples": [[{str(k): round(v, 4) for k, v in x.items()}, right] for x, right in self.examples],
         }
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_json(), separators=(",", ":")) + "\n", encoding="utf-8")
+
+
+def cached_router(path: str) -> Router:
+    """The router at `path`, read once per version of the file (a run routes many items through one)."""
+    try:
+        stamp = Path(path).stat().st_mtime_ns
+    except FileNotFoundError:
+        raise RouterError(f"no router file {path}") from None
+    except OSError as err:
+        raise RouterError(f"router file {path} cannot be read: {err.strerror or err}") from None
+    return _cached(path, stamp)
+
+
+@lru_cache(maxsize=16)
+def _cached(path: str, _stamp: int) -> Router:
+    return load_router(path)
 
 
 def load_router(path: str | Path) -> Router:

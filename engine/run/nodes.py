@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from engine.errors import BudgetExceeded, RouteError, RunError, VerificationFailed
 from engine.model import Fuse, Loop, Route, Step, Verify
+from engine.router.model import cached_router
+from engine.router.policy import choose
 from engine.run import prompt
 from engine.run.answers import extract_answer
 from engine.run.calls import Validator, check_reply
@@ -182,7 +184,27 @@ async def _vote(ex: Executor, node: Fuse, result: StepResult, ok: Sequence[tuple
     result.verdict = f"agreement {votes}/{len(node.panel)} < {node.agree}"
 
 
+def learned_decision(ex: Executor, route: Route) -> RouteDecision:
+    """A learned route: the router predicts each arm's model from the flow's inputs, and its rule picks one."""
+    assert route.router is not None
+    router = cached_router(route.router)
+    text = "\n\n".join(ex.inputs.get(name, "") for name in ex.flow.inputs)
+    candidates = [label for arm in route.arms for label in arm.labels]
+    predicted = {a: round(p, 4) for a, p in router.predict(text).items() if a in candidates}
+    costs = {}
+    for alias in candidates:
+        spec = ex.caller.pool.models[alias]
+        costs[alias] = round(router.cost(alias, spec.input_price, spec.output_price), 8)
+    choice = choose(predicted, costs, candidates, threshold=route.threshold, tradeoff=route.tradeoff)
+    arm = next(a for a in route.arms if choice.alias in a.labels)
+    targets = list(dict.fromkeys(a.target for a in route.arms))
+    return RouteDecision(route=route.name, matched=f"router: {choice.why}", chosen=arm.target, predictions=predicted, costs=costs,
+                         skipped=[t for t in targets if t != arm.target and ex.flow.guarded_by(t, route.name)])
+
+
 def decide_route(ex: Executor, route: Route) -> RouteDecision:
+    if route.router is not None:
+        return learned_decision(ex, route)
     label = normalise_label(ex.results[route.by].output) if route.by else None
     chosen_arm = None
     matched = ""

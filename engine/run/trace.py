@@ -75,6 +75,9 @@ class RouteDecision(BaseModel):
     matched: str
     chosen: str
     skipped: list[str] = Field(default_factory=list)
+    #: A learned route: what the router predicted for each candidate model, and each one's expected cost (USD).
+    predictions: dict[str, float] = Field(default_factory=dict)
+    costs: dict[str, float] = Field(default_factory=dict)
 
 
 class StepResult(BaseModel):

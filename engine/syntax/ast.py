@@ -84,12 +84,17 @@ class Arm(NamedTuple):
 
 
 class RouteNode(NamedTuple):
+    """`route NAME [by STEP | by router "FILE" [threshold N | tradeoff N]] { arms }`."""
+
     name: str
     name_span: Span
     by: str | None
     by_span: Span | None
     arms: tuple[Arm, ...]
     span: Span
+    router: Atom | None = None
+    #: A learned route's rule and its number: (`threshold` or `tradeoff`, the number).
+    rule: tuple[Atom, Atom] | None = None
 
 
 class LoopNode(NamedTuple):

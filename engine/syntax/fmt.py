@@ -135,7 +135,8 @@ class _Printer:
         elif isinstance(item, ast.ModelsBlock):
             self._open(item, depth, "models", item.models, self._model_def)
         elif isinstance(item, ast.RouteNode):
-            head = f"route {item.name}" + (f" by {item.by}" if item.by else "")
+            head = f"route {item.name}" + (f" by {item.by}" if item.by else "") + (f" {item.router.text}" if item.router else "")
+            head += f" {item.rule[0].text} {item.rule[1].text}" if item.rule else ""
             self._open(item, depth, head, item.arms, self._arm)
         elif isinstance(item, ast.LoopNode):
             head = f"loop {item.name}" + (f" max {item.max_rounds.text}" if item.max_rounds else "")

@@ -133,10 +133,11 @@ class _ToAst(Transformer[Token, Any]):
         return self._block("verify", c)
 
     def route(self, c: list[Any]) -> ast.RouteNode:
-        kw, name, _by, by, _lb, *arms, rb = c
+        kw, name, _by, by, router, rule, number, _lb, *arms, rb = c
         return ast.RouteNode(
             str(name), _span(name), str(by) if by is not None else None, _span(by) if by is not None else None,
-            tuple(arms), _span(kw).cover(_span(rb)),
+            tuple(arms), _span(kw).cover(_span(rb)), _atom(router) if router is not None else None,
+            (_atom(rule), _atom(number)) if rule is not None else None,
         )
 
     def label_arm(self, c: list[Any]) -> ast.Arm:

@@ -63,7 +63,8 @@ def node_span(step: StepResult, pool: Pool | None, content: bool) -> SpanSpec | 
                          n.STEP_ERROR: step.error, n.OI_KIND: n.OI_AGENT, n.LF_TYPE: n.LF_AGENT}
     if step.decision is not None:
         d = step.decision
-        attrs.update({n.ROUTE_LABEL: d.label, n.ROUTE_MATCHED: d.matched, n.ROUTE_CHOSEN: d.chosen, n.ROUTE_SKIPPED: list(d.skipped)})
+        attrs.update({n.ROUTE_LABEL: d.label, n.ROUTE_MATCHED: d.matched, n.ROUTE_CHOSEN: d.chosen, n.ROUTE_SKIPPED: list(d.skipped),
+                      n.ROUTE_PREDICTIONS: json.dumps(d.predictions) if d.predictions else None})
     if step.rounds is not None:
         attrs[n.LOOP_ROUNDS] = step.rounds
     if step.verdict:
