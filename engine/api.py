@@ -48,6 +48,11 @@ if TYPE_CHECKING:
     from engine.records.render import render_run, run_json, runs_table
     from engine.records.run_page import render_run_page
     from engine.records.runs_page import filter_runs, render_runs_page
+    from engine.router.from_eval import examples_from_eval
+    from engine.router.grid import grid_models, load_grid, split_grid
+    from engine.router.model import Router, RouterError, data_hash, load_router, train_router
+    from engine.router.policy import calibrate_accuracy, calibrate_strong_share
+    from engine.router.report import build_router_report, render_router_report, router_curve
     from engine.run.cache import ResponseCache
     from engine.run.calls import RetryPolicy
     from engine.run.home import RunHome, new_run_id
@@ -101,6 +106,8 @@ __all__ = [
     "RetryPolicy",
     "RouteDecision",
     "RouteError",
+    "Router",
+    "RouterError",
     "RunCancelled",
     "RunError",
     "RunHome",
@@ -116,26 +123,34 @@ __all__ = [
     "VerificationFailed",
     "add_key",
     "ask_rounds",
+    "build_router_report",
+    "calibrate_accuracy",
+    "calibrate_strong_share",
     "check_file",
     "check_inputs",
     "check_source",
+    "data_hash",
     "default_pool",
     "diff_flows",
     "discover_pool",
     "endpoint_from_environment",
     "evaluate",
+    "examples_from_eval",
     "export_run",
     "export_run_to_file",
     "filter_runs",
     "flow_diff_json",
     "for_terminal",
     "format_source",
+    "grid_models",
     "judge_through",
     "list_runs",
     "load_dataset",
     "load_flow",
+    "load_grid",
     "load_pool",
     "load_recorded_run",
+    "load_router",
     "load_run",
     "lsp_main",
     "lsp_missing",
@@ -152,18 +167,22 @@ __all__ = [
     "render_all",
     "render_flow_diff",
     "render_html",
+    "render_router_report",
     "render_run",
     "render_run_page",
     "render_runs_page",
+    "router_curve",
     "run_flow",
     "run_flow_sync",
     "run_json",
     "runs_table",
     "serve",
+    "split_grid",
     "to_dot",
     "to_flow",
     "to_json",
     "to_mermaid",
+    "train_router",
     "unset_key_variable",
 ]
 
@@ -190,6 +209,11 @@ _WHERE: dict[str, str] = {name: module for module, names in {
     "engine.records.render": ['render_run', 'run_json', 'runs_table'],
     "engine.records.run_page": ['render_run_page'],
     "engine.records.runs_page": ['filter_runs', 'render_runs_page'],
+    "engine.router.from_eval": ['examples_from_eval'],
+    "engine.router.grid": ['grid_models', 'load_grid', 'split_grid'],
+    "engine.router.model": ['Router', 'RouterError', 'data_hash', 'load_router', 'train_router'],
+    "engine.router.policy": ['calibrate_accuracy', 'calibrate_strong_share'],
+    "engine.router.report": ['build_router_report', 'render_router_report', 'router_curve'],
     "engine.run.cache": ['ResponseCache'],
     "engine.run.calls": ['RetryPolicy'],
     "engine.run.home": ['RunHome', 'new_run_id'],

@@ -18,7 +18,7 @@ LAYERS = [
     ("engine.graph", "engine.semdiff"),
     ("engine.run",),
     ("engine.providers", "engine.testing"),
-    ("engine.wiring", "engine.session", "engine.records", "engine.tracing", "engine.lsp", "engine.router.report", "engine.planner", "engine.eval", "engine.serve", "engine.api", "engine"),
+    ("engine.wiring", "engine.session", "engine.records", "engine.tracing", "engine.lsp", "engine.router.report", "engine.router.from_eval", "engine.planner", "engine.eval", "engine.serve", "engine.api", "engine"),
     ("engine.cli",),
 ]
 

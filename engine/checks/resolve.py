@@ -509,8 +509,10 @@ class Resolver:
             self.r.error("E312", str(err).replace(str(path), file_atom.value), file_atom.span,  # the path as the flow writes it
                          "the file is read beside the flow; train one with `baton router train` (docs/language.md, learned routes)")
             return
-        threshold = tradeoff = None
+        threshold: float | None = router.calibration.get("threshold")  # `baton router calibrate`'s, unless the flow says
+        tradeoff: float | None = None
         if route.rule is not None:
+            threshold = None
             word, number = route.rule
             value = float(number.value)
             if word.value == "threshold" and 0 <= value <= 1:

@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "view": ("view", "write a run (or the run list) as an HTML page"),
     "trace": ("trace", "export a recorded run as OpenTelemetry spans"),
     "lsp": ("lsp", "the language server for editors (over stdio)"),
+    "router": ("router", "learn a router from recorded outcomes; calibrate it; compare it honestly"),
     "diff": ("diff", "what a change to a flow means: nodes, visibility, models, tasks, edges, worst case"),
     "models": ("models", "list the model pool (and check endpoints)"),
     "cache": ("cache", "manage the response cache"),

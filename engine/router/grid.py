@@ -68,7 +68,7 @@ def load_grid(folder: str | Path, models: Mapping[str, str]) -> list[GridItem]:
     return items
 
 
-def split(items: list[GridItem], train_share: float = 0.7, seed: int = 0) -> tuple[list[GridItem], list[GridItem]]:
+def split_grid(items: list[GridItem], train_share: float = 0.7, seed: int = 0) -> tuple[list[GridItem], list[GridItem]]:
     """(train, test): an item is in train when the seeded hash of its id falls below `train_share`."""
     def u(item: GridItem) -> float:
         return int.from_bytes(hashlib.sha256(f"{seed}:{item.id}".encode()).digest()[:8], "big") / 2**64

@@ -82,6 +82,8 @@ class ModelStats:
     accuracy: float
     prompt_tokens: float
     output_tokens: float
+    #: The mean cost per question as recorded (an evaluation records costs, not tokens); used when no tokens are known.
+    mean_cost: float = 0.0
 
 
 @dataclass
@@ -94,6 +96,8 @@ class Router:
     examples: list[tuple[Vector, dict[str, int]]] = field(default_factory=list)  # knn
     k: int = 25
     trained_on: dict[str, Any] = field(default_factory=dict)
+    #: Set by `baton router calibrate`: the threshold a learned route uses when the flow names none, and how it was found.
+    calibration: dict[str, Any] = field(default_factory=dict)
 
     def predict(self, text: str) -> dict[str, float]:
         """Each model's probability of answering `text` right."""
@@ -109,13 +113,15 @@ class Router:
     def cost(self, alias: str, input_price: float | None, output_price: float | None) -> float:
         """A question's expected cost on `alias` at these prices (USD per million tokens)."""
         st = self.models[alias]
+        if not st.prompt_tokens and not st.output_tokens:
+            return st.mean_cost
         return (st.prompt_tokens * (input_price or 0.0) + st.output_tokens * (output_price or 0.0)) / 1e6
 
     # -- file -------------------------------------------------------------------------------
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "format": FORMAT, "learner": self.learner, "k": self.k, "trained_on": self.trained_on,
+            "format": FORMAT, "learner": self.learner, "k": self.k, "trained_on": self.trained_on, "calibration": self.calibration,
             "models": {a: vars(s) for a, s in self.models.items()},
             "idf": {str(k): round(v, 3) for k, v in self.idf.items()},
             "weights": {m: {str(k): round(v, 4) for k, v in w.items() if abs(v) >= 1e-3} for m, w in self.weights.items()},
@@ -156,6 +162,7 @@ def load_router(path: str | Path) -> Router:
     try:
         return Router(
             learner=data["learner"], k=int(data.get("k", 25)), trained_on=dict(data.get("trained_on", {})),
+            calibration=dict(data.get("calibration", {})),
             models={a: ModelStats(**s) for a, s in data["models"].items()},
             idf={int(k): float(v) for k, v in data["idf"].items()},
             weights={m: {int(k): float(v) for k, v in w.items()} for m, w in data.get("weights", {}).items()},
@@ -176,9 +183,10 @@ class Example:
     right: dict[str, int]  # alias -> 1 right, 0 wrong
     prompt_tokens: int = 0
     output_tokens: dict[str, int] = field(default_factory=dict)
+    cost: dict[str, float] = field(default_factory=dict)  # alias -> USD, when recorded instead of tokens
 
 
-def train(examples: Sequence[Example], models: Mapping[str, str], learner: Learner = "logistic", *, epochs: int = 8,
+def train_router(examples: Sequence[Example], models: Mapping[str, str], learner: Learner = "logistic", *, epochs: int = 8,
           l2: float = 1e-4, rate: float = 0.5, k: int = 25, seed: int = 0, trained_on: dict[str, Any] | None = None) -> Router:
     """A router over `models` (alias -> model id) from examples that say, per alias, right or wrong."""
     if not examples:
@@ -190,7 +198,8 @@ def train(examples: Sequence[Example], models: Mapping[str, str], learner: Learn
     xs = [weighted(d, idf) for d in docs]
     stats = {a: ModelStats(model_id=mid, accuracy=sum(e.right[a] for e in examples) / n,
                            prompt_tokens=sum(e.prompt_tokens for e in examples) / n,
-                           output_tokens=sum(e.output_tokens.get(a, 0) for e in examples) / n) for a, mid in models.items()}
+                           output_tokens=sum(e.output_tokens.get(a, 0) for e in examples) / n,
+                           mean_cost=sum(e.cost.get(a, 0.0) for e in examples) / n) for a, mid in models.items()}
     router = Router(learner=learner, models=stats, idf=idf, k=k, trained_on=dict(trained_on or {}))
     if learner == "knn":
         router.examples = [(x, dict(e.right)) for x, e in zip(xs, examples, strict=True)]

@@ -80,7 +80,7 @@ def _routed(router: Router, test: Sequence[GridItem], predictions: Sequence[Mapp
     return right, spent / len(test), sent / len(test)
 
 
-def build_report(router: Router, train: Sequence[GridItem], test: Sequence[GridItem], pool: Pool, *,
+def build_router_report(router: Router, train: Sequence[GridItem], test: Sequence[GridItem], pool: Pool, *,
                  thresholds: Sequence[float] = (0.9, 0.95), vote: Sequence[str] = (), cascade: tuple[str, str, str] | None = None) -> Report:
     aliases = list(router.models)
     singles = [Row(a, [i.example.right[a] for i in test], sum(item_cost(i, a, pool) for i in test) / len(test)) for a in aliases]
@@ -153,7 +153,7 @@ def _cascade_row(test: Sequence[GridItem], pool: Pool, cascade: tuple[str, str, 
     return Row(f"cascade: {first} + {second}, else {strong}", right, cost / len(test), note=f"{escalated / len(test):.0%} escalated")
 
 
-def render_report(report: Report, title: str) -> str:
+def render_router_report(report: Report, title: str) -> str:
     out = [f"{title}: {report.n_train} items to train, {report.n_test} held out (scores below are on those only)", "",
            "| strategy | accuracy (95% CI) | mean cost per item | note |", "|---|---|---|---|"]
     for r in report.rows:
@@ -169,7 +169,7 @@ def render_report(report: Report, title: str) -> str:
     return "\n".join(out)
 
 
-def thresholds_curve(router: Router, items: Sequence[GridItem], pool: Pool, candidates: Sequence[str],
+def router_curve(router: Router, items: Sequence[GridItem], pool: Pool, candidates: Sequence[str],
                      steps: Sequence[float]) -> list[tuple[float, float, float, Mapping[str, float]]]:
     """(threshold, accuracy, mean cost, share sent to each alias) as the threshold moves."""
     costs = {a: router.cost(a, pool.models[a].input_price, pool.models[a].output_price) for a in candidates}
