@@ -39,6 +39,9 @@ def table(report: EvalReport) -> str:
     lines.append("* on the cost/accuracy Pareto frontier")
     if report.oracle is not None:
         lines.append(f"oracle (any flow right): {report.oracle * 100:.1f}%")
+    for ref in report.references:
+        vs = f"  (the flow: {ref['flow_accuracy'] * 100:.1f}%)" if "flow_accuracy" in ref else ""
+        lines.append(f"reference: {ref['row']}: {ref['accuracy'] * 100:.1f}%, ${ref['mean_cost']:.6f}/item{vs}")
     for p in report.pairs:
         lines.append(f"{p['a']} vs {p['b']}: only {p['a']} right on {p['a_only']}, only {p['b']} right on {p['b_only']} "
                      f"of {p['items']}; McNemar p = {p['mcnemar_p']:.3g}")

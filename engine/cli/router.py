@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import time
 from pathlib import Path
 
@@ -43,6 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     train.add_argument("--train-share", type=float, default=0.7, help="share of items to train on; the rest is held out (default 0.7)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("-o", "--output", metavar="FILE.router", required=True)
+    train.add_argument("--held-out", metavar="FILE.jsonl", help="with --grid: write the held-out items as a dataset, to evaluate flows on")
     _common(train)
     calibrate = sub.add_parser("calibrate", help="set a router's default threshold", description="set a router's default threshold")
     calibrate.add_argument("router", metavar="FILE.router")
@@ -89,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
         return fail(f"{err.filename or ''}: {err.strerror or err}", EXIT_FAILED)
 
 
-def _pool(args: argparse.Namespace, grid: str | None):  # type: ignore[no-untyped-def]
+def _pool(args: argparse.Namespace, grid: str | Path | None):  # type: ignore[no-untyped-def]
     return discover_pool(Path(grid) / ".." / "x.flow" if grid else None, args.pool)
 
 
@@ -101,15 +104,18 @@ def _train(args: argparse.Namespace) -> int:
         models = grid_models(pool, args.grid, _names(args.models))
         train, test = split_grid(load_grid(args.grid, models), args.train_share, args.seed)
         examples = [i.example for i in train]
-        source = {"grid": str(Path(args.grid).resolve()), "n_train": len(train), "n_test": len(test),
+        source = {"grid": _beside(args.grid, args.output), "n_train": len(train), "n_test": len(test),
                   "train_share": args.train_share, "seed": args.seed}
+        if args.held_out:
+            Path(args.held_out).write_text("".join(json.dumps({"id": i.id, "question": i.example.text, "gold": i.gold}) + "\n"
+                                                   for i in test), encoding="utf-8")
     else:
         if not args.dataset:
             return fail("--from needs --dataset FILE (an evaluation records results, not questions)", EXIT_USAGE)
         mapping = dict(pair.split("=", 1) for pair in _names(args.mapping) or [])
         examples, labels = examples_from_eval(args.from_eval, args.dataset, set(_names(args.models) or pool.models), args.home, mapping)
         models = {a: pool.models[a].id for a in labels}
-        source = {"evals": args.from_eval, "flows": labels, "dataset": str(Path(args.dataset).resolve()), "n_train": len(examples)}
+        source = {"evals": args.from_eval, "flows": labels, "dataset": _beside(args.dataset, args.output), "n_train": len(examples)}
     prices = {a: [pool.models[a].input_price, pool.models[a].output_price] for a in models}
     router = train_router(examples, models, args.learner, seed=args.seed,
                           trained_on={**source, "data_hash": data_hash(examples), "models": models, "prices": prices,
@@ -120,21 +126,32 @@ def _train(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _beside(path: str, router_file: str) -> str:
+    """A path as the router file records it: relative to the file's folder, so a committed router works from any checkout."""
+    return os.path.relpath(Path(path).resolve(), Path(router_file).resolve().parent)
+
+
+def _trained_grid(router, router_file: str) -> Path | None:  # type: ignore[no-untyped-def]
+    grid = router.trained_on.get("grid")
+    return (Path(router_file).resolve().parent / grid).resolve() if grid else None
+
+
 def _held_out(router, args: argparse.Namespace, pool):  # type: ignore[no-untyped-def]
     """The items to score on: the held-out part of the grid the router was trained on, or all of another grid."""
-    grid = args.grid or router.trained_on.get("grid")
-    if not grid:
+    trained = _trained_grid(router, args.router)
+    grid = Path(args.grid) if args.grid else trained
+    if grid is None:
         raise RouterError("this router was not trained on a grid: name one with --grid")
     models = {a: s.model_id for a, s in router.models.items()}
     items = load_grid(grid, models)
-    if args.grid is None or Path(args.grid).resolve() == Path(router.trained_on.get("grid", "")):
+    if trained is not None and grid.resolve() == trained:
         _train_part, items = split_grid(items, router.trained_on.get("train_share", 0.7), router.trained_on.get("seed", 0))
     return items
 
 
 def _calibrate(args: argparse.Namespace) -> int:
     router = load_router(args.router)
-    pool = _pool(args, args.grid or router.trained_on.get("grid"))
+    pool = _pool(args, args.grid or _trained_grid(router, args.router))
     items = _held_out(router, args, pool)
     aliases = list(router.models)
     costs = {a: router.cost(a, pool.models[a].input_price, pool.models[a].output_price) for a in aliases}
@@ -154,7 +171,7 @@ def _calibrate(args: argparse.Namespace) -> int:
 
 def _curve(args: argparse.Namespace) -> int:
     router = load_router(args.router)
-    pool = _pool(args, args.grid or router.trained_on.get("grid"))
+    pool = _pool(args, args.grid or _trained_grid(router, args.router))
     items = _held_out(router, args, pool)
     aliases = list(router.models)
     points = router_curve(router, items, pool, aliases, [t / 100 for t in range(80, 101)])

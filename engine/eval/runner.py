@@ -69,13 +69,17 @@ class EvalReport:
     flows: list[FlowReport] = field(default_factory=list)
     pairs: list[dict[str, Any]] = field(default_factory=list)
     oracle: float | None = None
+    #: Rows to judge the flows against, where the data allows: the best flow, random routing between the cheapest and
+    #: the best flow at each other flow's cost (expected accuracy), and the oracle with its cost.
+    references: list[dict[str, Any]] = field(default_factory=list)
     stopped: str | None = None
     duration_s: float = 0.0
     scoring_cost: float = 0.0  # what a judge scorer cost, over every item (not in any flow's cost)
 
     def to_json(self) -> dict[str, Any]:
         return {"eval_id": self.eval_id, "dataset": self.dataset, "scorer": self.scorer, "duration_s": self.duration_s,
-                "flows": [asdict(f) for f in self.flows], "pairs": self.pairs, "oracle": self.oracle, "stopped": self.stopped,
+                "flows": [asdict(f) for f in self.flows], "pairs": self.pairs, "oracle": self.oracle, "references": self.references,
+                "stopped": self.stopped,
                 "scoring_cost": self.scoring_cost}
 
 
@@ -192,6 +196,27 @@ async def evaluate(flows: list[tuple[str, Flow]], items: list[Item], pool: Pool,
     return report
 
 
+def _references(report: EvalReport, labels: list[str], common: list[str], done: dict[tuple[str, str], ItemResult]) -> list[dict[str, Any]]:
+    flows = {f.flow: f for f in report.flows}
+    best = max(labels, key=lambda f: (flows[f].accuracy, -flows[f].mean_cost))
+    cheapest = min(labels, key=lambda f: (flows[f].mean_cost, -flows[f].accuracy))
+    rows: list[dict[str, Any]] = [{"row": "best flow", "flow": best, "accuracy": flows[best].accuracy, "mean_cost": flows[best].mean_cost}]
+    c0, c1 = flows[cheapest].mean_cost, flows[best].mean_cost
+    for f in labels:
+        if f in (best, cheapest) or c1 <= c0:
+            continue
+        share = min(1.0, max(0.0, (flows[f].mean_cost - c0) / (c1 - c0)))
+        expected = (1 - share) * flows[cheapest].accuracy + share * flows[best].accuracy
+        rows.append({"row": f"random {cheapest}/{best} at the cost of {f}", "flow": f, "share_best": share, "accuracy": expected,
+                     "mean_cost": flows[f].mean_cost, "flow_accuracy": flows[f].accuracy})
+    oracle_cost = 0.0
+    for i in common:
+        right = [done[(lab, i)].cost for lab in labels if done[(lab, i)].correct]
+        oracle_cost += min(right) if right else done[(cheapest, i)].cost
+    rows.append({"row": "oracle (cheapest flow that got each item right)", "accuracy": report.oracle, "mean_cost": oracle_cost / len(common)})
+    return rows
+
+
 def _summarise(report: EvalReport, labels: list[str], items: list[Item], done: dict[tuple[str, str], ItemResult]) -> None:
     for label in labels:
         rs = [done[(label, it.id)] for it in items if (label, it.id) in done]
@@ -212,6 +237,8 @@ def _summarise(report: EvalReport, labels: list[str], items: list[Item], done: d
     if len(labels) > 1:
         common = [it.id for it in items if all((lab, it.id) in done for lab in labels)]
         report.oracle = sum(any(done[(lab, i)].correct for lab in labels) for i in common) / len(common) if common else None
+        if common:
+            report.references = _references(report, labels, common, done)
         for a_i, a in enumerate(labels):
             for b in labels[a_i + 1:]:
                 only_a = sum(done[(a, i)].correct and not done[(b, i)].correct for i in common)

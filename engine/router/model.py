@@ -124,7 +124,7 @@ class Router:
             "format": FORMAT, "learner": self.learner, "k": self.k, "trained_on": self.trained_on, "calibration": self.calibration,
             "models": {a: vars(s) for a, s in self.models.items()},
             "idf": {str(k): round(v, 3) for k, v in self.idf.items()},
-            "weights": {m: {str(k): round(v, 4) for k, v in w.items() if abs(v) >= 1e-3} for m, w in self.weights.items()},
+            "weights": {m: {str(k): round(v, 3) for k, v in w.items() if abs(v) >= 5e-3} for m, w in self.weights.items()},
             "bias": {m: round(b, 6) for m, b in self.bias.items()},
             "examples": [[{str(k): round(v, 4) for k, v in x.items()}, right] for x, right in self.examples],
         }

@@ -1,0 +1,178 @@
+"""Learned routing: a router trained on a synthetic grid whose right routing is known must recover it; router files;
+the `route ... by router` construct checked and run through replay; `baton router` commands; compare's reference rows."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from engine.loading import check_source
+from engine.pool import load_pool
+from engine.router.grid import grid_models, load_grid, split_grid
+from engine.router.model import load_router, train_router
+from engine.router.policy import calibrate_strong_share, choose
+from engine.session import run_flow_sync
+from tests.conftest import ROOT, WORKFLOWS
+
+MODELS = {"cheap": "m-cheap", "strong": "m-strong"}
+TOPICS = {  # questions about sums: both models right; about integrals: only the strong one
+    "sum": ["What is the sum of {a} and {b} apples?", "Add {a} and {b} marbles; how many in all?", "A box has {a} pens and gets {b} more."],
+    "integral": ["Compute the integral of x^{a} from 0 to {b}.", "Evaluate the definite integral of {a}x dx up to {b}.",
+                 "Find the integral of sin({a}x) over {b} periods."],
+}
+
+
+def write_grid(folder: Path, n: int = 300, seed: int = 1) -> Path:
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    items, correct, answers, tokens = [], [], [], []
+    for i in range(n):
+        topic = "sum" if i % 2 else "integral"
+        question = rng.choice(TOPICS[topic]).format(a=rng.randint(2, 99), b=rng.randint(2, 99))
+        cheap_right = 1 if topic == "sum" else int(rng.random() < 0.1)
+        items.append({"id": f"q{i}", "question": question, "gold": "1", "prompt_tokens_o200k": 40})
+        correct.append({"id": f"q{i}", "m-cheap": cheap_right, "m-strong": 1})
+        answers.append({"id": f"q{i}", "m-cheap": "1" if cheap_right else "2", "m-strong": "1"})
+        tokens.append({"id": f"q{i}", "m-cheap": 20, "m-strong": 200})
+    (folder / "items.jsonl").write_text("".join(json.dumps(x) + "\n" for x in items))
+    for name, rows in (("correct.csv", correct), ("answers.csv", answers), ("output_tokens_o200k.csv", tokens)):
+        with open(folder / name, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=["id", "m-cheap", "m-strong"])
+            w.writeheader()
+            w.writerows(rows)
+    pool = folder.parent / "models.toml"
+    pool.write_text(f'[providers.replay]\nkind = "replay"\noptions = {{ dataset = "{folder.name}" }}\n\n'
+                    '[models.cheap]\nprovider = "replay"\nid = "m-cheap"\ninput_price = 0.1\noutput_price = 0.4\n\n'
+                    '[models.strong]\nprovider = "replay"\nid = "m-strong"\ninput_price = 5.0\noutput_price = 15.0\n')
+    return pool
+
+
+@pytest.mark.parametrize("learner", ["logistic", "knn"])
+def test_a_router_recovers_the_routing_a_synthetic_grid_was_built_with(tmp_path: Path, learner: str) -> None:
+    pool = load_pool(write_grid(tmp_path / "grid"))
+    models = grid_models(pool, tmp_path / "grid")
+    assert models == MODELS
+    train, test = split_grid(load_grid(tmp_path / "grid", models), 0.7, 0)
+    assert 180 < len(train) < 240 and len(train) + len(test) == 300
+    router = train_router([i.example for i in train], models, learner)
+    costs = {a: router.cost(a, pool.models[a].input_price, pool.models[a].output_price) for a in models}
+    assert costs["cheap"] < costs["strong"]
+    picks = [(i, choose(router.predict(i.example.text), costs, list(models), threshold=0.7).alias) for i in test]
+    right_routing = sum((alias == "cheap") == ("integral" not in item.example.text) for item, alias in picks) / len(picks)
+    assert right_routing >= 0.95, right_routing  # sums to the cheap model, integrals to the strong one
+    assert sum(item.example.right[alias] for item, alias in picks) / len(picks) >= 0.97
+    saved = tmp_path / "r.router"
+    router.save(saved)
+    again = load_router(saved)
+    assert again.predict(test[0].example.text) == pytest.approx(router.predict(test[0].example.text), abs=0.02)
+
+
+def test_calibration_sends_the_asked_share_to_the_strong_model(tmp_path: Path) -> None:
+    pool = load_pool(write_grid(tmp_path / "grid"))
+    models = grid_models(pool, tmp_path / "grid")
+    train, test = split_grid(load_grid(tmp_path / "grid", models), 0.7, 0)
+    router = train_router([i.example for i in train], models)
+    costs = {a: router.cost(a, pool.models[a].input_price, pool.models[a].output_price) for a in models}
+    predictions = [router.predict(i.example.text) for i in test]
+    t = calibrate_strong_share(predictions, costs, list(models), "strong", 0.5)
+    share = sum(choose(p, costs, list(models), threshold=t).alias == "strong" for p in predictions) / len(predictions)
+    assert abs(share - 0.5) < 0.08  # the integrals are about half the items
+
+
+ROUTED = """version 1
+flow routed "learned"
+
+input question
+
+route answer by router "synthetic.router" threshold 0.7 {
+  "cheap" -> fast_path
+  "strong" -> slow_path
+}
+
+step fast_path {
+  model: cheap
+  task: "{question}"
+}
+
+step slow_path {
+  model: strong
+  task: "{question}"
+}
+
+output answer
+"""
+
+
+def baton(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "BATON_POOL"} | {"NO_COLOR": "1", "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "engine.cli.main", *args], cwd=cwd, capture_output=True, text=True, timeout=120, env=env)
+
+
+def test_the_commands_and_a_learned_route_run_end_to_end(tmp_path: Path) -> None:
+    write_grid(tmp_path / "grid")
+    trained = baton("router", "train", "--grid", "grid", "--pool", "models.toml", "-o", "synthetic.router", "--held-out", "held.jsonl",
+                    cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr
+    meta = json.loads((tmp_path / "synthetic.router").read_text())["trained_on"]
+    assert meta["models"] == MODELS and meta["n_train"] + meta["n_test"] == 300 and len(meta["data_hash"]) == 16
+    assert meta["prices"]["strong"] == [5.0, 15.0] and meta["learner"] == "logistic"
+    assert len((tmp_path / "held.jsonl").read_text().splitlines()) == meta["n_test"]
+    calibrated = baton("router", "calibrate", "synthetic.router", "--strong-share", "0.5", "--pool", "models.toml", cwd=tmp_path)
+    assert calibrated.returncode == 0 and "threshold" in calibrated.stdout, calibrated.stderr
+    curve = baton("router", "curve", "synthetic.router", "--pool", "models.toml", "--svg", "c.svg", cwd=tmp_path)
+    assert curve.returncode == 0 and "<svg" in (tmp_path / "c.svg").read_text(), curve.stderr
+    report = baton("router", "report", "--grid", "grid", "--pool", "models.toml", "--learner", "logistic", cwd=tmp_path)
+    assert report.returncode == 0 and "| oracle" in report.stdout and "APGR" in report.stdout and "McNemar" in report.stdout
+    (tmp_path / "routed.flow").write_text(ROUTED)
+    assert baton("validate", "routed.flow", cwd=tmp_path).returncode == 0
+    pool = load_pool(tmp_path / "models.toml")
+    for line in (tmp_path / "held.jsonl").read_text().splitlines()[:6]:
+        item = json.loads(line)
+        summary = run_flow_sync(tmp_path / "routed.flow", {"question": item["question"]}, pool=pool, home=tmp_path / "home")
+        decision = summary.steps["answer"].decision
+        assert decision is not None and set(decision.predictions) == {"cheap", "strong"} and decision.costs["strong"] > decision.costs["cheap"]
+        expected = "slow_path" if "integral" in item["question"] else "fast_path"
+        assert decision.chosen == expected and decision.matched.startswith("router: ")
+    shown = baton("show", summary.run_id, "--home", "home", cwd=tmp_path)
+    assert "router predicted: cheap" in shown.stdout
+    compare = baton("compare", "routed.flow", *_solo_flows(tmp_path), "--dataset", "held.jsonl", "--scorer", "number",
+                    "--home", "evals", cwd=tmp_path)
+    assert compare.returncode == 0, compare.stderr
+    assert "reference: best flow" in compare.stdout and "reference: oracle" in compare.stdout and "reference: random" in compare.stdout
+    bad = baton("router", "train", "--grid", "nope", "--pool", "models.toml", "-o", "x.router", cwd=tmp_path)
+    assert bad.returncode == 2 and "missing" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def _solo_flows(folder: Path) -> list[str]:
+    for alias in ("cheap", "strong"):
+        (folder / f"solo_{alias}.flow").write_text(f'version 1\nflow solo_{alias} "one model"\n\ninput question\n\n'
+                                                   f'step answer {{\n  model: {alias}\n  task: "{{question}}"\n}}\n')
+    return ["solo_cheap.flow", "solo_strong.flow"]
+
+
+def test_a_stale_router_is_a_validate_error_at_the_arm(tmp_path: Path) -> None:
+    pool = load_pool(write_grid(tmp_path / "grid"))
+    models = grid_models(pool, tmp_path / "grid", ["cheap"])
+    train_router([i.example for i in load_grid(tmp_path / "grid", models)], models).save(tmp_path / "synthetic.router")
+    (tmp_path / "routed.flow").write_text(ROUTED)
+    result = check_source(ROUTED, pool, str(tmp_path / "routed.flow"))
+    (error,) = [d for d in result.diagnostics if d.severity == "error"]
+    assert error.code == "E313" and error.span.line == ROUTED.split("\n").index('  "strong" -> slow_path') + 1 and error.span.column == 3
+    assert "trained on cheap, not on `strong`" in error.message
+
+
+def test_the_reference_routed_flow_checks_and_its_router_records_its_training() -> None:
+    pool = load_pool(WORKFLOWS / "eval" / "models.toml")
+    result = check_source((WORKFLOWS / "eval" / "routed.flow").read_text(), pool, str(WORKFLOWS / "eval" / "routed.flow"))
+    assert result.flow is not None, result.diagnostics
+    route = result.flow.nodes["answer"]
+    router = load_router(route.router)  # type: ignore[union-attr, arg-type]
+    assert route.threshold == router.calibration["threshold"]  # type: ignore[union-attr]
+    assert router.trained_on["n_train"] == 937 and set(router.models) == {"flash", "gpt4o"}
