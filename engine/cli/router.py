@@ -149,10 +149,15 @@ def _held_out(router, args: argparse.Namespace, pool):  # type: ignore[no-untype
     return items
 
 
-def _calibrate(args: argparse.Namespace) -> int:
+def _router_and_items(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """The router file named, its pool, and the items to work on (its held-out items by default)."""
     router = load_router(args.router)
     pool = _pool(args, args.grid or _trained_grid(router, args.router))
-    items = _held_out(router, args, pool)
+    return router, pool, _held_out(router, args, pool)
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    router, pool, items = _router_and_items(args)
     aliases = list(router.models)
     costs = {a: router.cost(a, pool.models[a].input_price, pool.models[a].output_price) for a in aliases}
     predictions = [router.predict(i.example.text) for i in items]
@@ -170,9 +175,7 @@ def _calibrate(args: argparse.Namespace) -> int:
 
 
 def _curve(args: argparse.Namespace) -> int:
-    router = load_router(args.router)
-    pool = _pool(args, args.grid or _trained_grid(router, args.router))
-    items = _held_out(router, args, pool)
+    router, pool, items = _router_and_items(args)
     aliases = list(router.models)
     points = router_curve(router, items, pool, aliases, [t / 100 for t in range(80, 101)])
     print(f"{len(items)} items | threshold | accuracy | mean cost | share per model ({', '.join(aliases)})")
