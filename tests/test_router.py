@@ -176,3 +176,32 @@ def test_the_reference_routed_flow_checks_and_its_router_records_its_training() 
     router = load_router(route.router)  # type: ignore[union-attr, arg-type]
     assert route.threshold == router.calibration["threshold"]  # type: ignore[union-attr]
     assert router.trained_on["n_train"] == 937 and set(router.models) == {"flash", "gpt4o"}
+
+
+def test_a_router_on_embeddings_from_an_openai_compatible_endpoint(tmp_path: Path) -> None:
+    from engine.testing.chat_server import ChatServer
+
+    write_grid(tmp_path / "grid")
+    with ChatServer() as endpoint:
+        trained = baton("router", "train", "--grid", "grid", "--pool", "models.toml", "-o", "synthetic.router", "--held-out", "held.jsonl",
+                        "--embeddings", endpoint.url, "--embedding-model", "bag-of-words", "--learner", "knn", cwd=tmp_path)
+        assert trained.returncode == 0, trained.stderr
+        assert endpoint.embedded >= 200  # every training question went through the endpoint
+        router = load_router(tmp_path / "synthetic.router")
+        assert router.features == {"kind": "embeddings", "base_url": endpoint.url, "model": "bag-of-words", "api_key_env": None}
+        assert not router.idf  # no hashed features at all
+        (tmp_path / "routed.flow").write_text(ROUTED)
+        pool = load_pool(tmp_path / "models.toml")
+        before = endpoint.embedded
+        held = [json.loads(line) for line in (tmp_path / "held.jsonl").read_text().splitlines()]
+        routed_right = 0
+        for item in held[:10]:
+            summary = run_flow_sync(tmp_path / "routed.flow", {"question": item["question"]}, pool=pool, home=tmp_path / "home")
+            decision = summary.steps["answer"].decision
+            assert decision is not None
+            routed_right += decision.chosen == ("slow_path" if "integral" in item["question"] else "fast_path")
+        assert endpoint.embedded == before + 10 and routed_right >= 9  # one embedding per run, the routing recovered
+    from engine.errors import RouteError
+
+    with pytest.raises(RouteError, match="embeddings endpoint"):  # the endpoint is gone now: the run fails at the route, clearly
+        run_flow_sync(tmp_path / "routed.flow", {"question": held[0]["question"]}, pool=pool, home=tmp_path / "home")

@@ -98,10 +98,20 @@ class Router:
     trained_on: dict[str, Any] = field(default_factory=dict)
     #: Set by `baton router calibrate`: the threshold a learned route uses when the flow names none, and how it was found.
     calibration: dict[str, Any] = field(default_factory=dict)
+    #: `{"kind": "hashed"}` (word n-grams, the default), or `{"kind": "embeddings", "base_url": ..., "model": ...,
+    #: "api_key_env": ...}`: vectors from an OpenAI-compatible embeddings endpoint (`engine.router.embed`).
+    features: dict[str, Any] = field(default_factory=lambda: {"kind": "hashed"})
+
+    def vector(self, text: str) -> Vector:
+        if self.features.get("kind") == "embeddings":
+            from engine.router.embed import embed
+
+            return embed([text], self.features)[0]
+        return weighted(counts(text), self.idf)
 
     def predict(self, text: str) -> dict[str, float]:
         """Each model's probability of answering `text` right."""
-        x = weighted(counts(text), self.idf)
+        x = self.vector(text)
         if self.learner == "logistic":
             return {m: _sigmoid(self.bias[m] + _dot(self.weights[m], x)) for m in self.models}
         near = sorted(((_dot(x, v), right) for v, right in self.examples), key=lambda t: -t[0])[: self.k]
@@ -122,6 +132,7 @@ class Router:
     def to_json(self) -> dict[str, Any]:
         return {
             "format": FORMAT, "learner": self.learner, "k": self.k, "trained_on": self.trained_on, "calibration": self.calibration,
+            "features": self.features,
             "models": {a: vars(s) for a, s in self.models.items()},
             "idf": {str(k): round(v, 3) for k, v in self.idf.items()},
             "weights": {m: {str(k): round(v, 3) for k, v in w.items() if abs(v) >= 5e-3} for m, w in self.weights.items()},
@@ -162,7 +173,7 @@ def load_router(path: str | Path) -> Router:
     try:
         return Router(
             learner=data["learner"], k=int(data.get("k", 25)), trained_on=dict(data.get("trained_on", {})),
-            calibration=dict(data.get("calibration", {})),
+            calibration=dict(data.get("calibration", {})), features=dict(data.get("features", {"kind": "hashed"})),
             models={a: ModelStats(**s) for a, s in data["models"].items()},
             idf={int(k): float(v) for k, v in data["idf"].items()},
             weights={m: {int(k): float(v) for k, v in w.items()} for m, w in data.get("weights", {}).items()},
@@ -187,20 +198,31 @@ class Example:
 
 
 def train_router(examples: Sequence[Example], models: Mapping[str, str], learner: Learner = "logistic", *, epochs: int = 8,
-          l2: float = 1e-4, rate: float = 0.5, k: int = 25, seed: int = 0, trained_on: dict[str, Any] | None = None) -> Router:
-    """A router over `models` (alias -> model id) from examples that say, per alias, right or wrong."""
+                 l2: float = 1e-4, rate: float = 0.5, k: int = 25, seed: int = 0, trained_on: dict[str, Any] | None = None,
+                 features: dict[str, Any] | None = None) -> Router:
+    """A router over `models` (alias -> model id) from examples that say, per alias, right or wrong.
+
+    `features` `{"kind": "embeddings", "base_url": ..., "model": ...}` embeds the questions through that endpoint
+    (and so will every prediction); by default they are hashed word n-grams."""
     if not examples:
         raise RouterError("no training examples")
-    docs = [counts(e.text) for e in examples]
-    df: Counter[int] = Counter(k for d in docs for k in d)
-    n = len(docs)
-    idf = {key: math.log((1 + n) / (1 + c)) + 1 for key, c in df.items()}
-    xs = [weighted(d, idf) for d in docs]
+    n = len(examples)
+    idf: dict[int, float] = {}
+    if features and features.get("kind") == "embeddings":
+        from engine.router.embed import embed
+
+        xs = embed([e.text for e in examples], features)
+    else:
+        docs = [counts(e.text) for e in examples]
+        df: Counter[int] = Counter(k for d in docs for k in d)
+        idf = {key: math.log((1 + n) / (1 + c)) + 1 for key, c in df.items()}
+        xs = [weighted(d, idf) for d in docs]
     stats = {a: ModelStats(model_id=mid, accuracy=sum(e.right[a] for e in examples) / n,
                            prompt_tokens=sum(e.prompt_tokens for e in examples) / n,
                            output_tokens=sum(e.output_tokens.get(a, 0) for e in examples) / n,
                            mean_cost=sum(e.cost.get(a, 0.0) for e in examples) / n) for a, mid in models.items()}
-    router = Router(learner=learner, models=stats, idf=idf, k=k, trained_on=dict(trained_on or {}))
+    router = Router(learner=learner, models=stats, idf=idf, k=k, trained_on=dict(trained_on or {}),
+                    features=dict(features or {"kind": "hashed"}))
     if learner == "knn":
         router.examples = [(x, dict(e.right)) for x, e in zip(xs, examples, strict=True)]
         return router

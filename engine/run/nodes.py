@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine.errors import BudgetExceeded, RouteError, RunError, VerificationFailed
 from engine.model import Fuse, Loop, Route, Step, Verify
-from engine.router.model import cached_router
+from engine.router.model import RouterError, cached_router
 from engine.router.policy import choose
 from engine.run import prompt
 from engine.run.answers import extract_answer
@@ -241,7 +241,11 @@ def decide_route(ex: Executor, route: Route) -> RouteDecision:
 
 async def run_route(ex: Executor, route: Route, result: StepResult) -> None:
     try:
-        decision = decide_route(ex, route)
+        # a learned route may embed the question over HTTP: off the event loop, so other nodes keep running
+        decision = await asyncio.to_thread(decide_route, ex, route) if route.router else decide_route(ex, route)
+    except RouterError as err:
+        ex.decisions[route.name].set_result(None)
+        raise RouteError(f"route `{route.name}`: {err}", step=route.name) from None
     except RouteError:
         ex.decisions[route.name].set_result(None)
         raise

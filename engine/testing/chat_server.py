@@ -17,6 +17,7 @@ tests compare what Baton booked with this, never with Baton's own books alone.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import math
 import random
@@ -96,6 +97,13 @@ def _prompt_tokens(body: dict[str, Any]) -> int:
     return sum(len(str(m.get("content", ""))) for m in body.get("messages", [])) // 4 + 1
 
 
+def _bag_of_words(text: str, dims: int = 64) -> list[float]:
+    vector = [0.0] * dims
+    for word in text.lower().split():
+        vector[int.from_bytes(hashlib.blake2b(word.strip(".,?!").encode(), digest_size=2).digest(), "big") % dims] += 1.0
+    return vector
+
+
 def _default_responder(body: dict[str, Any]) -> Reply:
     last = body["messages"][-1]["content"] if body.get("messages") else ""
     return Reply(text=f"[{body.get('model')}] answered: {last[-80:]}")
@@ -112,6 +120,7 @@ class ChatServer:
         self.script: dict[str, list[Reply | str]] = {}
         self.keep_requests = keep_requests  # the benchmark's server serves millions of requests: it keeps none
         self.served = 0
+        self.embedded = 0  # texts embedded by /v1/embeddings
         self.requests: list[dict[str, Any]] = []
         self.request_headers: list[dict[str, str]] = []
         self.bills: list[Bill] = []
@@ -272,6 +281,18 @@ class ChatServer:
         await resp.write_eof()
         return resp
 
+    async def _embeddings(self, request: web.Request) -> web.Response:
+        """OpenAI's embeddings shape: a deterministic 64-dimensional bag of hashed words per input."""
+        body = await request.json()
+        texts = body.get("input", [])
+        texts = [texts] if isinstance(texts, str) else texts
+        with self._lock:
+            self.embedded += len(texts)
+        data = [{"object": "embedding", "index": i, "embedding": _bag_of_words(str(t))} for i, t in enumerate(texts)]
+        tokens = sum(len(str(t).split()) for t in texts)
+        return web.json_response({"object": "list", "data": data, "model": body.get("model", ""),
+                                  "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+
     def _bill(self, body: dict[str, Any], reply: Reply, completion_tokens: int, prompt_tokens: int | None = None) -> None:
         bill = Bill(str(body.get("model")), prompt_tokens if prompt_tokens is not None else _prompt_tokens(body), completion_tokens,
                     reply.cost)
@@ -283,6 +304,7 @@ class ChatServer:
     def start(self) -> ChatServer:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/v1/chat/completions", self._handle)
+        app.router.add_post("/v1/embeddings", self._embeddings)
         self._server = LoopbackApp(app, "chat-server", backlog=2048)
         self._server.start()
         self.port = self._server.port
