@@ -205,3 +205,12 @@ def test_a_router_on_embeddings_from_an_openai_compatible_endpoint(tmp_path: Pat
 
     with pytest.raises(RouteError, match="embeddings endpoint"):  # the endpoint is gone now: the run fails at the route, clearly
         run_flow_sync(tmp_path / "routed.flow", {"question": held[0]["question"]}, pool=pool, home=tmp_path / "home")
+
+
+def test_the_choice_rules() -> None:
+    predicted, costs = {"a": 0.80, "b": 0.93, "c": 0.97}, {"a": 0.001, "b": 0.01, "c": 0.1}
+    assert choose(predicted, costs, ["a", "b", "c"], threshold=0.9).alias == "b"  # the cheapest that reaches 0.9
+    assert choose(predicted, costs, ["a", "b", "c"], threshold=0.99).alias == "c"  # none reaches it: the best predicted
+    assert choose(predicted, costs, ["a", "b", "c"], tradeoff=0.0).alias == "c"  # quality only
+    assert choose(predicted, costs, ["a", "b", "c"], tradeoff=1.0).alias == "b"  # 0.93 - 0.1 beats 0.97 - 1.0 and 0.80 - 0.01
+    assert "cheapest with predicted accuracy >= 0.9" in choose(predicted, costs, ["a", "b"], threshold=0.9).why
