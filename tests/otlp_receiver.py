@@ -11,7 +11,7 @@ from aiohttp import web
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest, ExportTraceServiceResponse
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
-from engine.testing.loopback import LoopbackApp
+from engine.testing.loopback import LoopbackServer
 
 
 def _value(v: AnyValue) -> Any:
@@ -40,13 +40,13 @@ class Span:
         return (self.end_ns - self.start_ns) / 1e9
 
 
-class OtlpReceiver:
+class OtlpReceiver(LoopbackServer):
+    thread_name = "otlp-receiver"
+
     def __init__(self, status: int = 200) -> None:
         self.status = status
         self.spans: list[Span] = []
         self.requests = 0
-        self._server: LoopbackApp | None = None
-        self.port = 0
 
     @property
     def url(self) -> str:
@@ -72,20 +72,5 @@ class OtlpReceiver:
                                            str(resource.get("service.name", ""))))
         return web.Response(body=ExportTraceServiceResponse().SerializeToString(), content_type="application/x-protobuf")
 
-    def start(self) -> OtlpReceiver:
-        app = web.Application(client_max_size=64 * 1024 * 1024)
+    def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/traces", self._handle)
-        self._server = LoopbackApp(app, "otlp-receiver")
-        self._server.start()
-        self.port = self._server.port
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop()
-
-    def __enter__(self) -> OtlpReceiver:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

@@ -188,7 +188,7 @@ def complete(a: Analysis, line: int, column: int) -> list[Completion]:
         return []
     if inside and inside[0] == "route":
         if "->" in current:
-            return [Completion(n, "name", d.kind) for n, d in _definitions(a, prefix).items() if d.kind != "input"]
+            return [Completion(n, "name", d.kind) for n, d in _definitions(a).items() if d.kind != "input"]
         return [Completion("else", "keyword")]
     if inside:
         kind = inside[0] if inside[0] != "models" else "model"
@@ -199,7 +199,7 @@ def complete(a: Analysis, line: int, column: int) -> list[Completion]:
         return []
     stripped = current.strip()
     if re.fullmatch(r"output\s+\w*", stripped) or re.fullmatch(r"route\s+\w+\s+by\s+\w*", stripped):
-        return [Completion(n, "name", d.kind) for n, d in _definitions(a, prefix).items() if d.kind != "input"]
+        return [Completion(n, "name", d.kind) for n, d in _definitions(a).items() if d.kind != "input"]
     if re.fullmatch(r"[A-Za-z_]*", stripped):
         return [Completion(k, "keyword") for k in KEYWORDS]
     return []
@@ -215,7 +215,7 @@ def _open_template(prefix: str, current: str) -> bool:
     return in_long or in_short
 
 
-def _definitions(a: Analysis, prefix: str) -> dict[str, Definition]:
+def _definitions(a: Analysis) -> dict[str, Definition]:
     """The names defined in the document: from the index, or, while the text does not parse, from what the lines say."""
     if a.index is not None:
         return a.index.definitions
@@ -230,7 +230,7 @@ def _seeable(a: Analysis, prefix: str, blocks: list[tuple[str, str]]) -> list[st
     """What a `sees:` may list: the inputs, and the nodes defined before this one (a loop's members: its earlier members)."""
     names = []
     here_line = prefix.count("\n") + 1
-    for name, d in _definitions(a, prefix).items():
+    for name, d in _definitions(a).items():
         if name == blocks[-1][1]:
             continue
         if d.kind == "input" or d.span.line < here_line:
@@ -240,7 +240,7 @@ def _seeable(a: Analysis, prefix: str, blocks: list[tuple[str, str]]) -> list[st
 
 def _visible(a: Analysis, prefix: str, step: str, blocks: list[tuple[str, str]]) -> list[str]:
     """What a template in `step` may name: every input, and the steps its `sees` lists."""
-    inputs = [n for n, d in _definitions(a, prefix).items() if d.kind == "input"]
+    inputs = [n for n, d in _definitions(a).items() if d.kind == "input"]
     block = re.search(rf"\b(?:step|fuse|verify)\s+{re.escape(step)}\b[^{{]*\{{(.*?)(?:\n\s*\}}|\Z)", a.source, re.S)
     sees: list[str] = []
     if block:
@@ -252,7 +252,7 @@ def _visible(a: Analysis, prefix: str, step: str, blocks: list[tuple[str, str]])
 
 
 def _members(a: Analysis, loop: str) -> list[str]:
-    return [n for n, d in _definitions(a, "").items() if d.loop == loop]
+    return [n for n, d in _definitions(a).items() if d.loop == loop]
 
 
 # -- navigation, rename --------------------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import networkx as nx
@@ -37,9 +38,10 @@ class RecordedRun:
     #: Why `flow` is None: the record's flow no longer reads or checks (it is drawn from its steps alone).
     flow_problem: str = ""
 
-    @property
+    @cached_property
     def graph(self) -> nx.DiGraph:
-        """The flow's DAG; without a flow, the recorded steps as unconnected nodes."""
+        """The flow's DAG (built once: the page, its critical path and its layout all read it); without a flow,
+        the recorded steps as unconnected nodes."""
         if self.flow is not None:
             return build_graph(self.flow)
         g: nx.DiGraph = nx.DiGraph()
@@ -53,14 +55,6 @@ class RecordedRun:
             return self.flow.top_level()
         return list(self.summary.steps)
 
-    def provider_of(self, alias: str) -> str:
-        spec = self.pool.models.get(alias) if self.pool is not None else None
-        return spec.provider if spec is not None else ""
-
-    def request_model(self, attempt: Attempt) -> str:
-        """The model id the pool sent for the alias (an attempt records the id the provider answered with)."""
-        spec = self.pool.models.get(attempt.alias) if self.pool is not None else None
-        return spec.id if spec is not None else attempt.model_id
 
 
 def read_recorded_run(run_dir: Path) -> RecordedRun:

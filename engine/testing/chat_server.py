@@ -29,7 +29,7 @@ from typing import Any
 
 from aiohttp import web
 
-from engine.testing.loopback import LoopbackApp
+from engine.testing.loopback import LoopbackServer
 
 
 @dataclass
@@ -109,8 +109,11 @@ def _default_responder(body: dict[str, Any]) -> Reply:
     return Reply(text=f"[{body.get('model')}] answered: {last[-80:]}")
 
 
-class ChatServer:
+class ChatServer(LoopbackServer):
     """Start with `start()` (or as a context manager); `url` is the base URL to put in a pool."""
+
+    thread_name = "chat-server"
+    backlog = 2048
 
     def __init__(self, latency: float = 0.0, responder: Responder | None = None, seed: int = 0,
                  latency_jitter: float = 0.0, keep_requests: bool = True) -> None:
@@ -132,8 +135,6 @@ class ChatServer:
         self.connections: set[tuple[str, int]] = set()
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
-        self._server: LoopbackApp | None = None
-        self.port = 0
 
     @property
     def url(self) -> str:
@@ -301,24 +302,9 @@ class ChatServer:
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    def start(self) -> ChatServer:
-        app = web.Application(client_max_size=64 * 1024 * 1024)
+    def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/chat/completions", self._handle)
         app.router.add_post("/v1/embeddings", self._embeddings)
-        self._server = LoopbackApp(app, "chat-server", backlog=2048)
-        self._server.start()
-        self.port = self._server.port
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop()
-
-    def __enter__(self) -> ChatServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def main() -> None:

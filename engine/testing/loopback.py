@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Any
+from typing import Any, Self
 
 from aiohttp import web
 
@@ -46,3 +46,34 @@ class LoopbackApp:
             self._loop.call_soon_threadsafe(self._loop.stop)
         if self._thread is not None:
             self._thread.join(10)
+
+
+class LoopbackServer:
+    """The lifecycle every loopback test server shares: `start()` (or `with`) serves the routes a subclass adds in
+    `routes`, on a free port (`port`), until `stop()`."""
+
+    thread_name = "loopback-server"
+    backlog = 128
+    port = 0
+    _server: LoopbackApp | None = None
+
+    def routes(self, app: web.Application) -> None:
+        raise NotImplementedError
+
+    def start(self) -> Self:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        self.routes(app)
+        self._server = LoopbackApp(app, self.thread_name, backlog=self.backlog)
+        self._server.start()
+        self.port = self._server.port
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
