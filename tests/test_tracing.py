@@ -86,6 +86,13 @@ def tree(spans: list[Span]) -> dict[str, Any]:
     return {"root": root, "children": children}
 
 
+def assert_tokens_are_what_the_server_billed(spans: list[Span], server: ChatServer) -> None:
+    """The call spans' tokens add up to the loopback server's own ledger of what it processed, not only to Baton's books."""
+    calls = [s for s in spans if s.kind == CLIENT]
+    assert sum(s.attributes["gen_ai.usage.input_tokens"] for s in calls) == sum(b.prompt_tokens for b in server.bills)
+    assert sum(s.attributes["gen_ai.usage.output_tokens"] for s in calls) == sum(b.completion_tokens for b in server.bills)
+
+
 def within(child: Span, parent: Span, slack_ns: int = 2_000_000) -> bool:
     return child.start_ns >= parent.start_ns - slack_ns and child.end_ns <= parent.end_ns + slack_ns
 
@@ -137,6 +144,7 @@ def test_a_route_run_is_a_workflow_span_with_a_span_per_node_and_a_client_span_p
     assert call.seconds == pytest.approx(attempt.latency_ms / 1000, abs=0.002) and call.seconds >= 0.03
     assert root.seconds == pytest.approx(summary.finished - summary.started, abs=0.002)
     assert nodes["invoke_agent triage"].end_ns <= nodes["invoke_agent solve_code"].start_ns + 2_000_000  # the branch waited for triage
+    assert_tokens_are_what_the_server_billed(spans, server)
 
 
 def test_a_fuse_run_shows_every_panel_member_its_failed_calls_and_the_judge(server: ChatServer, receiver: OtlpReceiver, tmp_path: Path) -> None:
@@ -161,6 +169,7 @@ def test_a_fuse_run_shows_every_panel_member_its_failed_calls_and_the_judge(serv
     assert judge.start_ns >= max(c.end_ns for role, cs in by_role.items() if role != "judge" for c in cs) - 2_000_000
     firsts = [by_role[r][0] for r in ("panel[0]", "panel[1]", "panel[2]")]
     assert max(c.start_ns for c in firsts) < min(c.end_ns for c in firsts)  # in parallel: all were in flight at once
+    assert_tokens_are_what_the_server_billed(spans, server)  # the three refused calls billed nothing, on either side
 
 
 def test_no_prompt_or_reply_text_is_exported_without_the_opt_in(server: ChatServer, receiver: OtlpReceiver, tmp_path: Path) -> None:
