@@ -48,13 +48,15 @@ if TYPE_CHECKING:
     from engine.records.render import render_run, run_json, runs_table
     from engine.records.run_page import render_run_page
     from engine.records.runs_page import filter_runs, render_runs_page
+    from engine.router.files import load_router
     from engine.router.from_eval import examples_from_eval
     from engine.router.grid import grid_models, load_grid, split_grid
-    from engine.router.model import Router, RouterError, data_hash, load_router, train_router
+    from engine.router.model import Router, RouterError, data_hash, train_router
     from engine.router.policy import calibrate_accuracy, calibrate_strong_share
     from engine.router.report import build_router_report, render_router_report, router_curve
     from engine.run.cache import ResponseCache
     from engine.run.calls import RetryPolicy
+    from engine.run.embedder import pool_embedder
     from engine.run.home import RunHome, new_run_id
     from engine.run.observer import RunObserver
     from engine.run.protocol import ChatRequest, ChatResponse, Provider, ProviderFault
@@ -151,6 +153,7 @@ __all__ = [
     "load_pool",
     "load_recorded_run",
     "load_router",
+    "pool_embedder",
     "load_run",
     "lsp_main",
     "lsp_missing",
@@ -211,10 +214,12 @@ _WHERE: dict[str, str] = {name: module for module, names in {
     "engine.records.runs_page": ['filter_runs', 'render_runs_page'],
     "engine.router.from_eval": ['examples_from_eval'],
     "engine.router.grid": ['grid_models', 'load_grid', 'split_grid'],
-    "engine.router.model": ['Router', 'RouterError', 'data_hash', 'load_router', 'train_router'],
+    "engine.router.files": ['load_router'],
+    "engine.router.model": ['Router', 'RouterError', 'data_hash', 'train_router'],
     "engine.router.policy": ['calibrate_accuracy', 'calibrate_strong_share'],
     "engine.router.report": ['build_router_report', 'render_router_report', 'router_curve'],
     "engine.run.cache": ['ResponseCache'],
+    "engine.run.embedder": ['pool_embedder'],
     "engine.run.calls": ['RetryPolicy'],
     "engine.run.home": ['RunHome', 'new_run_id'],
     "engine.run.protocol": ['ChatRequest', 'ChatResponse', 'Provider', 'ProviderFault'],

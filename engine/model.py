@@ -205,9 +205,10 @@ class InputSpec(Frozen):
 class Budget(Frozen):
     """Hard caps for one run; None means no cap of that kind."""
 
-    usd: float | None = None
-    tokens: int | None = None
-    calls: int | None = None
+    #: Finite and >= 0 by construction: a NaN cap made every comparison false, so no call was ever refused.
+    usd: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    tokens: int | None = Field(default=None, ge=0)
+    calls: int | None = Field(default=None, ge=0)
 
 
 class ExecutionPlan(Frozen):

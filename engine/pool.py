@@ -35,14 +35,24 @@ class ProviderSpec(BaseModel):
     headers: dict[str, str] = Field(default_factory=dict)
     max_concurrency: int = Field(default=16, ge=1, le=4096)
     timeout: float = Field(default=120.0, gt=0, le=3600)
+    #: The largest reply body read, streamed or not; a bigger one is a `bad_response` fault, booked as possibly billed.
+    max_reply_mb: float = Field(default=16.0, gt=0, le=1024)
     options: dict[str, str | int | float | bool] = Field(default_factory=dict)
 
     @field_validator("base_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         """Only http(s) is spoken: another scheme failed at run time as retried connection faults."""
-        if value is not None and not re.match(r"(?i)https?://[^/\s]+", value):
+        if value is None:
+            return value
+        if re.match(r"(?i)https?://[^/?#\s]*@", value):  # before quoting it: the URL holds a password
+            raise ValueError("base_url has credentials in it (user:password@); they would be stored with every run's pool "
+                             "and sent in the clear to any redirect: put the key in an environment variable named by api_key_env, "
+                             "or in a header (the URL is not shown)")
+        if not re.match(r"(?i)https?://[^/\s]+", value):
             raise ValueError(f"{value!r} is not an http:// or https:// URL")
+        if not value.isascii():
+            raise ValueError(f"{value!r} has characters outside ASCII; write the host in its punycode (xn--) form")
         return value
 
     @field_validator("headers")
@@ -54,6 +64,9 @@ class ProviderSpec(BaseModel):
                 raise ValueError(f"header name {name!r} is not a valid HTTP header name")
             if re.search(r"[\x00-\x08\x0a-\x1f\x7f]", text):
                 raise ValueError(f"header `{name}` has a control character (CR, LF, ...) in its value (the value is not shown)")
+            if not text.isascii():
+                raise ValueError(f"header `{name}` has a character outside ASCII in its value, which HTTP headers cannot carry "
+                                 "as text (percent-encode it, or drop it; the value is not shown)")
         return value
 
 

@@ -26,7 +26,7 @@ from engine.errors import BudgetExceeded, PoolError, RunCancelled, RunError
 from engine.loading import check_source, load_flow
 from engine.model import Budget, Flow, Params, node_models
 from engine.pool import Pool, discover_pool
-from engine.run.budget import BudgetGuard
+from engine.run.budget import BudgetGuard, usd_cap
 from engine.run.cache import ResponseCache
 from engine.run.calls import Caller, Limits, Observed, RetryPolicy
 from engine.run.executor import Executor, Progress, summarise
@@ -78,6 +78,7 @@ class Session:
         self.cache = ResponseCache(RunHome(home).cache) if cache else None
         #: What replies showed beyond the pool's figures, per alias: reservations of later runs account for it too.
         self.observed: dict[str, Observed] = {}
+        self._observed_by_owner: dict[str, dict[str, Observed]] = {}
         self._own_pool_text: str | None = None
         #: Told of every run's start, finished steps and end (an `engine.tracing.otel.OtelObserver` exports spans).
         self.observers = list(observers)
@@ -97,10 +98,12 @@ class Session:
     async def call(self, alias: str, messages: Sequence[Mapping[str, str]], *, params: Params | None = None, retries: int = 2,
                    fallbacks: Sequence[str] = (), timeout: float = 120.0, budget_usd: float | None = None, cache: bool = True,
                    grammar: tuple[str, str] | None = None, step: str = "call", role: str = "worker",
-                   on_text: TextSink | None = None, account: BudgetGuard | None = None) -> CallResult:
+                   on_text: TextSink | None = None, account: BudgetGuard | None = None, into: CallResult | None = None) -> CallResult:
         """One model call through the same caller as a step: limits, budget, cache, retries, fallbacks, recorded usage.
 
         `on_text` receives the reply as it is produced (see `run`); `account` is a budget shared with other calls.
+        `into` is the `CallResult` to fill: its attempts are there even when the call is cancelled (a record of a
+        call that a client abandoned still says what was sent and what it cost).
 
         Raises `ProviderError` when every attempt failed, `BudgetExceeded` when the call could break `budget_usd`;
         either way `err.summary` is the `CallResult` so far (its attempts, and what they cost).
@@ -110,9 +113,9 @@ class Session:
                 raise PoolError(f"{self.pool.source}: no model alias `{name}` (known: {', '.join(self.pool.models)})")
         self.providers.preflight_aliases([alias, *fallbacks])
         self.providers.secrets.refresh(self.pool)
-        caller = self._caller(self.pool, BudgetGuard(Budget(usd=budget_usd), parent=account), cache)
+        caller = self._caller(self.pool, BudgetGuard(Budget(usd=usd_cap(budget_usd)), parent=account), cache)
         stream = TextStream(on_text, self.providers.secrets) if on_text is not None else None
-        result = CallResult(text="", alias=alias, reason="")
+        result = into if into is not None else CallResult(text="", alias=alias, reason="")
         chat = tuple({"role": str(m["role"]), "content": self.providers.secrets.scrub(str(m["content"]))} for m in messages)
         try:
             text, used, why = await caller.chain(step, (alias,), tuple(fallbacks), retries, chat, params or Params(), timeout,
@@ -200,10 +203,15 @@ class Session:
         return summary.flow_file if summary is not None and summary.flow_file else None
 
     def _caller(self, pool: Pool, guard: BudgetGuard, cache: bool) -> Caller:
-        """A run's or a call's caller; its entry point has refreshed the secrets for `pool` (keys set since)."""
+        """A run's or a call's caller; its entry point has refreshed the secrets for `pool` (keys set since).
+
+        Calls under an account with an owner (an API key) get that owner's response cache partition and
+        their own record of overruns: one tenant's replies neither answer nor shrink another's."""
+        owner = guard.owner
+        observed = self.observed if owner is None else self._observed_by_owner.setdefault(owner, {})
         caller = Caller(pool=pool, providers=lambda alias: self.providers.for_provider(pool.models[alias].provider), budget=guard,
                         limits=self.limits, cache=self.cache if cache else None, retry=self.retry, secrets=self.providers.secrets,
-                        observed=self.observed)
+                        observed=observed, cache_partition=owner or "")
         if self.sleep is not None:
             caller.sleep = self.sleep
         return caller
@@ -213,6 +221,7 @@ class Session:
                        budget_usd: float | None, progress: Progress | None, cache: bool, on_text: TextSink | None = None,
                        account: BudgetGuard | None = None) -> RunSummary:
         budget = flow_obj.budget
+        budget_usd = usd_cap(budget_usd)
         if budget_usd is not None:
             budget = Budget(usd=min(budget_usd, budget.usd) if budget.usd is not None else budget_usd, tokens=budget.tokens,
                             calls=budget.calls)
@@ -239,7 +248,8 @@ class Session:
             await executor.run()
             error = executor.failure
         except asyncio.CancelledError:
-            error = RunCancelled("the run was interrupted; finished steps are kept (resume with --resume " + store.run_id + ")")
+            kept = sum(1 for r in executor.results.values() if r.status == "ok" and not r.resumed)
+            error = RunCancelled("the run was interrupted" + (f"; {kept} finished step{'s are' if kept != 1 else ' is'} kept" if kept else ""))
         except RunError as err:
             error = err
         finally:

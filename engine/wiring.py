@@ -10,7 +10,7 @@ import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from engine.errors import InputError, RunError
+from engine.errors import InputError, PoolError, RunError
 from engine.model import Flow, node_models
 from engine.pool import Pool, ProviderSpec
 from engine.run.protocol import Provider, ProviderFault
@@ -103,7 +103,7 @@ class ProviderSet:
             spec = pool.provider(pname)
             variable = unset_key_variable(spec)
             if variable:
-                raise RunError(f"model `{alias}` needs an API key in ${variable} (provider `{pname}`), which is not set")
+                raise PoolError(f"model `{alias}` needs an API key in ${variable} (provider `{pname}`), which is not set")
             if spec.kind == "local":
                 from engine.providers.local import available
                 from engine.run.protocol import ProviderFault

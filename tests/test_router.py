@@ -15,8 +15,9 @@ import pytest
 
 from engine.loading import check_source
 from engine.pool import load_pool
+from engine.router.files import load_router
 from engine.router.grid import grid_models, load_grid, split_grid
-from engine.router.model import load_router, train_router
+from engine.router.model import train_router
 from engine.router.policy import calibrate_strong_share, choose
 from engine.session import run_flow_sync
 from tests.conftest import ROOT, WORKFLOWS
@@ -181,14 +182,17 @@ def test_the_reference_routed_flow_checks_and_its_router_records_its_training() 
 def test_a_router_on_embeddings_from_an_openai_compatible_endpoint(tmp_path: Path) -> None:
     from engine.testing.chat_server import ChatServer
 
-    write_grid(tmp_path / "grid")
+    pool_file = write_grid(tmp_path / "grid")
     with ChatServer() as endpoint:
+        # the embeddings come from a pool alias: the pool, not the router file, says where and with which key
+        pool_file.write_text(pool_file.read_text() + f'\n[providers.emb]\nkind = "openai"\nbase_url = "{endpoint.url}"\n\n'
+                             '[models.embedder]\nprovider = "emb"\nid = "bag-of-words"\n')
         trained = baton("router", "train", "--grid", "grid", "--pool", "models.toml", "-o", "synthetic.router", "--held-out", "held.jsonl",
-                        "--embeddings", endpoint.url, "--embedding-model", "bag-of-words", "--learner", "knn", cwd=tmp_path)
+                        "--embeddings", "embedder", "--models", "cheap,strong", "--learner", "knn", cwd=tmp_path)
         assert trained.returncode == 0, trained.stderr
         assert endpoint.embedded >= 200  # every training question went through the endpoint
         router = load_router(tmp_path / "synthetic.router")
-        assert router.features == {"kind": "embeddings", "base_url": endpoint.url, "model": "bag-of-words", "api_key_env": None}
+        assert router.features == {"kind": "embeddings", "alias": "embedder"}
         assert not router.idf  # no hashed features at all
         (tmp_path / "routed.flow").write_text(ROUTED)
         pool = load_pool(tmp_path / "models.toml")

@@ -139,7 +139,7 @@ def test_a_missing_api_key_is_found_before_a_run_folder_exists_and_is_not_offere
                                "--home", str(tmp_path / "h")], cwd=ROOT, capture_output=True, text=True, timeout=60,
                               env={k: v for k, v in os.environ.items() if k not in ("BATON_POOL", "BATON_SURELY_UNSET_KEY_2")})
         assert server.count() == 0
-    assert proc.returncode == 1 and "needs an API key in $BATON_SURELY_UNSET_KEY_2" in proc.stderr
+    assert proc.returncode == 2 and "needs an API key in $BATON_SURELY_UNSET_KEY_2" in proc.stderr  # a pool problem: usage, not a failed run
     assert "--resume" not in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "h" / "runs").exists()
 

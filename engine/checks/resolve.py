@@ -20,7 +20,8 @@ from engine.checks.values import Reader, rule_op
 from engine.diagnostics import did_you_mean
 from engine.model import Arm, Budget, Check, Fuse, InputSpec, Loop, Params, Route, Step, Verify
 from engine.pool import ModelSpec, Pool
-from engine.router.model import RouterError, cached_router
+from engine.router.files import cached_router, inside
+from engine.router.model import RouterError
 from engine.syntax import ast
 from engine.syntax.ast import Atom, Span
 
@@ -503,11 +504,20 @@ class Resolver:
             return
         base = Path(self.doc.filename).parent if not self.doc.filename.startswith("<") else Path.cwd()
         path = (base / file_atom.value).resolve()
+        if not inside(path, base):  # a file a flow names is data from the flow's own folder, never ~/.ssh/id_rsa
+            self.r.error("E312", f"router file {file_atom.value} is outside the flow's folder", file_atom.span,
+                         "a router file is read only from the folder tree of the flow that names it (symbolic links resolved)")
+            return
         try:
             router = cached_router(str(path))
         except RouterError as err:
             self.r.error("E312", str(err).replace(str(path), file_atom.value), file_atom.span,  # the path as the flow writes it
                          "the file is read beside the flow; train one with `baton router train` (docs/language.md, learned routes)")
+            return
+        if router.embeddings_alias is not None and router.embeddings_alias not in self._known_aliases:
+            self.r.error("E312", f"router {file_atom.value} embeds questions with the pool alias `{router.embeddings_alias}`, "
+                                 "which the pool does not have", file_atom.span,
+                         "add that alias (a provider that serves /embeddings) to the pool, or retrain the router")
             return
         threshold: float | None = router.calibration.get("threshold")  # `baton router calibrate`'s, unless the flow says
         tradeoff: float | None = None

@@ -21,6 +21,7 @@ from engine.api import (
     grid_models,
     load_grid,
     load_router,
+    pool_embedder,
     render_router_report,
     router_curve,
     split_grid,
@@ -42,10 +43,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     train.add_argument("--as", dest="mapping", metavar="LABEL=ALIAS,...", help="with --from: which flow stands for which alias")
     train.add_argument("--models", metavar="A,B,...", help="the aliases to route between (default: every alias the data has)")
     train.add_argument("--learner", choices=LEARNERS, default="logistic")
-    train.add_argument("--embeddings", metavar="URL", help="embed questions with this OpenAI-compatible endpoint (…/v1) instead of hashed "
-                                                           "n-grams; runs will call it too")
-    train.add_argument("--embedding-model", metavar="NAME", default="", help="with --embeddings: the model to ask for")
-    train.add_argument("--embedding-key-env", metavar="VAR", help="with --embeddings: the environment variable holding its key")
+    train.add_argument("--embeddings", metavar="ALIAS", help="embed questions with this pool alias's /embeddings endpoint (its provider's "
+                                                             "URL and key, its model id) instead of hashed n-grams; runs will call it too")
     train.add_argument("--train-share", type=float, default=0.7, help="share of items to train on; the rest is held out (default 0.7)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("-o", "--output", metavar="FILE.router", required=True)
@@ -121,9 +120,8 @@ def _train(args: argparse.Namespace) -> int:
         models = {a: pool.models[a].id for a in labels}
         source = {"evals": args.from_eval, "flows": labels, "dataset": _beside(args.dataset, args.output), "n_train": len(examples)}
     prices = {a: [pool.models[a].input_price, pool.models[a].output_price] for a in models}
-    features = ({"kind": "embeddings", "base_url": args.embeddings, "model": args.embedding_model, "api_key_env": args.embedding_key_env}
-                if args.embeddings else None)
-    router = train_router(examples, models, args.learner, seed=args.seed, features=features,
+    embeddings = (args.embeddings, pool_embedder(pool, args.embeddings)) if args.embeddings else None
+    router = train_router(examples, models, args.learner, seed=args.seed, embeddings=embeddings,
                           trained_on={**source, "data_hash": data_hash(examples), "models": models, "prices": prices,
                                       "learner": args.learner, "date": time.strftime("%Y-%m-%d", time.gmtime())})
     router.save(args.output)

@@ -148,7 +148,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"baton: run failed: {for_terminal(str(err))}", file=sys.stderr)
         if partial is not None:
             print_summary(partial)
-            print(f"finished steps are kept; resume with: baton run --resume {partial.run_id}", file=sys.stderr)
+            finished = sum(1 for r in partial.steps.values() if r.status == "ok")
+            kept = f"{plural(finished, 'finished step')} kept" if finished else "no step finished"
+            print(f"{kept}; resume with: baton run --resume {partial.run_id}", file=sys.stderr)
         return for_run_error(err, signals[0] if signals else None)
     finally:
         close_observers(observers)  # sends the spans still buffered

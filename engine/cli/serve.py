@@ -24,6 +24,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache", action="store_true", help="answer repeated temperature-0 requests from the response cache")
     p.add_argument("--fsync", action="store_true",
                    help="fsync every run record and ledger entry (survives a power cut; a killed server loses nothing either way)")
+    p.add_argument("--allow-origin", metavar="URL", action="append", default=[],
+                   help="let web pages on this origin (e.g. http://localhost:3000) call the server, with CORS; repeatable "
+                        "(other origins are refused: docs/security.md)")
+    p.add_argument("--allow-host", metavar="NAME", action="append", default=[],
+                   help="answer requests whose Host is NAME (a DNS name the server is reached by); repeatable "
+                        "(by default only the address it listens on: this stops DNS rebinding)")
     p.add_argument("--new-key", metavar="NAME", help="add a key named NAME to --keys FILE, print it once, and exit")
     p.add_argument("--daily-usd", metavar="USD", help="with --new-key: the key's spend cap per UTC day")
     p.add_argument("--total-usd", metavar="USD", help="with --new-key: the key's spend cap in total")
@@ -55,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         serve(pool, args.flows, host=args.host, port=args.port, keys_file=args.keys, home=args.home, reload=args.reload,
               ledger=args.ledger, cache=args.cache, fsync=args.fsync, announce=lambda line: print(line, file=sys.stderr, flush=True),
-              observers=observers)
+              observers=observers, allow_origins=args.allow_origin, allow_hosts=args.allow_host)
     except CatalogError as err:
         print(str(err), file=sys.stderr)
         return fail("the server did not start: the flows above do not check", EXIT_FAILED)

@@ -145,8 +145,12 @@ def _blocks_open(prefix: str) -> list[tuple[str, str]]:
     text = _STRINGS.sub(lambda m: re.sub(r"[^\n]", " ", m.group()), prefix)
     stack: list[tuple[str, str]] = []
     pos = 0
+    opener = _OPENER.search(text)
     while True:
-        opener = _OPENER.search(text, pos)
+        # the next opener is searched for only once the last one is used: searching again at every `}` made a line of
+        # 100 KB of braces quadratic (33 s, the server blocked); an opener holds no `}`, so it stays the next one
+        if opener is not None and opener.start() < pos:
+            opener = _OPENER.search(text, pos)
         closer = text.find("}", pos)
         if opener is None and closer < 0:
             return stack

@@ -129,6 +129,9 @@ class OpenAICompatProvider:
         self.transport = _transport(limits, environment_proxy(self.url))
         self._header_cache: tuple[str | None, httpx.Headers] | None = None
         self._secrets = secrets
+        self.max_reply_bytes = int(spec.max_reply_mb * 1024 * 1024)
+        #: Set once the server refused `stream_options` (older Azure, vLLM): later streamed calls go without it.
+        self.stream_options_refused = False
 
     def _headers(self) -> httpx.Headers:
         """The request headers, rebuilt only when the key in the environment changes
@@ -178,15 +181,26 @@ class OpenAICompatProvider:
 
         A server that ignores `stream` and answers with one JSON body is read as `complete` reads it.
         """
-        return await self._call(request, ChunkAssembler(on_text))
+        return await self._call(request, ChunkAssembler(on_text, self._scrub))
 
     async def _call(self, request: ChatRequest, chunks: ChunkAssembler | None) -> ChatResponse:
+        try:
+            return await self._send(request, chunks, with_stream_options=chunks is not None and not self.stream_options_refused)
+        except ProviderFault as fault:
+            if chunks is None or self.stream_options_refused or not fault.refused_stream_options:
+                raise
+            # the same request without `stream_options` (no usage in the stream: the call is booked at its worst case)
+            self.stream_options_refused = True
+            return await self._send(request, chunks, with_stream_options=False)
+
+    async def _send(self, request: ChatRequest, chunks: ChunkAssembler | None, with_stream_options: bool) -> ChatResponse:
         headers = self._headers()
         ceiling = min(request.timeout, self.spec.timeout)  # the provider's `timeout` is a ceiling over steps'
         payload = self.payload(request)
         if chunks is not None:
             payload["stream"] = True
-            payload["stream_options"] = {"include_usage": True}
+            if with_stream_options:
+                payload["stream_options"] = {"include_usage": True}
             headers = httpx.Headers({**headers, "Accept": "text/event-stream"})
         body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
         http_request = httpx.Request("POST", self.url, content=body, headers=headers,
@@ -202,12 +216,9 @@ class OpenAICompatProvider:
                 try:
                     if resp.status_code < 300 and resp.headers.get("content-type", "").startswith("text/event-stream"):
                         events = chunks
+                    reply_body = await self._read_body(resp, events)
                     if events is not None:
-                        async for piece in resp.aiter_raw():
-                            events.feed(piece)
                         events.close()
-                    else:
-                        await resp.aread()
                 finally:
                     await resp.aclose()
         except TimeoutError:
@@ -220,11 +231,29 @@ class OpenAICompatProvider:
             raise self._connection_fault(err, http_request, status) from None
         except httpx.HTTPError as err:
             raise ProviderFault("connect", self._scrub(f"{self.name}: {type(err).__name__}: {err}")) from None
+        if reply_body is None:
+            too_big = ChatResponse(text="", usage_source="unreadable", usage_note="the reply was larger than max_reply_mb")
+            raise ProviderFault("bad_response", f"{self.name}: the reply is larger than {self.spec.max_reply_mb:g} MB (the provider's "
+                                                f"max_reply_mb); it was not read", billed=too_big if resp.status_code < 300 else None)
         if resp.status_code >= 300:
-            raise self._status_fault(resp)
+            raise self._status_fault(resp, reply_body)
         if events is not None:
             return self._streamed_reply(events, request.max_tokens)
-        return read_chat_completion(resp.content, self.name, self._scrub, request.max_tokens)
+        return read_chat_completion(reply_body, self.name, self._scrub, request.max_tokens)
+
+    async def _read_body(self, resp: httpx.Response, events: ChunkAssembler | None) -> bytes | None:
+        """The body, or each piece to `events`; None once it passes `max_reply_bytes` (the rest is not read)."""
+        size = 0
+        pieces: list[bytes] = []
+        async for piece in (resp.aiter_raw() if events is not None else resp.aiter_bytes()):
+            size += len(piece)
+            if size > self.max_reply_bytes:
+                return None
+            if events is not None:
+                events.feed(piece)
+            else:
+                pieces.append(piece)
+        return b"".join(pieces)
 
     def _streamed_reply(self, chunks: ChunkAssembler, max_tokens: int) -> ChatResponse:
         """A finished event stream judged as a whole reply; a stream that broke off or sent garbage is a fault."""
@@ -245,20 +274,23 @@ class OpenAICompatProvider:
             return ProviderFault("connect", f"{words} (after HTTP {status[0]}: the reply was cut short)", billed=lost)
         return ProviderFault("connect", words)
 
-    def _status_fault(self, resp: httpx.Response) -> ProviderFault:
+    def _status_fault(self, resp: httpx.Response, body: bytes) -> ProviderFault:
         """HTTP 3xx, 4xx and 5xx, classified; the body is quoted scrubbed, then cut."""
         code = resp.status_code
+        text = body.decode(resp.encoding or "utf-8", "replace")
         if code < 400:  # chat completions are never redirected on purpose: a wrong base_url, or a login page
             where = resp.headers.get("location", "")
             return ProviderFault("redirect", f"{self.name}: HTTP {code} redirect" + (f" to {quote(where, self._scrub, 200)}" if where else "")
                                  + "; check the provider's base_url", code)
-        snippet = quote(resp.text, self._scrub)
+        snippet = quote(text, self._scrub)
         retry_after = parse_retry_after(resp.headers.get("retry-after"))
         if code == 429 or code in RETRYABLE_STATUS:
             return ProviderFault("rate_limited", f"{self.name}: HTTP {code}: {snippet}", code, retry_after)
         if code >= 500:
             return ProviderFault("server_error", f"{self.name}: HTTP {code}: {snippet}", code, retry_after)
-        return ProviderFault("client_error", f"{self.name}: HTTP {code}: {snippet}", code)
+        fault = ProviderFault("client_error", f"{self.name}: HTTP {code}: {snippet}", code)
+        fault.refused_stream_options = code in (400, 422) and "stream_options" in text
+        return fault
 
     async def aclose(self) -> None:
         await self.transport.aclose()

@@ -42,13 +42,17 @@ def quote(text: str, scrub: Scrub, limit: int = QUOTE_CHARS) -> str:
     return clean if len(clean) <= limit else clean[:limit] + "..."
 
 
+#: More tokens than any call could process: a count above it is a lie (1e400 written out), not usage.
+MAX_TOKEN_COUNT = 10**9
+
+
 def _count(value: Any) -> int | None:
-    """A token count: a whole, finite, non-negative number (JSON may spell it 12.0), else None."""
+    """A token count: a whole, finite number from 0 to `MAX_TOKEN_COUNT` (JSON may spell it 12.0), else None."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     if isinstance(value, float) and (not math.isfinite(value) or not value.is_integer()):
         return None
-    return int(value) if value >= 0 else None
+    return int(value) if 0 <= value <= MAX_TOKEN_COUNT else None
 
 
 def _details(usage: dict[str, Any], field: str, key: str) -> int:
@@ -65,7 +69,7 @@ def read_usage(raw: Any) -> tuple[dict[str, Any], UsageSource, str]:
     prompt, completion = _count(raw.get("prompt_tokens")), _count(raw.get("completion_tokens"))
     if prompt is None or completion is None:
         bad = [k for k, v in (("prompt_tokens", prompt), ("completion_tokens", completion)) if v is None]
-        return {}, "unreadable", f"usage has no usable {' or '.join(bad)} (missing, negative or not a whole number)"
+        return {}, "unreadable", f"usage has no usable {' or '.join(bad)} (missing, negative, not a whole number or out of range)"
     fields: dict[str, Any] = {
         "input_tokens": prompt, "output_tokens": completion,
         "cached_tokens": _details(raw, "prompt_tokens_details", "cached_tokens"),

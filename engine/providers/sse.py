@@ -15,6 +15,8 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from engine.providers.reply import quote
+
 
 def _json_object(payload: bytes) -> dict[str, Any] | None:
     """A `data:` line's JSON object; None for anything else (not JSON, or not an object)."""
@@ -28,9 +30,11 @@ def _json_object(payload: bytes) -> dict[str, Any] | None:
 class ChunkAssembler:
     """Feed it the body (`feed`), then `completion()` is the body as one chat.completion."""
 
-    def __init__(self, on_text: Callable[[str], None]) -> None:
+    def __init__(self, on_text: Callable[[str], None], scrub: Callable[[str], str] = lambda text: text) -> None:
         self._on_text = on_text
-        self._buffer = b""
+        self._scrub = scrub
+        self._buffer = bytearray()
+        self._scanned = 0  # how much of the buffer is known to hold no newline: each byte is searched once
         self.texts: list[str] = []
         self.refusals: list[str] = []
         self.finish_reason: str | None = None
@@ -43,19 +47,27 @@ class ChunkAssembler:
         self.unreadable: list[str] = []
 
     def feed(self, data: bytes) -> None:
-        self._buffer += data
+        """Take the next piece of the body. Linear in the body's size however it is cut: a 32 MB line sent in
+        small pieces is searched once, not once per piece."""
+        buffer = self._buffer
+        buffer += data
+        pos = 0
         while True:
-            cut = self._buffer.find(b"\n")
+            cut = buffer.find(b"\n", max(pos, self._scanned))
             if cut < 0:
-                return
-            line, self._buffer = self._buffer[:cut].rstrip(b"\r"), self._buffer[cut + 1:]
-            self._line(line)
+                break
+            self._line(bytes(buffer[pos:cut]).rstrip(b"\r"))
+            pos = cut + 1
+        if pos:
+            del buffer[:pos]
+        self._scanned = len(buffer)
 
     def close(self) -> None:
         """The body ended: a last line without its newline still counts."""
         if self._buffer.strip():
-            self._line(self._buffer.rstrip(b"\r"))
-        self._buffer = b""
+            self._line(bytes(self._buffer).rstrip(b"\r"))
+        self._buffer.clear()
+        self._scanned = 0
 
     def _line(self, line: bytes) -> None:
         if not line.startswith(b"data:"):
@@ -67,7 +79,8 @@ class ChunkAssembler:
         self.events += 1
         chunk = _json_object(payload)
         if chunk is None:
-            self.unreadable.append(payload[:120].decode("utf-8", "replace"))
+            # scrubbed whole, then cut: a key that straddles the cut would survive in part
+            self.unreadable.append(quote(payload.decode("utf-8", "replace"), self._scrub, 120))
             return
         if chunk.get("error") is not None:
             self.error = chunk["error"]

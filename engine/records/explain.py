@@ -103,7 +103,7 @@ def call_causes(step: StepResult) -> list[str]:
     for a in step.attempts:
         caller = a.role
         before = previous.get(caller)
-        if a.status == "cache_hit":
+        if a.from_cache:
             why = "cache hit"
         elif before is None or before.status in ("ok", "cache_hit"):
             why = "first call"

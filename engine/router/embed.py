@@ -1,40 +1,42 @@
-"""Question embeddings from any OpenAI-compatible `/v1/embeddings` endpoint (a provider, or llama.cpp's server
-over the embedded model), as a router's features instead of hashed n-grams.
+"""Question embeddings from the `/embeddings` endpoint of a pool alias's provider (any OpenAI-compatible one, or
+llama.cpp's server over the embedded model), as a router's features instead of hashed n-grams.
 
-Imported only when a router uses embeddings: validating a flow reads the router file and
-never calls out. The key, when the endpoint needs one, is read from the environment
-variable the router file names; the file never holds it.
+A router file names only the alias (`features.alias`); the pool says where it is served and
+which environment variable holds its key, so a file a flow ships cannot send questions or keys
+anywhere the operator did not configure. Imported only when a router uses embeddings: validating
+a flow reads the router file and never calls out.
 """
 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
-from typing import Any
 
-from engine.router.model import RouterError, Vector
+from engine.router.model import Embedder, RouterError, Vector
 
 BATCH = 64
 
 
-def embed(texts: Sequence[str], features: dict[str, Any], timeout: float = 60.0) -> list[Vector]:
+def endpoint_embedder(base_url: str, model: str, key: str | None, timeout: float = 60.0) -> Embedder:
+    """An embedder over `{base_url}/embeddings` with `model`; `key` is sent as a bearer token, never shown."""
+
+    def embed(texts: Sequence[str]) -> list[Vector]:
+        return _embed(texts, base_url, model, key, timeout)
+
+    return embed
+
+
+def _embed(texts: Sequence[str], base_url: str, model: str, key: str | None, timeout: float) -> list[Vector]:
     import httpx
 
-    url = str(features["base_url"]).rstrip("/") + "/embeddings"
-    headers = {}
-    key_env = features.get("api_key_env")
-    if key_env:
-        key = os.environ.get(str(key_env), "")
-        if not key:
-            raise RouterError(f"the router's embeddings endpoint needs ${key_env}, which is not set")
-        headers["Authorization"] = f"Bearer {key}"
+    url = base_url.rstrip("/") + "/embeddings"
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
     out: list[Vector] = []
     with httpx.Client(timeout=timeout) as client:
         for start in range(0, len(texts), BATCH):
             batch = list(texts[start:start + BATCH])
             try:
-                reply = client.post(url, json={"model": features.get("model", ""), "input": batch}, headers=headers)
+                reply = client.post(url, json={"model": model, "input": batch}, headers=headers)
             except httpx.HTTPError as err:
                 raise RouterError(f"embeddings endpoint {url}: {type(err).__name__}") from None
             if reply.status_code != 200:
@@ -47,6 +49,8 @@ def embed(texts: Sequence[str], features: dict[str, Any], timeout: float = 60.0)
             if len(vectors) != len(batch):
                 raise RouterError(f"embeddings endpoint {url}: {len(vectors)} embeddings for {len(batch)} texts")
             for v in vectors:
+                if not all(math.isfinite(x) for x in v):
+                    raise RouterError(f"embeddings endpoint {url}: an embedding holds a number that is not finite")
                 norm = math.sqrt(sum(x * x for x in v)) or 1.0
                 out.append({i: x / norm for i, x in enumerate(v) if x})
     return out

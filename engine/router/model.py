@@ -23,11 +23,12 @@ import math
 import random
 import re
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
+
+from engine.errors import BatonError
 
 FORMAT = "baton-router/1"
 DIMENSIONS = 2**12  # a small file; collisions cost little on questions of a few dozen words
@@ -35,7 +36,7 @@ WORDS = re.compile(r"[a-z]+|\d+(?:\.\d+)?|[$%/*+=-]")
 Learner = Literal["logistic", "knn"]
 
 
-class RouterError(Exception):
+class RouterError(BatonError):
     """A router file that cannot be read, or a request it cannot answer."""
 
 
@@ -58,6 +59,8 @@ def counts(text: str) -> Counter[int]:
 
 
 Vector = dict[int, float]
+#: Texts to unit vectors, from a pool alias's embeddings endpoint (`engine.router.embed.endpoint_embedder`).
+Embedder = Callable[[Sequence[str]], list[Vector]]
 
 
 def weighted(c: Counter[int], idf: Mapping[int, float]) -> Vector:
@@ -98,20 +101,25 @@ class Router:
     trained_on: dict[str, Any] = field(default_factory=dict)
     #: Set by `baton router calibrate`: the threshold a learned route uses when the flow names none, and how it was found.
     calibration: dict[str, Any] = field(default_factory=dict)
-    #: `{"kind": "hashed"}` (word n-grams, the default), or `{"kind": "embeddings", "base_url": ..., "model": ...,
-    #: "api_key_env": ...}`: vectors from an OpenAI-compatible embeddings endpoint (`engine.router.embed`).
+    #: `{"kind": "hashed"}` (word n-grams, the default), or `{"kind": "embeddings", "alias": ...}`: vectors from the
+    #: embeddings endpoint of a pool alias (`engine.router.embed`). Never a URL or a key: the pool decides those.
     features: dict[str, Any] = field(default_factory=lambda: {"kind": "hashed"})
 
-    def vector(self, text: str) -> Vector:
-        if self.features.get("kind") == "embeddings":
-            from engine.router.embed import embed
+    @property
+    def embeddings_alias(self) -> str | None:
+        """The pool alias whose provider embeds questions, for a router on embeddings."""
+        return str(self.features["alias"]) if self.features.get("kind") == "embeddings" else None
 
-            return embed([text], self.features)[0]
+    def vector(self, text: str, embedder: Embedder | None = None) -> Vector:
+        if self.embeddings_alias is not None:
+            if embedder is None:
+                raise RouterError(f"this router embeds questions with the pool alias `{self.embeddings_alias}`; no embedder was given")
+            return embedder([text])[0]
         return weighted(counts(text), self.idf)
 
-    def predict(self, text: str) -> dict[str, float]:
-        """Each model's probability of answering `text` right."""
-        x = self.vector(text)
+    def predict(self, text: str, embedder: Embedder | None = None) -> dict[str, float]:
+        """Each model's probability of answering `text` right (`embedder` for a router on embeddings)."""
+        x = self.vector(text, embedder)
         if self.learner == "logistic":
             return {m: _sigmoid(self.bias[m] + _dot(self.weights[m], x)) for m in self.models}
         near = sorted(((_dot(x, v), right) for v, right in self.examples), key=lambda t: -t[0])[: self.k]
@@ -144,47 +152,6 @@ class Router:
         Path(path).write_text(json.dumps(self.to_json(), separators=(",", ":")) + "\n", encoding="utf-8")
 
 
-def cached_router(path: str) -> Router:
-    """The router at `path`, read once per version of the file (a run routes many items through one)."""
-    try:
-        stamp = Path(path).stat().st_mtime_ns
-    except FileNotFoundError:
-        raise RouterError(f"no router file {path}") from None
-    except OSError as err:
-        raise RouterError(f"router file {path} cannot be read: {err.strerror or err}") from None
-    return _cached(path, stamp)
-
-
-@lru_cache(maxsize=16)
-def _cached(path: str, _stamp: int) -> Router:
-    return load_router(path)
-
-
-def load_router(path: str | Path) -> Router:
-    """A router file; `RouterError` says why one cannot be used."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise RouterError(f"no router file {path}") from None
-    except (OSError, ValueError) as err:
-        raise RouterError(f"router file {path} cannot be read: {err}") from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise RouterError(f"{path} is not a Baton router file ({FORMAT})")
-    try:
-        return Router(
-            learner=data["learner"], k=int(data.get("k", 25)), trained_on=dict(data.get("trained_on", {})),
-            calibration=dict(data.get("calibration", {})), features=dict(data.get("features", {"kind": "hashed"})),
-            models={a: ModelStats(**s) for a, s in data["models"].items()},
-            idf={int(k): float(v) for k, v in data["idf"].items()},
-            weights={m: {int(k): float(v) for k, v in w.items()} for m, w in data.get("weights", {}).items()},
-            bias={m: float(b) for m, b in data.get("bias", {}).items()},
-            examples=[({int(k): float(v) for k, v in x.items()}, {m: int(r) for m, r in right.items()})
-                      for x, right in data.get("examples", [])],
-        )
-    except (KeyError, TypeError, ValueError) as err:
-        raise RouterError(f"router file {path} is malformed: {err}") from None
-
-
 # -- training ---------------------------------------------------------------------------------
 
 
@@ -199,19 +166,19 @@ class Example:
 
 def train_router(examples: Sequence[Example], models: Mapping[str, str], learner: Learner = "logistic", *, epochs: int = 8,
                  l2: float = 1e-4, rate: float = 0.5, k: int = 25, seed: int = 0, trained_on: dict[str, Any] | None = None,
-                 features: dict[str, Any] | None = None) -> Router:
+                 embeddings: tuple[str, Embedder] | None = None) -> Router:
     """A router over `models` (alias -> model id) from examples that say, per alias, right or wrong.
 
-    `features` `{"kind": "embeddings", "base_url": ..., "model": ...}` embeds the questions through that endpoint
-    (and so will every prediction); by default they are hashed word n-grams."""
+    `embeddings` (a pool alias, and its embedder) embeds the questions through that alias's endpoint (and so will
+    every prediction, through the pool of the run); by default the features are hashed word n-grams."""
     if not examples:
         raise RouterError("no training examples")
     n = len(examples)
     idf: dict[int, float] = {}
-    if features and features.get("kind") == "embeddings":
-        from engine.router.embed import embed
-
-        xs = embed([e.text for e in examples], features)
+    features: dict[str, Any] = {"kind": "hashed"}
+    if embeddings is not None:
+        features = {"kind": "embeddings", "alias": embeddings[0]}
+        xs = embeddings[1]([e.text for e in examples])
     else:
         docs = [counts(e.text) for e in examples]
         df: Counter[int] = Counter(k for d in docs for k in d)
@@ -222,7 +189,7 @@ def train_router(examples: Sequence[Example], models: Mapping[str, str], learner
                            output_tokens=sum(e.output_tokens.get(a, 0) for e in examples) / n,
                            mean_cost=sum(e.cost.get(a, 0.0) for e in examples) / n) for a, mid in models.items()}
     router = Router(learner=learner, models=stats, idf=idf, k=k, trained_on=dict(trained_on or {}),
-                    features=dict(features or {"kind": "hashed"}))
+                    features=features)
     if learner == "knn":
         router.examples = [(x, dict(e.right)) for x, e in zip(xs, examples, strict=True)]
         return router

@@ -9,13 +9,32 @@ the cap. All of this runs on the event loop's thread, so no lock is needed.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
-from engine.errors import BudgetExceeded
+from engine.errors import BudgetExceeded, InputError
 from engine.model import Budget
 
 #: Per-message allowance for chat-template tokens (role markers, separators).
 MESSAGE_OVERHEAD_TOKENS = 16
+
+
+def usd_cap(value: object, what: str = "budget_usd") -> float | None:
+    """A spending cap as given to the API: None, or a finite number >= 0; anything else is an `InputError`.
+
+    `min(nan, cap)` is nan and every comparison with nan is false: a NaN cap let every call through.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InputError(f"{what} must be a number of dollars, not {type(value).__name__}")
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number) or number < 0:
+        raise InputError(f"{what} must be a finite number >= 0, got {value!r}")
+    return number
 
 
 def prompt_token_bound(messages: tuple[dict[str, str], ...]) -> int:
@@ -36,12 +55,15 @@ class BudgetGuard:
     """Tracks spend and reservations against a `Budget`; refuses calls that could break it."""
 
     def __init__(self, budget: Budget, spent_usd: float = 0.0, spent_tokens: int = 0, spent_calls: int = 0,
-                 estimated_usd: float = 0.0, parent: BudgetGuard | None = None, label: str = "budget") -> None:
+                 estimated_usd: float = 0.0, parent: BudgetGuard | None = None, label: str = "budget",
+                 owner: str | None = None) -> None:
         """`parent` is an account other runs share (an API key's allowance): each call reserves against both.
-        `label` names the cap in messages."""
+        `label` names the cap in messages; `owner` whose allowance it is (an API key's name): runs under it
+        get a response cache and reservation scale-ups of their own, never another tenant's."""
         self.budget = budget
         self.parent = parent
         self.label = label
+        self.owner: str | None = owner if owner is not None else (parent.owner if parent is not None else None)
         self.spent_usd = spent_usd
         self.estimated_usd = estimated_usd  # the part of spent_usd booked at worst case (usage missing or unreadable)
         self.spent_tokens = spent_tokens

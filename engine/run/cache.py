@@ -24,12 +24,16 @@ class ResponseCache:
         self.root = Path(root)
 
     @staticmethod
-    def key(endpoint: str, request: ChatRequest) -> str:
+    def key(endpoint: str, request: ChatRequest, partition: str = "") -> str:
+        """`partition` keeps tenants apart (an API key's name in `baton serve`): one tenant's cached reply is never
+        served to another, at $0, as an oracle for "someone asked exactly this"."""
         material = {
             "endpoint": endpoint, "model": request.model_id, "messages": list(request.messages),
             "temperature": request.temperature, "max_tokens": request.max_tokens, "top_p": request.top_p,
             "seed": request.seed, "reasoning": request.reasoning,
         }
+        if partition:  # only when set, so that the keys of a single user's calls stay as they were
+            material["partition"] = partition
         if request.grammar:  # only when set, so that the keys of unconstrained calls stay as they were
             material["grammar"] = [request.grammar_format, request.grammar]
         return hashlib.sha256(json.dumps(material, sort_keys=True, ensure_ascii=False).encode()).hexdigest()

@@ -138,6 +138,8 @@ class Caller:
     #: Per alias, what replies showed beyond the pool's figures: output tokens over `max_tokens`
     #: (reasoning models), reported costs over the pool's prices, the dearest call of an unpriced alias.
     observed: dict[str, Observed] = field(default_factory=dict)
+    #: Whose calls these are, for the response cache (an API key's name in `baton serve`): tenants never share hits.
+    cache_partition: str = ""
 
     def _charge(self, spec: ModelSpec, resp: ChatResponse, reservation: Reservation) -> Charge:
         """Every call that reached the provider is booked: as reported, computed, or at its worst case."""
@@ -187,12 +189,18 @@ class Caller:
     async def attempt(self, step: str, alias: str, role: str, messages: tuple[dict[str, str], ...], params: Params,
                       timeout: float, validate: Validator | None = None, grammar: tuple[str, str] | None = None,
                       stream: TextStream | None = None, local_grammar: str | None = None,
+                      record: Callable[[Attempt], None] | None = None,
                       ) -> tuple[ChatResponse | None, Attempt, ProviderFault | None]:
         """One call to one alias, inside limits and budget; never raises for provider faults.
 
         A reply is returned only when it passed `validate`; only such replies are cached.
         With `stream`, the reply's text goes to it as the provider produces it (a cache hit, or a
         provider that cannot stream, sends it whole once it passed).
+
+        A call that was sent is always charged: when it ends any other way than with a reply or a
+        classified fault (the task is cancelled by a client that went away, SIGINT or SIGTERM, or the
+        reply crashes a reader), it is booked at its reservation, marked estimated, and handed to
+        `record` as an `interrupted` fault before the exception goes on: the provider may bill it.
         """
         spec = self.pool.models[alias]
         if grammar is None and local_grammar is not None and self.pool.provider(spec.provider).kind == "local":
@@ -208,7 +216,7 @@ class Caller:
         began = time.time()
         if self.cache is not None and (params.temperature == 0 or self.cache_all):
             endpoint = f"{spec.provider}:{self.pool.provider(spec.provider).base_url or ''}"
-            cache_key = ResponseCache.key(endpoint, request)
+            cache_key = ResponseCache.key(endpoint, request, self.cache_partition)
             hit = self.cache.get(cache_key)
             if hit is not None:
                 hit_attempt = Attempt(alias=alias, model_id=spec.id, role=role, status="cache_hit", input_tokens=hit.input_tokens,
@@ -250,8 +258,8 @@ class Caller:
                     input_tokens=billed.input_tokens if billed else 0, output_tokens=billed.output_tokens if billed else 0,
                     cost=charge.usd, cost_source=charge.source, cost_note=charge.note, finish_reason=fault.finish_reason,
                     latency_ms=(time.perf_counter() - started) * 1000, started=began), fault
-            except BaseException:
-                self.budget.settle(reservation, 0.0, 0)
+            except BaseException as err:
+                self._interrupted(step, alias, spec, role, reservation, err, began, started, record)
                 raise
             latency = (time.perf_counter() - started) * 1000
             charge = self._charge(spec, response, reservation)
@@ -276,6 +284,19 @@ class Caller:
         if reply is not None and cache_key is not None and self.cache is not None:
             self.cache.put(cache_key, reply)
         return reply, done, None
+
+    def _interrupted(self, step: str, alias: str, spec: ModelSpec, role: str, reservation: Reservation, err: BaseException,
+                     began: float, started: float, record: Callable[[Attempt], None] | None) -> None:
+        """Book and record a sent call that ended without a reply or a fault (see `attempt`)."""
+        what = ("the call was interrupted (cancelled: the client went away, or the run was stopped)"
+                if isinstance(err, (asyncio.CancelledError, KeyboardInterrupt)) else
+                f"reading the reply failed ({type(err).__name__})")
+        charge = Charge(reservation.usd, reservation.tokens, "estimated",
+                        f"{what} after the request was sent (the provider may have billed it); booked at the call's worst case")
+        self._settle(step, reservation, charge)
+        self._record(step, record, Attempt(
+            alias=alias, model_id=spec.id, role=role, status="fault", cause="interrupted", reason=what, cost=charge.usd,
+            cost_source=charge.source, cost_note=charge.note, latency_ms=(time.perf_counter() - started) * 1000, started=began))
 
     @staticmethod
     def _validated(response: ChatResponse, attempt: Attempt, validate: Validator | None) -> tuple[ChatResponse | None, Attempt]:
@@ -306,7 +327,7 @@ class Caller:
                 for n in range(retries + 1):
                     try:
                         response, attempt, fault = await self.attempt(step, alias, role, messages, params, timeout, validate, grammar,
-                                                                      stream, local_grammar)
+                                                                      stream, local_grammar, record)
                     except BudgetExceeded as err:
                         refused = Attempt(alias=alias, role=role, status="refused", cause="budget", reason=str(err), cost_source="not_billed",
                                           started=time.time())

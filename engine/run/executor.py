@@ -172,6 +172,13 @@ class Executor:
             if isinstance(node, Route) and not self.decisions[name].done():
                 self.decisions[name].set_result(None)
             await self._finish(result)
+        except asyncio.CancelledError:
+            if result.started:  # it was calling when the run stopped: its calls were sent, and the record keeps them
+                result.latency_ms = (time.time() - result.started) * 1000
+                result.status = "failed"
+                result.error = "interrupted while it was running"
+                await self._finish(result)  # a failed result is not committed: nothing here suspends
+            raise
 
 def summarise(summary: RunSummary, results: dict[str, StepResult], top_level: list[str]) -> None:
     """Fill a summary's totals from step results; loop members are counted through their loop."""
@@ -186,12 +193,12 @@ def summarise(summary: RunSummary, results: dict[str, StepResult], top_level: li
             cost += a.cost
             if a.cost_source == "estimated":
                 estimated += a.cost
-            if a.status == "cache_hit":
+            if a.from_cache:
                 cache_hits += 1
                 continue
             input_tokens += a.input_tokens
             output_tokens += a.output_tokens
-            if a.status != "refused":
+            if a.sent:
                 calls += 1
     summary.cost += cost
     summary.estimated_cost += estimated

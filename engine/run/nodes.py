@@ -18,12 +18,14 @@ from typing import TYPE_CHECKING, Any
 
 from engine.errors import BudgetExceeded, RouteError, RunError, VerificationFailed
 from engine.model import Fuse, Loop, Route, Step, Verify
-from engine.router.model import RouterError, cached_router
+from engine.router.files import cached_router
+from engine.router.model import RouterError
 from engine.router.policy import choose
 from engine.run import prompt
 from engine.run.answers import extract_answer
 from engine.run.calls import Validator, check_reply
 from engine.run.choices import choice_of, choices_check, choices_grammar
+from engine.run.embedder import pool_embedder
 from engine.run.trace import RouteDecision, StepResult
 
 if TYPE_CHECKING:
@@ -190,7 +192,8 @@ def learned_decision(ex: Executor, route: Route) -> RouteDecision:
     router = cached_router(route.router)
     text = "\n\n".join(ex.inputs.get(name, "") for name in ex.flow.inputs)
     candidates = [label for arm in route.arms for label in arm.labels]
-    predicted = {a: round(p, 4) for a, p in router.predict(text).items() if a in candidates}
+    embedder = pool_embedder(ex.caller.pool, router.embeddings_alias) if router.embeddings_alias is not None else None
+    predicted = {a: round(p, 4) for a, p in router.predict(text, embedder).items() if a in candidates}
     costs = {}
     for alias in candidates:
         spec = ex.caller.pool.models[alias]

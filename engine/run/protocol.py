@@ -82,6 +82,8 @@ class ProviderFault(Exception):
         self.retry_after = retry_after
         self.billed = billed
         self.finish_reason = finish_reason or (billed.finish_reason if billed is not None else "")
+        #: An HTTP 400/422 that names `stream_options`: a server that cannot take it (the call is sent again without).
+        self.refused_stream_options = False
         super().__init__(message)
 
     @property

@@ -23,6 +23,8 @@ from engine.pool import BUILTIN_PROVIDERS, Pool, ProviderSpec
 SECRET_HEADER_WORDS = ("auth", "key", "token", "secret", "cookie", "session", "signature")
 #: Shorter values are not scrubbed: replacing every "ab" in a reply would destroy it and hide nothing.
 MIN_SECRET_CHARS = 6
+#: A secret's prefix this long or longer is masked too: a provider's truncated echo of a key still gives most of it away.
+MIN_PREFIX_CHARS = 8
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -35,6 +37,9 @@ def clean_key(variable: str, value: str) -> tuple[str, str | None]:
     trimmed = value.strip()
     if _CONTROL.search(trimmed):
         raise PoolError(f"${variable} contains a control character; it cannot be sent in an HTTP header (the value is not shown)")
+    if not trimmed.isascii():  # a pasted zero-width space, a typographic quote: httpx cannot put it in a header
+        raise PoolError(f"${variable} contains a character outside ASCII (a pasted zero-width space or curly quote?); "
+                        "it cannot be sent in an HTTP header (the value is not shown)")
     warning = None
     if trimmed != value:
         warning = f"${variable} has leading or trailing whitespace (a pasted newline?); it was stripped"
@@ -76,14 +81,43 @@ class Secrets:
         """Take in keys set since (a long-lived session reads the environment again for each run)."""
         self.values = Secrets([*self.values, *_pool_values(pool)]).values
 
-    def scrub(self, text: str) -> str:
+    def scrub(self, text: str, open_end: bool = False) -> str:
+        """`text` with every secret, and every prefix of 8+ characters of one, replaced by `***`.
+
+        Prefixes count because providers echo keys cut short (`Incorrect API key provided: sk-test-SECRE...`).
+        With `open_end`, a prefix that runs to the end of `text` is left for later: the text is still arriving
+        (a stream), and the rest of the key may follow; the caller holds that tail back.
+        """
         for value in self.values:
             if value in text:
                 text = text.replace(value, "***")
+        for value in self.values:
+            if " " not in value and len(value) >= MIN_PREFIX_CHARS and value[:MIN_PREFIX_CHARS] in text:
+                text = _mask_prefixes(text, value, open_end)
         return text
 
     def __bool__(self) -> bool:
         return bool(self.values)
+
+
+def _mask_prefixes(text: str, value: str, open_end: bool) -> str:
+    """Replace each run of `text` that is a prefix of `value` of `MIN_PREFIX_CHARS`+ characters by `***` (linear in `text`)."""
+    out: list[str] = []
+    start = 0
+    head = value[:MIN_PREFIX_CHARS]
+    while True:
+        at = text.find(head, start)
+        if at < 0:
+            break
+        end = at + MIN_PREFIX_CHARS
+        while end < len(text) and end - at < len(value) and text[end] == value[end - at]:
+            end += 1
+        if open_end and end == len(text):
+            break  # may be the start of the whole key, still arriving
+        out += [text[start:at], "***"]
+        start = end
+    out.append(text[start:])
+    return "".join(out)
 
 
 def _pool_values(pool: Pool) -> list[str]:

@@ -47,7 +47,7 @@ class TextStream:
         """A piece of the reply as the provider produced it."""
         if self.finished or not chunk:
             return
-        self._pending = self._secrets.scrub(self._pending + chunk)
+        self._pending = self._secrets.scrub(self._pending + chunk, open_end=True)
         keep = self._hold()
         ready = self._pending[: max(0, len(self._pending) - keep)]
         if ready:

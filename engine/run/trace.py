@@ -46,6 +46,16 @@ class Attempt(BaseModel):
     started: float = 0.0
     reply_preview: str = ""
 
+    @property
+    def from_cache(self) -> bool:
+        """Answered from the response cache (even if the cached reply then failed a check): no request was sent."""
+        return self.cost_source == "cache"
+
+    @property
+    def sent(self) -> bool:
+        """A request left for the provider: what a run's `calls` counts."""
+        return self.status != "refused" and not self.from_cache
+
 
 class PromptBlock(BaseModel):
     """One piece of visible material, as `engine.run.prompt.Block` framed it."""

@@ -28,10 +28,11 @@ from engine.run.home import RunHome, new_run_id
 from engine.run.reader import load_run
 from engine.run.secrets import Secrets
 from engine.run.trace import RunSummary
-from engine.serve import mapping, pages
+from engine.serve import guard, mapping, pages
 from engine.serve.catalog import Catalog
+from engine.serve.guard import BrowserPolicy
 from engine.serve.keys import Accounts, KeySpec, Ledger, bearer_token, find_key
-from engine.serve.passthrough import record_call
+from engine.serve.passthrough import CallRecord
 from engine.serve.stream import SSEAnswer
 from engine.session import Session
 
@@ -69,7 +70,7 @@ async def authenticate(request: web.Request, handler: Any) -> web.StreamResponse
     state = request.app[STATE]
     request[KEY] = None
     if state.keys is not None and request.path != "/health":
-        key = find_key(state.keys, request.headers.get("Authorization"))
+        key = find_key(state.keys, request.headers.get("Authorization"), allow_basic=_is_page(request.path))
         if key is None and _is_page(request.path):
             return pages.login_required()
         if key is None:
@@ -85,6 +86,20 @@ async def authenticate(request: web.Request, handler: Any) -> web.StreamResponse
         words = f"{request.method} {request.path} is not an endpoint of this server ({err.reason}); it serves " \
                 "POST /v1/chat/completions, GET /v1/models, GET /v1/runs/{id}, GET /health and the pages /runs and /runs/{id}"
         return error_response(mapping.RequestError(words, err.status, code="not_found" if err.status == 404 else "method_not_allowed"))
+
+
+@web.middleware
+async def contain_failures(request: web.Request, handler: Any) -> web.StreamResponse:
+    """A fault of Baton's own is still an answer in OpenAI's shape (500), logged once, never a plain-text traceback."""
+    try:
+        response: web.StreamResponse = await handler(request)
+        return response
+    except (web.HTTPException, mapping.RequestError, asyncio.CancelledError):
+        raise
+    except Exception:
+        log.exception("request %s %s failed", request.method, request.path)
+        return error_response(mapping.RequestError("the server failed while answering this request; it is logged", 500,
+                                                   code="server_error"))
 
 
 def _is_page(path: str) -> bool:
@@ -141,12 +156,7 @@ async def run_summary(request: web.Request) -> web.Response:
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     state.served += 1
-    try:
-        body = json.loads(await request.read())
-    except ValueError:
-        raise mapping.RequestError("the request body is not JSON") from None
-    if not isinstance(body, dict):
-        raise mapping.RequestError("the request body must be a JSON object")
+    body = mapping.json_body(await request.read())
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise mapping.RequestError("`model` is required: a flow (`flow/NAME`) or a pool alias", param="model")
@@ -167,8 +177,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     key = request[KEY]
     account = state.accounts.account(key) if key is not None and state.accounts is not None else None
     run_id = new_run_id()
-    stream = bool(body.get("stream"))
-    include_usage = bool((body.get("stream_options") or {}).get("include_usage")) if stream else False
+    stream, include_usage = mapping.stream_flags(body)
     answer = SSEAnswer(request, run_id, include_usage, model) if stream else None
     if offered is None:
         if any(body.get(f) for f in ("tools", "functions")):
@@ -227,22 +236,28 @@ async def _call_alias(state: ServerState, alias: str, messages: list[tuple[str, 
                       max_cost: float | None, account: BudgetGuard | None, run_id: str, answer: SSEAnswer | None) -> RunSummary:
     """A pool alias: the messages as they are, one call with the alias's policy, recorded as a run of one step."""
     chat = [{"role": role, "content": text} for role, text in messages]
-    started = time.time()
+    record = CallRecord(state.session, run_id, alias, chat)
+    record.open()  # in flight from now on: /runs shows it
     try:
-        result = await state.session.call(alias, chat, params=Params(**params), budget_usd=max_cost, account=account,
-                                          on_text=answer.text if answer else None, step="call")
+        await state.session.call(alias, chat, params=Params(**params), budget_usd=max_cost, account=account,
+                                 on_text=answer.text if answer else None, step="call", into=record.call)
     except RunError as err:
-        err.summary = record_call(state.session, run_id, alias, chat, err.summary, started, error=err)
+        err.summary = record.close(error=err)
         raise
-    except asyncio.CancelledError:  # the client went away mid-call: the record says so
-        record_call(state.session, run_id, alias, chat, None, started,
-                    error=RunCancelled("the client disconnected before the reply was complete"))
+    except asyncio.CancelledError:  # the client went away mid-call: the record keeps what was sent and what it cost
+        record.close(error=RunCancelled("the client disconnected before the reply was complete"))
         raise
-    return record_call(state.session, run_id, alias, chat, result, started)
+    except BaseException as err:
+        record.close(error=RunError(f"the call failed: {type(err).__name__}"))
+        raise
+    return record.close()
 
 
-def build_app(state: ServerState, reload_every: float | None = None) -> web.Application:
-    app = web.Application(middlewares=[authenticate], client_max_size=16 * 1024 * 1024)
+def build_app(state: ServerState, reload_every: float | None = None, policy: BrowserPolicy | None = None) -> web.Application:
+    """The server's app; `policy` is what it accepts from browsers (default: a server on 127.0.0.1, no other origins)."""
+    app = web.Application(middlewares=[guard.middleware(policy or BrowserPolicy()), authenticate, contain_failures],
+                          client_max_size=16 * 1024 * 1024)
+    app.on_response_prepare.append(guard.add_cors)
     app[STATE] = state
     app.router.add_get("/health", health)
     app.router.add_get("/v1/models", models)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import math
 import secrets as token_source
 import sqlite3
 import time
@@ -65,8 +66,9 @@ def load_keys(path: str | Path) -> dict[str, KeySpec]:
         caps = {}
         for cap in ("daily_usd", "total_usd"):
             value = entry.get(cap)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
-                raise KeysError(f"{path}: key `{name}`: `{cap}` must be a number >= 0")
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+                                      or value < 0):  # TOML has nan and inf: a NaN cap never caps
+                raise KeysError(f"{path}: key `{name}`: `{cap}` must be a finite number >= 0, got {value!r}")
             caps[cap] = float(value) if value is not None else None
         keys[entry["sha256"].lower()] = KeySpec(name, entry["sha256"].lower(), **caps)
     return keys
@@ -89,15 +91,18 @@ def add_key(path: str | Path, name: str, daily_usd: float | None = None, total_u
     return token
 
 
-def bearer_token(authorization: str | None) -> str | None:
+def bearer_token(authorization: str | None, allow_basic: bool = True) -> str | None:
     """The key an `Authorization` header presents: `Bearer KEY` (the API's way), or `Basic` with the key as the
-    password (a browser's way, for the run pages: it asks for it once and sends it with every request); None without one."""
+    password (a browser's way, for the run pages: it asks for it once and sends it with every request); None without one.
+
+    `allow_basic=False` for the API: a browser resends cached Basic credentials with any request to the server,
+    one a foreign page made included, so they must never authorise a call that spends."""
     if not authorization:
         return None
     scheme, _, value = authorization.strip().partition(" ")
     if scheme.lower() == "bearer":
         return value.strip() or None
-    if scheme.lower() == "basic":
+    if scheme.lower() == "basic" and allow_basic:
         try:
             _user, _, password = base64.b64decode(value.strip(), validate=True).decode("utf-8").partition(":")
         except (ValueError, UnicodeDecodeError):
@@ -106,9 +111,9 @@ def bearer_token(authorization: str | None) -> str | None:
     return None
 
 
-def find_key(keys: dict[str, KeySpec], authorization: str | None) -> KeySpec | None:
+def find_key(keys: dict[str, KeySpec], authorization: str | None, allow_basic: bool = True) -> KeySpec | None:
     """The key a request's `Authorization` header presents (`bearer_token`), compared in constant time."""
-    token = bearer_token(authorization)
+    token = bearer_token(authorization, allow_basic)
     if token is None:
         return None
     digest = hash_key(token)
@@ -166,7 +171,7 @@ class BookedGuard(BudgetGuard):
 
     def __init__(self, budget: Budget, spent_usd: float, parent: BudgetGuard | None, label: str, ledger: Ledger, key: str,
                  day: str) -> None:
-        super().__init__(budget, spent_usd=spent_usd, parent=parent, label=label)
+        super().__init__(budget, spent_usd=spent_usd, parent=parent, label=label, owner=key)
         self.ledger, self.key, self.day = ledger, key, day
 
     def settle(self, r: Reservation, usd: float, tokens: int, called: bool = True, estimated: bool = False) -> str | None:
@@ -193,7 +198,7 @@ class Accounts:
             parent = self._total.get(key.name)
             if parent is None:
                 parent = self._total[key.name] = BudgetGuard(Budget(usd=key.total_usd), spent_usd=total,
-                                                             label=f"API key `{key.name}`'s total allowance")
+                                                             label=f"API key `{key.name}`'s total allowance", owner=key.name)
             daily = self._daily[key.name] = BookedGuard(Budget(usd=key.daily_usd), today, parent,
                                                         f"API key `{key.name}`'s daily allowance", self.ledger, key.name, day)
         return daily

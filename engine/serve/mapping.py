@@ -13,10 +13,14 @@ A request that cannot be mapped is a `RequestError` (HTTP 400) that says why.
 
 from __future__ import annotations
 
+import json
+import math
 import time
 from typing import Any
 
+from engine.errors import InputError
 from engine.model import Flow, Fuse, Node, Params, Step, Verify
+from engine.run.budget import usd_cap
 from engine.run.trace import RunSummary
 
 HISTORY = "history"
@@ -24,6 +28,8 @@ HISTORY = "history"
 RUN_HEADER = "x-baton-run-id"
 #: Request fields a flow cannot honour yet: a clear 400 rather than silently ignoring them.
 UNSUPPORTED_ON_FLOWS = ("tools", "tool_choice", "functions", "response_format")
+#: The largest `max_tokens` a request may ask for: beyond any model's output, and small enough that a worst case stays a number.
+MAX_TOKENS = 10_000_000
 
 
 class RequestError(Exception):
@@ -39,6 +45,30 @@ class RequestError(Exception):
 
     def body(self) -> dict[str, Any]:
         return {"error": {"message": str(self), "type": self.code, "param": self.param, "code": self.code}}
+
+
+def _not_a_number(word: str) -> Any:
+    raise RequestError(f"the request body holds {word}, which is not a JSON number (a finite one is needed)")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise RequestError(f"the number {text[:40]} is beyond the range of a double")
+    return value
+
+
+def json_body(raw: bytes) -> dict[str, Any]:
+    """A request body as a JSON object: every number finite (no NaN, Infinity or 1e400), nesting within Python's reach."""
+    try:
+        body = json.loads(raw, parse_constant=_not_a_number, parse_float=_finite)
+    except RecursionError:
+        raise RequestError("the request body is nested too deeply") from None
+    except ValueError as err:
+        raise RequestError(f"the request body is not JSON ({str(err)[:100]})") from None
+    if not isinstance(body, dict):
+        raise RequestError("the request body must be a JSON object")
+    return body
 
 
 def message_text(message: Any, index: int) -> tuple[str, str]:
@@ -77,10 +107,10 @@ def baton_options(body: dict[str, Any]) -> dict[str, Any]:
 
 def max_cost(options: dict[str, Any]) -> float | None:
     """`baton.max_cost_usd`: a spending cap for this request, in USD."""
-    value = options.get("max_cost_usd")
-    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
-        raise RequestError("`baton.max_cost_usd` must be a number >= 0", param="baton.max_cost_usd")
-    return float(value) if value is not None else None
+    try:
+        return usd_cap(options.get("max_cost_usd"), "`baton.max_cost_usd`")
+    except InputError as err:  # NaN and Infinity are JSON to Python's reader: a NaN cap would cap nothing
+        raise RequestError(str(err), param="baton.max_cost_usd") from None
 
 
 def flow_inputs(flow: Flow, messages: list[tuple[str, str]], explicit: Any) -> dict[str, str]:
@@ -123,18 +153,32 @@ def request_params(body: dict[str, Any]) -> dict[str, Any]:
         out["temperature"] = float(temperature)
     max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
     if max_tokens is not None:
-        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
-            raise RequestError("`max_tokens` must be a positive whole number", param="max_tokens")
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or not 1 <= max_tokens <= MAX_TOKENS:
+            raise RequestError(f"`max_tokens` must be a whole number from 1 to {MAX_TOKENS}", param="max_tokens")
         out["max_tokens"] = max_tokens
     seed = body.get("seed")
     if seed is not None:
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise RequestError("`seed` must be a whole number", param="seed")
+        if isinstance(seed, bool) or not isinstance(seed, int) or not -2**63 <= seed < 2**63:
+            raise RequestError("`seed` must be a whole number that fits in 64 bits", param="seed")
         out["seed"] = seed
     n = body.get("n")
     if n not in (None, 1):
         raise RequestError("`n` must be 1: a flow gives one answer (use a fuse for several samples)", param="n")
     return out
+
+
+def stream_flags(body: dict[str, Any]) -> tuple[bool, bool]:
+    """(`stream`, `stream_options.include_usage`), checked: `"stream_options": "yes"` was a 500."""
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise RequestError("`stream` must be true or false", param="stream")
+    options = body.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        raise RequestError("`stream_options` must be an object, e.g. {\"include_usage\": true}", param="stream_options")
+    include_usage = (options or {}).get("include_usage")
+    if include_usage is not None and not isinstance(include_usage, bool):
+        raise RequestError("`stream_options.include_usage` must be true or false", param="stream_options.include_usage")
+    return bool(stream), bool(stream and include_usage)
 
 
 def literal(text: str) -> str:

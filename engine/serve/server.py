@@ -19,6 +19,7 @@ from engine.pool import Pool
 from engine.run.observer import RunObserver
 from engine.serve.app import build_app, open_state
 from engine.serve.catalog import Catalog
+from engine.serve.guard import BrowserPolicy
 from engine.serve.keys import load_keys
 from engine.session import Session
 
@@ -38,17 +39,23 @@ def is_loopback(host: str) -> bool:
 
 def serve(pool: Pool, flows: str | Path | None = None, *, host: str = "127.0.0.1", port: int = 8080, keys_file: str | Path | None = None,
           home: str | Path | None = None, reload: bool = False, ledger: str | Path | None = None, cache: bool = False,
-          fsync: bool = False, announce: Callable[[str], None] = print, observers: Sequence[RunObserver] = ()) -> None:
+          fsync: bool = False, announce: Callable[[str], None] = print, observers: Sequence[RunObserver] = (),
+          allow_origins: Sequence[str] = (), allow_hosts: Sequence[str] = ()) -> None:
     """Serve flows and aliases until interrupted; `CatalogError`, `KeysError` or `ServeError` if it cannot start.
 
     The response cache is off unless `cache`: clients of an endpoint expect each request to be a call.
     Run records and the ledger survive a killed server either way; with `fsync` they also survive a
     power cut or a kernel crash, for about 2 ms more per request (docs/serve.md). `observers` are told of
-    every run (an `OtelObserver` exports its spans).
+    every run (an `OtelObserver` exports its spans). `allow_origins` are the web origins whose pages may call the
+    server (with CORS), `allow_hosts` the host names it answers to beside its address (docs/security.md).
     """
     if keys_file is None and not is_loopback(host):
         raise ServeError(f"refusing to listen on {host} without --keys: anyone who can reach it would spend the pool's provider "
                          "keys; pass --keys FILE (create one with --new-key NAME), or listen on 127.0.0.1")
+    try:
+        policy = BrowserPolicy.build(host, allow_hosts, allow_origins)
+    except ValueError as err:
+        raise ServeError(f"--allow-origin: {err}") from None
     keys = load_keys(keys_file) if keys_file is not None else None
     catalog = Catalog.load(flows, pool)
     logging.basicConfig(level=logging.INFO, format="baton serve: %(message)s")
@@ -59,7 +66,7 @@ def serve(pool: Pool, flows: str | Path | None = None, *, host: str = "127.0.0.1
 
     async def make_app() -> web.Application:
         session = Session(pool, home=home, cache=cache, durable=fsync, observers=observers)  # inside the server's loop: the limits' semaphores belong to it
-        return build_app(open_state(session, catalog, keys, ledger), reload_every=1.0 if reload else None)
+        return build_app(open_state(session, catalog, keys, ledger), reload_every=1.0 if reload else None, policy=policy)
 
     bound = sock.getsockname()[1]
     announce(f"baton serve: http://{host}:{bound}/v1  ({len(catalog.flows)} flows, {len(pool.models)} aliases"

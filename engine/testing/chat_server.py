@@ -66,6 +66,13 @@ class Reply:
     stream_error_after: int | None = None
     #: Answer `stream: true` with one JSON body, as a server without streaming does.
     ignore_stream: bool = False
+    #: For `stream: true`: send this line as a `data:` event after the first content chunk (a malformed chunk, which
+    #: may echo a key), then go on as usual.
+    stream_bad_line: str | None = None
+    #: For `stream: true`: one content delta of this many characters (a reply far past any sane size).
+    stream_huge_delta: int = 0
+    #: Answer HTTP 400 naming `stream_options` to a request that has it (older Azure, vLLM); without it, stream as usual.
+    refuse_stream_options: bool = False
 
 
 #: `Reply(usage=OMIT)`: a reply with no `usage` at all.
@@ -201,6 +208,9 @@ class ChatServer(LoopbackServer):
             payload = json.dumps({"error": {"message": reply.text or f"error {reply.status}", "code": reply.status}}).encode()
         elif reply.status >= 300:
             payload = (reply.text or "").encode()
+        elif body.get("stream") and reply.refuse_stream_options and "stream_options" in body:
+            payload = json.dumps({"error": {"message": "Unrecognized request argument supplied: stream_options", "code": 400}}).encode()
+            return web.Response(body=payload, status=400, content_type="application/json")
         elif body.get("stream") and not reply.ignore_stream:
             return await self._stream(request, body, reply)
         else:
@@ -260,7 +270,11 @@ class ChatServer(LoopbackServer):
 
         await event({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]})
         pieces = [text[i:i + 4] for i in range(0, len(text), 4)]
+        if reply.stream_huge_delta:
+            await event({**base, "choices": [{"index": 0, "delta": {"content": "x" * reply.stream_huge_delta}, "finish_reason": None}]})
         for n, piece in enumerate(pieces):
+            if n == 1 and reply.stream_bad_line is not None:
+                await resp.write(b"data: " + reply.stream_bad_line.encode() + b"\n\n")
             if reply.stream_break_after is not None and n >= reply.stream_break_after:
                 if request.transport is not None:
                     request.transport.abort()

@@ -1,0 +1,211 @@
+"""Reading a router file: data a flow names, never authority over where anything is sent.
+
+A flow may come from anyone (a shared repository, a planner), and the router file beside it
+with it, so the file is read as untrusted data:
+
+- only a regular file, only under `MAX_ROUTER_BYTES`: a FIFO hung `validate`, the language
+  server and `serve` at start-up, and `/dev/zero` was read until memory ran out;
+- only from inside the folder tree of the flow that names it (`inside`), symbolic links
+  resolved first, so a flow cannot read `~/.ssh/...` as a "router";
+- every field is checked for its type and range, and a bad one is named (`RouterError`,
+  shown by `validate` as E312) instead of a traceback at validate or at run time;
+- it cannot choose an endpoint or a credential: embeddings come from a pool alias the
+  operator configured (`features.alias`); a file with `base_url` or `api_key_env` is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import stat
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from engine.router.model import FORMAT, ModelStats, Router, RouterError, Vector
+
+#: The largest router file read: the committed GSM8K router is 154 KB; a kNN router over 100k items is ~40 MB.
+MAX_ROUTER_BYTES = 64 * 1024 * 1024
+#: Keys a router file may not hold: a file a flow names cannot decide where questions and keys are sent.
+AUTHORITY_KEYS = ("base_url", "api_key_env", "url", "headers", "api_key")
+
+
+def read_bounded(path: Path, limit: int | None = None) -> bytes:
+    """A regular file's bytes, at most `limit` (default `MAX_ROUTER_BYTES`); `RouterError` for anything else (a FIFO is
+    never waited on)."""
+    limit = MAX_ROUTER_BYTES if limit is None else limit
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise RouterError(f"no router file {path}") from None
+    except OSError as err:
+        raise RouterError(f"router file {path} cannot be read: {err.strerror or err}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise RouterError(f"router file {path} is not a regular file (a FIFO, a device or a folder)")
+        if info.st_size > limit:
+            raise RouterError(f"router file {path} is {info.st_size} bytes, over the {limit // (1024 * 1024)} MB limit")
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            data = fh.read(limit + 1)
+    except OSError as err:
+        raise RouterError(f"router file {path} cannot be read: {err.strerror or err}") from None
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise RouterError(f"router file {path} grew past the {limit // (1024 * 1024)} MB limit while it was read")
+    return data
+
+
+def inside(path: Path, root: Path) -> bool:
+    """Whether `path` (resolved, links followed) lies in the folder tree `root`."""
+    return path.resolve().is_relative_to(root.resolve())
+
+
+def cached_router(path: str) -> Router:
+    """The router at `path`, read once per version of the file (a run routes many items through one)."""
+    try:
+        info = Path(path).stat()
+    except FileNotFoundError:
+        raise RouterError(f"no router file {path}") from None
+    except OSError as err:
+        raise RouterError(f"router file {path} cannot be read: {err.strerror or err}") from None
+    if not stat.S_ISREG(info.st_mode):  # before the cache: never open a FIFO
+        raise RouterError(f"router file {path} is not a regular file (a FIFO, a device or a folder)")
+    return _cached(path, info.st_mtime_ns, info.st_size)
+
+
+@lru_cache(maxsize=16)
+def _cached(path: str, _stamp: int, _size: int) -> Router:
+    return load_router(path)
+
+
+def load_router(path: str | Path) -> Router:
+    """A router file, every field checked; `RouterError` names the first one that is wrong."""
+    raw = read_bounded(Path(path))
+    try:
+        data = json.loads(raw, parse_constant=_no_constant)
+    except RecursionError:
+        raise RouterError(f"router file {path} is nested too deeply") from None
+    except (ValueError, UnicodeDecodeError) as err:
+        raise RouterError(f"router file {path} cannot be read: {err}") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise RouterError(f"{path} is not a Baton router file ({FORMAT})")
+    try:
+        return _router(data)
+    except _Bad as err:
+        raise RouterError(f"router file {path} is malformed: {err}") from None
+
+
+class _Bad(Exception):
+    """A field of the file that is wrong; its message names the field."""
+
+
+def _no_constant(word: str) -> Any:
+    raise ValueError(f"{word} is not a number a router file may hold")
+
+
+def _number(value: Any, where: str, low: float | None = None, high: float | None = None) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _Bad(f"`{where}` must be a number, not {type(value).__name__}")
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number) or (low is not None and number < low) or (high is not None and number > high):
+        span = f" from {low:g}" if low is not None else ""
+        span += f" to {high:g}" if high is not None else ""
+        raise _Bad(f"`{where}` must be a finite number{span}, got {value!r}")
+    return number
+
+
+def _object(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _Bad(f"`{where}` must be an object, not {type(value).__name__}")
+    return value
+
+
+def _sparse(value: Any, where: str) -> Vector:
+    """A sparse vector: an object of bucket number (as text) to a finite number."""
+    out: Vector = {}
+    for key, x in _object(value, where).items():
+        try:
+            bucket = int(key)
+        except ValueError:
+            raise _Bad(f"`{where}` has the key {key!r}, not a whole number") from None
+        out[bucket] = _number(x, f"{where}.{key}")
+    return out
+
+
+def _models(value: Any) -> dict[str, ModelStats]:
+    models = _object(value, "models")
+    if not models:
+        raise _Bad("`models` names no model")
+    out = {}
+    for alias, raw in models.items():
+        entry = _object(raw, f"models.{alias}")
+        if not isinstance(entry.get("model_id"), str):
+            raise _Bad(f"`models.{alias}.model_id` must be text")
+        unknown = set(entry) - {"model_id", "accuracy", "prompt_tokens", "output_tokens", "mean_cost"}
+        if unknown:
+            raise _Bad(f"`models.{alias}` has unknown fields: {', '.join(sorted(unknown))}")
+        out[alias] = ModelStats(model_id=entry["model_id"], accuracy=_number(entry.get("accuracy"), f"models.{alias}.accuracy", 0, 1),
+                                prompt_tokens=_number(entry.get("prompt_tokens", 0), f"models.{alias}.prompt_tokens", 0),
+                                output_tokens=_number(entry.get("output_tokens", 0), f"models.{alias}.output_tokens", 0),
+                                mean_cost=_number(entry.get("mean_cost", 0), f"models.{alias}.mean_cost", 0))
+    return out
+
+
+def _features(value: Any) -> dict[str, Any]:
+    features = _object(value, "features")
+    for key in AUTHORITY_KEYS:
+        if key in features:
+            raise _Bad(f"`features.{key}`: a router file cannot choose an endpoint or a credential; name a pool alias that "
+                       "serves embeddings instead (`features.alias`, set by `baton router train --embeddings ALIAS`)")
+    kind = features.get("kind")
+    if kind == "hashed":
+        return {"kind": "hashed"}
+    if kind == "embeddings":
+        if not isinstance(features.get("alias"), str) or not features["alias"]:
+            raise _Bad("`features.alias` must name the pool alias whose provider serves the embeddings")
+        return {"kind": "embeddings", "alias": features["alias"]}
+    raise _Bad(f"`features.kind` must be \"hashed\" or \"embeddings\", not {kind!r}")
+
+
+def _router(data: dict[str, Any]) -> Router:
+    learner = data.get("learner")
+    if learner not in ("logistic", "knn"):
+        raise _Bad(f"`learner` must be \"logistic\" or \"knn\", not {learner!r}")
+    models = _models(data.get("models"))
+    features = _features(data.get("features", {"kind": "hashed"}))
+    calibration = _object(data.get("calibration", {}), "calibration")
+    if "threshold" in calibration:
+        calibration = {**calibration, "threshold": _number(calibration["threshold"], "calibration.threshold", 0, 1)}
+    idf = {k: _number(v, f"idf.{k}", 0) for k, v in _sparse(data.get("idf", {}), "idf").items()}
+    weights = {m: _sparse(w, f"weights.{m}") for m, w in _object(data.get("weights", {}), "weights").items()}
+    bias = {m: _number(b, f"bias.{m}") for m, b in _object(data.get("bias", {}), "bias").items()}
+    if learner == "logistic":
+        missing = [m for m in models if m not in weights or m not in bias]
+        if missing:
+            raise _Bad(f"a logistic router needs `weights` and `bias` for every model; missing for {', '.join(missing)}")
+    examples_raw = data.get("examples", [])
+    if not isinstance(examples_raw, list):
+        raise _Bad("`examples` must be a list")
+    examples = []
+    for i, item in enumerate(examples_raw):
+        if not isinstance(item, list) or len(item) != 2:
+            raise _Bad(f"`examples[{i}]` must be [vector, {{model: 0 or 1}}]")
+        right = _object(item[1], f"examples[{i}][1]")
+        marks = {m: int(_number(r, f"examples[{i}][1].{m}", 0, 1)) for m, r in right.items()}
+        if set(marks) != set(models):
+            raise _Bad(f"`examples[{i}][1]` must mark every model right or wrong")
+        examples.append((_sparse(item[0], f"examples[{i}][0]"), marks))
+    if learner == "knn" and not examples:
+        raise _Bad("a knn router needs `examples`")
+    k = _number(data.get("k", 25), "k", 1, 100_000)
+    if not k.is_integer():
+        raise _Bad(f"`k` must be a whole number, got {data.get('k')!r}")
+    trained_on = _object(data.get("trained_on", {}), "trained_on")
+    return Router(learner=learner, models=models, idf=idf, weights=weights, bias=bias, examples=examples, k=int(k),
+                  trained_on=dict(trained_on), calibration=dict(calibration), features=features)

@@ -1,0 +1,179 @@
+"""The hostile suite, money: what a hostile provider could bill is never more than what Baton booked, and a key's
+admitted calls stop at its cap, whatever the client does (drops the stream at any chunk, many at once) and whatever the
+provider sends (usage beyond range). Asserted on the provider's own ledger (`ChatServer.bills`), never on Baton's books alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from engine.errors import InputError
+from engine.model import Budget
+from engine.run.calls import RetryPolicy
+from engine.run.reader import list_runs
+from engine.session import Session
+from engine.testing.chat_server import ChatServer, Reply
+from engine.testing.hostile import stream_and_drop
+from tests.helpers import flow_from
+from tests.hostile_serve import IN_PRICE, OUT_PRICE, InProcessServer, hostile_pool, key_spec
+
+TOKEN = "bk-hostile-test-key-0123456789"
+LONG = "the sky is blue because air scatters blue light more than red light " * 2  # ~35 content chunks of 4 characters
+MAX_TOKENS = 100
+
+
+def billed(server: ChatServer) -> float:
+    return sum(b.usd(IN_PRICE, OUT_PRICE) for b in server.bills)
+
+
+def request_body() -> dict[str, object]:
+    return {"model": "m", "messages": [{"role": "user", "content": "why is the sky blue?"}], "max_tokens": MAX_TOKENS}
+
+
+def test_a_client_that_drops_its_stream_is_charged_and_cannot_pass_its_keys_cap(tmp_path: Path) -> None:
+    """Finding 1: 12 requests dropped after the first content chunk were admitted at $0 each; the upstream billed them all."""
+    cap = 0.002
+    with ChatServer() as upstream:
+        upstream.script["m"] = [Reply(text=LONG, chunk_delay=0.15, cost=0.0002)]
+        with InProcessServer(hostile_pool(upstream.url), tmp_path / "home", keys=key_spec("alice", TOKEN, daily_usd=cap)) as served:
+            auth = {"Authorization": f"Bearer {TOKEN}"}
+            for _ in range(12):
+                stream_and_drop(served.url, request_body(), after_events=2, headers=auth)  # the role chunk, then one of text
+            served.settled()
+            booked = served.booked("alice")
+        sent = upstream.count()
+        could_bill = sum(b.reported_cost for b in upstream.bills)
+    assert sent < 12  # the cap stopped admitting calls
+    assert could_bill <= booked + 1e-12  # nothing that left the machine is booked below what the provider could bill
+    assert booked <= cap + 1e-12
+    runs = list_runs(tmp_path / "home", limit=100)
+    interrupted = [r for r in runs if r.status == "interrupted"]
+    assert len(interrupted) == sent
+    for run in interrupted:  # each record says a call was sent, and what it was booked at
+        assert run.calls == 1 and run.cost > 0 and run.estimated_cost == run.cost
+        (attempt,) = run.steps["call"].attempts
+        assert attempt.cause == "interrupted" and attempt.cost_source == "estimated"
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(after=st.integers(min_value=0, max_value=12), concurrency=st.integers(min_value=1, max_value=4))
+def test_for_any_disconnect_point_and_concurrency_the_provider_never_bills_more_than_was_booked(
+        tmp_path_factory: pytest.TempPathFactory, after: int, concurrency: int) -> None:
+    cap = 0.0015
+    home = tmp_path_factory.mktemp("drop")
+    with ChatServer() as upstream:
+        upstream.script["m"] = [Reply(text=LONG, chunk_delay=0.01)]
+        with InProcessServer(hostile_pool(upstream.url), home, keys=key_spec("bob", TOKEN, daily_usd=cap)) as served:
+            auth = {"Authorization": f"Bearer {TOKEN}"}
+            with ThreadPoolExecutor(concurrency) as pool:
+                list(pool.map(lambda _: stream_and_drop(served.url, request_body(), after, auth), range(concurrency * 2)))
+            served.settled()
+            booked = served.booked("bob")
+        could_bill = billed(upstream)
+    assert could_bill <= booked + 1e-12
+    assert booked <= cap + 1e-12
+
+
+def test_a_run_stopped_with_a_call_in_flight_counts_the_call_and_books_it(tmp_path: Path) -> None:
+    """Finding 1 (the same root): a run cancelled (SIGINT, SIGTERM) mid-call recorded 0 calls at $0."""
+    with ChatServer() as upstream:
+        upstream.script["m"] = [Reply(text="slow", delay=5)]
+        pool = hostile_pool(upstream.url)
+
+        async def go() -> None:
+            async with Session(pool, home=tmp_path / "home", cache=False) as session:
+                task = asyncio.ensure_future(session.run(flow_from('input q\nstep a { model: m  task: "{q}" }', pool), {"q": "x"}))
+                while upstream.count() == 0:
+                    await asyncio.sleep(0.01)
+                task.cancel()
+                with pytest.raises(Exception, match="interrupted"):
+                    await task
+
+        asyncio.run(go())
+    (run,) = list_runs(tmp_path / "home")
+    assert run.status == "interrupted" and run.calls == 1 and run.cost > 0
+    assert run.steps["a"].attempts[0].cause == "interrupted"
+    assert "resume" not in (run.error or "") and "finished step" not in (run.error or "")  # none finished; the CLI says what to do
+
+
+def test_a_cache_hit_that_fails_a_check_is_not_a_call(tmp_path: Path) -> None:
+    """Finding 1: a rejected cache hit counted 2 calls for 1 request."""
+    with ChatServer() as upstream:
+        upstream.script["m"] = [Reply(text="no digits here")]
+        pool = hostile_pool(upstream.url)
+        plain = flow_from('input q\nstep a { model: m  task: "{q}"  temperature: 0 }', pool)
+        checked = flow_from('input q\nstep a { model: m  task: "{q}"  temperature: 0  expect: matches /[0-9]/  retries: 0 }', pool)
+
+        async def go() -> object:
+            async with Session(pool, home=tmp_path / "home") as session:
+                await session.run(plain, {"q": "x"})
+                try:
+                    return await session.run(checked, {"q": "x"})
+                except Exception as err:
+                    return err
+
+        failed = asyncio.run(go())
+        assert upstream.count() == 1
+    summary = failed.summary  # type: ignore[attr-defined]
+    assert summary.calls == 0 and summary.cache_hits == 1
+
+
+@pytest.mark.parametrize("cap", [math.nan, math.inf, -1.0, "1"])
+def test_a_cap_that_is_not_a_finite_amount_is_an_input_error(cap: object, tmp_path: Path) -> None:
+    """Finding 2: `min(nan, cap)` is nan and every comparison with it is false: a NaN cap let every call through."""
+    with ChatServer() as upstream:
+        pool = hostile_pool(upstream.url)
+
+        async def go() -> None:
+            async with Session(pool, home=tmp_path / "home") as session:
+                with pytest.raises(InputError):
+                    await session.run(flow_from('input q\nstep a { model: m  task: "{q}" }', pool), {"q": "x"}, budget_usd=cap)  # type: ignore[arg-type]
+                with pytest.raises(InputError):
+                    await session.call("m", [{"role": "user", "content": "x"}], budget_usd=cap)  # type: ignore[arg-type]
+
+        asyncio.run(go())
+        assert upstream.count() == 0
+    with pytest.raises(ValueError):
+        Budget(usd=math.nan)
+
+
+def test_a_usage_count_beyond_float_range_is_unreadable_usage_not_a_crash(tmp_path: Path) -> None:
+    """Finding 15: a token count of 1e400 written out crashed the run after the call was billed."""
+    huge = "1" + "0" * 400
+    raw = ('{"choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}], '
+           f'"usage": {{"prompt_tokens": 5, "completion_tokens": {huge}}}}}').encode()
+    with ChatServer() as upstream:
+        upstream.script["m"] = [Reply(raw=raw, completion_tokens=3)]
+        pool = hostile_pool(upstream.url)
+
+        async def go() -> object:
+            async with Session(pool, home=tmp_path / "home", retry=RetryPolicy(base=0.001)) as session:
+                return await session.run(flow_from('input q\nstep a { model: m  task: "{q}" }', pool), {"q": "x"})
+
+        summary = asyncio.run(go())
+    attempt = summary.steps["a"].attempts[0]  # type: ignore[attr-defined]
+    assert attempt.cost_source == "estimated" and attempt.cost > 0  # booked at its worst case, not at a number out of range
+
+
+def test_one_keys_overrun_does_not_shrink_another_keys_allowance(tmp_path: Path) -> None:
+    """Finding 4: the reservation scale-up after an observed overrun was server-wide."""
+    with ChatServer() as upstream:
+        upstream.responder = lambda body: Reply(text="ok", cost=0.05 if body["messages"][-1]["content"] == "greedy" else None)
+        keys = {**key_spec("greedy", TOKEN + "g", daily_usd=1.0), **key_spec("modest", TOKEN + "m", daily_usd=1.0)}
+        with InProcessServer(hostile_pool(upstream.url), tmp_path / "home", keys=keys) as served:
+            from engine.testing.hostile import post
+
+            greedy = post(served.url, "/v1/chat/completions",
+                          b'{"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "greedy"}]}',
+                          {"Authorization": f"Bearer {TOKEN}g"})
+            assert greedy.status == 200
+            observed = served.state.session._observed_by_owner
+            assert observed["greedy"]["m"].price_overrun > 100  # the greedy key's reservations grew
+            assert "m" not in observed.get("modest", {}) and "m" not in served.state.session.observed  # no one else's did
