@@ -62,6 +62,7 @@ CODES: dict[str, tuple[Severity, str]] = {
     "W402": ("warning", "unreachable route branch"),
     "W403": ("warning", "worst case exceeds the budget"),
     "W404": ("warning", "input never used"),
+    "W405": ("warning", "dollar budget over models without prices"),
 }
 
 

@@ -22,6 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from engine.errors import PoolError
 
 ProviderKind = Literal["openai", "local", "scripted", "replay"]
+#: Provider kinds whose calls cost nothing: a dollar cap needs no prices for them.
+FREE_KINDS = ("local", "scripted", "replay")
 
 
 class ProviderSpec(BaseModel):
@@ -83,6 +85,11 @@ class ModelSpec(BaseModel):
     max_concurrency: int | None = Field(default=None, ge=1, le=4096)
     max_output_tokens: int | None = Field(default=None, ge=1, description="clamp every request's max_tokens to this")
     description: str = ""
+
+    @property
+    def priced(self) -> bool:
+        """Whether the pool gives this alias prices: non-zero ones, or zeros written out (a free local server)."""
+        return bool(self.input_price or self.output_price) or bool({"input_price", "output_price"} & self.model_fields_set)
 
     def cost(self, input_tokens: int, output_tokens: int) -> float:
         """USD for a call of this size at this alias's prices."""

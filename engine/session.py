@@ -324,7 +324,7 @@ def _recorded_flow(store: RunStore, source: str, pool: Pool, flow_file: str) -> 
     result = check_source(source, pool, flow_file or "flow.flow")
     if result.flow is not None:
         return result.flow
-    problems = "; ".join(d.message for d in result.diagnostics if d.severity == "error")
+    problems = "; ".join(dict.fromkeys(d.message for d in result.diagnostics if d.severity == "error"))  # each said once
     try:
         recorded = json.loads((store.dir / "pool.json").read_text(encoding="utf-8")).get("source", "")
     except (OSError, ValueError, AttributeError):

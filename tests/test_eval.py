@@ -178,8 +178,12 @@ def test_an_interrupted_eval_records_no_interrupted_item_and_resumes(tmp_path: P
 
         async def interrupted() -> None:
             task = asyncio.create_task(go(None))
-            await asyncio.sleep(0.3)  # the first four finish, the next four are in flight
-            task.cancel()
+            journal = tmp_path / "evals" / "e1" / "results.jsonl"
+            for _ in range(600):  # until an item is done (not a fixed sleep: under load the first may take longer)
+                if journal.exists() and journal.read_text().strip():
+                    break
+                await asyncio.sleep(0.01)
+            task.cancel()  # the next items are in flight
             with pytest.raises(asyncio.CancelledError):
                 await task
 

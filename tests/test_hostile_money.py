@@ -177,3 +177,36 @@ def test_one_keys_overrun_does_not_shrink_another_keys_allowance(tmp_path: Path)
             observed = served.state.session._observed_by_owner
             assert observed["greedy"]["m"].price_overrun > 100  # the greedy key's reservations grew
             assert "m" not in observed.get("modest", {}) and "m" not in served.state.session.observed  # no one else's did
+
+
+def test_a_dollar_cap_over_an_alias_without_prices_is_said_at_validate_and_refused_at_run(tmp_path: Path) -> None:
+    """Finding 3: validate said ok, the run sent every call and booked $0 `unknown`; a key's caps meant nothing the same way."""
+    from engine.loading import check_source
+    from engine.pool import ModelSpec, Pool, ProviderSpec
+
+    with ChatServer() as upstream:
+        pool = Pool(providers={"up": ProviderSpec(kind="openai", base_url=upstream.url)},
+                    models={"m": ModelSpec(provider="up", id="m")}, source="<unpriced>")
+        source = 'input q\nbudget $0.01\nstep a { model: m  task: "{q}" }'
+        checked = check_source(source, pool, "t.flow")
+        assert [(d.code, d.severity) for d in checked.diagnostics] == [("W405", "warning")]
+        assert "`m`" in checked.diagnostics[0].message
+
+        async def go() -> object:
+            async with Session(pool, home=tmp_path / "home") as session:
+                try:
+                    return await session.run(flow_from(source, pool), {"q": "x"})
+                except Exception as err:
+                    return err
+
+        refused = asyncio.run(go())
+        assert "no prices" in str(refused) and refused.summary.status == "budget_exhausted"  # type: ignore[attr-defined]
+        with InProcessServer(pool, tmp_path / "serve", keys=key_spec("carol", TOKEN, daily_usd=1.0)) as served:
+            from engine.testing.hostile import post
+
+            capped = post(served.url, "/v1/chat/completions", b'{"model": "m", "messages": [{"role": "user", "content": "x"}]}',
+                          {"Authorization": f"Bearer {TOKEN}"})
+        assert capped.status == 402 and "no prices" in capped.json()["error"]["message"]
+        assert upstream.count() == 0
+        uncapped = check_source('input q\nstep a { model: m  task: "{q}" }', pool, "t.flow")
+        assert uncapped.diagnostics == []  # no cap, nothing to bound

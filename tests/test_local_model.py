@@ -72,7 +72,8 @@ def llama_server() -> Iterator[str]:
 def llama_pool(url: str) -> Pool:
     """Every alias of the reference pool served by the llama.cpp server (short replies keep CPU time down)."""
     reference = load_pool(WORKFLOWS / "models.toml")
-    models = {alias: ModelSpec(provider="llama", id="local", max_output_tokens=48) for alias in reference.models}
+    models = {alias: ModelSpec(provider="llama", id="local", max_output_tokens=48, input_price=0, output_price=0)  # free: a budget holds
+              for alias in reference.models}
     return Pool(providers={"llama": ProviderSpec(kind="openai", base_url=url, max_concurrency=2, timeout=300)}, models=models,
                 source="<llama.cpp server>")
 

@@ -14,6 +14,7 @@ pytest.importorskip("pygls")
 pytest_lsp = pytest.importorskip("pytest_lsp")
 
 from lsprotocol import types as lsp  # noqa: E402
+from pygls.exceptions import JsonRpcException  # noqa: E402
 from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities  # noqa: E402
 
 from engine.pool import load_pool  # noqa: E402
@@ -224,8 +225,9 @@ async def test_definition_references_and_rename(client: LanguageClient, tmp_path
     assert edit is not None and edit.changes is not None
     renamed = _apply(text, edit.changes[doc.uri])
     assert "step classify" in renamed and "route solved by classify" in renamed and "triage" not in renamed
-    with pytest.raises(Exception, match="already names a step"):
+    with pytest.raises(JsonRpcException, match="already names a step") as refused:
         await client.text_document_rename_async(lsp.RenameParams(text_document=doc, position=at(text, "step triage", offset=len("step t")), new_name="solve_code"))
+    assert refused.value.code == -32803 and "Traceback" not in str(refused.value)  # RequestFailed, not an internal error
     with pytest.raises(Exception, match="reserved"):
         await client.text_document_rename_async(lsp.RenameParams(text_document=doc, position=at(text, "step triage", offset=len("step t")), new_name="else"))
     close_doc(client, path)

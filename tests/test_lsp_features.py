@@ -26,6 +26,24 @@ step second {
 """
 
 
+def test_completion_searches_for_block_openers_once_however_many_braces_close(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Finding 16 of #25: completion searched again for an opener at every `}` (33 s on a 100 KB line, the server blocked)."""
+    searches = 0
+    opener = features._OPENER
+
+    class Counting:
+        def search(self, text: str, pos: int = 0) -> object:
+            nonlocal searches
+            searches += 1
+            return opener.search(text, pos)
+
+    monkeypatch.setattr(features, "_OPENER", Counting())
+    line = "step a { model: fast  task: \"x\" " + "}" * 100_000
+    a = features.analyse(line, POOL, "braces.flow")
+    features.complete(a, 1, len(line) + 1)
+    assert searches <= 3  # one per opener, plus the last that finds none
+
+
 def test_completion_keeps_working_while_the_file_does_not_parse() -> None:
     a = features.analyse(UNFINISHED, POOL, "u.flow")
     assert a.index is None and a.check.diagnostics and a.check.diagnostics[0].code.startswith("E10")

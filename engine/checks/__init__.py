@@ -15,8 +15,8 @@ from engine.checks.resolve import Resolver
 from engine.checks.structure import Structure
 from engine.checks.values import Reader
 from engine.diagnostics import Diagnostic
-from engine.model import Flow
-from engine.pool import Pool
+from engine.model import Flow, node_models
+from engine.pool import FREE_KINDS, Pool
 from engine.syntax import ast
 
 
@@ -53,6 +53,7 @@ def check_document(doc: ast.Document, pool: Pool) -> CheckResult:
         )
         worst = worst_case(flow, pool)
         _budget_warnings(flow, worst, resolved.budget_span, reader)
+        _unpriced_warning(flow, pool, resolved.budget_span, reader)
     reader.diagnostics.sort(key=Diagnostic.sort_key)
     return CheckResult(flow, reader.diagnostics, worst)
 
@@ -71,3 +72,16 @@ def _budget_warnings(flow: Flow, worst: WorstCase, span: ast.Span | None, reader
     if over:
         reader.error("W403", f"worst case exceeds the budget ({'; '.join(over)}); the run will be capped", span,
                      "raise the budget, or lower retries, max_tokens, rounds or panel size")
+
+
+def _unpriced_warning(flow: Flow, pool: Pool, span: ast.Span | None, reader: Reader) -> None:
+    """A dollar cap cannot bound a call to an alias without prices: say so here, since the run will refuse such calls."""
+    if span is None or flow.budget.usd is None:
+        return
+    models = pool.with_models(flow.models).models
+    unpriced = sorted({a for n in flow.nodes.values() for a in node_models(n)
+                       if a in models and not models[a].priced and pool.provider(models[a].provider).kind not in FREE_KINDS})
+    if unpriced:
+        reader.error("W405", f"the budget ${flow.budget.usd:g} cannot bound calls to {', '.join(f'`{a}`' for a in unpriced)}: "
+                             "they have no prices in the pool, so the run will refuse them", span,
+                     "give each of them input_price and output_price in the pool (an upper bound will do; 0 for a free server)")

@@ -127,6 +127,8 @@ class Resolved:
     nodes: dict[str, Any] = field(default_factory=dict)
     info: dict[str, NodeInfo] = field(default_factory=dict)
     order: list[str] = field(default_factory=list)
+    #: Every node the source declares, those refused (a reserved or duplicate name) included: "no steps" is said only at 0.
+    declared: int = 0
     output: str | None = None
     output_span: Span | None = None
     arms_ast: dict[str, ast.RouteNode] = field(default_factory=dict)
@@ -199,6 +201,7 @@ class Resolver:
     # -- declarations ---------------------------------------------------------------------
 
     def _declare(self, name: str, kind: str, span: Span, name_span: Span, loop: str | None) -> None:
+        self.out.declared += 1
         if name in RESERVED_NAMES:
             self.r.error("E207", f"`{name}` is reserved and cannot name a {kind}", name_span)
             return
@@ -347,6 +350,10 @@ class Resolver:
                     info.sees_atoms = [a for a in atoms if a.value not in ("all", "none")]
         if "task" in props:
             task = self.r.text(props["task"])
+            if task is not None and not task.strip():  # an empty subtask sends a model nothing to do, and is billed for it
+                self.r.error("E209", "`task` is empty", props["task"].value.phrases[0].atoms[0].span,
+                             "say what this step should do; `{name}` inserts an input or a step it sees")
+                task = None
             if task is not None:
                 common["task"] = task
                 info.task_atom = props["task"].value.phrases[0].atoms[0]

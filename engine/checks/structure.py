@@ -322,6 +322,8 @@ class Structure:
 
     def _output(self, guards: dict[str, tuple[str, int]]) -> str | None:
         top = [n for n in self.res.order if self.info[n].loop is None]
+        if not top and self.res.declared:  # a step refused for its name was reported as that, not as "no steps"
+            return None
         if not top:
             self.r.error("E309", "the flow has no steps", Span(1, 1, 1, 2), "add `step NAME { model: ... task: \"...\" }`")
             return None

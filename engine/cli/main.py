@@ -44,13 +44,20 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
+    return _parsers(list(COMMANDS))[0]
+
+
+def _parsers(names: Sequence[str]) -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The `baton` parser with the subcommands `names`, and each subcommand's own parser (for its usage errors)."""
     parser = argparse.ArgumentParser(prog="baton", description="Orchestrate teams of language models with plans written as text.")
     parser.add_argument("--version", action="store_true", help="print Baton's version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (module, help_text) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        _module(module).add_arguments(p)
-    return parser
+    subparsers = {}
+    for name in names:
+        module, help_text = COMMANDS[name]
+        subparsers[name] = sub.add_parser(name, help=help_text, description=help_text)
+        _module(module).add_arguments(subparsers[name])
+    return parser, subparsers
 
 
 def _module(name: str):  # type: ignore[no-untyped-def]
@@ -85,16 +92,12 @@ def _imports_done() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in args_list if not a.startswith("-")), None)
-    if command in COMMANDS:
-        # Build only the parser that is needed: importing every command module costs start-up time.
-        parser = argparse.ArgumentParser(prog="baton")
-        sub = parser.add_subparsers(dest="command")
-        module = _module(COMMANDS[command][0])
-        module.add_arguments(sub.add_parser(command, description=COMMANDS[command][1]))
-    else:
-        parser = build_parser()
+    # Build only the parser that is needed: importing every command module costs start-up time.
+    parser, subparsers = _parsers([command] if command in COMMANDS else list(COMMANDS))
     _imports_done()
-    args = parser.parse_args(args_list)
+    args, extras = parser.parse_known_args(args_list)
+    if extras:  # said by the subcommand's parser: its usage line, not `baton [-h] {run}`
+        subparsers.get(getattr(args, "command", None) or "", parser).error(f"unrecognized arguments: {' '.join(extras)}")
     if getattr(args, "version", False):
         from importlib.metadata import PackageNotFoundError, version
 

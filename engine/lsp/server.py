@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lsprotocol import types as lsp
+from pygls.exceptions import JsonRpcException
 from pygls.lsp.server import LanguageServer
 from pygls.uris import to_fs_path
 from pygls.workspace import TextDocument
@@ -23,6 +24,8 @@ from engine.lsp.index import Definition
 from engine.pool import Pool, default_pool, discover_pool
 from engine.syntax.ast import Span
 
+#: LSP's `RequestFailed` error code: a request that was understood and refused (a rename to a name in use).
+REQUEST_FAILED = -32803
 SEVERITY = {"error": lsp.DiagnosticSeverity.Error, "warning": lsp.DiagnosticSeverity.Warning}
 SYMBOL_KIND = {"step": lsp.SymbolKind.Function, "verify": lsp.SymbolKind.Boolean, "fuse": lsp.SymbolKind.Class,
                "route": lsp.SymbolKind.Enum, "loop": lsp.SymbolKind.Namespace}
@@ -161,7 +164,8 @@ def rename(ls: FlowServer, params: lsp.RenameParams) -> lsp.WorkspaceEdit:
     try:
         edits = features.rename(a, *from_position(doc, params.position), params.new_name)
     except features.RenameRefused as err:
-        raise ValueError(str(err)) from None  # pygls answers the request with this error
+        # LSP's RequestFailed: an editor shows the message as a refusal, not as a crash with a Python traceback
+        raise JsonRpcException(str(err), code=REQUEST_FAILED) from None
     return lsp.WorkspaceEdit(changes={doc.uri: [lsp.TextEdit(to_range(doc, span), text) for span, text in edits]})
 
 

@@ -97,6 +97,11 @@ class BudgetGuard:
         self.reserved_calls += 1
         return Reservation(step, usd, tokens, parent=parent)
 
+    @property
+    def caps_usd(self) -> bool:
+        """Whether a dollar cap applies: this guard's, or an account's it reserves against."""
+        return self.budget.usd is not None or (self.parent is not None and self.parent.caps_usd)
+
     def _estimated_words(self) -> str:
         return f" (${self.estimated_usd:.6f} of it estimated: replies without readable usage)" if self.estimated_usd > 0 else ""
 

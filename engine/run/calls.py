@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from engine.errors import BudgetExceeded, ProviderError, VerificationFailed
 from engine.model import Check, Params
-from engine.pool import ModelSpec, Pool
+from engine.pool import FREE_KINDS, ModelSpec, Pool
 from engine.run.budget import BudgetGuard, Reservation, prompt_token_bound
 from engine.run.cache import ResponseCache
 from engine.run.protocol import ChatRequest, ChatResponse, Provider, ProviderFault, StreamingProvider
@@ -148,8 +148,7 @@ class Caller:
         tokens = resp.input_tokens + resp.output_tokens
         if resp.reported_cost is not None:
             return Charge(resp.reported_cost, tokens, "reported", resp.usage_note)
-        kind = self.pool.provider(spec.provider).kind
-        if spec.input_price or spec.output_price or kind in ("local", "scripted", "replay"):
+        if spec.priced or self.pool.provider(spec.provider).kind in FREE_KINDS:
             return Charge(spec.cost(resp.input_tokens, resp.output_tokens), tokens, "computed", resp.usage_note)
         return Charge(0.0, tokens, "unknown", resp.usage_note)
 
@@ -170,6 +169,11 @@ class Caller:
         """The call's worst case, raised by what earlier replies of this alias showed."""
         prompt_bound = prompt_token_bound(messages)
         seen = self.observed.get(alias) or Observed()
+        if (not spec.priced and not seen.dearest_call and self.budget.caps_usd
+                and self.pool.provider(spec.provider).kind not in FREE_KINDS):
+            raise BudgetExceeded(f"step `{step}`: a dollar cap is set, but `{alias}` has no prices in the pool, so the cost of a call "
+                                 f"cannot be bounded before it is sent; give `{alias}` input_price and output_price (an upper "
+                                 "bound will do; 0 for a free server)", step=step, cap="usd")
         output_bound = math.ceil(max_tokens * seen.output_overrun)
         usd = max(spec.cost(prompt_bound, output_bound) * seen.price_overrun, seen.dearest_call)
         return self.budget.reserve(step, usd, prompt_bound + output_bound)
