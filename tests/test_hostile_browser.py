@@ -23,7 +23,7 @@ from tests.test_viewer_browser import browser  # noqa: E402,F401  (the shared he
 pytestmark = pytest.mark.slow
 TOKEN = "bk-browser-hostile-key-0123456789"
 
-ATTACK = """<!doctype html><title>evil</title><script>
+ATTACK = """<!doctype html><title>evil</title><body><script>
 const target = "{target}";
 const body = JSON.stringify({{model: "m", messages: [{{role: "user", content: "spend"}}]}});
 Promise.allSettled([
