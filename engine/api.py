@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from engine.records.render import render_run, run_json, runs_table
     from engine.records.run_page import render_run_page
     from engine.records.runs_page import filter_runs, render_runs_page
-    from engine.router.files import load_router
+    from engine.router.files import load_router, route_calls
     from engine.router.from_eval import examples_from_eval
     from engine.router.grid import grid_models, load_grid, split_grid
     from engine.router.model import Router, RouterError, data_hash, train_router
@@ -153,6 +153,7 @@ __all__ = [
     "load_pool",
     "load_recorded_run",
     "load_router",
+    "route_calls",
     "pool_embedder",
     "load_run",
     "lsp_main",
@@ -214,7 +215,7 @@ _WHERE: dict[str, str] = {name: module for module, names in {
     "engine.records.runs_page": ['filter_runs', 'render_runs_page'],
     "engine.router.from_eval": ['examples_from_eval'],
     "engine.router.grid": ['grid_models', 'load_grid', 'split_grid'],
-    "engine.router.files": ['load_router'],
+    "engine.router.files": ['load_router', 'route_calls'],
     "engine.router.model": ['Router', 'RouterError', 'data_hash', 'train_router'],
     "engine.router.policy": ['calibrate_accuracy', 'calibrate_strong_share'],
     "engine.router.report": ['build_router_report', 'render_router_report', 'router_curve'],

@@ -114,3 +114,22 @@ def test_a_huge_router_file_is_refused_before_it_is_read(tmp_path: Path, monkeyp
 def test_a_good_router_file_still_loads(tmp_path: Path) -> None:
     assert diagnose(tmp_path, write(tmp_path, good_router())) == []
     assert set(load_router(tmp_path / "r.router").models) == {"cheap", "strong"}
+
+
+def test_validate_says_what_a_learned_route_will_call(tmp_path: Path) -> None:
+    """`validate` says what a route will call: a router file beside a flow decides it, so the user must see it."""
+    data = good_router()
+    data["features"] = {"kind": "embeddings", "alias": "embedder"}
+    write(tmp_path, data)
+    diagnose(tmp_path, "r.router")  # writes the flow and a pool without the alias
+    (tmp_path / "models.toml").write_text(POOL + '\n[providers.emb]\nkind = "openai"\nbase_url = "http://127.0.0.1:9/v1"\n'
+                                                 'api_key_env = "EMB_KEY"\n\n[models.embedder]\nprovider = "emb"\nid = "bge"\n')
+    proc = subprocess.run([sys.executable, "-m", "engine.cli.main", "validate", str(tmp_path / "routed.flow")], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "route `answer` embeds the inputs through `embedder`: POST http://127.0.0.1:9/v1/embeddings (model bge, with the key in " \
+           "$EMB_KEY)" in proc.stdout
+    write(tmp_path, good_router())
+    hashed = subprocess.run([sys.executable, "-m", "engine.cli.main", "validate", str(tmp_path / "routed.flow")], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60)
+    assert "route `answer` decides from hashed words of the inputs: no call" in hashed.stdout

@@ -3,6 +3,7 @@ a broken file, and a file edited incrementally."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -35,16 +36,29 @@ async def client(lsp_client: LanguageClient):  # type: ignore[no-untyped-def]
 
 async def open_doc(client: LanguageClient, path: Path, text: str | None = None) -> list[lsp.Diagnostic]:
     uri = path.as_uri()
+    client.diagnostics.pop(uri, None)
     client.text_document_did_open(lsp.DidOpenTextDocumentParams(lsp.TextDocumentItem(uri, "flow", 1, text if text is not None else path.read_text())))
     return await diagnostics_for(client, uri)
 
 
-async def diagnostics_for(client: LanguageClient, uri: str) -> list[lsp.Diagnostic]:
-    """The next diagnostics published for `uri` (a closed document's empty ones may arrive first)."""
-    while True:
-        params = await client.wait_for_notification(lsp.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS)
-        if params.uri == uri:
-            return list(params.diagnostics)
+def change(client: LanguageClient, params: lsp.DidChangeTextDocumentParams) -> None:
+    """Send an edit, forgetting the document's last diagnostics first: `diagnostics_for` then waits for the new ones."""
+    client.diagnostics.pop(params.text_document.uri, None)
+    client.text_document_did_change(params)
+
+
+async def diagnostics_for(client: LanguageClient, uri: str, timeout: float = 60.0) -> list[lsp.Diagnostic]:
+    """The diagnostics published for `uri` since they were last forgotten (`open_doc`, `change`).
+
+    pytest-lsp keeps the last diagnostics of every document, so they are found even when they arrived before this
+    wait began (waiting for the next notification lost that race and hung); the wait is bounded, so a server that
+    never publishes fails the test with a message instead of hanging the suite."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while uri not in client.diagnostics:
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(f"no diagnostics were published for {uri} within {timeout:g}s")
+        await asyncio.sleep(0.01)
+    return list(client.diagnostics[uri])
 
 
 def close_doc(client: LanguageClient, path: Path) -> None:
@@ -128,6 +142,20 @@ async def test_a_broken_file_gets_validates_codes_spans_messages_and_related_pla
     close_doc(client, path)
 
 
+async def test_diagnostics_published_before_the_wait_begins_are_found(client: LanguageClient, tmp_path: Path) -> None:
+    """The race that hung the suite for 18 minutes: the server published before the test began to wait."""
+    path = beside_the_pool(tmp_path, "early.flow", (WORKFLOWS / "hello.flow").read_text())
+    uri = path.as_uri()
+    client.diagnostics.pop(uri, None)
+    client.text_document_did_open(lsp.DidOpenTextDocumentParams(lsp.TextDocumentItem(uri, "flow", 1, path.read_text())))
+    for _ in range(500):  # until the server has published: only then does this test begin to wait
+        if uri in client.diagnostics:
+            break
+        await asyncio.sleep(0.01)
+    assert await diagnostics_for(client, uri, timeout=10) == []
+    close_doc(client, path)
+
+
 async def test_an_incremental_edit_updates_the_diagnostics(client: LanguageClient, tmp_path: Path) -> None:
     text = (WORKFLOWS / "conductor.flow").read_text()
     path = beside_the_pool(tmp_path, "edited.flow", text)
@@ -135,12 +163,12 @@ async def test_an_incremental_edit_updates_the_diagnostics(client: LanguageClien
     uri = path.as_uri()
     start = at(text, "model: reasoner", offset=len("model: "))
     end = lsp.Position(start.line, start.character + len("reasoner"))
-    client.text_document_did_change(lsp.DidChangeTextDocumentParams(
+    change(client, lsp.DidChangeTextDocumentParams(
         lsp.VersionedTextDocumentIdentifier(version=2, uri=uri),
         [lsp.TextDocumentContentChangePartial(range=lsp.Range(start, end), text="reasonr")]))
     (problem,) = await diagnostics_for(client, uri)
     assert problem.code == "E202" and problem.range.start == start and "did you mean `reasoner`?" in problem.message
-    client.text_document_did_change(lsp.DidChangeTextDocumentParams(
+    change(client, lsp.DidChangeTextDocumentParams(
         lsp.VersionedTextDocumentIdentifier(version=3, uri=uri),
         [lsp.TextDocumentContentChangePartial(range=lsp.Range(start, lsp.Position(start.line, start.character + 7)), text="reasoner")]))
     assert await diagnostics_for(client, uri) == []

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from engine.api import CheckResult, Diagnostic, PoolError, check_file, check_source, render_all
+from engine.api import CheckResult, Diagnostic, PoolError, check_file, check_source, render_all, route_calls
 from engine.cli.common import add_pool_argument, plural, pool_error, pool_for
 from engine.cli.exits import EXIT_FAILED, EXIT_OK
 
@@ -57,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
             print(render_all(diags, text), file=sys.stderr)
         if result.flow is not None and not invalid:
             print(summary_line(path, result))
+            for line in route_calls(result.flow, pool):  # a router file beside the flow decides this: say it
+                print(f"  {line}")
         elif result.flow is not None:
             print(f"{path}: warnings are errors under --strict", file=sys.stderr)
     if args.json:

@@ -23,6 +23,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from engine.model import Flow, Route
+from engine.pool import Pool
 from engine.router.model import FORMAT, ModelStats, Router, RouterError, Vector
 
 #: The largest router file read: the committed GSM8K router is 154 KB; a kNN router over 100k items is ~40 MB.
@@ -61,6 +63,24 @@ def read_bounded(path: Path, limit: int | None = None) -> bytes:
 def inside(path: Path, root: Path) -> bool:
     """Whether `path` (resolved, links followed) lies in the folder tree `root`."""
     return path.resolve().is_relative_to(root.resolve())
+
+
+def route_calls(flow: Flow, pool: Pool) -> list[str]:
+    """What each learned route of a checked flow will call when it decides, in words (`baton validate` prints them)."""
+    out = []
+    for node in flow.nodes.values():
+        if not isinstance(node, Route) or node.router is None:
+            continue
+        alias = cached_router(node.router).embeddings_alias
+        if alias is None:
+            out.append(f"route `{node.name}` decides from hashed words of the inputs: no call")
+            continue
+        spec = pool.with_models(flow.models).models[alias]
+        provider = pool.provider(spec.provider)
+        key = f", with the key in ${provider.api_key_env}" if provider.api_key_env else ""
+        out.append(f"route `{node.name}` embeds the inputs through `{alias}`: POST {(provider.base_url or '').rstrip('/')}/embeddings "
+                   f"(model {spec.id}{key})")
+    return out
 
 
 def cached_router(path: str) -> Router:
