@@ -91,6 +91,11 @@ def test_a_fifo_is_refused_at_once(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "engine.cli.main", "validate", str(tmp_path / "routed.flow"), "--pool",
                            str(tmp_path / "models.toml")], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1 and "E312" in proc.stderr and "Traceback" not in proc.stderr
+    from engine.lsp import features  # the language server: diagnostics, and its requests still answered
+
+    analysis = features.analyse((tmp_path / "routed.flow").read_text(), load_pool(tmp_path / "models.toml"), str(tmp_path / "routed.flow"))
+    assert [d.code for d in analysis.check.errors] == ["E312"]
+    assert features.complete(analysis, 4, 1) is not None and features.outline(analysis) is not None
 
 
 @pytest.mark.parametrize("target", ["/dev/zero", "/etc/hostname"])

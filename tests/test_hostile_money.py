@@ -144,6 +144,17 @@ def test_a_cap_that_is_not_a_finite_amount_is_an_input_error(cap: object, tmp_pa
         Budget(usd=math.nan)
 
 
+@pytest.mark.parametrize("value", ["nan", "inf", "-1.0"])
+def test_a_keys_file_cap_that_is_not_a_finite_amount_is_refused(value: str, tmp_path: Path) -> None:
+    """Finding 2: `daily_usd = nan` in a keys file was accepted and never capped (TOML has nan and inf)."""
+    from engine.serve.keys import KeysError, load_keys
+
+    keys = tmp_path / "keys.toml"
+    keys.write_text(f'[keys.alice]\nsha256 = "{"a" * 64}"\ndaily_usd = {value}\n')
+    with pytest.raises(KeysError, match="`daily_usd` must be a finite number >= 0"):
+        load_keys(keys)
+
+
 def test_a_usage_count_beyond_float_range_is_unreadable_usage_not_a_crash(tmp_path: Path) -> None:
     """Finding 15: a token count of 1e400 written out crashed the run after the call was billed."""
     huge = "1" + "0" * 400
@@ -210,3 +221,32 @@ def test_a_dollar_cap_over_an_alias_without_prices_is_said_at_validate_and_refus
         assert upstream.count() == 0
         uncapped = check_source('input q\nstep a { model: m  task: "{q}" }', pool, "t.flow")
         assert uncapped.diagnostics == []  # no cap, nothing to bound
+
+
+def test_an_evaluation_over_a_provider_that_omits_inflates_or_falsifies_usage_books_at_least_what_it_could_bill(tmp_path: Path) -> None:
+    """The eval surface through the hostile provider: its report's cost is never below the provider's own ledger."""
+    import random
+
+    from engine.eval.dataset import load_dataset
+    from engine.eval.runner import evaluate
+    from engine.eval.scorers import make_scorer
+    from engine.testing.chat_server import OMIT
+
+    dataset = tmp_path / "d.jsonl"
+    dataset.write_text("\n".join(f'{{"id": {i}, "question": "What is {i} + {i}?", "answer": "{2 * i}"}}' for i in range(24)))
+    rng = random.Random(7)
+
+    def lying(body: dict[str, object]) -> Reply:
+        n = int(str(body["messages"][-1]["content"]).split()[2])  # type: ignore[index]
+        text = f"The answer is {2 * n}."
+        return rng.choice([Reply(text=text, usage=OMIT), Reply(text=text, cost=-1), Reply(text=text, usage={"prompt_tokens": "x"}),
+                           Reply(text=text, completion_tokens=2000), Reply(text=text)])  # 2000: four times max_tokens
+
+    with ChatServer(responder=lying) as upstream:
+        pool = hostile_pool(upstream.url)
+        flow = flow_from('input question\nstep a { model: m  task: "{question}"  max_tokens: 500 }', pool)
+        report = asyncio.run(evaluate([("lying", flow)], load_dataset(dataset), pool, make_scorer("number"), home=tmp_path,
+                                      concurrency=6))
+        could_bill = billed(upstream)
+    assert report.flows[0].n == 24 and report.flows[0].correct == 24
+    assert could_bill <= report.flows[0].total_cost + 1e-12

@@ -20,6 +20,7 @@ from engine.serve.guard import BrowserPolicy
 from engine.session import Session
 from engine.testing.chat_server import ChatServer, Reply
 from engine.testing.hostile import get, hostile_bodies, post, raw_request
+from engine.tracing.spans import run_spans
 from tests.helpers import flow_from
 from tests.hostile_serve import InProcessServer, hostile_pool, key_spec
 
@@ -52,6 +53,9 @@ def test_a_key_echoed_in_a_malformed_streamed_chunk_reaches_nothing(tmp_path: Pa
     assert answer.status == 502
     texts = [answer.body.decode(), *everything_under(tmp_path / "home")]
     assert "not JSON" in answer.body.decode()  # the fault is reported, only without the key
+    (run,) = list_runs(tmp_path / "home")
+    spans = run_spans(run, lambda _name: True, hostile_pool(upstream.url, VARIABLE), content=True)  # the OTel tree, content included
+    texts.append(repr(spans))
     assert prefixes_in(texts) == []
 
 
