@@ -146,9 +146,9 @@ def langgraph_app(shape: Shape, url: str, http: Any) -> Any:
 
 
 def baton_runner(shape: Shape, url: str, record: bool, durable: bool = True) -> tuple[Any, Any]:
-    from engine.api import run_flow
     from engine.loading import check_source
     from engine.pool import ModelSpec, Pool, ProviderSpec
+    from engine.session import run_flow
 
     pool = Pool(providers={"loop": ProviderSpec(kind="openai", base_url=url, max_concurrency=1024)},
                 models={"m": ModelSpec(provider="loop", id="m", input_price=0.1, output_price=0.2)}, max_concurrency=1024)

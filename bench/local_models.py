@@ -28,10 +28,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.planner_bench import TASKS  # noqa: E402
-from engine.api import Session, check_source, default_pool  # noqa: E402
+from engine.loading import check_source
 from engine.planner.limits import PlanLimits  # noqa: E402
 from engine.planner.plan import plan  # noqa: E402
+from engine.pool import default_pool
 from engine.run.choices import choice_of  # noqa: E402
+from engine.session import Session
 
 ALIASES = ("local", "smol")
 FACTS = [

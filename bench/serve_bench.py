@@ -95,7 +95,7 @@ def start_baton(upstream: str, tmp: Path, fsync: bool = False) -> tuple[subproce
                                        'max_concurrency = 512\n[models.fast]\nprovider = "loop"\nid = "fast"\n'
                                        'input_price = 0.15\noutput_price = 0.6\n')
     sys.path.insert(0, str(ROOT))
-    from engine.api import add_key
+    from engine.serve.keys import add_key
 
     token = add_key(tmp / "keys.toml", "bench")
     port = free_port()

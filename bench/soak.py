@@ -21,10 +21,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine.api import run_flow  # noqa: E402
 from engine.loading import check_source  # noqa: E402
 from engine.pool import ModelSpec, Pool, ProviderSpec  # noqa: E402
 from engine.providers.openai_compat import OpenAICompatProvider  # noqa: E402
+from engine.session import run_flow  # noqa: E402
 
 FLOW = 'input q\nstep a { model: m  task: "{q}" }\nstep b { model: m  sees: a  task: "more" }\nstep c { model: m  sees: b  task: "end" }\n'
 

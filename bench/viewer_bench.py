@@ -28,9 +28,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.generate import layered_flow  # noqa: E402
-from engine.api import ScriptedProvider, Session, check_source, load_pool  # noqa: E402
+from engine.loading import check_source
+from engine.pool import load_pool
+from engine.providers.scripted import ScriptedProvider
 from engine.records.explain import load_recorded_run  # noqa: E402
 from engine.records.run_page import render_run_page  # noqa: E402
+from engine.session import Session
 
 ROOT = Path(__file__).resolve().parents[1]
 REPLY = ("A considered answer to the step, with a little reasoning and a result. " * 6).strip()

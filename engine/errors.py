@@ -6,6 +6,8 @@
     ├── InputError           flow inputs that are missing, unknown, unreadable or too large
     ├── HomeError            the run home (`--home`, $BATON_HOME) cannot be created or used
     ├── UnknownRun           no run has that id (or a prefix matches several)
+    ├── RouterError          a router file that cannot be used (engine.router.model), shown by validate as E312
+    ├── TraceExportError     spans a collector refused or could not receive (engine.tracing.otel)
     └── RunError             what went wrong while running a valid flow
         ├── ProviderError        a model endpoint failed (after retries and fallbacks)
         ├── BudgetExceeded       a cost, token or call cap refused a call

@@ -26,6 +26,7 @@ from engine.errors import BudgetExceeded, PoolError, RunCancelled, RunError
 from engine.loading import check_source, load_flow
 from engine.model import Budget, Flow, Params, node_models
 from engine.pool import Pool, discover_pool
+from engine.providers.embeddings import pool_embedder
 from engine.run.budget import BudgetGuard, usd_cap
 from engine.run.cache import ResponseCache
 from engine.run.calls import Caller, Limits, Observed, RetryPolicy
@@ -211,7 +212,7 @@ class Session:
         observed = self.observed if owner is None else self._observed_by_owner.setdefault(owner, {})
         caller = Caller(pool=pool, providers=lambda alias: self.providers.for_provider(pool.models[alias].provider), budget=guard,
                         limits=self.limits, cache=self.cache if cache else None, retry=self.retry, secrets=self.providers.secrets,
-                        observed=observed, cache_partition=owner or "")
+                        observed=observed, cache_partition=owner or "", embedder=lambda alias: pool_embedder(pool, alias))
         if self.sleep is not None:
             caller.sleep = self.sleep
         return caller

@@ -6,12 +6,12 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from engine.api import run_flow
 from engine.errors import FlowError
 from engine.loading import check_source
 from engine.model import Flow
 from engine.pool import Pool
 from engine.run.trace import RunSummary
+from engine.session import run_flow
 
 
 def flow_from(text: str, pool: Pool, name: str = "t.flow") -> Flow:

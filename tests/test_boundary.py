@@ -368,7 +368,7 @@ def _money_property(width: int, max_tokens: int, in_price: float, out_price: flo
                     seed: int, mode: str, inflate: int, home: Path) -> None:
     import asyncio
 
-    from engine.api import run_flow
+    from engine.session import run_flow
 
     pool = Pool(providers={"r": ProviderSpec(kind="scripted", max_concurrency=concurrency)},
                 models={"m": ModelSpec(provider="r", id="m", input_price=in_price, output_price=out_price)}, max_concurrency=concurrency)

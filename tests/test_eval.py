@@ -118,8 +118,8 @@ def test_budget_stops_starting_items(tmp_path: Path) -> None:
 
 
 def test_replay_refuses_requests_it_has_no_record_for(tmp_path: Path) -> None:
-    from engine.api import run_flow_sync
     from engine.errors import ProviderError
+    from engine.session import run_flow_sync
 
     pool = load_pool(EVAL / "models.toml")
     result = check_source('input question\nstep a { model: haiku  task: "Please answer: {question}"  retries: 0 }', pool)

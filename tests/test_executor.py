@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from engine.api import run_flow
 from engine.errors import BudgetExceeded, ProviderError, RunError
 from engine.run.calls import RetryPolicy
 from engine.run.store import read_step_journal
+from engine.session import run_flow
 from engine.testing.chat_server import ChatServer, Reply
 from tests.conftest import loopback_pool
 from tests.helpers import flow_from, run

@@ -147,8 +147,8 @@ def test_the_api_key_is_read_when_each_call_is_made(home: Path, monkeypatch: pyt
     """A key rotated in the environment is used from the next call on, by the same provider."""
     import asyncio
 
-    from engine.api import run_flow
     from engine.providers.openai_compat import OpenAICompatProvider
+    from engine.session import run_flow
 
     with ChatServer() as server:
         spec = ProviderSpec(kind="openai", base_url=server.url, api_key_env="BATON_TEST_ROTATING_KEY")

@@ -125,9 +125,9 @@ def test_run_with_bad_inputs_is_a_clear_usage_error(tmp_path: Path) -> None:
 
 
 def test_show_and_runs_on_a_recorded_run(tmp_path: Path) -> None:
-    from engine.api import run_flow_sync
     from engine.pool import load_pool
     from engine.providers.scripted import ScriptedProvider
+    from engine.session import run_flow_sync
 
     summary = run_flow_sync(WORKFLOWS / "route_label.flow", {"question": "write code"}, pool=load_pool(WORKFLOWS / "models.toml"),
                             providers={"*": ScriptedProvider(script={"triage": "code"})}, home=tmp_path)

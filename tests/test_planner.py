@@ -220,7 +220,7 @@ def test_conductor_import(name: str, snapshot) -> None:  # type: ignore[no-untyp
 
 
 def test_imported_example_runs(tmp_path: Path) -> None:
-    from engine.api import run_flow_sync
+    from engine.session import run_flow_sync
 
     plan_, _ = parse_completion(EXAMPLE)
     assert plan_ is not None

@@ -15,12 +15,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.api import run_flow
 from engine.errors import BudgetExceeded, FlowError, PoolError
 from engine.loading import check_source
 from engine.pool import ModelSpec, Pool, ProviderSpec, default_pool, load_pool
 from engine.providers.scripted import ScriptedProvider
 from engine.run.protocol import ChatRequest, ChatResponse
+from engine.session import run_flow
 from engine.syntax.fmt import format_source
 from engine.testing.chat_server import ChatServer, Reply
 from tests.conftest import ROOT, WORKFLOWS, loopback_pool

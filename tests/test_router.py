@@ -16,10 +16,10 @@ import pytest
 from engine.loading import check_source
 from engine.pool import load_pool
 from engine.router.files import load_router
-from engine.router.grid import grid_models, load_grid, split_grid
 from engine.router.model import train_router
 from engine.router.policy import calibrate_strong_share, choose
 from engine.session import run_flow_sync
+from engine.training.grid import grid_models, load_grid, split_grid
 from tests.conftest import ROOT, WORKFLOWS
 
 MODELS = {"cheap": "m-cheap", "strong": "m-strong"}

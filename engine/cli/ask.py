@@ -7,12 +7,16 @@ import asyncio
 import json
 import sys
 
-from engine.api import AskOutcome, BatonError, PlanResult, PoolError, RunError, Session, ask_rounds, for_terminal
 from engine.cli.common import fail, for_stream, pool_error, pool_for
 from engine.cli.exits import EXIT_FAILED, EXIT_USAGE, for_run_error
 from engine.cli.plan import add_plan_arguments, make_plan, report
 from engine.cli.progress import ProgressPrinter
 from engine.cli.run import print_summary
+from engine.errors import BatonError, PoolError, RunError
+from engine.planner.plan import PlanResult
+from engine.planner.rounds import AskOutcome, ask_rounds
+from engine.session import Session
+from engine.terminal import for_terminal
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from engine.api import ResponseCache, RunHome
+from engine.run.cache import ResponseCache
+from engine.run.home import RunHome
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -9,8 +9,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
-from engine.api import InputError, Pool, PoolError, discover_pool, for_terminal
 from engine.cli.exits import EXIT_USAGE
+from engine.errors import InputError, PoolError
+from engine.pool import Pool, discover_pool
+from engine.terminal import for_terminal
 
 
 def add_pool_argument(parser: argparse.ArgumentParser) -> None:

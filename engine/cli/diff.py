@@ -6,20 +6,14 @@ import argparse
 import json
 import sys
 
-from engine.api import (
-    FlowError,
-    PoolError,
-    check_file,
-    diff_flows,
-    discover_pool,
-    flow_diff_json,
-    format_source,
-    read_flow_text,
-    render_all,
-    render_flow_diff,
-)
 from engine.cli.common import fail
 from engine.cli.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from engine.diagnostics import render_all
+from engine.errors import FlowError, PoolError
+from engine.loading import check_file, read_flow_text
+from engine.pool import discover_pool
+from engine.semdiff import diff_flows, flow_diff_json, render_flow_diff
+from engine.syntax.fmt import format_source
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

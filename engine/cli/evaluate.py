@@ -8,9 +8,11 @@ import json
 import sys
 from pathlib import Path
 
-from engine.api import EvalReport, FlowError, InputError, PoolError, render_all
 from engine.cli.common import add_pool_argument, at_least, fail, parse_budget, pool_error, pool_for
 from engine.cli.exits import EXIT_INTERRUPTED, EXIT_USAGE
+from engine.diagnostics import render_all
+from engine.errors import FlowError, InputError, PoolError
+from engine.eval.runner import EvalReport
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -51,7 +53,13 @@ def table(report: EvalReport) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from engine.api import Session, evaluate, judge_through, load_dataset, load_flow, make_scorer, new_run_id, render_html
+    from engine.eval.dataset import load_dataset
+    from engine.eval.html import render_html
+    from engine.eval.runner import evaluate
+    from engine.eval.scorers import judge_through, make_scorer
+    from engine.loading import load_flow
+    from engine.run.home import new_run_id
+    from engine.session import Session
 
     try:
         pool = pool_for(args, args.flows[0])

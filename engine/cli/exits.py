@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from engine.api import BudgetExceeded, RunCancelled
+from engine.errors import BudgetExceeded, RunCancelled
 
 EXIT_OK = 0
 EXIT_FAILED = 1

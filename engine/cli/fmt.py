@@ -6,7 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from engine.api import FlowError, format_source, read_flow_text, render_all
+from engine.diagnostics import render_all
+from engine.errors import FlowError
+from engine.loading import read_flow_text
+from engine.syntax.fmt import format_source
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

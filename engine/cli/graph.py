@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from engine.api import FlowError, PoolError, load_flow, render_all, to_dot, to_json, to_mermaid
 from engine.cli.common import add_pool_argument, pool_error, pool_for
 from engine.cli.exits import EXIT_FAILED
+from engine.diagnostics import render_all
+from engine.errors import FlowError, PoolError
+from engine.graph import to_dot, to_json, to_mermaid
+from engine.loading import load_flow
 
 RENDERERS = {"mermaid": to_mermaid, "dot": to_dot, "json": to_json}
 

@@ -6,9 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from engine.api import parse_completion, parse_map, render_all, to_flow
 from engine.cli.common import fail
 from engine.cli.exits import EXIT_FAILED, EXIT_USAGE
+from engine.diagnostics import render_all
+from engine.planner.conductor import parse_completion, parse_map, to_flow
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from engine.api import lsp_missing
 from engine.cli.common import fail
 from engine.cli.exits import EXIT_USAGE
+from engine.lsp import lsp_missing
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -17,7 +17,7 @@ def run(args: argparse.Namespace) -> int:
     missing = lsp_missing()
     if missing is not None:
         return fail(missing, EXIT_USAGE)
-    from engine.api import lsp_main
+    from engine.lsp.server import lsp_main
 
     lsp_main()
     return 0

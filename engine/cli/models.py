@@ -6,9 +6,10 @@ import argparse
 import asyncio
 import time
 
-from engine.api import Pool, PoolError
 from engine.cli.common import add_pool_argument, for_stream, pool_error, pool_for
 from engine.cli.exits import EXIT_FAILED, EXIT_OK
+from engine.errors import PoolError
+from engine.pool import Pool
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -17,7 +18,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 async def _check(pool: Pool) -> list[tuple[str, str]]:
-    from engine.api import Params, RunError, Session, unset_key_variable
+    from engine.errors import RunError
+    from engine.model import Params
+    from engine.session import Session
+    from engine.wiring import unset_key_variable
 
     async def one(session: Session, alias: str) -> tuple[str, str]:
         spec = pool.models[alias]

@@ -8,9 +8,14 @@ import json
 import sys
 from pathlib import Path
 
-from engine.api import ALL_CONSTRUCTS, BatonError, PlanLimits, PlanResult, Pool, PoolError, Session, for_terminal, plan
 from engine.cli.common import add_pool_argument, at_least, fail, for_stream, parse_budget, pool_error, pool_for
 from engine.cli.exits import EXIT_FAILED, EXIT_USAGE
+from engine.errors import BatonError, PoolError
+from engine.planner.limits import ALL_CONSTRUCTS, PlanLimits
+from engine.planner.plan import PlanResult, plan
+from engine.pool import Pool
+from engine.session import Session
+from engine.terminal import for_terminal
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

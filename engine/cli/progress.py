@@ -7,7 +7,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-from engine.api import one_line
+from engine.terminal import one_line
 
 
 class ProgressPrinter:

@@ -8,27 +8,17 @@ import os
 import time
 from pathlib import Path
 
-from engine.api import (
-    InputError,
-    PoolError,
-    RouterError,
-    build_router_report,
-    calibrate_accuracy,
-    calibrate_strong_share,
-    data_hash,
-    discover_pool,
-    examples_from_eval,
-    grid_models,
-    load_grid,
-    load_router,
-    pool_embedder,
-    render_router_report,
-    router_curve,
-    split_grid,
-    train_router,
-)
 from engine.cli.common import fail
 from engine.cli.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from engine.errors import InputError, PoolError
+from engine.pool import discover_pool
+from engine.providers.embeddings import pool_embedder
+from engine.router.files import load_router
+from engine.router.model import RouterError, data_hash, train_router
+from engine.router.policy import calibrate_accuracy, calibrate_strong_share
+from engine.training.from_eval import examples_from_eval
+from engine.training.grid import grid_models, load_grid, split_grid
+from engine.training.report import build_router_report, render_router_report, router_curve
 
 LEARNERS = ("logistic", "knn")
 

@@ -13,11 +13,15 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TextIO
 
-from engine.api import Flow, FlowError, HomeError, InputError, PoolError, RunError, RunSummary, UnknownRun, for_terminal, render_all
 from engine.cli.common import add_pool_argument, fail, for_stream, parse_budget, plural, pool_error, pool_for
 from engine.cli.exits import EXIT_USAGE, for_run_error
 from engine.cli.progress import ProgressPrinter
 from engine.cli.tracing import add_otel_arguments, close_observers, observers_for
+from engine.diagnostics import render_all
+from engine.errors import FlowError, HomeError, InputError, PoolError, RunError, UnknownRun
+from engine.model import Flow
+from engine.run.trace import RunSummary
+from engine.terminal import for_terminal
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -96,7 +100,8 @@ async def _run_stopping_on_sigterm(coro: Coroutine[Any, Any, RunSummary], signal
 
 
 def run(args: argparse.Namespace) -> int:
-    from engine.api import check_source, run_flow
+    from engine.loading import check_source
+    from engine.session import run_flow
 
     if not args.file and not args.resume:
         return fail("give a flow FILE, or --resume RUN_ID", EXIT_USAGE)

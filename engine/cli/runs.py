@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from engine.api import HomeError, list_runs, runs_table
 from engine.cli.common import at_least, fail
 from engine.cli.exits import EXIT_USAGE
+from engine.errors import HomeError
+from engine.records.render import runs_table
+from engine.run.reader import list_runs
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -6,10 +6,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from engine.api import CatalogError, InputError, KeysError, PoolError, ServeError, add_key, serve
 from engine.cli.common import add_pool_argument, fail, parse_budget, pool_error, pool_for
 from engine.cli.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from engine.cli.tracing import add_otel_arguments, close_observers, observers_for
+from engine.errors import InputError, PoolError
+from engine.serve.catalog import CatalogError
+from engine.serve.keys import KeysError, add_key
+from engine.serve.server import ServeError, serve
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from engine.api import HomeError, UnknownRun, load_run, render_run, run_json
 from engine.cli.common import fail, for_stream
 from engine.cli.exits import EXIT_FAILED, EXIT_USAGE
+from engine.errors import HomeError, UnknownRun
+from engine.records.render import render_run, run_json
+from engine.run.reader import load_run
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import logging
 
-from engine.api import HomeError, UnknownRun, load_recorded_run, otel_missing
 from engine.cli.common import fail
 from engine.cli.exits import EXIT_FAILED, EXIT_USAGE
+from engine.errors import HomeError, UnknownRun
+from engine.records.explain import load_recorded_run
+from engine.tracing import otel_missing
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -25,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     missing = otel_missing()
     if missing is not None:
         return fail(missing, EXIT_USAGE)
-    from engine.api import TraceExportError, export_run, export_run_to_file, otlp_exporter
+    from engine.tracing.otel import TraceExportError, export_run, export_run_to_file, otlp_exporter
 
     try:
         recorded = load_recorded_run(args.run_id, args.home)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from engine.api import RunObserver, endpoint_from_environment, otel_missing
+from engine.run.observer import RunObserver
+from engine.tracing import endpoint_from_environment, otel_missing
 
 
 def add_otel_arguments(p: argparse.ArgumentParser) -> None:
@@ -29,7 +30,7 @@ def observers_for(args: argparse.Namespace) -> list[RunObserver] | str:
             return missing
         print(f"baton: warning: OTEL_EXPORTER_OTLP_ENDPOINT is set, but spans are not exported: {missing}", file=sys.stderr)
         return []
-    from engine.api import OtelObserver, otlp_exporter
+    from engine.tracing.otel import OtelObserver, otlp_exporter
 
     return [OtelObserver(otlp_exporter(args.otel or None), content=args.otel_content)]
 

@@ -6,9 +6,13 @@ import argparse
 import json
 import sys
 
-from engine.api import CheckResult, Diagnostic, PoolError, check_file, check_source, render_all, route_calls
+from engine.checks import CheckResult
 from engine.cli.common import add_pool_argument, plural, pool_error, pool_for
 from engine.cli.exits import EXIT_FAILED, EXIT_OK
+from engine.diagnostics import Diagnostic, render_all
+from engine.errors import PoolError
+from engine.loading import check_file, check_source
+from engine.router.files import route_calls
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

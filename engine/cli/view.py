@@ -6,9 +6,13 @@ import argparse
 import webbrowser
 from pathlib import Path
 
-from engine.api import HomeError, UnknownRun, filter_runs, list_runs, load_recorded_run, render_run_page, render_runs_page
 from engine.cli.common import at_least, fail
 from engine.cli.exits import EXIT_FAILED, EXIT_USAGE
+from engine.errors import HomeError, UnknownRun
+from engine.records.explain import load_recorded_run
+from engine.records.run_page import render_run_page
+from engine.records.runs_page import filter_runs, render_runs_page
+from engine.run.reader import list_runs
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -59,7 +59,7 @@ def counts(text: str) -> Counter[int]:
 
 
 Vector = dict[int, float]
-#: Texts to unit vectors, from a pool alias's embeddings endpoint (`engine.router.embed.endpoint_embedder`).
+#: Texts to unit vectors, from a pool alias's embeddings endpoint (`engine.providers.embeddings.endpoint_embedder`).
 Embedder = Callable[[Sequence[str]], list[Vector]]
 
 
@@ -102,7 +102,7 @@ class Router:
     #: Set by `baton router calibrate`: the threshold a learned route uses when the flow names none, and how it was found.
     calibration: dict[str, Any] = field(default_factory=dict)
     #: `{"kind": "hashed"}` (word n-grams, the default), or `{"kind": "embeddings", "alias": ...}`: vectors from the
-    #: embeddings endpoint of a pool alias (`engine.router.embed`). Never a URL or a key: the pool decides those.
+    #: embeddings endpoint of a pool alias (`engine.providers.embeddings`). Never a URL or a key: the pool decides those.
     features: dict[str, Any] = field(default_factory=lambda: {"kind": "hashed"})
 
     @property

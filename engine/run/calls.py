@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from engine.errors import BudgetExceeded, ProviderError, VerificationFailed
 from engine.model import Check, Params
 from engine.pool import FREE_KINDS, ModelSpec, Pool
+from engine.router.model import Embedder
 from engine.run.budget import BudgetGuard, Reservation, prompt_token_bound
 from engine.run.cache import ResponseCache
 from engine.run.protocol import ChatRequest, ChatResponse, Provider, ProviderFault, StreamingProvider
@@ -140,6 +141,8 @@ class Caller:
     observed: dict[str, Observed] = field(default_factory=dict)
     #: Whose calls these are, for the response cache (an API key's name in `baton serve`): tenants never share hits.
     cache_partition: str = ""
+    #: A learned route's embedder for a pool alias (network code, given by the session: the run layer never imports it).
+    embedder: Callable[[str], Embedder] | None = None
 
     def _charge(self, spec: ModelSpec, resp: ChatResponse, reservation: Reservation) -> Charge:
         """Every call that reached the provider is booked: as reported, computed, or at its worst case."""

@@ -14,7 +14,7 @@ import re
 import time
 from collections import Counter
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from engine.errors import BudgetExceeded, RouteError, RunError, VerificationFailed
 from engine.model import Fuse, Loop, Route, Step, Verify
@@ -25,11 +25,8 @@ from engine.run import prompt
 from engine.run.answers import extract_answer
 from engine.run.calls import Validator, check_reply
 from engine.run.choices import choice_of, choices_check, choices_grammar
-from engine.run.embedder import pool_embedder
+from engine.run.context import NodeContext
 from engine.run.trace import RouteDecision, StepResult
-
-if TYPE_CHECKING:
-    from engine.run.executor import Executor
 
 DEFAULT_JUDGE_TASK = (
     "Several answers to the same task are given above. Compare them: where they agree, where they "
@@ -41,7 +38,7 @@ def normalise_label(text: str) -> str:
     return re.sub(r"[^\w\s-]", "", text).strip().lower()
 
 
-async def run_node(ex: Executor, node: Step | Verify | Fuse | Route | Loop, result: StepResult) -> None:
+async def run_node(ex: NodeContext, node: Step | Verify | Fuse | Route | Loop, result: StepResult) -> None:
     """Run one top-level node to completion (its result filled in), or raise a `RunError`."""
     if isinstance(node, Route):
         await run_route(ex, node, result)
@@ -53,7 +50,7 @@ async def run_node(ex: Executor, node: Step | Verify | Fuse | Route | Loop, resu
         await run_call(ex, node, result, seen_by(ex, node))
 
 
-def seen_by(ex: Executor, node: Any, scope: dict[str, StepResult] | None = None, feedback: str = "") -> tuple[dict[str, str], list[prompt.Block]]:
+def seen_by(ex: NodeContext, node: Any, scope: dict[str, StepResult] | None = None, feedback: str = "") -> tuple[dict[str, str], list[prompt.Block]]:
     """The values its template may name and the blocks it is shown: exactly its `sees` (plus named inputs)."""
     values: dict[str, str] = {}
     blocks: list[prompt.Block] = []
@@ -74,7 +71,7 @@ def seen_by(ex: Executor, node: Any, scope: dict[str, StepResult] | None = None,
             blocks.append(prompt.Block(f"step {seen}", res.output, subtask=res.subtask or None))
     return values, blocks
 
-async def run_call(ex: Executor, node: Step | Verify, result: StepResult, visible: tuple[dict[str, str], list[prompt.Block]],
+async def run_call(ex: NodeContext, node: Step | Verify, result: StepResult, visible: tuple[dict[str, str], list[prompt.Block]],
                 level_offset: int = 0) -> None:
     values, blocks = visible
     task = prompt.render_task(node.task, values)
@@ -110,7 +107,7 @@ def _validator(node: Step | Verify) -> Validator | None:
     return validate
 
 
-async def run_fuse(ex: Executor, node: Fuse, result: StepResult, visible: tuple[dict[str, str], list[prompt.Block]]) -> None:
+async def run_fuse(ex: NodeContext, node: Fuse, result: StepResult, visible: tuple[dict[str, str], list[prompt.Block]]) -> None:
     values, blocks = visible
     task = prompt.render_task(node.task, values)
     result.subtask = task
@@ -162,7 +159,7 @@ async def run_fuse(ex: Executor, node: Fuse, result: StepResult, visible: tuple[
     result.output, result.model = text, alias
     result.reason = f"judge `{alias}` over {len(ok)} of {len(node.panel)} panel answers" + (f" ({len(failed)} failed)" if failed else "")
 
-async def _vote(ex: Executor, node: Fuse, result: StepResult, ok: Sequence[tuple[int, str, str | None]],
+async def _vote(ex: NodeContext, node: Fuse, result: StepResult, ok: Sequence[tuple[int, str, str | None]],
                 messages: tuple[dict[str, str], ...]) -> None:
     """Majority vote over extracted answers (self-consistency); below `agree`, escalate (a FrugalGPT-style cascade)."""
     answers = [(i, alias, text or "", extract_answer(text or "", node.vote or "number")) for i, alias, text in ok]
@@ -186,13 +183,17 @@ async def _vote(ex: Executor, node: Fuse, result: StepResult, ok: Sequence[tuple
     result.verdict = f"agreement {votes}/{len(node.panel)} < {node.agree}"
 
 
-def learned_decision(ex: Executor, route: Route) -> RouteDecision:
+def learned_decision(ex: NodeContext, route: Route) -> RouteDecision:
     """A learned route: the router predicts each arm's model from the flow's inputs, and its rule picks one."""
     assert route.router is not None
     router = cached_router(route.router)
     text = "\n\n".join(ex.inputs.get(name, "") for name in ex.flow.inputs)
     candidates = [label for arm in route.arms for label in arm.labels]
-    embedder = pool_embedder(ex.caller.pool, router.embeddings_alias) if router.embeddings_alias is not None else None
+    embedder = None
+    if router.embeddings_alias is not None:
+        if ex.caller.embedder is None:
+            raise RouterError(f"the router embeds questions with `{router.embeddings_alias}`, and this run has no embedder")
+        embedder = ex.caller.embedder(router.embeddings_alias)
     predicted = {a: round(p, 4) for a, p in router.predict(text, embedder).items() if a in candidates}
     costs = {}
     for alias in candidates:
@@ -205,7 +206,7 @@ def learned_decision(ex: Executor, route: Route) -> RouteDecision:
                          skipped=[t for t in targets if t != arm.target and ex.flow.guarded_by(t, route.name)])
 
 
-def decide_route(ex: Executor, route: Route) -> RouteDecision:
+def decide_route(ex: NodeContext, route: Route) -> RouteDecision:
     if route.router is not None:
         return learned_decision(ex, route)
     label = normalise_label(ex.results[route.by].output) if route.by else None
@@ -242,7 +243,7 @@ def decide_route(ex: Executor, route: Route) -> RouteDecision:
     return RouteDecision(route=route.name, label=label, matched=matched, chosen=chosen_arm.target,
                          skipped=[t for t in targets if t != chosen_arm.target and ex.flow.guarded_by(t, route.name)])
 
-async def run_route(ex: Executor, route: Route, result: StepResult) -> None:
+async def run_route(ex: NodeContext, route: Route, result: StepResult) -> None:
     try:
         # a learned route may embed the question over HTTP: off the event loop, so other nodes keep running
         decision = await asyncio.to_thread(decide_route, ex, route) if route.router else decide_route(ex, route)
@@ -263,7 +264,7 @@ async def run_route(ex: Executor, route: Route, result: StepResult) -> None:
     result.reason = f"{decision.matched} -> `{decision.chosen}`"
 
 
-async def run_loop(ex: Executor, loop: Loop, result: StepResult) -> None:
+async def run_loop(ex: NodeContext, loop: Loop, result: StepResult) -> None:
     feedback = ""
     rounds = loop.max_rounds
     levels = max((len(getattr(ex.flow.nodes[m], "models", ())) for m in loop.members), default=1)

@@ -20,6 +20,7 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from engine.errors import BatonError
 from engine.model import Flow
 from engine.pool import Pool
 from engine.records.explain import RecordedRun
@@ -30,7 +31,7 @@ from engine.tracing.spans import SpanSpec, node_span, run_spans, workflow_span
 TRACES_PATH = "/v1/traces"
 
 
-class TraceExportError(Exception):
+class TraceExportError(BatonError):
     """The spans could not be delivered (the collector refused them or could not be reached)."""
 
 

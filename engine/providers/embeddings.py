@@ -3,8 +3,8 @@ llama.cpp's server over the embedded model), as a router's features instead of h
 
 A router file names only the alias (`features.alias`); the pool says where it is served and
 which environment variable holds its key, so a file a flow ships cannot send questions or keys
-anywhere the operator did not configure. Imported only when a router uses embeddings: validating
-a flow reads the router file and never calls out.
+anywhere the operator did not configure. Network code, so it lives with the providers: a run gets
+its embedder from the session (`Caller.embedder`), and validating a flow never imports it.
 """
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from engine.pool import Pool
 from engine.router.model import Embedder, RouterError, Vector
+from engine.run.secrets import read_key
 
 BATCH = 64
 
@@ -54,3 +56,14 @@ def _embed(texts: Sequence[str], base_url: str, model: str, key: str | None, tim
                 norm = math.sqrt(sum(x * x for x in v)) or 1.0
                 out.append({i: x / norm for i, x in enumerate(v) if x})
     return out
+
+
+def pool_embedder(pool: Pool, alias: str) -> Embedder:
+    """The `/embeddings` endpoint of `alias`'s provider, asked for `alias`'s model id, with the provider's key."""
+    spec = pool.models.get(alias)
+    if spec is None:
+        raise RouterError(f"the router embeds questions with the pool alias `{alias}`, which this pool does not have")
+    provider = pool.provider(spec.provider)
+    if provider.kind != "openai" or not provider.base_url:
+        raise RouterError(f"the router embeds questions with `{alias}`, whose provider is not an OpenAI-compatible endpoint")
+    return endpoint_embedder(provider.base_url, spec.id, read_key(provider))

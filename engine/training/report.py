@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 
 from engine.eval.stats import mcnemar, wilson
 from engine.pool import Pool
-from engine.router.grid import GridItem
 from engine.router.model import Router
 from engine.router.policy import calibrate_strong_share, choose, strongest
 from engine.run.answers import numbers_equal
+from engine.training.grid import GridItem
 
 
 @dataclass
