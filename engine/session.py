@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.errors import BudgetExceeded, PoolError, RunCancelled, RunError
+from engine.errors import PoolError, RunCancelled, RunError
 from engine.loading import check_source, load_flow
 from engine.model import Budget, Flow, Params, node_models
 from engine.pool import Pool, discover_pool
@@ -37,7 +37,7 @@ from engine.run.protocol import Provider
 from engine.run.reader import completed_steps, read_setup, read_summary
 from engine.run.store import MemoryStore, RunRecord, RunStore
 from engine.run.streaming import StreamMismatch, TextSink, TextStream
-from engine.run.trace import Attempt, RunSummary, StepResult
+from engine.run.trace import Attempt, RunSummary, StepResult, Totals, run_status
 from engine.wiring import ProviderSet, check_inputs, pool_snapshot
 
 
@@ -51,16 +51,20 @@ class CallResult:
     attempts: list[Attempt] = field(default_factory=list)
 
     @property
+    def totals(self) -> Totals:
+        return Totals.of(self.attempts)
+
+    @property
     def cost(self) -> float:
-        return sum(a.cost for a in self.attempts)
+        return self.totals.cost
 
     @property
     def input_tokens(self) -> int:
-        return sum(a.input_tokens for a in self.attempts)
+        return self.totals.input_tokens
 
     @property
     def output_tokens(self) -> int:
-        return sum(a.output_tokens for a in self.attempts)
+        return self.totals.output_tokens
 
 
 class Session:
@@ -237,7 +241,7 @@ class Session:
             store = ObservedRecord(store, self.observers, flow_obj, run_pool)
         executor = Executor(flow_obj, self._caller(run_pool, guard, cache), store, checked_inputs, completed, progress, stream)
         carried = summary.model_copy()  # while it runs, the summary on disk holds the earlier attempts' totals
-        _add_totals(carried, before)
+        carried.add_totals(before.totals)
         carried.duration_s = before.duration_s
         store.write_summary(carried, final=False)
         store.event("run_resumed" if resumed else "run_started", flow=flow_obj.name, attempt=attempts_of_run,
@@ -255,7 +259,7 @@ class Session:
             error = err
         finally:
             summarise(summary, executor.results, flow_obj.top_level())
-            _add_totals(summary, before)
+            summary.add_totals(before.totals)
             summary.warnings = [*warnings, *executor.warnings]
             summary.finished = time.time()
             summary.duration_s = round(before.duration_s + summary.finished - summary.started, 4)
@@ -266,8 +270,7 @@ class Session:
                 if stream is not None:
                     _finish_stream(stream, out.output, summary)
             else:
-                summary.status = ("budget_exhausted" if isinstance(error, BudgetExceeded)
-                                  else "interrupted" if isinstance(error, RunCancelled) else "failed")
+                summary.status = run_status(error or RunError("the output step did not finish"))
                 summary.error = str(error) if error else "the output step did not finish"
                 summary.error_step = getattr(error, "step", None)
             store.event("run_finished", status=summary.status, cost=round(summary.cost, 8), calls=summary.calls,
@@ -350,15 +353,6 @@ def _totals_so_far(previous: RunSummary | None, completed: dict[str, StepResult]
     summarise(rebuilt, killed_attempt, top_level)
     rebuilt.duration_s += max((r.finished for r in killed_attempt.values()), default=since) - since if killed_attempt else 0.0
     return rebuilt
-
-
-def _add_totals(summary: RunSummary, before: RunSummary) -> None:
-    summary.cost += before.cost
-    summary.estimated_cost += before.estimated_cost
-    summary.input_tokens += before.input_tokens
-    summary.output_tokens += before.output_tokens
-    summary.calls += before.calls
-    summary.cache_hits += before.cache_hits
 
 
 # -- one run, one session: the function form -------------------------------------------------

@@ -105,7 +105,7 @@ def call_causes(step: StepResult) -> list[str]:
         before = previous.get(caller)
         if a.from_cache:
             why = "cache hit"
-        elif before is None or before.status in ("ok", "cache_hit"):
+        elif before is None or before.answered:
             why = "first call"
         elif before.status == "rejected":
             why = f"escalation after {before.cause or 'a rejected reply'}"

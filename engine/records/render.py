@@ -75,7 +75,7 @@ def _render_step(name: str, s: StepResult, full: bool) -> list[str]:
         cause = f" {a.cause}" if a.cause else ""
         finish = f"  finish {a.finish_reason}" if a.finish_reason else ""
         truncated = "  TRUNCATED at max_tokens" if a.truncated else ""
-        reason = f": {_short(a.reason, 80)}" if a.reason and a.status not in ("ok", "cache_hit") else ""
+        reason = f": {_short(a.reason, 80)}" if a.reason and not a.answered else ""
         out.append(f"    - {a.role:<14} {a.alias:<10} {a.status}{cause}  {a.input_tokens}+{a.output_tokens} tok  "
                    f"${a.cost:.6f} ({a.cost_source})  {a.latency_ms:.0f} ms{finish}{truncated}{reason}")
         if a.cost_note:

@@ -134,7 +134,7 @@ def _cluster_size(step: StepResult | None) -> tuple[float, float]:
 
 
 def _mini_box(x: float, y: float, w: float, role: str, title: str, line: str, a: Attempt | None, tip: str) -> str:
-    ok = a is not None and a.status in ("ok", "cache_hit")
+    ok = a is not None and a.answered
     fill, stroke = (STATUS_FILL["ok"], STATUS_STROKE["ok"]) if ok else ("#fff3e0", "#ef6c00") if a is None else (STATUS_FILL["failed"], STATUS_STROKE["failed"])
     return (f'<g class="member" data-role="{esc(role)}" data-ok="{"1" if ok else "0"}"><title>{esc(tip)}</title>'
             f'<rect x="{x:.1f}" y="{y:.1f}" width="{w:.0f}" height="{MEMBER_H}" rx="4" fill="{fill}" stroke="{stroke}"/>'
@@ -152,7 +152,7 @@ def _cluster_svg(step: StepResult, box: Box, top: float) -> str:
     judge_x = box.x + (box.w - MEMBER_W * 1.6) / 2
     for i, (role, a) in enumerate(members):
         x = x0 + i * (MEMBER_W + MEMBER_GAP)
-        ok = a.status in ("ok", "cache_hit")
+        ok = a.answered
         line = _short(f"\u2713 {_seconds(a.latency_ms)}" if ok else f"\u2717 {a.cause or a.status}", 19)
         parts.append(_mini_box(x, top, MEMBER_W, role, _short(f"{role} {a.alias}", 19), line, a,
                                f"{role} {a.alias}: {a.status} {a.cause} {a.reason}".strip()))
@@ -160,7 +160,7 @@ def _cluster_svg(step: StepResult, box: Box, top: float) -> str:
             parts.append(f'<path class="edge{"" if ok else " skipped branch"}" d="M{x + MEMBER_W / 2:.1f},{top + MEMBER_H:.1f} '
                          f'L{judge_x + MEMBER_W * 0.8:.1f},{judge_y - 2:.1f}" marker-end="url(#arrow)"/>')
     if last is not None:
-        ok = last.status in ("ok", "cache_hit")
+        ok = last.answered
         line = _short(f"\u2713 {_seconds(last.latency_ms)}" if ok else f"\u2717 {last.cause or last.status}", 28)
         parts.append(_mini_box(judge_x, judge_y, MEMBER_W * 1.6, last.role, _short(f"{last.role} {last.alias}", 28), line, last,
                                f"{last.role} {last.alias}: {last.status}"))
@@ -266,7 +266,7 @@ def _attempts_table(step: StepResult) -> str:
                     f'<br><span class="hint">{esc(why)}</span></td><td>{esc(status)}</td><td class="num">{a.input_tokens}/{a.output_tokens}</td>'
                     f'<td class="num">{_dollars(a.cost)} <span class="hint">{esc(a.cost_source)}</span></td>'
                     f'<td class="num nowrap">{_seconds(a.latency_ms)}</td></tr>')
-        if a.reason and a.status not in ("ok", "cache_hit"):
+        if a.reason and not a.answered:
             rows.append(f'<tr class="{esc(a.status)}"><td></td><td colspan="5">{esc(a.reason)}</td></tr>')
     rows.append("</table>")
     return "".join(rows)

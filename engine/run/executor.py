@@ -24,7 +24,7 @@ from engine.run import nodes
 from engine.run.calls import Caller
 from engine.run.store import RunRecord
 from engine.run.streaming import TextStream
-from engine.run.trace import Attempt, RouteDecision, RunSummary, StepResult
+from engine.run.trace import Attempt, RouteDecision, RunSummary, StepResult, Totals
 
 Progress = Callable[[str, dict[str, Any]], None]
 
@@ -183,26 +183,9 @@ class Executor:
 def summarise(summary: RunSummary, results: dict[str, StepResult], top_level: list[str]) -> None:
     """Fill a summary's totals from step results; loop members are counted through their loop."""
     summary.steps = results
-    cost = estimated = 0.0
-    input_tokens = output_tokens = calls = cache_hits = 0
+    totals = Totals()
     for name in top_level:
         r = results.get(name)
-        if r is None or r.resumed:
-            continue
-        for a in r.attempts:
-            cost += a.cost
-            if a.cost_source == "estimated":
-                estimated += a.cost
-            if a.from_cache:
-                cache_hits += 1
-                continue
-            input_tokens += a.input_tokens
-            output_tokens += a.output_tokens
-            if a.sent:
-                calls += 1
-    summary.cost += cost
-    summary.estimated_cost += estimated
-    summary.input_tokens += input_tokens
-    summary.output_tokens += output_tokens
-    summary.calls += calls
-    summary.cache_hits += cache_hits
+        if r is not None and not r.resumed:
+            totals += Totals.of(r.attempts)
+    summary.add_totals(totals)

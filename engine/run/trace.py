@@ -7,9 +7,13 @@ GenAI names in the event log (`gen_ai.usage.input_tokens` ...).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import BaseModel, Field
+
+from engine.errors import BudgetExceeded, RunCancelled
 
 StepStatus = Literal["ok", "failed", "skipped", "not_run"]
 RunStatus = Literal["running", "ok", "failed", "budget_exhausted", "interrupted"]
@@ -45,6 +49,11 @@ class Attempt(BaseModel):
     #: When the call began (epoch seconds; for a cache hit, when it was looked up): the viewer's time line.
     started: float = 0.0
     reply_preview: str = ""
+
+    @property
+    def answered(self) -> bool:
+        """The attempt gave the reply its caller kept (a call, or a cache hit, that passed its checks)."""
+        return self.status in ("ok", "cache_hit")
 
     @property
     def from_cache(self) -> bool:
@@ -123,6 +132,51 @@ class StepResult(BaseModel):
         self.cost += attempt.cost
 
 
+@dataclass(frozen=True, slots=True)
+class Totals:
+    """What some attempts add up to, the one way: attempts, steps, calls and runs are all totalled by it.
+
+    `cost` includes `estimated_cost` (calls booked at their worst case); tokens count calls, not cache hits;
+    `calls` are requests that were sent (`Attempt.sent`), `cache_hits` replies taken from the cache.
+    """
+
+    cost: float = 0.0
+    estimated_cost: float = 0.0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    calls: int = 0
+    cache_hits: int = 0
+
+    @classmethod
+    def of(cls, attempts: Iterable[Attempt]) -> Totals:
+        cost = estimated = 0.0
+        input_tokens = output_tokens = calls = cache_hits = 0
+        for a in attempts:
+            cost += a.cost
+            if a.cost_source == "estimated":
+                estimated += a.cost
+            if a.from_cache:
+                cache_hits += 1
+                continue
+            input_tokens += a.input_tokens
+            output_tokens += a.output_tokens
+            calls += a.sent
+        return cls(cost, estimated, input_tokens, output_tokens, calls, cache_hits)
+
+    def __add__(self, other: Totals) -> Totals:
+        return Totals(self.cost + other.cost, self.estimated_cost + other.estimated_cost, self.input_tokens + other.input_tokens,
+                      self.output_tokens + other.output_tokens, self.calls + other.calls, self.cache_hits + other.cache_hits)
+
+
+def run_status(error: BaseException | None) -> RunStatus:
+    """A finished run's status from what stopped it (None: it finished)."""
+    if error is None:
+        return "ok"
+    if isinstance(error, BudgetExceeded):
+        return "budget_exhausted"
+    return "interrupted" if isinstance(error, RunCancelled) else "failed"
+
+
 class RunSummary(BaseModel):
     run_id: str
     flow: str
@@ -147,3 +201,16 @@ class RunSummary(BaseModel):
     attempts_of_run: int = 1
     budget: dict[str, float | int | None] = Field(default_factory=dict)
     steps: dict[str, StepResult] = Field(default_factory=dict)
+
+    @property
+    def totals(self) -> Totals:
+        return Totals(self.cost, self.estimated_cost, self.input_tokens, self.output_tokens, self.calls, self.cache_hits)
+
+    def add_totals(self, more: Totals) -> None:
+        """Count `more` in (a step's attempts, an earlier attempt of the run)."""
+        self.cost += more.cost
+        self.estimated_cost += more.estimated_cost
+        self.input_tokens += more.input_tokens
+        self.output_tokens += more.output_tokens
+        self.calls += more.calls
+        self.cache_hits += more.cache_hits

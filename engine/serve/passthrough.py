@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 import time
 
-from engine.errors import BudgetExceeded, RunCancelled, RunError
+from engine.errors import RunError
 from engine.run.store import RunStore
-from engine.run.trace import RunSummary, StepResult
+from engine.run.trace import RunSummary, StepResult, Totals, run_status
 from engine.session import CallResult, Session
 
 STEP = "call"
@@ -51,12 +51,9 @@ class CallRecord:
         summary = RunSummary(run_id=self.run_id, flow=f"alias:{self.alias}", output_step=STEP, started=self.started,
                              finished=step.finished, duration_s=round(step.finished - self.started, 4), steps={STEP: step},
                              output=call.text if error is None else None,
-                             status="ok" if error is None else "budget_exhausted" if isinstance(error, BudgetExceeded)
-                             else "interrupted" if isinstance(error, RunCancelled) else "failed",
-                             error=str(error) if error else None, error_step=STEP if error else None, cost=step.cost,
-                             estimated_cost=sum(a.cost for a in step.attempts if a.cost_source == "estimated"),
-                             input_tokens=step.input_tokens, output_tokens=step.output_tokens,
-                             calls=sum(1 for a in step.attempts if a.sent), cache_hits=sum(1 for a in step.attempts if a.from_cache))
+                             status=run_status(error),
+                             error=str(error) if error else None, error_step=STEP if error else None)
+        summary.add_totals(Totals.of(step.attempts))
         if self._store is None:
             self.open()
         assert self._store is not None

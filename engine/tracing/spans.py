@@ -76,7 +76,7 @@ def node_span(step: StepResult, pool: Pool | None, content: bool) -> SpanSpec | 
         attrs[n.OI_OUTPUT] = step.output
     span = SpanSpec(n.NODE_SPAN.format(step=step.name), "internal", step.started, step.finished or step.started, _clean(attrs),
                     error=step.error if step.status == "failed" else None)
-    last_ok = max((i for i, a in enumerate(step.attempts) if a.status in ("ok", "cache_hit") and a.alias == step.model), default=-1)
+    last_ok = max((i for i, a in enumerate(step.attempts) if a.answered and a.alias == step.model), default=-1)
     for i, (attempt, why) in enumerate(zip(step.attempts, call_causes(step), strict=True)):
         reply = step.output if i == last_ok else attempt.reply_preview
         span.children.append(call_span(step, attempt, why, pool, reply if content else None, content))
