@@ -6,13 +6,19 @@
 
 from __future__ import annotations
 
-from engine.errors import BudgetExceeded, RunCancelled
+from engine.errors import BatonError, BudgetExceeded, RunCancelled, RunError
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_BUDGET = 3
 EXIT_INTERRUPTED = 130
+
+
+def for_error(err: BatonError) -> int:
+    """The exit code of an error a command let through: a failed run by `for_run_error`; anything else the user gave
+    (inputs, a pool, a run id, a home, keys, a router file) is a usage error."""
+    return for_run_error(err) if isinstance(err, RunError) else EXIT_USAGE
 
 
 def for_run_error(err: BaseException, signal_number: int | None = None) -> int:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from engine.cli.common import add_pool_argument, pool_error, pool_for
+from engine.cli.common import add_pool_argument, pool_for
 from engine.cli.exits import EXIT_FAILED
 from engine.diagnostics import render_all
-from engine.errors import FlowError, PoolError
+from engine.errors import FlowError
 from engine.graph import to_dot, to_json, to_mermaid
 from engine.loading import load_flow
 
@@ -24,8 +24,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         flow, _pool = load_flow(args.file, pool_for(args, args.file))
-    except PoolError as err:
-        return pool_error(err)
     except FlowError as err:
         print(render_all(err.diagnostics, err.source), file=sys.stderr)
         return EXIT_FAILED

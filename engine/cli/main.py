@@ -15,7 +15,8 @@ import os
 import sys
 from collections.abc import Sequence
 
-from engine.cli.exits import EXIT_BUDGET, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
+from engine.cli.exits import EXIT_BUDGET, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, for_error
+from engine.errors import BatonError
 
 __all__ = ["EXIT_BUDGET", "EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "main"]
 
@@ -111,6 +112,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         return int(_module(COMMANDS[args.command][0]).run(args))
+    except BatonError as err:  # the one place an error becomes an exit code, for every command that lets it through
+        from engine.cli.common import fail
+
+        return fail(str(err), for_error(err))
     except KeyboardInterrupt:
         print("baton: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -6,7 +6,6 @@ import argparse
 
 from engine.cli.common import fail, for_stream
 from engine.cli.exits import EXIT_FAILED, EXIT_USAGE
-from engine.errors import HomeError, UnknownRun
 from engine.records.render import render_run, run_json
 from engine.run.reader import load_run
 
@@ -19,10 +18,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        summary = load_run(args.run_id, args.home)
-    except (UnknownRun, HomeError) as err:
-        return fail(str(err), EXIT_USAGE)
+    summary = load_run(args.run_id, args.home)  # an unknown run or home: cli.main says so
     if args.output:
         step = summary.steps.get(args.output)
         if step is None:
@@ -36,4 +32,6 @@ def run(args: argparse.Namespace) -> int:
             print(for_stream(step.output))
         return 0
     print(run_json(summary) if args.json else render_run(summary))
+    if not args.json and summary.status in ("interrupted", "failed", "budget_exhausted") and not summary.flow.startswith("alias:"):
+        print(f"resume with: baton run --resume {summary.run_id}")  # a served alias call has nothing to resume
     return 0

@@ -7,7 +7,6 @@ import logging
 
 from engine.cli.common import fail
 from engine.cli.exits import EXIT_FAILED, EXIT_USAGE
-from engine.errors import HomeError, UnknownRun
 from engine.records.explain import load_recorded_run
 from engine.tracing import otel_missing
 
@@ -29,10 +28,7 @@ def run(args: argparse.Namespace) -> int:
         return fail(missing, EXIT_USAGE)
     from engine.tracing.otel import TraceExportError, export_run, export_run_to_file, otlp_exporter
 
-    try:
-        recorded = load_recorded_run(args.run_id, args.home)
-    except (UnknownRun, HomeError) as err:
-        return fail(str(err), EXIT_USAGE)
+    recorded = load_recorded_run(args.run_id, args.home)  # an unknown run or home: cli.main says so
     logging.getLogger("opentelemetry").setLevel(logging.CRITICAL)  # its retry warnings; the outcome is reported below
     try:
         if args.jsonl:

@@ -75,7 +75,7 @@ def read_run(run_dir: Path) -> RunSummary:
         # killed (SIGKILL, a power cut) before it could record how it ended: no process holds its lock
         summary.status = "interrupted"
         summary.error = (summary.error + "; " if summary.error else "") + (
-            f"the run's process is gone: it was killed before it finished (resume with: baton run --resume {run_dir.name})")
+            "the run's process is gone: it was killed before it finished")  # the command line says how to resume
     for name, step in read_step_journal(run_dir).items():
         summary.steps.setdefault(name, step)
     return summary
