@@ -128,6 +128,19 @@ class Executor:
             fut.set_result(result)
         return result
 
+    async def _route(self, route: Route, result: StepResult) -> None:
+        """Decide, tell the branches (they wait on the decision), then wait for the chosen one."""
+        try:
+            decision = await nodes.decide(self, route)
+        except RunError:
+            self.decisions[route.name].set_result(None)
+            raise
+        self.decisions[route.name].set_result(decision)
+        self.emit("route_decision", step=route.name, label=decision.label, matched=decision.matched, chosen=decision.chosen,
+                  skipped=decision.skipped)
+        result.decision = decision  # on record while the branch runs
+        nodes.take_branch(route, result, decision, await self.futures[decision.chosen])
+
     async def _node(self, name: str) -> None:
         node = self.flow.nodes[name]
         result = StepResult(name=name, kind=node.kind)
@@ -159,7 +172,12 @@ class Executor:
             if self.observed:
                 self.emit("step_started", step=name, kind=node.kind)
             t0 = time.perf_counter()
-            await nodes.run_node(self, node, result)
+            if isinstance(node, Route):
+                await self._route(node, result)
+            else:
+                members = await nodes.run_node(self, node, result)
+                self.results.update(members)  # a loop's members, from its last round
+                await asyncio.gather(*(self.store.commit_step(m) for m in members.values()))
             result.latency_ms = (time.perf_counter() - t0) * 1000
             result.status = "ok"
             await self._finish(result)

@@ -38,16 +38,19 @@ def normalise_label(text: str) -> str:
     return re.sub(r"[^\w\s-]", "", text).strip().lower()
 
 
-async def run_node(ex: NodeContext, node: Step | Verify | Fuse | Route | Loop, result: StepResult) -> None:
-    """Run one top-level node to completion (its result filled in), or raise a `RunError`."""
-    if isinstance(node, Route):
-        await run_route(ex, node, result)
-    elif isinstance(node, Loop):
-        await run_loop(ex, node, result)
-    elif isinstance(node, Fuse):
+async def run_node(ex: NodeContext, node: Step | Verify | Fuse | Loop, result: StepResult) -> dict[str, StepResult]:
+    """Run one top-level node that calls models to completion (its result filled in), or raise a `RunError`.
+
+    Returns the other results it finished (a loop's members, from its last round) for the executor to record;
+    a route is decided by `decide` and finished by `take_branch`, the executor waiting for the branch between them.
+    """
+    if isinstance(node, Loop):
+        return await run_loop(ex, node, result)
+    if isinstance(node, Fuse):
         await run_fuse(ex, node, result, seen_by(ex, node))
     else:
         await run_call(ex, node, result, seen_by(ex, node))
+    return {}
 
 
 def seen_by(ex: NodeContext, node: Any, scope: dict[str, StepResult] | None = None, feedback: str = "") -> tuple[dict[str, str], list[prompt.Block]]:
@@ -243,28 +246,25 @@ def decide_route(ex: NodeContext, route: Route) -> RouteDecision:
     return RouteDecision(route=route.name, label=label, matched=matched, chosen=chosen_arm.target,
                          skipped=[t for t in targets if t != chosen_arm.target and ex.flow.guarded_by(t, route.name)])
 
-async def run_route(ex: NodeContext, route: Route, result: StepResult) -> None:
+async def decide(ex: NodeContext, route: Route) -> RouteDecision:
+    """Which branch a route takes (`RouteError` when none can be chosen)."""
     try:
         # a learned route may embed the question over HTTP: off the event loop, so other nodes keep running
-        decision = await asyncio.to_thread(decide_route, ex, route) if route.router else decide_route(ex, route)
+        return await asyncio.to_thread(decide_route, ex, route) if route.router else decide_route(ex, route)
     except RouterError as err:
-        ex.decisions[route.name].set_result(None)
         raise RouteError(f"route `{route.name}`: {err}", step=route.name) from None
-    except RouteError:
-        ex.decisions[route.name].set_result(None)
-        raise
-    ex.decisions[route.name].set_result(decision)
-    ex.emit("route_decision", step=route.name, label=decision.label, matched=decision.matched, chosen=decision.chosen,
-               skipped=decision.skipped)
+
+
+def take_branch(route: Route, result: StepResult, decision: RouteDecision, chosen: StepResult) -> None:
+    """A route's result is its chosen branch's, once that finished."""
     result.decision = decision
-    chosen = await ex.futures[decision.chosen]
     if chosen.status != "ok":
         raise RunError(f"route `{route.name}`: branch `{decision.chosen}` did not finish: {chosen.error or chosen.reason}", step=route.name)
     result.output, result.model, result.subtask = chosen.output, chosen.model, chosen.subtask
     result.reason = f"{decision.matched} -> `{decision.chosen}`"
 
 
-async def run_loop(ex: NodeContext, loop: Loop, result: StepResult) -> None:
+async def run_loop(ex: NodeContext, loop: Loop, result: StepResult) -> dict[str, StepResult]:
     feedback = ""
     rounds = loop.max_rounds
     levels = max((len(getattr(ex.flow.nodes[m], "models", ())) for m in loop.members), default=1)
@@ -297,11 +297,9 @@ async def run_loop(ex: NodeContext, loop: Loop, result: StepResult) -> None:
     else:
         if loop.exhausted in ("fail", "escalate"):  # escalate: the extra rounds were the escalation
             raise VerificationFailed(f"loop `{loop.name}`: the verifier did not accept within {result.rounds} rounds", step=loop.name)
-    for member, mres in scope.items():
-        ex.results[member] = mres
-    await asyncio.gather(*(ex.store.commit_step(mres) for mres in scope.values()))
     out = scope[loop.result]
     result.output, result.model, result.subtask = out.output, out.model, out.subtask
     result.reason = f"{'accepted' if result.verdict and result.verdict.startswith('ACCEPTED') else 'not accepted; kept the last'} round {result.rounds} of {loop.max_rounds}"
+    return scope  # the last round's members: the executor records and commits them
 
 
