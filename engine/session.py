@@ -30,7 +30,8 @@ from engine.providers.embeddings import pool_embedder
 from engine.run.budget import BudgetGuard, usd_cap
 from engine.run.cache import ResponseCache
 from engine.run.calls import Caller, Limits, Observed, RetryPolicy
-from engine.run.executor import Executor, Progress, summarise
+from engine.run.events import Progress, RunEvents
+from engine.run.executor import Executor, summarise
 from engine.run.home import RunHome
 from engine.run.observer import ObservedRecord, RunObserver
 from engine.run.protocol import Provider
@@ -207,7 +208,7 @@ class Session:
         summary = read_summary(RunHome(home).find_run(run_id))
         return summary.flow_file if summary is not None and summary.flow_file else None
 
-    def _caller(self, pool: Pool, guard: BudgetGuard, cache: bool) -> Caller:
+    def _caller(self, pool: Pool, guard: BudgetGuard, cache: bool, events: RunEvents | None = None) -> Caller:
         """A run's or a call's caller; its entry point has refreshed the secrets for `pool` (keys set since).
 
         Calls under an account with an owner (an API key) get that owner's response cache partition and
@@ -216,7 +217,9 @@ class Session:
         observed = self.observed if owner is None else self._observed_by_owner.setdefault(owner, {})
         caller = Caller(pool=pool, providers=lambda alias: self.providers.for_provider(pool.models[alias].provider), budget=guard,
                         limits=self.limits, cache=self.cache if cache else None, retry=self.retry, secrets=self.providers.secrets,
-                        observed=observed, cache_partition=owner or "", embedder=lambda alias: pool_embedder(pool, alias))
+                        observed=observed, cache_partition=owner or "", embedder=lambda alias: pool_embedder(pool, alias),
+                        on_attempt=events.attempt if events else None, on_retry=events.retry if events else None,
+                        on_warning=events.warning if events else None)
         if self.sleep is not None:
             caller.sleep = self.sleep
         return caller
@@ -239,7 +242,8 @@ class Session:
         stream = TextStream(on_text, self.providers.secrets) if on_text is not None else None
         if self.observers:
             store = ObservedRecord(store, self.observers, flow_obj, run_pool)
-        executor = Executor(flow_obj, self._caller(run_pool, guard, cache), store, checked_inputs, completed, progress, stream)
+        events = RunEvents(store, progress)
+        executor = Executor(flow_obj, self._caller(run_pool, guard, cache, events), store, checked_inputs, events, completed, stream)
         carried = summary.model_copy()  # while it runs, the summary on disk holds the earlier attempts' totals
         carried.add_totals(before.totals)
         carried.duration_s = before.duration_s
@@ -247,7 +251,7 @@ class Session:
         store.event("run_resumed" if resumed else "run_started", flow=flow_obj.name, attempt=attempts_of_run,
                     resumed_steps=sorted(completed), budget=budget.model_dump())
         for warning in warnings:
-            executor.warn("", warning)
+            events.warn("", warning)
         error: RunError | None = None
         try:
             await executor.run()
@@ -260,7 +264,7 @@ class Session:
         finally:
             summarise(summary, executor.results, flow_obj.top_level())
             summary.add_totals(before.totals)
-            summary.warnings = [*warnings, *executor.warnings]
+            summary.warnings = [*warnings, *events.warnings]
             summary.finished = time.time()
             summary.duration_s = round(before.duration_s + summary.finished - summary.started, 4)
             out = executor.results.get(flow_obj.output)

@@ -17,7 +17,7 @@ from typing import Any
 
 from engine.planner.plan import PlanResult
 from engine.pool import Pool
-from engine.run.executor import Progress
+from engine.run.events import Progress
 from engine.run.home import RunHome
 from engine.run.trace import RunSummary
 from engine.session import Session, run_flow

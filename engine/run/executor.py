@@ -15,71 +15,39 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from typing import Any
 
 from engine.errors import RunCancelled, RunError
 from engine.model import Flow, Route
 from engine.run import nodes
 from engine.run.calls import Caller
+from engine.run.events import RunEvents
 from engine.run.store import RunRecord
 from engine.run.streaming import TextStream
-from engine.run.trace import Attempt, RouteDecision, RunSummary, StepResult, Totals
+from engine.run.trace import RouteDecision, RunSummary, StepResult, Totals
 
-Progress = Callable[[str, dict[str, Any]], None]
 
 class Executor:
-    """Runs one flow once (or resumes it). Create a new one per run."""
+    """Runs one flow once (or resumes it). Create a new one per run; its `caller` was built with `events`' sinks."""
 
-    def __init__(self, flow: Flow, caller: Caller, store: RunRecord, inputs: dict[str, str],
-                 completed: dict[str, StepResult] | None = None, progress: Progress | None = None,
-                 stream: TextStream | None = None) -> None:
+    def __init__(self, flow: Flow, caller: Caller, store: RunRecord, inputs: dict[str, str], events: RunEvents,
+                 completed: dict[str, StepResult] | None = None, stream: TextStream | None = None) -> None:
         self.flow = flow
         self.caller = caller
         self.store = store
         self.inputs = inputs
+        self.events = events
         self.completed = completed or {}
-        self.progress = progress
         self.stream = stream
-        #: Whether anyone reads events: the per-call ones are not even built for an in-memory run.
-        self.observed = store.keeps_events or progress is not None
+        self.observed = events.observed
         self.results: dict[str, StepResult] = {}
         self.futures: dict[str, asyncio.Future[StepResult]] = {}
         self.decisions: dict[str, asyncio.Future[RouteDecision | None]] = {}
         self.failure: RunError | None = None
-        self.warnings: list[str] = []
         self.deps = flow.plan.deps  # built once by the checker
 
-    # -- events ---------------------------------------------------------------------------
-
     def emit(self, name: str, **fields: Any) -> None:
-        self.store.event(name, **fields)
-        if self.progress is not None:
-            self.progress(name, fields)
-
-    def _on_attempt(self, step: str, a: Attempt) -> None:
-        if not self.observed:
-            return
-        self.emit(
-            "attempt", step=step, role=a.role, alias=a.alias, status=a.status, cause=a.cause, reason=a.reason,
-            **{"gen_ai.request.model": a.model_id, "gen_ai.usage.input_tokens": a.input_tokens,
-               "gen_ai.usage.output_tokens": a.output_tokens, "cached_tokens": a.cached_tokens,
-               "reasoning_tokens": a.reasoning_tokens},
-            cost=a.cost, cost_source=a.cost_source, cost_note=a.cost_note, finish_reason=a.finish_reason, truncated=a.truncated,
-            latency_ms=round(a.latency_ms, 1),
-        )
-
-    def _on_warning(self, step: str, message: str) -> None:
-        self.warnings.append(message)
-        self.warn(step, message)
-
-    def warn(self, step: str, message: str) -> None:
-        """Record and show a warning (the run goes on)."""
-        self.emit("warning", step=step, message=message)
-
-    def _on_retry(self, step: str, alias: str, delay_s: float) -> None:
-        if self.observed:
-            self.emit("retry", step=step, alias=alias, delay_s=round(delay_s, 3))
+        self.events.emit(name, **fields)
 
     def stream_for(self, name: str) -> TextStream | None:
         """The reader of the run's answer, for the node whose reply is that answer (the output, or a branch of an output route)."""
@@ -93,9 +61,6 @@ class Executor:
     # -- run ------------------------------------------------------------------------------
 
     async def run(self) -> dict[str, StepResult]:
-        self.caller.on_attempt = self._on_attempt
-        self.caller.on_retry = self._on_retry
-        self.caller.on_warning = self._on_warning
         loop = asyncio.get_running_loop()
         top = self.flow.top_level()
         for name in top:
