@@ -250,3 +250,7 @@ class Flow(Frozen):
     def top_level(self) -> list[str]:
         """Names of the nodes outside any loop, in source order."""
         return [n for n in self.order if self.nodes[n].loop is None]
+
+    def aliases(self) -> list[str]:
+        """Every model alias the flow may call (models, fallbacks, panels, judges, escalations), sorted, each once."""
+        return sorted({a for n in self.nodes.values() for a in node_models(n)})

@@ -24,7 +24,7 @@ from typing import Any
 
 from engine.errors import PoolError, RunCancelled, RunError
 from engine.loading import check_source, load_flow
-from engine.model import Budget, Flow, Params, node_models
+from engine.model import Budget, Flow, Params
 from engine.pool import Pool, discover_pool
 from engine.providers.embeddings import pool_embedder
 from engine.run.budget import BudgetGuard, usd_cap
@@ -150,14 +150,7 @@ class Session:
         else:
             flow_obj, _pool = load_flow(flow, self.pool)
             flow_file = str(flow)
-        checked_inputs = check_inputs(flow_obj, inputs or {})  # before the run folder exists: bad inputs leave no record
-        run_pool = self.pool.with_models(flow_obj.models)
-        checked_inputs = self._scrubbed(run_pool, checked_inputs)
-        foreign = sorted({a for n in flow_obj.nodes.values() for a in node_models(n)} - set(run_pool.models))
-        if foreign:  # a Flow checked against another pool
-            raise PoolError(f"{self.pool.source}: this session's pool has no model alias {', '.join(f'`{a}`' for a in foreign)}, "
-                            f"which flow `{flow_obj.name}` uses (it was checked against another pool)")
-        warnings = self.providers.preflight(flow_obj, run_pool)  # a missing or broken key: found before a run folder exists
+        run_pool, checked_inputs, warnings = self._prepare(flow_obj, inputs or {})  # before the run folder exists
         store: RunRecord = RunStore.create(self.home, self.durable, run_id) if record else MemoryStore(run_id)
         if record:
             store.write_setup(flow_obj.source, checked_inputs, self.pool_record(run_pool))
@@ -173,17 +166,27 @@ class Session:
             flow_file = previous.flow_file if previous else ""
             flow_source, recorded_inputs = read_setup(store.dir)  # one read of the journal's setup line
             flow_obj = _recorded_flow(store, flow_source, self.pool, flow_file)
-            checked_inputs = check_inputs(flow_obj, recorded_inputs)
+            run_pool, checked_inputs, warnings = self._prepare(flow_obj, recorded_inputs)
             completed = completed_steps(store.dir)
-            run_pool = self.pool.with_models(flow_obj.models)
-            warnings = self.providers.preflight(flow_obj, run_pool)
-            self.providers.secrets.refresh(run_pool)
         except BaseException:
             store.close()
             raise
         attempts_of_run = (previous.attempts_of_run + 1) if previous else 2
         return await self._execute(flow_obj, flow_file, run_pool, store, checked_inputs, completed, previous, attempts_of_run,
                                    warnings, budget_usd, progress, cache)
+
+    def _prepare(self, flow: Flow, inputs: Mapping[str, str]) -> tuple[Pool, dict[str, str], list[str]]:
+        """Everything a run needs settled before its folder exists, for a new run and a resumed one alike: the run's pool
+        (the session's, with the flow's inline models), its inputs checked and scrubbed of secrets, and the providers'
+        preflight (a missing or broken key is found here), with its warnings."""
+        checked_inputs = check_inputs(flow, inputs)  # bad inputs leave no record
+        run_pool = self.pool.with_models(flow.models)
+        checked_inputs = self._scrubbed(run_pool, checked_inputs)
+        foreign = [a for a in flow.aliases() if a not in run_pool.models]
+        if foreign:  # a Flow checked against another pool
+            raise PoolError(f"{self.pool.source}: this session's pool has no model alias {', '.join(f'`{a}`' for a in foreign)}, "
+                            f"which flow `{flow.name}` uses (it was checked against another pool)")
+        return run_pool, checked_inputs, self.providers.preflight(flow, run_pool)
 
     def _scrubbed(self, pool: Pool, inputs: dict[str, str]) -> dict[str, str]:
         """Inputs with the pool's secrets hidden: a key pasted into an input reaches no prompt and no record.

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from engine.errors import InputError, PoolError, RunError
-from engine.model import Flow, node_models
+from engine.model import Flow
 from engine.pool import Pool, ProviderSpec
 from engine.run.protocol import Provider, ProviderFault
 from engine.run.secrets import Secrets, key_warnings, secret_header
@@ -90,7 +90,7 @@ class ProviderSet:
     def preflight(self, flow: Flow, pool: Pool | None = None) -> list[str]:
         """Fail before any call when a provider the flow needs cannot run here (a missing key or extra: `RunError`; a key
         that cannot be sent: `PoolError`); returns warnings (a key that was trimmed). `pool` has the flow's inline models."""
-        return self.preflight_aliases(sorted({a for n in flow.nodes.values() for a in node_models(n)}), pool)
+        return self.preflight_aliases(flow.aliases(), pool)
 
     def preflight_aliases(self, aliases: Iterable[str], pool: Pool | None = None) -> list[str]:
         pool = pool or self.pool

@@ -15,7 +15,7 @@ from engine.checks.resolve import Resolver
 from engine.checks.structure import Structure
 from engine.checks.values import Reader
 from engine.diagnostics import Diagnostic
-from engine.model import Flow, node_models
+from engine.model import Flow
 from engine.pool import FREE_KINDS, Pool
 from engine.syntax import ast
 
@@ -79,8 +79,7 @@ def _unpriced_warning(flow: Flow, pool: Pool, span: ast.Span | None, reader: Rea
     if span is None or flow.budget.usd is None:
         return
     models = pool.with_models(flow.models).models
-    unpriced = sorted({a for n in flow.nodes.values() for a in node_models(n)
-                       if a in models and not models[a].priced and pool.provider(models[a].provider).kind not in FREE_KINDS})
+    unpriced = [a for a in flow.aliases() if a in models and not models[a].priced and pool.provider(models[a].provider).kind not in FREE_KINDS]
     if unpriced:
         reader.error("W405", f"the budget ${flow.budget.usd:g} cannot bound calls to {', '.join(f'`{a}`' for a in unpriced)}: "
                              "they have no prices in the pool, so the run will refuse them", span,

@@ -153,7 +153,7 @@ def _router_and_items(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 def _calibrate(args: argparse.Namespace) -> int:
     router, pool, items = _router_and_items(args)
     aliases = list(router.models)
-    costs = {a: router.cost(a, pool.models[a].input_price, pool.models[a].output_price) for a in aliases}
+    costs = router.arm_costs(aliases, pool)
     predictions = [router.predict(i.example.text) for i in items]
     strong = max(aliases, key=lambda a: (router.models[a].accuracy, a))
     if args.strong_share is not None:

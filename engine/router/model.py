@@ -23,12 +23,13 @@ import math
 import random
 import re
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from engine.errors import BatonError
+from engine.pool import Pool
 
 FORMAT = "baton-router/1"
 DIMENSIONS = 2**12  # a small file; collisions cost little on questions of a few dozen words
@@ -127,6 +128,10 @@ class Router:
         prior = 2.0  # pseudo-counts toward the model's overall accuracy
         return {m: (sum(max(s, 0.0) * right[m] for s, right in near) / total * len(near) + prior * st.accuracy) / (len(near) + prior)
                 for m, st in self.models.items()}
+
+    def arm_costs(self, aliases: Iterable[str], pool: Pool) -> dict[str, float]:
+        """Each alias's expected cost per question at the pool's prices: what a learned route and its report weigh."""
+        return {a: self.cost(a, pool.models[a].input_price, pool.models[a].output_price) for a in aliases}
 
     def cost(self, alias: str, input_price: float | None, output_price: float | None) -> float:
         """A question's expected cost on `alias` at these prices (USD per million tokens)."""

@@ -198,10 +198,7 @@ def learned_decision(ex: NodeContext, route: Route) -> RouteDecision:
             raise RouterError(f"the router embeds questions with `{router.embeddings_alias}`, and this run has no embedder")
         embedder = ex.caller.embedder(router.embeddings_alias)
     predicted = {a: round(p, 4) for a, p in router.predict(text, embedder).items() if a in candidates}
-    costs = {}
-    for alias in candidates:
-        spec = ex.caller.pool.models[alias]
-        costs[alias] = round(router.cost(alias, spec.input_price, spec.output_price), 8)
+    costs = {alias: round(cost, 8) for alias, cost in router.arm_costs(candidates, ex.caller.pool).items()}
     choice = choose(predicted, costs, candidates, threshold=route.threshold, tradeoff=route.tradeoff)
     arm = next(a for a in route.arms if choice.alias in a.labels)
     targets = list(dict.fromkeys(a.target for a in route.arms))

@@ -69,7 +69,7 @@ def item_cost(item: GridItem, alias: str, pool: Pool) -> float:
 
 def _routed(router: Router, test: Sequence[GridItem], predictions: Sequence[Mapping[str, float]], pool: Pool,
             candidates: Sequence[str], threshold: float) -> tuple[list[int], float, float]:
-    costs = {a: router.cost(a, pool.models[a].input_price, pool.models[a].output_price) for a in candidates}
+    costs = router.arm_costs(candidates, pool)
     strong = strongest({a: router.models[a].accuracy for a in candidates}, candidates)
     right, spent, sent = [], 0.0, 0
     for item, predicted in zip(test, predictions, strict=True):
@@ -91,7 +91,7 @@ def build_router_report(router: Router, train: Sequence[GridItem], test: Sequenc
     rows: list[Row] = sorted(singles, key=lambda r: r.cost)
     pair = [weak, strong]
     predictions = [router.predict(i.example.text) for i in test]
-    pair_costs = {a: router.cost(a, pool.models[a].input_price, pool.models[a].output_price) for a in pair}
+    pair_costs = router.arm_costs(pair, pool)
     half = calibrate_strong_share(predictions, pair_costs, pair, strong, 0.5)
     router_rows = []
     for t in thresholds:
@@ -172,7 +172,7 @@ def render_router_report(report: Report, title: str) -> str:
 def router_curve(router: Router, items: Sequence[GridItem], pool: Pool, candidates: Sequence[str],
                      steps: Sequence[float]) -> list[tuple[float, float, float, Mapping[str, float]]]:
     """(threshold, accuracy, mean cost, share sent to each alias) as the threshold moves."""
-    costs = {a: router.cost(a, pool.models[a].input_price, pool.models[a].output_price) for a in candidates}
+    costs = router.arm_costs(candidates, pool)
     out: list[tuple[float, float, float, Mapping[str, float]]] = []
     predictions = [router.predict(i.example.text) for i in items]
     for t in steps:
