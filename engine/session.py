@@ -38,7 +38,7 @@ from engine.run.protocol import Provider
 from engine.run.reader import completed_steps, read_setup, read_summary
 from engine.run.store import MemoryStore, RunRecord, RunStore
 from engine.run.streaming import StreamMismatch, TextSink, TextStream
-from engine.run.trace import Attempt, RunSummary, StepResult, Totals, run_status
+from engine.run.trace import Attempt, RunSummary, StepResult, Totals, in_flight_totals, run_status
 from engine.wiring import ProviderSet, check_inputs, pool_snapshot
 
 
@@ -345,20 +345,14 @@ def _recorded_flow(store: RunStore, source: str, pool: Pool, flow_file: str) -> 
 
 
 def _totals_so_far(previous: RunSummary | None, completed: dict[str, StepResult], top_level: list[str]) -> RunSummary:
-    """What the run's earlier attempts spent.
-
-    A finished attempt's summary holds them. The summary of an attempt that was killed still says
-    `running` and holds only the totals carried from the attempts before it; what the killed attempt
-    spent is rebuilt from the steps it finished (those the journal holds that started after it did).
-    Its failed calls are in no journal, so that part can be low (docs/reliability.md).
-    """
+    """What the run's earlier attempts spent: a finished attempt's summary holds it; a killed one's is rebuilt from
+    the steps it finished (`in_flight_totals`), its time up to the last of them."""
     if previous is not None and previous.status != "running":
         return previous
-    since = previous.started if previous is not None else 0.0
     rebuilt = previous.model_copy() if previous is not None else RunSummary(run_id="", flow="")
-    killed_attempt = {n: r for n, r in completed.items() if r.started >= since}
-    summarise(rebuilt, killed_attempt, top_level)
-    rebuilt.duration_s += max((r.finished for r in killed_attempt.values()), default=since) - since if killed_attempt else 0.0
+    rebuilt.add_totals(in_flight_totals(rebuilt, completed, top_level))
+    killed_attempt = [r for r in completed.values() if r.started >= rebuilt.started]
+    rebuilt.duration_s += max(r.finished for r in killed_attempt) - rebuilt.started if killed_attempt else 0.0
     return rebuilt
 
 

@@ -20,11 +20,10 @@ from engine.graph import build_graph
 from engine.loading import check_source
 from engine.model import Flow
 from engine.pool import Pool
-from engine.run.executor import summarise
 from engine.run.home import RunHome
 from engine.run.prompt import recorded_messages
 from engine.run.reader import read_run, read_setup
-from engine.run.trace import Attempt, Prompt, RunSummary, StepResult
+from engine.run.trace import Attempt, Prompt, RunSummary, StepResult, in_flight_totals
 
 
 @dataclass(frozen=True)
@@ -83,9 +82,7 @@ def totals_so_far(summary: RunSummary, top_level: list[str]) -> RunSummary:
     """A run in flight as it stands: its summary on disk holds only what earlier attempts spent, so the
     steps this attempt has finished are added, and the wall time runs to now."""
     live = summary.model_copy()
-    this_attempt = {n: s for n, s in summary.steps.items() if s.started >= summary.started}
-    summarise(live, this_attempt, top_level)
-    live.steps = summary.steps
+    live.add_totals(in_flight_totals(summary, summary.steps, top_level))
     live.duration_s = round(summary.duration_s + max(0.0, time.time() - summary.started), 2) if summary.started else 0.0
     return live
 

@@ -7,7 +7,7 @@ GenAI names in the event log (`gen_ai.usage.input_tokens` ...).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -166,6 +166,18 @@ class Totals:
     def __add__(self, other: Totals) -> Totals:
         return Totals(self.cost + other.cost, self.estimated_cost + other.estimated_cost, self.input_tokens + other.input_tokens,
                       self.output_tokens + other.output_tokens, self.calls + other.calls, self.cache_hits + other.cache_hits)
+
+
+def in_flight_totals(summary: RunSummary, steps: Mapping[str, StepResult], top_level: Iterable[str]) -> Totals:
+    """What an attempt that is running (or was killed) has spent beyond its summary's carried totals.
+
+    While an attempt runs, its summary on disk holds only the totals of the attempts before it; what this one
+    spent is in the steps it finished, those that started after it did. `baton show` of a live run and a resume
+    of a killed one both count them this way (a killed attempt's failed calls are in no journal: docs/reliability.md).
+    """
+    since = summary.started
+    return sum((Totals.of(steps[n].attempts) for n in top_level
+                if n in steps and not steps[n].resumed and steps[n].started >= since), Totals())
 
 
 def run_status(error: BaseException | None) -> RunStatus:
