@@ -20,6 +20,7 @@ import pytest
 
 webdriver = pytest.importorskip("selenium.webdriver")
 
+from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.chrome.options import Options  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
@@ -195,11 +196,12 @@ def test_a_run_in_flight_updates_live_on_baton_serve(browser: WebDriver, tmp_pat
             body = browser.find_element(By.TAG_NAME, "body")
             assert body.get_attribute("data-status") == "running" and body.get_attribute("data-live") == "1"
             browser.execute_script("window.__same_page = 42")
-            WebDriverWait(browser, 30, poll_frequency=0.2).until(lambda d: node(d, "first").get_attribute("data-status") == "ok")
+            # the page swaps its nodes in place as it updates: an element found just before a swap is stale, so look again
+            live = WebDriverWait(browser, 30, poll_frequency=0.2, ignored_exceptions=(StaleElementReferenceException,))
+            live.until(lambda d: node(d, "first").get_attribute("data-status") == "ok")
             assert node(browser, "second").get_attribute("data-status") == "pending"
             shoot(browser, tmp_path, "live-running")
-            WebDriverWait(browser, 30, poll_frequency=0.2).until(
-                lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-status") == "ok")
+            live.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-status") == "ok")
             assert browser.execute_script("return window.__same_page") == 42  # updated in place, not reloaded
             assert node(browser, "second").get_attribute("data-status") == "ok"
             assert browser.find_element(By.TAG_NAME, "body").get_attribute("data-live") == "0"  # it stops polling
