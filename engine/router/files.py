@@ -16,7 +16,6 @@ with it, so the file is read as untrusted data:
 from __future__ import annotations
 
 import json
-import math
 import os
 import stat
 from functools import lru_cache
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.model import Flow, Route
+from engine.numbers import finite
 from engine.pool import Pool
 from engine.router.model import FORMAT, ModelStats, Router, RouterError, Vector
 
@@ -127,17 +127,10 @@ def _no_constant(word: str) -> Any:
 
 
 def _number(value: Any, where: str, low: float | None = None, high: float | None = None) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _Bad(f"`{where}` must be a number, not {type(value).__name__}")
     try:
-        number = float(value)
-    except OverflowError:
-        number = math.inf
-    if not math.isfinite(number) or (low is not None and number < low) or (high is not None and number > high):
-        span = f" from {low:g}" if low is not None else ""
-        span += f" to {high:g}" if high is not None else ""
-        raise _Bad(f"`{where}` must be a finite number{span}, got {value!r}")
-    return number
+        return finite(value, f"`{where}`", low, high)
+    except ValueError as err:
+        raise _Bad(str(err)) from None
 
 
 def _object(value: Any, where: str) -> dict[str, Any]:

@@ -9,11 +9,11 @@ the cap. All of this runs on the event loop's thread, so no lock is needed.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from engine.errors import BudgetExceeded, InputError
 from engine.model import Budget
+from engine.numbers import finite
 
 #: Per-message allowance for chat-template tokens (role markers, separators).
 MESSAGE_OVERHEAD_TOKENS = 16
@@ -26,15 +26,10 @@ def usd_cap(value: object, what: str = "budget_usd") -> float | None:
     """
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InputError(f"{what} must be a number of dollars, not {type(value).__name__}")
     try:
-        number = float(value)
-    except OverflowError:
-        number = math.inf
-    if not math.isfinite(number) or number < 0:
-        raise InputError(f"{what} must be a finite number >= 0, got {value!r}")
-    return number
+        return finite(value, what, low=0)
+    except ValueError as err:
+        raise InputError(str(err)) from None
 
 
 def prompt_token_bound(messages: tuple[dict[str, str], ...]) -> int:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import math
 import secrets as token_source
 import sqlite3
 import time
@@ -30,6 +29,7 @@ from pathlib import Path
 
 from engine.errors import BatonError
 from engine.model import Budget
+from engine.numbers import finite
 from engine.run.budget import BudgetGuard, Reservation
 
 KEY_PREFIX = "bk-"
@@ -66,10 +66,10 @@ def load_keys(path: str | Path) -> dict[str, KeySpec]:
         caps = {}
         for cap in ("daily_usd", "total_usd"):
             value = entry.get(cap)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
-                                      or value < 0):  # TOML has nan and inf: a NaN cap never caps
-                raise KeysError(f"{path}: key `{name}`: `{cap}` must be a finite number >= 0, got {value!r}")
-            caps[cap] = float(value) if value is not None else None
+            try:  # TOML has nan and inf: a NaN cap never caps
+                caps[cap] = finite(value, f"`{cap}`", low=0) if value is not None else None
+            except ValueError as err:
+                raise KeysError(f"{path}: key `{name}`: {err}") from None
         keys[entry["sha256"].lower()] = KeySpec(name, entry["sha256"].lower(), **caps)
     return keys
 
