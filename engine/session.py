@@ -277,7 +277,7 @@ class Session:
                 if stream is not None:
                     _finish_stream(stream, out.output, summary)
             else:
-                summary.status = run_status(error or RunError("the output step did not finish"))
+                summary.status = run_status(error) if error is not None else "failed"
                 summary.error = str(error) if error else "the output step did not finish"
                 summary.error_step = getattr(error, "step", None)
             store.event("run_finished", status=summary.status, cost=round(summary.cost, 8), calls=summary.calls,

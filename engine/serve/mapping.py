@@ -14,12 +14,12 @@ A request that cannot be mapped is a `RequestError` (HTTP 400) that says why.
 from __future__ import annotations
 
 import json
-import math
 import time
 from typing import Any
 
 from engine.errors import InputError
 from engine.model import Flow, Fuse, Node, Params, Step, Verify
+from engine.numbers import finite
 from engine.run.budget import usd_cap
 from engine.run.trace import RunSummary
 
@@ -52,10 +52,10 @@ def _not_a_number(word: str) -> Any:
 
 
 def _finite(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise RequestError(f"the number {text[:40]} is beyond the range of a double")
-    return value
+    try:
+        return finite(float(text), f"the number {text[:40]}")
+    except ValueError as err:  # 1e400 is read as infinity
+        raise RequestError(str(err)) from None
 
 
 def json_body(raw: bytes) -> dict[str, Any]:
