@@ -17,6 +17,7 @@ from tests.hostile_serve import InProcessServer, hostile_pool, key_spec
 
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 from tests.test_viewer_browser import browser  # noqa: E402,F401  (the shared headless Chromium fixture)
 
@@ -66,7 +67,7 @@ def attack(browser: WebDriver, evil: str) -> None:  # noqa: F811
         time.sleep(0.1)
     assert browser.title == "done"
     browser.execute_script("document.forms[0].submit()")  # a form post navigates: no CORS at all
-    time.sleep(1.0)
+    WebDriverWait(browser, 15).until(lambda d: "/v1/chat/completions" in d.current_url)  # the server has answered it
 
 
 @pytest.fixture()
