@@ -1,6 +1,7 @@
-"""The flow's DAG: the one representation the executor, the renderers and the planner share.
+"""The flow drawn as a graph, for `baton graph` and the critical path: a rendering, not a plan.
 
-Nodes are the flow's top-level nodes (a loop is one node; its members hang off it as
+What runs after what is decided once, by the checker (`Flow.plan`, which the executor and
+the cost model read); this module only labels the relations a reader wants to see. Nodes are the flow's top-level nodes (a loop is one node; its members hang off it as
 attributes) plus one node per input. Edges carry what flows along them:
 `sees` (an output is shown to a later step), `label` (a route reads its classifier),
 `guard` (a branch waits for its route's decision) and `branch` (a route takes the

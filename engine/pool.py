@@ -22,8 +22,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from engine.errors import PoolError
 
 ProviderKind = Literal["openai", "local", "scripted", "replay"]
-#: Provider kinds whose calls cost nothing: a dollar cap needs no prices for them.
-FREE_KINDS = ("local", "scripted", "replay")
 
 
 class ProviderSpec(BaseModel):
@@ -40,6 +38,12 @@ class ProviderSpec(BaseModel):
     #: The largest reply body read, streamed or not; a bigger one is a `bad_response` fault, booked as possibly billed.
     max_reply_mb: float = Field(default=16.0, gt=0, le=1024)
     options: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+    @property
+    def free(self) -> bool:
+        """Whether its calls cost nothing whatever the pool says (the embedded model, scripts, replays): a dollar
+        cap needs no prices for them. Known from the spec alone, so the dry run can tell without a provider."""
+        return self.kind in ("local", "scripted", "replay")
 
     @field_validator("base_url")
     @classmethod

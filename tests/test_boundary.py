@@ -326,6 +326,7 @@ class LedgerProvider:
     """Replies go through the real reply reader, with usage as a misbehaving provider sends it; `billed` is the truth."""
 
     name = "ledger"
+    enforces_grammar = False
 
     def __init__(self, seed: int, mode: str, inflate: int, in_price: float, out_price: float) -> None:
         import random

@@ -34,6 +34,7 @@ class RandomProvider:
     """Random latency and token counts within the request's limits."""
 
     name = "random"
+    enforces_grammar = False
 
     def __init__(self, seed: int, max_latency: float) -> None:
         self.rng = random.Random(seed)

@@ -10,13 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from engine.checks.cost import WorstCase, worst_case
-from engine.checks.plan import execution_plan
 from engine.checks.resolve import Resolver
 from engine.checks.structure import Structure
 from engine.checks.values import Reader
 from engine.diagnostics import Diagnostic
 from engine.model import Flow
-from engine.pool import FREE_KINDS, Pool
+from engine.pool import Pool
 from engine.syntax import ast
 
 
@@ -41,7 +40,8 @@ def check_document(doc: ast.Document, pool: Pool) -> CheckResult:
     """Run every semantic pass over `doc` against `pool`."""
     reader = Reader(doc.filename)
     resolved = Resolver(doc, pool, reader).run()
-    nodes, output = Structure(resolved, reader).run()
+    structure = Structure(resolved, reader)
+    nodes, output = structure.run()
     flow: Flow | None = None
     worst: WorstCase | None = None
     if not any(d.severity == "error" for d in reader.diagnostics) and output is not None:
@@ -49,7 +49,7 @@ def check_document(doc: ast.Document, pool: Pool) -> CheckResult:
             name=resolved.name, description=resolved.description, version=resolved.version,
             inputs=resolved.inputs, budget=resolved.budget, models=resolved.models,
             nodes=nodes, order=tuple(resolved.order), output=output, source=doc.source, filename=doc.filename,
-            plan=execution_plan(nodes, resolved.inputs, tuple(resolved.order)),
+            plan=structure.plan(),
         )
         worst = worst_case(flow, pool)
         _budget_warnings(flow, worst, resolved.budget_span, reader)
@@ -79,7 +79,7 @@ def _unpriced_warning(flow: Flow, pool: Pool, span: ast.Span | None, reader: Rea
     if span is None or flow.budget.usd is None:
         return
     models = pool.with_models(flow.models).models
-    unpriced = [a for a in flow.aliases() if a in models and not models[a].priced and pool.provider(models[a].provider).kind not in FREE_KINDS]
+    unpriced = [a for a in flow.aliases() if a in models and not models[a].priced and not pool.provider(models[a].provider).free]
     if unpriced:
         reader.error("W405", f"the budget ${flow.budget.usd:g} cannot bound calls to {', '.join(f'`{a}`' for a in unpriced)}: "
                              "they have no prices in the pool, so the run will refuse them", span,

@@ -3,7 +3,9 @@
 Visibility is the security boundary of a flow, so it is decided here, once: each node's
 `sees` is resolved to the exact set of inputs and nodes it may receive (`all` expanded),
 templates are checked against that set, and route branches are marked with a `Guard` so
-they run only when chosen. The dependency map built here is what the DAG is made of.
+they run only when chosen. The dependency map built here (what each node waits for, and
+what each route takes its output from) becomes the flow's execution plan (`plan()`): the
+executor, the cost model and `engine.graph` read that plan instead of working it out again.
 """
 
 from __future__ import annotations
@@ -11,10 +13,11 @@ from __future__ import annotations
 from typing import Any
 
 from engine.checks import templates
+from engine.checks.plan import topological
 from engine.checks.resolve import NodeInfo, Resolved
 from engine.checks.values import Reader
 from engine.diagnostics import did_you_mean
-from engine.model import Fuse, Guard, Loop, Route, Step, Verify
+from engine.model import ExecutionPlan, Fuse, Guard, Loop, Route, Step, Verify
 from engine.syntax.ast import Atom, Span
 
 CALLING = (Step, Verify, Fuse)
@@ -29,7 +32,11 @@ class Structure:
         self.info = res.info
         self.nodes: dict[str, Any] = dict(res.nodes)
         self.route_of: dict[str, str] = {}
-        self.deps: dict[str, set[str]] = {}
+        # per node, what it waits for, in the order it names them (a dict as an ordered set: the
+        # order reaches rendered graphs); a route's branch targets are kept apart, in `takes`
+        self.deps: dict[str, dict[str, None]] = {}
+        self.takes: dict[str, dict[str, None]] = {}
+        self.guards: dict[str, Guard] = {}
         self.used_inputs: set[str] = set()
 
     def run(self) -> tuple[dict[str, Any], str | None]:
@@ -42,14 +49,20 @@ class Structure:
         for name, (route, arm) in guards.items():
             node = self.nodes[name]
             self.nodes[name] = node.model_copy(update={"guard": Guard(route=route, arm=arm)})
-            decision = self._decision_deps(self.nodes[route])
-            self.deps.setdefault(name, set()).update(decision)
+            self.guards[name] = Guard(route=route, arm=arm)
+            self.deps.setdefault(name, {}).update(dict.fromkeys(self._decision_deps(self.nodes[route])))
         self._direct_branch_use(guards)
         self._cycles()
         output = self._output(guards)
         self._dead_ends(output)
         self._unused_inputs()
         return self.nodes, output
+
+    def plan(self) -> ExecutionPlan:
+        """The execution plan of a flow that checked without errors (so it is acyclic)."""
+        top = [n for n in self.res.order if self.info[n].loop is None]
+        deps = {n: tuple(self.deps.get(n, {})) for n in top}
+        return ExecutionPlan(deps=deps, order=topological(top, deps), guards={n: g for n, g in self.guards.items() if n in deps})
 
     # -- routes ---------------------------------------------------------------------------
 
@@ -58,11 +71,12 @@ class Structure:
             if not isinstance(node, Route):
                 continue
             ast_route = self.res.arms_ast[name]
-            deps: set[str] = set()
+            deps: dict[str, None] = {}
+            takes: dict[str, None] = {}
             if node.by is not None:
                 by_span = ast_route.by_span or ast_route.name_span
                 if self._known_top_level(node.by, by_span, f"route `{name}` by"):
-                    deps.add(node.by)
+                    deps[node.by] = None
             arm_asts = [a for a in ast_route.arms]
             has_else = False
             seen_labels: set[str] = set()
@@ -72,14 +86,14 @@ class Structure:
                     if arm.subject in self.res.inputs:
                         self.used_inputs.add(arm.subject)
                     elif self._known_top_level(arm.subject, subject_span, f"rule of route `{name}`"):
-                        deps.add(arm.subject)
+                        deps[arm.subject] = None
                 target_ok = self._route_target(name, arm.target, arm_ast.target_span)
                 if has_else:
                     self.r.error("W402", f"`{arm.target}` can never be chosen: it comes after `else`", arm_ast.span)
                 elif arm.kind == "label" and all(lab.lower() in seen_labels for lab in arm.labels):
                     self.r.error("W402", f"`{arm.target}` can never be chosen: its labels are matched by an earlier arm", arm_ast.span)
                 if target_ok:
-                    deps.add(arm.target)
+                    takes[arm.target] = None
                 seen_labels.update(lab.lower() for lab in arm.labels)
                 has_else = has_else or arm.kind == "else"
             if node.router is not None:  # a learned route reads the flow's inputs and always picks one of its arms
@@ -88,6 +102,7 @@ class Structure:
                 self.r.error("W400", f"route `{name}` has no `else`: a reply that matches no arm fails the run", ast_route.name_span,
                              "add `else -> STEP`")
             self.deps[name] = deps
+            self.takes[name] = takes
 
     def _known_top_level(self, name: str, span: Span, what: str) -> bool:
         info = self.info.get(name)
@@ -117,11 +132,11 @@ class Structure:
         self.route_of[target] = route
         return True
 
-    def _decision_deps(self, route: Route) -> set[str]:
+    def _decision_deps(self, route: Route) -> list[str]:
         """What a route needs before it can choose: its `by` step and rule subjects that are nodes."""
-        out = {route.by} if route.by and route.by in self.info else set()
-        out.update(a.subject for a in route.arms if a.subject and a.subject in self.info)
-        return out
+        out = [route.by] if route.by and route.by in self.info else []
+        out += [a.subject for a in route.arms if a.subject and a.subject in self.info]
+        return list(dict.fromkeys(out))
 
     def _guards(self) -> dict[str, tuple[str, int]]:
         """Branches that run only when chosen: route targets not needed to make the choice."""
@@ -137,14 +152,18 @@ class Structure:
                     guards[arm.target] = (name, i)
         return guards
 
+    def _edges_in(self, name: str) -> list[str]:
+        """Every node `name` needs, its route's branches included (what cycles and dead ends are about)."""
+        return [*self.deps.get(name, ()), *self.takes.get(name, ())]
+
     def _ancestors(self, name: str) -> set[str]:
         out: set[str] = set()
-        stack = list(self.deps.get(name, ()))
+        stack = self._edges_in(name)
         while stack:
             n = stack.pop()
             if n not in out:
                 out.add(n)
-                stack.extend(self.deps.get(n, ()))
+                stack.extend(self._edges_in(n))
         return out
 
     def _direct_branch_use(self, guards: dict[str, tuple[str, int]]) -> None:
@@ -179,7 +198,7 @@ class Structure:
                 self.used_inputs.add(v)
         self._check_templates(info, node, set(visible))
         self.nodes[name] = node.model_copy(update={"sees": tuple(visible)})
-        self.deps[name] = {v for v in visible if v in self.info}
+        self.deps[name] = {v: None for v in visible if v in self.info}
 
     def _all_before(self, info: NodeInfo) -> list[str]:
         out = list(self.res.inputs)
@@ -264,7 +283,7 @@ class Structure:
                         external.add(s)
                     if s in self.res.inputs or (s in self.info and self.info[s].loop != name):
                         visible.add(s)
-            self.deps[name] = external
+            self.deps[name] = dict.fromkeys(sorted(external))
             self.nodes[name] = node.model_copy(update={"sees": tuple(sorted(visible))})
 
     # -- whole-graph checks ---------------------------------------------------------------
@@ -276,13 +295,13 @@ class Structure:
         order and there is nothing to search: the common case, checked in one pass.
         """
         info = self.info
-        if all(info[d].index < info[name].index for name, deps in self.deps.items() if info[name].loop is None for d in deps):
+        into = {name: self._edges_in(name) for name in self.deps if info[name].loop is None}
+        if all(info[d].index < info[name].index for name, deps in into.items() for d in deps):
             return
         edges: dict[str, list[str]] = {n: [] for n, i in info.items() if i.loop is None}
-        for name, deps in self.deps.items():
-            if info[name].loop is None:
-                for d in sorted(deps, key=lambda n: info[n].index):
-                    edges.setdefault(d, []).append(name)
+        for name, deps in into.items():
+            for d in sorted(deps, key=lambda n: info[n].index):
+                edges.setdefault(d, []).append(name)
         state: dict[str, int] = {}  # 1 on the stack, 2 finished
         reported: set[frozenset[str]] = set()
         for root in sorted(edges, key=lambda n: info[n].index):
@@ -345,8 +364,8 @@ class Structure:
 
     def _dead_ends(self, output: str | None) -> None:
         consumed: set[str] = set()
-        for deps in self.deps.values():
-            consumed |= deps
+        for name in self.deps:
+            consumed.update(self._edges_in(name))
         for name in self.res.order:
             info = self.info[name]
             if info.loop is not None or name == output or name in consumed:

@@ -271,6 +271,8 @@ def _streamed(llm: Any, prompt: str | list[int], stop: list[str], criteria: Any,
 class LocalProvider:
     """Every embedded model (`engine.providers.local_models`), each loaded on first use; the request's model id picks one."""
 
+    enforces_grammar = True  # llama.cpp samples only what the grammar allows
+
     def __init__(self, name: str, spec: ProviderSpec) -> None:
         self.name = name
         self.n_ctx = int(spec.options.get("n_ctx", 4096))

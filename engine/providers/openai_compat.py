@@ -118,6 +118,8 @@ def parse_retry_after(value: str | None) -> float | None:
 class OpenAICompatProvider:
     """Chat completions at `{base_url}/chat/completions`."""
 
+    enforces_grammar = False  # a grammar is sent only when asked for (the planner's); servers differ in what they honour
+
     def __init__(self, name: str, spec: ProviderSpec, secrets: Secrets | None = None) -> None:
         if not spec.base_url:
             raise ValueError(f"provider `{name}` has no base_url")

@@ -25,6 +25,7 @@ def _default_reply(request: ChatRequest) -> str:
 class ScriptedProvider:
     """Replies from `script[step]`, else `script[alias]`, else `default`; a list is consumed one item per call."""
 
+    enforces_grammar = False  # a script answers what it was given; a test checks what the grammar would refuse
     name: str = "scripted"
     script: dict[str, Reply | list[Reply]] = field(default_factory=dict)
     default: Callable[[ChatRequest], str] = _default_reply

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from engine.errors import BudgetExceeded, ProviderError, VerificationFailed
 from engine.model import Check, Params
-from engine.pool import FREE_KINDS, ModelSpec, Pool
+from engine.pool import ModelSpec, Pool
 from engine.router.model import Embedder
 from engine.run.budget import BudgetGuard, Reservation, prompt_token_bound
 from engine.run.cache import ResponseCache
@@ -151,7 +151,7 @@ class Caller:
         tokens = resp.input_tokens + resp.output_tokens
         if resp.reported_cost is not None:
             return Charge(resp.reported_cost, tokens, "reported", resp.usage_note)
-        if spec.priced or self.pool.provider(spec.provider).kind in FREE_KINDS:
+        if spec.priced or self.pool.provider(spec.provider).free:
             return Charge(spec.cost(resp.input_tokens, resp.output_tokens), tokens, "computed", resp.usage_note)
         return Charge(0.0, tokens, "unknown", resp.usage_note)
 
@@ -173,7 +173,7 @@ class Caller:
         prompt_bound = prompt_token_bound(messages)
         seen = self.observed.get(alias) or Observed()
         if (not spec.priced and not seen.dearest_call and self.budget.caps_usd
-                and self.pool.provider(spec.provider).kind not in FREE_KINDS):
+                and not self.pool.provider(spec.provider).free):
             raise BudgetExceeded(f"step `{step}`: a dollar cap is set, but `{alias}` has no prices in the pool, so the cost of a call "
                                  f"cannot be bounded before it is sent; give `{alias}` input_price and output_price (an upper "
                                  "bound will do; 0 for a free server)", step=step, cap="usd")
@@ -210,8 +210,8 @@ class Caller:
         `record` as an `interrupted` fault before the exception goes on: the provider may bill it.
         """
         spec = self.pool.models[alias]
-        if grammar is None and local_grammar is not None and self.pool.provider(spec.provider).kind == "local":
-            grammar = (local_grammar, "gbnf")  # `choices:` constrain the local model; other providers are only checked
+        if grammar is None and local_grammar is not None and self.providers(alias).enforces_grammar:
+            grammar = (local_grammar, "gbnf")
         if spec.max_output_tokens is not None and params.max_tokens > spec.max_output_tokens:
             params = params.model_copy(update={"max_tokens": spec.max_output_tokens})
         request = ChatRequest(

@@ -96,6 +96,12 @@ class Provider(Protocol):
 
     name: str
 
+    @property
+    def enforces_grammar(self) -> bool:
+        """Whether a grammar in a request always constrains the reply (the embedded model does; an HTTP server may
+        ignore or refuse one). A `choices:` grammar is sent only where it holds; elsewhere the reply is only checked."""
+        ...
+
     async def complete(self, request: ChatRequest) -> ChatResponse: ...
 
     async def aclose(self) -> None: ...
