@@ -38,15 +38,15 @@ if TYPE_CHECKING:
     from engine.providers.scripted import ScriptedProvider
     from engine.run.calls import RetryPolicy
     from engine.run.protocol import ChatRequest, ChatResponse, Provider, ProviderFault
-    from engine.run.trace import Attempt, RouteDecision, RunSummary, StepResult
-    from engine.session import CallResult, Session, SyncSession, run_flow, run_flow_sync
+    from engine.run.trace import Attempt, CallResult, RouteDecision, RunSummary, StepResult
+    from engine.session import Session, SyncSession, run_flow, run_flow_sync
 
 #: Public name -> the module that defines it.
 _WHERE: dict[str, str] = {
     "Attempt": "engine.run.trace",
     "BatonError": "engine.errors",
     "BudgetExceeded": "engine.errors",
-    "CallResult": "engine.session",
+    "CallResult": "engine.run.trace",
     "ChatRequest": "engine.run.protocol",
     "ChatResponse": "engine.run.protocol",
     "CheckResult": "engine.checks",

@@ -20,10 +20,11 @@ Messages never contain secrets: providers redact API keys before raising.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from engine.diagnostics import Diagnostic
+    from engine.run.trace import CallResult, RunSummary
 
 
 class BatonError(Exception):
@@ -71,11 +72,18 @@ class UnknownRun(BatonError, LookupError):
 
 
 class RunError(BatonError):
-    """Something failed while running a flow; completed step outputs are kept."""
+    """Something failed while running a flow; completed step outputs are kept.
+
+    `step` names the node that failed; when the run ends, the session adds `where` (the node's
+    `file:line:col` in the flow, so a reader can go to the line) and `summary` (what the run did).
+    A failed `Session.call` adds `call` instead: its attempts, and what they cost.
+    """
 
     def __init__(self, message: str, step: str | None = None) -> None:
         self.step = step
-        self.summary: Any = None  # the partial RunSummary, attached when a run fails
+        self.where: str | None = None
+        self.summary: RunSummary | None = None
+        self.call: CallResult | None = None
         super().__init__(message)
 
 

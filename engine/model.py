@@ -247,6 +247,13 @@ class Flow(Frozen):
         guard = self.plan.guards.get(target)
         return guard is not None and guard.route == route
 
+    def where(self, name: str) -> str | None:
+        """`file:line:col` of a node's definition, for errors at run time; None for a node without a span."""
+        node = self.nodes.get(name)
+        if node is None or not node.span[0]:
+            return None
+        return f"{self.filename}:{node.span[0]}:{node.span[1]}"
+
     def top_level(self) -> list[str]:
         """Names of the nodes outside any loop, in source order."""
         return [n for n in self.order if self.nodes[n].loop is None]

@@ -18,7 +18,6 @@ import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,34 +37,8 @@ from engine.run.protocol import Provider
 from engine.run.reader import completed_steps, read_setup, read_summary
 from engine.run.store import MemoryStore, RunRecord, RunStore
 from engine.run.streaming import StreamMismatch, TextSink, TextStream
-from engine.run.trace import Attempt, RunSummary, StepResult, Totals, in_flight_totals, run_status
+from engine.run.trace import CallResult, RunSummary, StepResult, in_flight_totals, run_status
 from engine.wiring import ProviderSet, check_inputs, pool_snapshot
-
-
-@dataclass
-class CallResult:
-    """One `Session.call`: the answer, the alias that gave it and why, and every attempt with its cost."""
-
-    text: str
-    alias: str
-    reason: str
-    attempts: list[Attempt] = field(default_factory=list)
-
-    @property
-    def totals(self) -> Totals:
-        return Totals.of(self.attempts)
-
-    @property
-    def cost(self) -> float:
-        return self.totals.cost
-
-    @property
-    def input_tokens(self) -> int:
-        return self.totals.input_tokens
-
-    @property
-    def output_tokens(self) -> int:
-        return self.totals.output_tokens
 
 
 class Session:
@@ -112,7 +85,7 @@ class Session:
         call that a client abandoned still says what was sent and what it cost).
 
         Raises `ProviderError` when every attempt failed, `BudgetExceeded` when the call could break `budget_usd`;
-        either way `err.summary` is the `CallResult` so far (its attempts, and what they cost).
+        either way `err.call` is the `CallResult` so far (its attempts, and what they cost).
         """
         for name in (alias, *fallbacks):
             if name not in self.pool.models:
@@ -127,7 +100,7 @@ class Session:
             text, used, why = await caller.chain(step, (alias,), tuple(fallbacks), retries, chat, params or Params(), timeout,
                                                  role=role, record=result.attempts.append, grammar=grammar, stream=stream)
         except RunError as err:
-            err.summary = result  # the attempts made, and what they cost, before it failed
+            err.call = result  # the attempts made, and what they cost, before it failed
             raise
         result.text, result.alias, result.reason = text, used, why
         return result
@@ -279,7 +252,8 @@ class Session:
             else:
                 summary.status = run_status(error) if error is not None else "failed"
                 summary.error = str(error) if error else "the output step did not finish"
-                summary.error_step = getattr(error, "step", None)
+                summary.error_step = error.step if error is not None else None
+                summary.error_at = flow_obj.where(summary.error_step) if summary.error_step else None
             store.event("run_finished", status=summary.status, cost=round(summary.cost, 8), calls=summary.calls,
                         duration_s=summary.duration_s, error=summary.error)
             store.write_summary(summary)
@@ -287,6 +261,7 @@ class Session:
         if summary.status != "ok":
             failure = error or RunError(summary.error or "run failed")
             failure.summary = summary
+            failure.where = summary.error_at
             raise failure
         return summary
 

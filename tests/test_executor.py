@@ -196,9 +196,28 @@ def test_every_model_failing_fails_the_run_cleanly_keeping_finished_steps(home: 
         with pytest.raises(ProviderError) as info:
             run(flow_from(text, pool), {"q": "x"}, pool, home, retry=FAST_RETRY)
         summary = info.value.summary
-        assert summary.status == "failed" and summary.error_step == "b"
+        assert summary is not None and summary.status == "failed" and summary.error_step == "b"
         assert summary.steps["a"].status == "ok"
         assert "a" in read_step_journal(home / "runs" / summary.run_id)
+
+
+def test_a_failure_at_run_time_points_at_the_flow_line_of_the_step_that_failed(home: Path) -> None:
+    from engine.records.explain import load_recorded_run
+    from engine.records.render import render_run
+    from engine.records.run_page import render_run_page
+
+    text = 'input q\nstep a { model: fast  task: "{q}" }\n\n  step b { model: cheap  sees: a  task: "next"  retries: 0 }\noutput b'
+    with ChatServer() as server:
+        server.script["cheap"] = [Reply(status=400)]
+        pool = loopback_pool(server.url)
+        with pytest.raises(ProviderError) as info:
+            run(flow_from(text, pool), {"q": "x"}, pool, home)
+    summary = info.value.summary
+    assert summary is not None
+    assert info.value.where == summary.error_at == "t.flow:4:3"
+    assert "  at: t.flow:4:3 (step `b`)" in render_run(summary)
+    page = render_run_page(load_recorded_run(summary.run_id, home))
+    assert "at <code>t.flow:4:3</code> (step <code>b</code>): <code>step b { model: cheap" in page
 
 
 def test_budget_is_never_exceeded_with_20_concurrent_calls(home: Path) -> None:

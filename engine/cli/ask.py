@@ -7,12 +7,12 @@ import asyncio
 import json
 import sys
 
-from engine.cli.common import fail, for_stream, pool_error, pool_for
+from engine.cli.common import fail, for_stream, pool_for
 from engine.cli.exits import EXIT_FAILED, EXIT_USAGE, for_run_error
 from engine.cli.plan import add_plan_arguments, make_plan, report
 from engine.cli.progress import ProgressPrinter
 from engine.cli.run import print_summary
-from engine.errors import BatonError, PoolError, RunError
+from engine.errors import RunError
 from engine.planner.plan import PlanResult
 from engine.planner.rounds import AskOutcome, ask_rounds
 from engine.session import Session
@@ -28,10 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        pool = pool_for(args, None)
-    except PoolError as err:
-        return pool_error(err)
+    pool = pool_for(args, None)
     if not 1 <= args.rounds <= 5:
         return fail("--rounds must be 1..5", EXIT_USAGE)
 
@@ -53,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     except RunError as err:
         print(f"baton: run failed: {for_terminal(str(err))}", file=sys.stderr)
         return for_run_error(err)
-    except (ValueError, OSError, BatonError) as err:  # BatonError: a bad --budget, a key that cannot be sent
+    except (ValueError, OSError) as err:  # a bad --allow, --max-steps or --planner; a --prompt file that cannot be read
         return fail(str(err), EXIT_USAGE)
     if outcome.summary is None:
         return fail("the planner produced no valid plan", EXIT_FAILED)

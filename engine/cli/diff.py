@@ -9,7 +9,7 @@ import sys
 from engine.cli.common import fail
 from engine.cli.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from engine.diagnostics import render_all
-from engine.errors import FlowError, PoolError
+from engine.errors import FlowError
 from engine.loading import check_file, read_flow_text
 from engine.pool import discover_pool
 from engine.semdiff import diff_flows, flow_diff_json, render_flow_diff
@@ -30,10 +30,7 @@ def run(args: argparse.Namespace) -> int:
         return fail("give two flow files: baton diff OLD.flow NEW.flow", EXIT_USAGE)
     checked = []
     for path in args.files:
-        try:
-            pool = discover_pool(path, args.pool)
-        except PoolError as err:
-            return fail(str(err), EXIT_USAGE)
+        pool = discover_pool(path, args.pool)
         result, text = check_file(path, pool)
         if result.flow is None:
             print(render_all(result.errors or result.diagnostics, text), file=sys.stderr)

@@ -8,10 +8,8 @@ import json
 import sys
 from pathlib import Path
 
-from engine.cli.common import add_pool_argument, at_least, fail, parse_budget, pool_error, pool_for
+from engine.cli.common import add_pool_argument, at_least, fail, parse_budget, pool_for
 from engine.cli.exits import EXIT_INTERRUPTED, EXIT_USAGE
-from engine.diagnostics import render_all
-from engine.errors import FlowError, InputError, PoolError
 from engine.eval.runner import EvalReport
 
 
@@ -69,12 +67,7 @@ def run(args: argparse.Namespace) -> int:
             flows.append((Path(path).stem, flow))
         items = load_dataset(args.dataset, args.limit)
         budget = parse_budget(args.budget)
-    except PoolError as err:
-        return pool_error(err)
-    except FlowError as err:
-        print(render_all(err.diagnostics, err.source), file=sys.stderr)
-        return EXIT_USAGE
-    except (InputError, ValueError) as err:
+    except ValueError as err:
         return fail(str(err), EXIT_USAGE)
     names = [label for label, _ in flows]
     if len(set(names)) != len(names):
@@ -102,8 +95,6 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         report = asyncio.run(go())
-    except InputError as err:
-        return fail(str(err), EXIT_USAGE)
     except KeyboardInterrupt:
         print(f"\nbaton: eval {eval_id} interrupted; finished items are kept: add --resume {eval_id} to the same command to finish it",
               file=sys.stderr)

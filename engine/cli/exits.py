@@ -21,6 +21,15 @@ def for_error(err: BatonError) -> int:
     return for_run_error(err) if isinstance(err, RunError) else EXIT_USAGE
 
 
+#: Commands whose subject is the flow: an invalid flow is their answer (1), not a usage error (2) as for a command that runs it.
+FLOW_CHECKERS = frozenset({"validate", "fmt", "graph"})
+
+
+def for_flow_error(command: str) -> int:
+    """The exit code of a flow that does not check, by the command that read it."""
+    return EXIT_FAILED if command in FLOW_CHECKERS else EXIT_USAGE
+
+
 def for_run_error(err: BaseException, signal_number: int | None = None) -> int:
     """The exit code of a run that raised `err` (a `RunError`): budget, interrupted (or the signal's code), or failed."""
     if isinstance(err, BudgetExceeded):

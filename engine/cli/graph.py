@@ -6,9 +6,6 @@ import argparse
 import sys
 
 from engine.cli.common import add_pool_argument, pool_for
-from engine.cli.exits import EXIT_FAILED
-from engine.diagnostics import render_all
-from engine.errors import FlowError
 from engine.graph import to_dot, to_json, to_mermaid
 from engine.loading import load_flow
 
@@ -22,10 +19,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        flow, _pool = load_flow(args.file, pool_for(args, args.file))
-    except FlowError as err:
-        print(render_all(err.diagnostics, err.source), file=sys.stderr)
-        return EXIT_FAILED
+    flow, _pool = load_flow(args.file, pool_for(args, args.file))
     sys.stdout.write(RENDERERS[args.format](flow))
     return 0

@@ -15,8 +15,8 @@ import os
 import sys
 from collections.abc import Sequence
 
-from engine.cli.exits import EXIT_BUDGET, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, for_error
-from engine.errors import BatonError
+from engine.cli.exits import EXIT_BUDGET, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, for_error, for_flow_error
+from engine.errors import BatonError, FlowError
 
 __all__ = ["EXIT_BUDGET", "EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "main"]
 
@@ -112,6 +112,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         return int(_module(COMMANDS[args.command][0]).run(args))
+    except FlowError as err:  # every problem, each with its line and a caret
+        from engine.diagnostics import render_all
+
+        print(render_all(err.diagnostics, err.source), file=sys.stderr)
+        return for_flow_error(args.command)
     except BatonError as err:  # the one place an error becomes an exit code, for every command that lets it through
         from engine.cli.common import fail
 

@@ -8,9 +8,8 @@ import json
 import sys
 from pathlib import Path
 
-from engine.cli.common import add_pool_argument, at_least, fail, for_stream, parse_budget, pool_error, pool_for
+from engine.cli.common import add_pool_argument, at_least, fail, for_stream, parse_budget, pool_for
 from engine.cli.exits import EXIT_FAILED, EXIT_USAGE
-from engine.errors import BatonError, PoolError
 from engine.planner.limits import ALL_CONSTRUCTS, PlanLimits
 from engine.planner.plan import PlanResult, plan
 from engine.pool import Pool
@@ -80,13 +79,10 @@ def report(result: PlanResult) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        pool = pool_for(args, None)
-    except PoolError as err:
-        return pool_error(err)
+    pool = pool_for(args, None)
     try:
         result = asyncio.run(make_plan(args, pool, args.task))
-    except (ValueError, OSError, BatonError) as err:  # BatonError: a bad --budget, a key that cannot be sent
+    except (ValueError, OSError) as err:  # a bad --allow, --max-steps or --planner; a --prompt file that cannot be read
         return fail(str(err), EXIT_USAGE)
     report(result)
     if args.json:

@@ -77,6 +77,8 @@ class ProgressPrinter:
             self._line(f"loop {f['step']}: round {f['round']} {'accepted' if f['accepted'] else 'rejected'} by {f['verifier']}")
 
     def close(self) -> None:
+        """Clear the live line (once: closing again writes nothing)."""
         if self.live:
             self.stream.write("\r\x1b[2K")
             self.stream.flush()
+            self.live = False

@@ -10,7 +10,6 @@ from pathlib import Path
 
 from engine.cli.common import fail
 from engine.cli.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
-from engine.errors import InputError, PoolError
 from engine.pool import discover_pool
 from engine.providers.embeddings import pool_embedder
 from engine.router.files import load_router
@@ -77,8 +76,6 @@ def _names(text: str | None) -> list[str] | None:
 def run(args: argparse.Namespace) -> int:
     try:
         return {"train": _train, "calibrate": _calibrate, "curve": _curve, "report": _report}[args.action](args)
-    except (RouterError, PoolError, InputError) as err:
-        return fail(str(err), EXIT_USAGE)
     except BrokenPipeError:
         raise
     except OSError as err:

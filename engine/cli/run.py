@@ -13,12 +13,12 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TextIO
 
-from engine.cli.common import add_pool_argument, fail, for_stream, parse_budget, plural, pool_error, pool_for
+from engine.cli.common import add_pool_argument, fail, for_stream, parse_budget, plural, pool_for
 from engine.cli.exits import EXIT_USAGE, for_run_error
 from engine.cli.progress import ProgressPrinter
 from engine.cli.tracing import add_otel_arguments, close_observers, observers_for
 from engine.diagnostics import render_all
-from engine.errors import FlowError, HomeError, InputError, PoolError, RunError, UnknownRun
+from engine.errors import InputError, RunError, UnknownRun
 from engine.model import Flow
 from engine.run.trace import RunSummary
 from engine.terminal import for_terminal
@@ -109,14 +109,9 @@ def run(args: argparse.Namespace) -> int:
         return fail("give a flow FILE or --resume RUN_ID, not both: a resumed run uses the flow and inputs it recorded", EXIT_USAGE)
     if args.resume and (args.input or args.inputs):
         return fail("--resume uses the inputs the run recorded; drop --input / --inputs", EXIT_USAGE)
-    try:
-        inputs = read_inputs(args)
-        budget = parse_budget(args.budget)
-        pool = pool_for(args, None if args.file == "-" else args.file) if args.file else (pool_for(args, None) if args.pool else None)
-    except InputError as err:
-        return fail(str(err), EXIT_USAGE)
-    except PoolError as err:
-        return pool_error(err)
+    inputs = read_inputs(args)
+    budget = parse_budget(args.budget)
+    pool = pool_for(args, None if args.file == "-" else args.file) if args.file else (pool_for(args, None) if args.pool else None)
     flow: Flow | str = args.file or ""
     if args.file == "-":  # a flow piped in (from a planner, an editor): checked like a file, named <stdin>
         assert pool is not None
@@ -135,22 +130,17 @@ def run(args: argparse.Namespace) -> int:
         summary = asyncio.run(_run_stopping_on_sigterm(
             run_flow(flow, inputs, pool=pool, home=args.home, budget_usd=budget, cache=not args.no_cache, resume=args.resume,
                      progress=progress, observers=observers), signals))
-    except FlowError as err:
-        progress.close()
-        print(render_all(err.diagnostics, err.source), file=sys.stderr)
-        return EXIT_USAGE
-    except (InputError, PoolError, HomeError) as err:
-        progress.close()
-        return fail(str(err), EXIT_USAGE)
     except UnknownRun as err:
         progress.close()
         return fail(f"{err}; nothing to resume", EXIT_USAGE)
     except RunError as err:
-        progress.close()
+        progress.close()  # the summary below goes where the progress line was
         partial: RunSummary | None = err.summary
         if args.json and partial is not None:
             print(json.dumps({"output": None, "summary": partial.model_dump(mode="json")}, indent=2))
         print(f"baton: run failed: {for_terminal(str(err))}", file=sys.stderr)
+        if err.where:
+            print(f"  at {for_terminal(err.where)} (step `{err.step}`)", file=sys.stderr)
         if partial is not None:
             print_summary(partial)
             finished = sum(1 for r in partial.steps.values() if r.status == "ok")
@@ -158,8 +148,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"{kept}; resume with: baton run --resume {partial.run_id}", file=sys.stderr)
         return for_run_error(err, signals[0] if signals else None)
     finally:
+        progress.close()  # before anything else is printed (another error, by `baton`)
         close_observers(observers)  # sends the spans still buffered
-    progress.close()
     if args.json:
         print(json.dumps({"output": summary.output, "summary": summary.model_dump(mode="json")}, indent=2))
     else:  # the answer exactly into a pipe or a file; made safe only for a terminal

@@ -6,13 +6,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from engine.cli.common import add_pool_argument, fail, parse_budget, pool_error, pool_for
+from engine.cli.common import add_pool_argument, fail, parse_budget, pool_for
 from engine.cli.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from engine.cli.tracing import add_otel_arguments, close_observers, observers_for
-from engine.errors import InputError, PoolError
 from engine.serve.catalog import CatalogError
-from engine.serve.keys import KeysError, add_key
-from engine.serve.server import ServeError, serve
+from engine.serve.keys import add_key
+from engine.serve.server import serve
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -43,21 +42,15 @@ def run(args: argparse.Namespace) -> int:
     if args.new_key:
         if not args.keys:
             return fail("--new-key needs --keys FILE (the file the key's hash is added to)", EXIT_USAGE)
-        try:
-            daily, total = parse_budget(args.daily_usd, "--daily-usd"), parse_budget(args.total_usd, "--total-usd")
-            token = add_key(args.keys, args.new_key, daily, total)
-        except (KeysError, InputError) as err:
-            return fail(str(err), EXIT_USAGE)
+        daily, total = parse_budget(args.daily_usd, "--daily-usd"), parse_budget(args.total_usd, "--total-usd")
+        token = add_key(args.keys, args.new_key, daily, total)
         print(token)
         print(f"baton serve: key `{args.new_key}` added to {args.keys} (only its hash is stored; this is the only time it is shown)",
               file=sys.stderr)
         return EXIT_OK
     if args.flows and not Path(args.flows).is_dir():
         return fail(f"--flows {args.flows}: no such folder", EXIT_USAGE)
-    try:
-        pool = pool_for(args, Path(args.flows) / "x.flow" if args.flows else None)
-    except PoolError as err:
-        return pool_error(err)
+    pool = pool_for(args, Path(args.flows) / "x.flow" if args.flows else None)
     observers = observers_for(args)
     if isinstance(observers, str):
         return fail(observers, EXIT_USAGE)
@@ -68,8 +61,6 @@ def run(args: argparse.Namespace) -> int:
     except CatalogError as err:
         print(str(err), file=sys.stderr)
         return fail("the server did not start: the flows above do not check", EXIT_FAILED)
-    except (KeysError, ServeError) as err:
-        return fail(str(err), EXIT_USAGE)
     finally:
         close_observers(observers)
     return EXIT_OK

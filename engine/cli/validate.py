@@ -7,10 +7,9 @@ import json
 import sys
 
 from engine.checks import CheckResult
-from engine.cli.common import add_pool_argument, plural, pool_error, pool_for
+from engine.cli.common import add_pool_argument, plural, pool_for
 from engine.cli.exits import EXIT_FAILED, EXIT_OK
 from engine.diagnostics import Diagnostic, render_all
-from engine.errors import PoolError
 from engine.loading import check_file, check_source
 from engine.router.files import route_calls
 
@@ -37,10 +36,7 @@ def run(args: argparse.Namespace) -> int:
     failed = False
     all_diags: list[Diagnostic] = []
     for path in args.files:
-        try:
-            pool = pool_for(args, None if path == "-" else path)
-        except PoolError as err:
-            return pool_error(err)
+        pool = pool_for(args, None if path == "-" else path)
         if path == "-":  # a flow piped in, e.g. from a planner: the pool is found from the current folder
             text = sys.stdin.read()
             result = check_source(text, pool, "<stdin>")

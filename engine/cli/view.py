@@ -7,8 +7,7 @@ import webbrowser
 from pathlib import Path
 
 from engine.cli.common import at_least, fail
-from engine.cli.exits import EXIT_FAILED, EXIT_USAGE
-from engine.errors import HomeError, UnknownRun
+from engine.cli.exits import EXIT_FAILED
 from engine.records.explain import load_recorded_run
 from engine.records.run_page import render_run_page
 from engine.records.runs_page import filter_runs, render_runs_page
@@ -27,18 +26,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        if args.run_id:
-            recorded = load_recorded_run(args.run_id, args.home)
-            page = render_run_page(recorded)
-            target = Path(args.output or f"{recorded.summary.run_id}.html")
-        else:
-            runs = filter_runs(list_runs(args.home, args.limit), args.flow, args.status)
-            # the list links to each run's page as `baton view RUN` writes it, beside the list
-            page = render_runs_page(runs, lambda run_id: f"{run_id}.html", flow=args.flow, status=args.status)
-            target = Path(args.output or "runs.html")
-    except (UnknownRun, HomeError) as err:
-        return fail(str(err), EXIT_USAGE)
+    if args.run_id:
+        recorded = load_recorded_run(args.run_id, args.home)
+        page = render_run_page(recorded)
+        target = Path(args.output or f"{recorded.summary.run_id}.html")
+    else:
+        runs = filter_runs(list_runs(args.home, args.limit), args.flow, args.status)
+        # the list links to each run's page as `baton view RUN` writes it, beside the list
+        page = render_runs_page(runs, lambda run_id: f"{run_id}.html", flow=args.flow, status=args.status)
+        target = Path(args.output or "runs.html")
     try:
         target.write_text(page, encoding="utf-8")
     except OSError as err:

@@ -169,7 +169,7 @@ async def evaluate(flows: list[tuple[str, Flow]], items: list[Item], pool: Pool,
                 score = await scorer(output, item.reference, item.fields) if output else None
             except RunError as err:  # the judge failed for good (after its retries): the item is not scored, its calls still cost
                 score, error = None, f"scoring failed: {err}"
-                failed_cost = float(getattr(err.summary, "cost", 0.0) or 0.0)
+                failed_cost = err.call.cost if err.call is not None else 0.0
             correct = score is not None and score.correct
             scoring_cost = score.cost if score is not None else failed_cost
             result = ItemResult(label, item.id, correct, cost, (time.perf_counter() - started) * 1000, calls, output[:500], error,

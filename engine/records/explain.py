@@ -37,6 +37,14 @@ class RecordedRun:
     #: Why `flow` is None: the record's flow no longer reads or checks (it is drawn from its steps alone).
     flow_problem: str = ""
 
+    def source_line(self, name: str) -> str:
+        """The flow line that defines node `name` (stripped), or "" when the record's flow is gone or has no span for it."""
+        node = self.flow.nodes.get(name) if self.flow is not None else None
+        if self.flow is None or node is None or not node.span[0]:
+            return ""
+        lines = self.flow.source.splitlines()
+        return lines[node.span[0] - 1].strip() if node.span[0] <= len(lines) else ""
+
     @cached_property
     def graph(self) -> nx.DiGraph:
         """The flow's DAG (built once: the page, its critical path and its layout all read it); without a flow,

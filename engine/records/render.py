@@ -42,6 +42,8 @@ def render_run(summary: RunSummary, full_output_step: str | None = None) -> str:
     lines.extend(f"  warning: {w}" for w in summary.warnings)
     if summary.error:
         lines.append(f"  error: {summary.error}")
+    if summary.error_at:
+        lines.append(f"  at: {summary.error_at} (step `{summary.error_step}`)")
     lines.append("")
     for name, step in summary.steps.items():
         lines.extend(_render_step(name, step, full_output_step == name))

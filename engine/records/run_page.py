@@ -376,6 +376,16 @@ def _legends() -> str:
             '<span class="legend" data-mode="latency" hidden>lighter is faster, darker blue is slower</span>')
 
 
+def _error_at(run: explain.RecordedRun) -> str:
+    """Where the failed node is written in the flow, with its line, so a reader goes straight to what to change."""
+    s = run.summary
+    if not s.error_at or not s.error_step:
+        return ""
+    line = run.source_line(s.error_step)
+    return (f'<p class="hint">at <code>{esc(s.error_at)}</code> (step <code>{esc(s.error_step)}</code>)'
+            + (f': <code>{esc(line)}</code>' if line else "") + "</p>")
+
+
 def render_run_page(run: explain.RecordedRun, *, live: bool = False, runs_href: str | None = None) -> str:
     """The page of one run; `live` (on `baton serve`) makes a page of a run in flight reload its content until it ends."""
     s = run.summary
@@ -390,6 +400,7 @@ def render_run_page(run: explain.RecordedRun, *, live: bool = False, runs_href: 
               f"<span>wall time <b>{s.duration_s:.2f} s</b></span>"
               + (f'<span><a href="{esc(runs_href)}">all runs</a></span>' if runs_href else "") + "</div>"
               + (f'<p class="error">{esc(s.error)}</p>' if s.error else "")
+              + _error_at(run)
               + "".join(f'<p class="error">warning: {esc(w)}</p>' for w in s.warnings)
               + (f'<p class="hint">{esc(run.flow_problem)}</p>' if run.flow_problem else "") + "</header>")
     toolbar = ('<div class="toolbar">colour nodes by: '

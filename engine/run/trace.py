@@ -8,7 +8,7 @@ GenAI names in the event log (`gen_ai.usage.input_tokens` ...).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -198,6 +198,8 @@ class RunSummary(BaseModel):
     output_step: str = ""
     error: str | None = None
     error_step: str | None = None
+    #: Where the failed node is defined in the flow (`file:line:col`), when a node failed.
+    error_at: str | None = None
     cost: float = 0.0
     #: The part of `cost` booked at calls' worst case because their usage was missing or unreadable.
     estimated_cost: float = 0.0
@@ -226,3 +228,29 @@ class RunSummary(BaseModel):
         self.output_tokens += more.output_tokens
         self.calls += more.calls
         self.cache_hits += more.cache_hits
+
+
+@dataclass
+class CallResult:
+    """One `Session.call`: the answer, the alias that gave it and why, and every attempt with its cost."""
+
+    text: str
+    alias: str
+    reason: str
+    attempts: list[Attempt] = field(default_factory=list)
+
+    @property
+    def totals(self) -> Totals:
+        return Totals.of(self.attempts)
+
+    @property
+    def cost(self) -> float:
+        return self.totals.cost
+
+    @property
+    def input_tokens(self) -> int:
+        return self.totals.input_tokens
+
+    @property
+    def output_tokens(self) -> int:
+        return self.totals.output_tokens

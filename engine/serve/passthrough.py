@@ -14,8 +14,8 @@ import time
 
 from engine.errors import RunError
 from engine.run.store import RunStore
-from engine.run.trace import RunSummary, StepResult, Totals, run_status
-from engine.session import CallResult, Session
+from engine.run.trace import CallResult, RunSummary, StepResult, Totals, run_status
+from engine.session import Session
 
 STEP = "call"
 
