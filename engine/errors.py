@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from engine.diagnostics import Diagnostic
-    from engine.run.trace import CallResult, RunSummary
+    from engine.run.trace import CallResult, RunStatus, RunSummary
 
 
 class BatonError(Exception):
@@ -97,12 +97,15 @@ class ProviderError(RunError):
 
 
 class BudgetExceeded(RunError):
-    """A call was refused because it could break a cap; names the cap and the spend."""
+    """A call was refused because it could break a cap; names the cap, the spend, and whose budget it was (`budget`:
+    the run's own, or an account shared by many runs: an API key's allowance, an evaluation's budget)."""
 
-    def __init__(self, message: str, step: str | None = None, cap: str = "", limit: float = 0.0, spent: float = 0.0) -> None:
+    def __init__(self, message: str, step: str | None = None, cap: str = "", limit: float = 0.0, spent: float = 0.0,
+                 budget: str = "budget") -> None:
         self.cap = cap
         self.limit = limit
         self.spent = spent
+        self.budget = budget
         super().__init__(message, step)
 
 
@@ -116,3 +119,13 @@ class RouteError(RunError):
 
 class RunCancelled(RunError):
     """The run was interrupted (Ctrl-C or cancellation); completed outputs are kept."""
+
+
+def run_status(error: BaseException | None) -> RunStatus:
+    """A finished run's status from the error that stopped it (None: it finished): which error means which status
+    is this hierarchy's to say, for flows and pass-through calls alike."""
+    if error is None:
+        return "ok"
+    if isinstance(error, BudgetExceeded):
+        return "budget_exhausted"
+    return "interrupted" if isinstance(error, RunCancelled) else "failed"

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from engine.errors import PoolError, RunCancelled, RunError
+from engine.errors import PoolError, RunCancelled, RunError, run_status
 from engine.loading import check_source, load_flow
 from engine.model import Budget, Flow, Params
 from engine.pool import Pool, discover_pool
@@ -37,7 +37,7 @@ from engine.run.protocol import Provider
 from engine.run.reader import completed_steps, read_setup, read_summary
 from engine.run.store import MemoryStore, RunRecord, RunStore
 from engine.run.streaming import StreamMismatch, TextSink, TextStream
-from engine.run.trace import CallResult, RunSummary, StepResult, in_flight_totals, run_status
+from engine.run.trace import CallResult, RunSummary, StepResult, in_flight_totals
 from engine.wiring import ProviderSet, check_inputs, pool_snapshot
 
 
@@ -48,13 +48,14 @@ class Session:
                  retry: RetryPolicy | None = None, providers: Mapping[str, Provider] | None = None, durable: bool = True,
                  sleep: Callable[[float], Awaitable[None]] | None = None, observers: Sequence[RunObserver] = ()) -> None:
         self.pool = pool if pool is not None else discover_pool(None)
-        self.home = home
+        #: The run home, resolved and checked once (a file where the folder should be is a `HomeError` here).
+        self.home = RunHome(home)
         self.durable = durable
         self.retry = retry or RetryPolicy()
         self.sleep = sleep
         self.providers = ProviderSet(self.pool, providers)
         self.limits = Limits(self.pool)
-        self.cache = ResponseCache(RunHome(home).cache) if cache else None
+        self.cache = ResponseCache(self.home.cache) if cache else None
         #: What replies showed beyond the pool's figures, per alias: reservations of later runs account for it too.
         self.observed: dict[str, Observed] = {}
         self._observed_by_owner: dict[str, dict[str, Observed]] = {}

@@ -252,3 +252,31 @@ def test_an_evaluation_over_a_provider_that_omits_inflates_or_falsifies_usage_bo
         could_bill = billed(upstream)
     assert report.flows[0].n == 24 and report.flows[0].correct == 24
     assert could_bill <= report.flows[0].total_cost + 1e-12
+
+
+@pytest.mark.parametrize("concurrency", [1, 16])
+def test_an_evaluations_budget_holds_with_many_items_in_flight_and_the_judge_counted(tmp_path: Path, concurrency: int) -> None:
+    """`baton eval --budget`: one account shared by every item and the judge, so items in flight together cannot
+    overspend it (they used to be stopped only from starting once the spend so far reached the cap)."""
+    from engine.eval.dataset import Item
+    from engine.eval.runner import evaluate, evaluation_account
+    from engine.eval.scorers import judge_through, make_scorer
+
+    cap = 0.05
+    with ChatServer(latency=0.05, responder=lambda body: Reply(text="CORRECT 42", completion_tokens=MAX_TOKENS)) as upstream:
+        pool = hostile_pool(upstream.url)
+        flow = flow_from(f'input question\nstep a {{ model: m  task: "{{question}}"  max_tokens: {MAX_TOKENS}  retries: 0 }}', pool)
+        items = [Item(id=str(i), fields={"question": f"what is {i} times 6?"}, reference="42")
+                 for i in range(200)]
+
+        async def go():  # type: ignore[no-untyped-def]
+            async with Session(pool, home=tmp_path, cache=False, durable=False) as session:
+                account = evaluation_account(cap)
+                scorer = make_scorer("judge:m", judge_through(session, "m", account=account))
+                return await evaluate([("f", flow)], items, pool, scorer, budget_usd=cap, concurrency=concurrency, home=tmp_path,
+                                      session=session, account=account)
+
+        report = asyncio.run(go())
+    assert report.stopped and report.flows[0].n < len(items)
+    assert billed(upstream) <= cap + 1e-9, f"the upstream could bill ${billed(upstream):.6f} of a ${cap} evaluation budget"
+    assert billed(upstream) > cap / 2  # it did spend: the cap, not something else, stopped it

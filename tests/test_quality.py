@@ -78,7 +78,8 @@ def test_runs_and_pages_import_nothing_of_opentelemetry_unless_traced(tmp_path: 
     assert proc.stdout.strip().splitlines()[-1] == "IMPORTED:", proc.stdout
 
 
-@pytest.mark.parametrize("tool", [["ruff", "check", "engine", "tests", "bench"], ["mypy", "engine"]])
+# mypy takes half a minute without its cache: a slow test (CI runs it; `mypy --strict engine` is the quick way by hand)
+@pytest.mark.parametrize("tool", [["ruff", "check", "engine", "tests", "bench"], pytest.param(["mypy", "engine"], marks=pytest.mark.slow)])
 def test_lint_and_types_are_clean(tool: list[str]) -> None:
     exe = Path(sys.executable).parent / tool[0]
     if not exe.exists():

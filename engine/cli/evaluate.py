@@ -53,7 +53,7 @@ def table(report: EvalReport) -> str:
 def run(args: argparse.Namespace) -> int:
     from engine.eval.dataset import load_dataset
     from engine.eval.html import render_html
-    from engine.eval.runner import evaluate
+    from engine.eval.runner import evaluate, evaluation_account
     from engine.eval.scorers import judge_through, make_scorer
     from engine.loading import load_flow
     from engine.run.home import new_run_id
@@ -88,10 +88,11 @@ def run(args: argparse.Namespace) -> int:
     async def go() -> EvalReport:
         # one session for every item and the judge: the pool's concurrency limits hold across all of them
         async with Session(pool, home=args.home, cache=False) as session:
-            scorer = make_scorer(args.scorer, judge_through(session, judge_alias) if judge_alias else None)
+            account = evaluation_account(budget) if budget is not None else None  # the items' calls and the judge's alike
+            scorer = make_scorer(args.scorer, judge_through(session, judge_alias, account=account) if judge_alias else None)
             return await evaluate(flows, items, pool, scorer, scorer_name=args.scorer, dataset_name=args.dataset,
                                   concurrency=args.concurrency, budget_usd=budget, home=args.home, resume=args.resume, progress=progress,
-                                  eval_id=eval_id, session=session)
+                                  eval_id=eval_id, session=session, account=account)
 
     try:
         report = asyncio.run(go())

@@ -3,23 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import time
 from pathlib import Path
 
 from engine.cli.common import fail
 from engine.cli.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
-from engine.pool import discover_pool
+from engine.pool import Pool, discover_pool
 from engine.providers.embeddings import pool_embedder
 from engine.router.files import load_router
-from engine.router.model import RouterError, data_hash, train_router
-from engine.router.policy import calibrate_accuracy, calibrate_strong_share
-from engine.training.from_eval import examples_from_eval
-from engine.training.grid import grid_models, load_grid, split_grid
+from engine.router.model import Router, RouterError, train_router
+from engine.training.grid import GridItem, grid_models, load_grid, split_grid
 from engine.training.report import build_router_report, render_router_report, router_curve
-
-LEARNERS = ("logistic", "knn")
+from engine.training.service import LEARNERS, calibrate, curve_svg, held_out_items, train_on_evals, train_on_grid, trained_grid
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -82,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         return fail(f"{err.filename or ''}: {err.strerror or err}", EXIT_FAILED)
 
 
-def _pool(args: argparse.Namespace, grid: str | Path | None):  # type: ignore[no-untyped-def]
+def _pool(args: argparse.Namespace, grid: str | Path | None) -> Pool:
     return discover_pool(Path(grid) / ".." / "x.flow" if grid else None, args.pool)
 
 
@@ -90,77 +84,33 @@ def _train(args: argparse.Namespace) -> int:
     if not 0 < args.train_share < 1:
         return fail("--train-share is a share between 0 and 1", EXIT_USAGE)
     pool = _pool(args, args.grid)
+    embeddings = (args.embeddings, pool_embedder(pool, args.embeddings)) if args.embeddings else None
     if args.grid:
-        models = grid_models(pool, args.grid, _names(args.models))
-        train, test = split_grid(load_grid(args.grid, models), args.train_share, args.seed)
-        examples = [i.example for i in train]
-        source = {"grid": _beside(args.grid, args.output), "n_train": len(train), "n_test": len(test),
-                  "train_share": args.train_share, "seed": args.seed}
-        if args.held_out:
-            Path(args.held_out).write_text("".join(json.dumps({"id": i.id, "question": i.example.text, "gold": i.gold}) + "\n"
-                                                   for i in test), encoding="utf-8")
+        router, n = train_on_grid(pool, args.grid, args.output, aliases=_names(args.models), learner=args.learner,
+                                  train_share=args.train_share, seed=args.seed, embeddings=embeddings, held_out=args.held_out)
     else:
         if not args.dataset:
             return fail("--from needs --dataset FILE (an evaluation records results, not questions)", EXIT_USAGE)
         mapping = dict(pair.split("=", 1) for pair in _names(args.mapping) or [])
-        examples, labels = examples_from_eval(args.from_eval, args.dataset, set(_names(args.models) or pool.models), args.home, mapping)
-        models = {a: pool.models[a].id for a in labels}
-        source = {"evals": args.from_eval, "flows": labels, "dataset": _beside(args.dataset, args.output), "n_train": len(examples)}
-    prices = {a: [pool.models[a].input_price, pool.models[a].output_price] for a in models}
-    embeddings = (args.embeddings, pool_embedder(pool, args.embeddings)) if args.embeddings else None
-    router = train_router(examples, models, args.learner, seed=args.seed, embeddings=embeddings,
-                          trained_on={**source, "data_hash": data_hash(examples), "models": models, "prices": prices,
-                                      "learner": args.learner, "date": time.strftime("%Y-%m-%d", time.gmtime())})
-    router.save(args.output)
+        router, n = train_on_evals(pool, args.from_eval, args.dataset, args.output, aliases=_names(args.models), mapping=mapping,
+                                   home=args.home, learner=args.learner, seed=args.seed, embeddings=embeddings)
     size = Path(args.output).stat().st_size
-    print(f"wrote {args.output} ({size // 1024} KB): {args.learner} over {', '.join(models)}, {len(examples)} items")
+    print(f"wrote {args.output} ({size // 1024} KB): {args.learner} over {', '.join(router.models)}, {n} items")
     return EXIT_OK
 
 
-def _beside(path: str, router_file: str) -> str:
-    """A path as the router file records it: relative to the file's folder, so a committed router works from any checkout."""
-    return os.path.relpath(Path(path).resolve(), Path(router_file).resolve().parent)
-
-
-def _trained_grid(router, router_file: str) -> Path | None:  # type: ignore[no-untyped-def]
-    grid = router.trained_on.get("grid")
-    return (Path(router_file).resolve().parent / grid).resolve() if grid else None
-
-
-def _held_out(router, args: argparse.Namespace, pool):  # type: ignore[no-untyped-def]
-    """The items to score on: the held-out part of the grid the router was trained on, or all of another grid."""
-    trained = _trained_grid(router, args.router)
-    grid = Path(args.grid) if args.grid else trained
-    if grid is None:
-        raise RouterError("this router was not trained on a grid: name one with --grid")
-    models = {a: s.model_id for a, s in router.models.items()}
-    items = load_grid(grid, models)
-    if trained is not None and grid.resolve() == trained:
-        _train_part, items = split_grid(items, router.trained_on.get("train_share", 0.7), router.trained_on.get("seed", 0))
-    return items
-
-
-def _router_and_items(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _router_and_items(args: argparse.Namespace) -> tuple[Router, Pool, list[GridItem]]:
     """The router file named, its pool, and the items to work on (its held-out items by default)."""
     router = load_router(args.router)
-    pool = _pool(args, args.grid or _trained_grid(router, args.router))
-    return router, pool, _held_out(router, args, pool)
+    if not args.grid and trained_grid(router, args.router) is None:
+        raise RouterError(f"{args.router} was not trained on a grid: name one with --grid")
+    pool = _pool(args, args.grid or trained_grid(router, args.router))
+    return router, pool, held_out_items(router, args.router, args.grid)
 
 
 def _calibrate(args: argparse.Namespace) -> int:
     router, pool, items = _router_and_items(args)
-    aliases = list(router.models)
-    costs = router.arm_costs(aliases, pool)
-    predictions = [router.predict(i.example.text) for i in items]
-    strong = max(aliases, key=lambda a: (router.models[a].accuracy, a))
-    if args.strong_share is not None:
-        threshold = calibrate_strong_share(predictions, costs, aliases, strong, args.strong_share)
-        how = f"{args.strong_share:.0%} of {len(items)} reference items to {strong}"
-    else:
-        threshold = calibrate_accuracy(predictions, costs, aliases, args.target_accuracy)
-        how = f"predicted accuracy {args.target_accuracy:.1%} on {len(items)} reference items"
-    router.calibration = {"threshold": threshold, "how": how, "date": time.strftime("%Y-%m-%d", time.gmtime())}
-    router.save(args.router)
+    threshold, how = calibrate(router, args.router, items, pool, strong_share=args.strong_share, target_accuracy=args.target_accuracy)
     print(f"{args.router}: threshold {threshold:.3f} ({how}); routes that name no threshold use it")
     return EXIT_OK
 
@@ -173,29 +123,9 @@ def _curve(args: argparse.Namespace) -> int:
     for t, acc, cost, shares in points:
         print(f"  {t:.2f}  {acc:.1%}  ${cost:.6f}  " + " ".join(f"{shares[a]:.0%}" for a in aliases))
     if args.svg:
-        Path(args.svg).write_text(_svg(points), encoding="utf-8")
+        Path(args.svg).write_text(curve_svg(points), encoding="utf-8")
         print(f"wrote {args.svg}")
     return EXIT_OK
-
-
-def _svg(points: list) -> str:  # type: ignore[type-arg]
-    w, h, pad = 560, 360, 50
-    costs = [c for _, _, c, _ in points]
-    accs = [a for _, a, _, _ in points]
-    c0, c1 = min(costs), max(costs) or 1.0
-    a0, a1 = min(accs), max(accs)
-    span_c, span_a = (c1 - c0) or 1.0, (a1 - a0) or 0.01
-
-    def xy(c: float, a: float) -> str:
-        return f"{pad + (c - c0) / span_c * (w - 2 * pad):.1f},{h - pad - (a - a0) / span_a * (h - 2 * pad):.1f}"
-
-    line = " ".join(xy(c, a) for _, a, c, _ in points)
-    labels = "".join(f'<text x="{xy(c, a).split(",")[0]}" y="{float(xy(c, a).split(",")[1]) - 6:.1f}" font-size="10">{t:.2f}</text>'
-                     for t, a, c, _ in points[::4])
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}"><rect width="{w}" height="{h}" fill="#fff"/>'
-            f'<polyline points="{line}" fill="none" stroke="#36c" stroke-width="2"/>{labels}'
-            f'<text x="{w / 2}" y="{h - 12}" text-anchor="middle" font-size="12">mean cost per item: ${c0:.6f} to ${c1:.6f}</text>'
-            f'<text x="14" y="{h / 2}" font-size="12" transform="rotate(-90 14 {h / 2})">accuracy {a0:.1%} to {a1:.1%}</text></svg>')
 
 
 def _report(args: argparse.Namespace) -> int:

@@ -17,12 +17,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.errors import InputError, RunCancelled, RunError
+from engine.errors import BudgetExceeded, InputError, RunCancelled, RunError
 from engine.eval.dataset import Item
 from engine.eval.scorers import Scorer
 from engine.eval.stats import mcnemar, pareto, percentile, wilson
-from engine.model import Flow
+from engine.model import Budget, Flow
 from engine.pool import Pool
+from engine.run.budget import BudgetGuard
 from engine.run.home import RESULTS_JOURNAL, RunHome
 from engine.run.journal import Journal, read_lines
 from engine.run.protocol import Provider
@@ -106,16 +107,29 @@ def check_items(flows: list[tuple[str, Flow]], items: list[Item]) -> None:
         raise InputError("the dataset does not fit the flows: " + "; ".join(problems[:3]) + more)
 
 
+#: The label of an evaluation's shared account: its refusals stop the evaluation, unlike a flow's own cap.
+EVALUATION_BUDGET = "the evaluation's budget"
+
+
+def evaluation_account(budget_usd: float) -> BudgetGuard:
+    """The account every call of an evaluation reserves against (give a judge the same one)."""
+    return BudgetGuard(Budget(usd=budget_usd), label=EVALUATION_BUDGET)
+
+
 async def evaluate(flows: list[tuple[str, Flow]], items: list[Item], pool: Pool, scorer: Scorer, *, scorer_name: str = "",
                    dataset_name: str = "", providers: dict[str, Provider] | None = None, concurrency: int = 32,
                    budget_usd: float | None = None, home: str | Path | None = None, resume: str | None = None,
                    progress: Callable[[int, int, int, float], None] | None = None, eval_id: str | None = None,
-                   session: Session | None = None) -> EvalReport:
+                   session: Session | None = None, account: BudgetGuard | None = None) -> EvalReport:
     """Run every flow on every item; `resume` continues a recorded evaluation, `eval_id` names a new one.
 
     The runs go through `session` (a judge scorer should use the same one); without one, a
     session of the evaluation's own is opened on `pool` and `providers`, and closed at the end.
-    The spend that `budget_usd` caps includes the scorer's.
+
+    `budget_usd` is a cap on the whole evaluation, the scorer's calls included: every call of every
+    item reserves against one shared account (`account`, or one made here; give a judge the same
+    one through `judge_through`), so items in flight together cannot overspend it. An item the
+    account refuses is not recorded (a resume with a larger budget runs it) and no more start.
     """
     if concurrency < 1:
         raise InputError(f"concurrency must be at least 1, not {concurrency}")  # a zero semaphore would wait forever
@@ -136,6 +150,10 @@ async def evaluate(flows: list[tuple[str, Flow]], items: list[Item], pool: Pool,
         done[(r.flow, r.item)] = r
     report = EvalReport(eval_id, dataset_name, scorer_name)
     spent = sum(r.cost + r.scoring_cost for r in done.values())
+    if account is None and budget_usd is not None:
+        account = evaluation_account(budget_usd)
+    if account is not None:
+        account.spent_usd += spent  # what the items recorded before a resume cost counts against this run's cap
     sem = asyncio.Semaphore(concurrency)
     total = len(flows) * len(items)
     counters = {"done": len(done), "right": sum(r.correct for r in done.values())}
@@ -155,12 +173,16 @@ async def evaluate(flows: list[tuple[str, Flow]], items: list[Item], pool: Pool,
             inputs = flow_inputs(flow, item)
             started = time.perf_counter()
             try:
-                summary = await session.run(flow, inputs, record=False, cache=False)
+                summary = await session.run(flow, inputs, record=False, cache=False, account=account)
                 output, cost, calls, error = summary.output or "", summary.cost, summary.calls, None
             except RunCancelled:  # interrupted, not failed: nothing is recorded, so a resume runs the item again
                 raise asyncio.CancelledError from None
             except RunError as err:
                 partial = err.summary
+                if isinstance(err, BudgetExceeded) and err.budget == EVALUATION_BUDGET:  # not the flow's own cap
+                    spent += partial.cost if partial is not None else 0.0
+                    report.stopped = f"budget ${budget_usd:g} reached after ${spent:.4f}"
+                    return
                 output, error = "", str(err)
                 cost = partial.cost if partial is not None else 0.0
                 calls = partial.calls if partial is not None else 0

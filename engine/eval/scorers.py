@@ -19,6 +19,7 @@ from engine.model import Params
 from engine.run.answers import answer_field, extract_answer, numbers_equal
 
 if TYPE_CHECKING:
+    from engine.run.budget import BudgetGuard
     from engine.session import Session
 
 JUDGE_RUBRIC = """You grade an answer against a reference answer.
@@ -76,12 +77,13 @@ def make_scorer(spec: str, judge: Judge | None = None) -> Scorer:
     return table[kind]
 
 
-def judge_through(session: Session, alias: str, retries: int = 2) -> Judge:
-    """A judge that asks `alias` through `session`: with its retries, limits and cache, its cost counted."""
+def judge_through(session: Session, alias: str, retries: int = 2, account: BudgetGuard | None = None) -> Judge:
+    """A judge that asks `alias` through `session`: with its retries, limits and cache, its cost counted (and reserved
+    against `account`, an evaluation's shared budget, when given)."""
 
     async def judge(prompt: str) -> tuple[str, float]:
         result = await session.call(alias, [{"role": "user", "content": prompt}], params=Params(max_tokens=5), retries=retries,
-                                    step="judge", role="judge")
+                                    step="judge", role="judge", account=account)
         return result.text, result.cost
 
     return judge

@@ -73,18 +73,18 @@ class BudgetGuard:
             raise BudgetExceeded(
                 f"{self.label} ${b.usd:g} would be exceeded: step `{step}` needs up to ${usd:.6f}; "
                 f"booked ${self.spent_usd:.6f}{self._estimated_words()}, ${self.reserved_usd:.6f} reserved by calls in flight",
-                step=step, cap="usd", limit=b.usd, spent=self.spent_usd,
+                step=step, cap="usd", limit=b.usd, spent=self.spent_usd, budget=self.label,
             )
         if b.tokens is not None and self.spent_tokens + self.reserved_tokens + tokens > b.tokens:
             raise BudgetExceeded(
                 f"token cap {b.tokens} would be exceeded: step `{step}` needs up to {tokens} tokens; "
                 f"used {self.spent_tokens}, {self.reserved_tokens} reserved by calls in flight",
-                step=step, cap="tokens", limit=float(b.tokens), spent=float(self.spent_tokens),
+                step=step, cap="tokens", limit=float(b.tokens), spent=float(self.spent_tokens), budget=self.label,
             )
         if b.calls is not None and self.spent_calls + self.reserved_calls + 1 > b.calls:
             raise BudgetExceeded(
                 f"call cap {b.calls} reached: step `{step}` was refused after {self.spent_calls} calls",
-                step=step, cap="calls", limit=float(b.calls), spent=float(self.spent_calls),
+                step=step, cap="calls", limit=float(b.calls), spent=float(self.spent_calls), budget=self.label,
             )
         parent = self.parent.reserve(step, usd, tokens) if self.parent is not None else None
         self.reserved_usd += usd

@@ -100,13 +100,13 @@ class RunStore:
         ).bind(run_id=self.run_id)
 
     @classmethod
-    def create(cls, home: str | Path | None, durable: bool = True, run_id: str | None = None) -> RunStore:
-        return cls(RunHome(home).new_run(run_id), durable)
+    def create(cls, home: RunHome, durable: bool = True, run_id: str | None = None) -> RunStore:
+        return cls(home.new_run(run_id), durable)
 
     @classmethod
-    def open(cls, home: str | Path | None, run_id: str, durable: bool = True) -> RunStore:
+    def open(cls, home: RunHome, run_id: str, durable: bool = True) -> RunStore:
         """A recorded run, to resume; `UnknownRun` if there is none, `HomeError` if another process runs it."""
-        return cls(RunHome(home).find_run(run_id), durable)
+        return cls(home.find_run(run_id), durable)
 
     def event(self, name: str, **fields: Any) -> None:
         self.log.info(name, **fields)

@@ -13,8 +13,6 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from engine.errors import BudgetExceeded, RunCancelled
-
 StepStatus = Literal["ok", "failed", "skipped", "not_run"]
 RunStatus = Literal["running", "ok", "failed", "budget_exhausted", "interrupted"]
 #: reported: the provider's `usage.cost`; computed: tokens x the alias's prices; estimated: the reply's usage was
@@ -178,15 +176,6 @@ def in_flight_totals(summary: RunSummary, steps: Mapping[str, StepResult], top_l
     since = summary.started
     return sum((Totals.of(steps[n].attempts) for n in top_level
                 if n in steps and not steps[n].resumed and steps[n].started >= since), Totals())
-
-
-def run_status(error: BaseException | None) -> RunStatus:
-    """A finished run's status from what stopped it (None: it finished)."""
-    if error is None:
-        return "ok"
-    if isinstance(error, BudgetExceeded):
-        return "budget_exhausted"
-    return "interrupted" if isinstance(error, RunCancelled) else "failed"
 
 
 class RunSummary(BaseModel):

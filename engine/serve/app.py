@@ -24,7 +24,7 @@ from engine.errors import BudgetExceeded, InputError, PoolError, RunCancelled, R
 from engine.model import Params
 from engine.pool import Pool
 from engine.run.budget import BudgetGuard
-from engine.run.home import RunHome, new_run_id
+from engine.run.home import new_run_id
 from engine.run.reader import load_run
 from engine.run.secrets import Secrets
 from engine.run.trace import RunSummary
@@ -108,12 +108,12 @@ def _is_page(path: str) -> bool:
 
 async def runs_list(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    return pages.runs_list(RunHome(state.session.home), state.ledger, request[KEY], dict(request.query))
+    return pages.runs_list(state.session.home, state.ledger, request[KEY], dict(request.query))
 
 
 async def run_page(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    return pages.run_page(RunHome(state.session.home), state.ledger, request[KEY], request.match_info["run_id"])
+    return pages.run_page(state.session.home, state.ledger, request[KEY], request.match_info["run_id"])
 
 
 async def health(request: web.Request) -> web.Response:
@@ -145,7 +145,7 @@ async def run_summary(request: web.Request) -> web.Response:
     if key is not None and (state.ledger is None or state.ledger.owner(run_id) != key.name):
         raise not_found  # another key's run, or none: the same answer, so ids cannot be probed
     try:
-        summary = load_run(run_id, state.session.home)
+        summary = load_run(run_id, state.session.home.root)
     except (LookupError, RunError, PoolError, OSError):
         raise not_found from None
     if summary.run_id != run_id:  # a unique prefix finds a run in `baton show`; here the id must be exact
@@ -296,5 +296,5 @@ def _reloader(every: float) -> Any:
 
 def open_state(session: Session, catalog: Catalog, keys: dict[str, KeySpec] | None,
                ledger_path: str | Path | None = None) -> ServerState:
-    ledger = Ledger(ledger_path or RunHome(session.home).root / "serve-ledger.sqlite", fsync=session.durable)
+    ledger = Ledger(ledger_path or session.home.root / "serve-ledger.sqlite", fsync=session.durable)
     return ServerState(session=session, catalog=catalog, keys=keys, ledger=ledger, accounts=Accounts(ledger))

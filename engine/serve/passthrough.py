@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 import time
 
-from engine.errors import RunError
+from engine.errors import RunError, run_status
 from engine.run.store import RunStore
-from engine.run.trace import CallResult, RunSummary, StepResult, Totals, run_status
+from engine.run.trace import CallResult, RunSummary, StepResult, Totals
 from engine.session import Session
 
 STEP = "call"
