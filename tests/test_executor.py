@@ -13,6 +13,7 @@ import pytest
 
 from engine.errors import BudgetExceeded, ProviderError, RunError
 from engine.run.calls import RetryPolicy
+from engine.run.home import RunHome
 from engine.run.store import read_step_journal
 from engine.session import run_flow
 from engine.testing.chat_server import ChatServer, Reply
@@ -458,7 +459,7 @@ def test_a_step_cancelled_while_its_batch_is_written_does_not_cancel_its_batch_m
     from engine.run.trace import StepResult
 
     async def scenario() -> None:
-        store = RunStore.create(home)
+        store = RunStore.create(RunHome(home))
         store.write_setup("input q", {"q": "x"}, {})
         first = asyncio.create_task(store.commit_step(StepResult(name="a", kind="step", status="ok")))
         second = asyncio.create_task(store.commit_step(StepResult(name="b", kind="step", status="ok")))

@@ -10,9 +10,10 @@ all items at once, and the connections are shared.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,6 +108,43 @@ def check_items(flows: list[tuple[str, Flow]], items: list[Item]) -> None:
         raise InputError("the dataset does not fit the flows: " + "; ".join(problems[:3]) + more)
 
 
+class Turns:
+    """Items sharing an evaluation's account. Calls in flight hold reservations at their worst case, so the account
+    can refuse an item while the money is not yet spent: such an item waits for another to finish and tries again.
+    Refused while no other item holds anything, the budget is truly spent and the item stops."""
+
+    def __init__(self) -> None:
+        self.holding = 0
+        self.finished = 0
+        self.changed = asyncio.Condition()
+
+    @contextlib.asynccontextmanager
+    async def item(self) -> AsyncIterator[None]:
+        """Around an item's whole work (its run and its scoring: both reserve against the account)."""
+        self.holding += 1
+        try:
+            yield
+        finally:
+            self.holding -= 1
+            self.finished += 1
+            async with self.changed:
+                self.changed.notify_all()
+
+    async def wait_for_room(self) -> bool:
+        """After a refusal by the account: True once another item has finished (try again), False at once when no
+        other item holds reservations (the budget is spent). Never waits on items that are themselves waiting."""
+        if self.holding <= 1:
+            return False
+        seen = self.finished
+        self.holding -= 1
+        try:
+            async with self.changed:
+                await self.changed.wait_for(lambda: self.finished > seen)
+        finally:
+            self.holding += 1
+        return True
+
+
 #: The label of an evaluation's shared account: its refusals stop the evaluation, unlike a flow's own cap.
 EVALUATION_BUDGET = "the evaluation's budget"
 
@@ -161,31 +199,37 @@ async def evaluate(flows: list[tuple[str, Flow]], items: list[Item], pool: Pool,
     # the same journal as a run's steps: an item counts as done once its line is fsynced, so a crash
     # (even SIGKILL) never bills a finished item again; opening it cuts a line torn by a crash
     journal = Journal(folder / RESULTS_JOURNAL)
+    turns = Turns()
 
     async def one(label: str, flow: Flow, item: Item) -> None:
         nonlocal spent
         if (label, item.id) in done:
             return
-        async with sem:
+        async with sem, turns.item():
             if budget_usd is not None and spent >= budget_usd:
                 report.stopped = f"budget ${budget_usd:g} reached after ${spent:.4f}"
                 return
             inputs = flow_inputs(flow, item)
             started = time.perf_counter()
-            try:
-                summary = await session.run(flow, inputs, record=False, cache=False, account=account)
-                output, cost, calls, error = summary.output or "", summary.cost, summary.calls, None
-            except RunCancelled:  # interrupted, not failed: nothing is recorded, so a resume runs the item again
-                raise asyncio.CancelledError from None
-            except RunError as err:
-                partial = err.summary
-                if isinstance(err, BudgetExceeded) and err.budget == EVALUATION_BUDGET:  # not the flow's own cap
-                    spent += partial.cost if partial is not None else 0.0
-                    report.stopped = f"budget ${budget_usd:g} reached after ${spent:.4f}"
-                    return
-                output, error = "", str(err)
-                cost = partial.cost if partial is not None else 0.0
-                calls = partial.calls if partial is not None else 0
+            while True:
+                try:
+                    summary = await session.run(flow, inputs, record=False, cache=False, account=account)
+                    output, cost, calls, error = summary.output or "", summary.cost, summary.calls, None
+                    break
+                except RunCancelled:  # interrupted, not failed: nothing is recorded, so a resume runs the item again
+                    raise asyncio.CancelledError from None
+                except RunError as err:
+                    partial = err.summary
+                    if isinstance(err, BudgetExceeded) and err.budget == EVALUATION_BUDGET:  # not the flow's own cap
+                        spent += partial.cost if partial is not None else 0.0
+                        if await turns.wait_for_room():
+                            continue
+                        report.stopped = f"budget ${budget_usd:g} reached after ${spent:.4f}"
+                        return
+                    output, error = "", str(err)
+                    cost = partial.cost if partial is not None else 0.0
+                    calls = partial.calls if partial is not None else 0
+                    break
             failed_cost = 0.0
             try:
                 score = await scorer(output, item.reference, item.fields) if output else None
