@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import PoolError, RunCancelled, RunError, run_status
-from engine.loading import check_source, load_flow
+from engine.loading import load_flow
 from engine.model import Budget, Flow, Params
 from engine.pool import Pool, discover_pool
 from engine.providers.embeddings import pool_embedder
@@ -34,7 +34,7 @@ from engine.run.executor import Executor, summarise
 from engine.run.home import RunHome
 from engine.run.observer import ObservedRecord, RunObserver
 from engine.run.protocol import Provider
-from engine.run.reader import completed_steps, read_setup, read_summary
+from engine.run.reader import completed_steps, read_setup, read_summary, recheck_flow
 from engine.run.store import MemoryStore, RunRecord, RunStore
 from engine.run.streaming import StreamMismatch, TextSink, TextStream
 from engine.run.trace import CallResult, RunSummary, StepResult, in_flight_totals
@@ -308,10 +308,9 @@ def _finish_stream(stream: TextStream, output: str, summary: RunSummary) -> None
 
 def _recorded_flow(store: RunStore, source: str, pool: Pool, flow_file: str) -> Flow:
     """The flow a run recorded, checked against `pool`; when it no longer checks, say against which pool and why."""
-    result = check_source(source, pool, flow_file or "flow.flow")
-    if result.flow is not None:
-        return result.flow
-    problems = "; ".join(dict.fromkeys(d.message for d in result.diagnostics if d.severity == "error"))  # each said once
+    flow, problems = recheck_flow(source, pool, flow_file)
+    if flow is not None:
+        return flow
     try:
         recorded = json.loads((store.dir / "pool.json").read_text(encoding="utf-8")).get("source", "")
     except (OSError, ValueError, AttributeError):

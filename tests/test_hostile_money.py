@@ -262,8 +262,8 @@ def test_an_evaluations_budget_holds_with_many_items_in_flight_and_the_judge_cou
     from engine.eval.runner import evaluate, evaluation_account
     from engine.eval.scorers import judge_through, make_scorer
 
-    cap = 0.05
-    with ChatServer(latency=0.05, responder=lambda body: Reply(text="CORRECT 42", completion_tokens=MAX_TOKENS)) as upstream:
+    cap = 0.01
+    with ChatServer(latency=0.02, responder=lambda body: Reply(text="CORRECT 42", completion_tokens=MAX_TOKENS)) as upstream:
         pool = hostile_pool(upstream.url)
         flow = flow_from(f'input question\nstep a {{ model: m  task: "{{question}}"  max_tokens: {MAX_TOKENS}  retries: 0 }}', pool)
         items = [Item(id=str(i), fields={"question": f"what is {i} times 6?"}, reference="42")

@@ -1,7 +1,7 @@
 """The embedded model for real: llama.cpp's own OpenAI-compatible server, and the in-process provider.
 
 These prove the HTTP provider against a server nobody here wrote. Marked `model`:
-`pytest -m 'not model'` skips them locally; CI runs them.
+A bare `pytest` leaves them out (`pytest -m model` runs them); CI (`./dev test`) runs them.
 """
 
 from __future__ import annotations

@@ -17,12 +17,11 @@ from pathlib import Path
 import networkx as nx
 
 from engine.graph import build_graph
-from engine.loading import check_source
 from engine.model import Flow
 from engine.pool import Pool
 from engine.run.home import RunHome
 from engine.run.prompt import recorded_messages
-from engine.run.reader import read_run, read_setup
+from engine.run.reader import read_run, read_setup, recheck_flow
 from engine.run.trace import Attempt, Prompt, RunSummary, StepResult, in_flight_totals
 
 
@@ -77,13 +76,12 @@ def read_recorded_run(run_dir: Path) -> RecordedRun:
         return RecordedRun(summary, None, None, inputs, "the run's pool.json cannot be read")
     if not source.strip():  # a pool alias called through `baton serve`: one step, its messages are its input
         return RecordedRun(summary, None, pool, inputs)
-    result = check_source(source, pool, summary.flow_file or "flow.flow")
-    if result.flow is None:
-        problems = "; ".join(d.message for d in result.diagnostics if d.severity == "error")
+    flow, problems = recheck_flow(source, pool, summary.flow_file)
+    if flow is None:
         return RecordedRun(summary, None, pool, inputs, f"the recorded flow does not check: {problems}")
     if summary.status == "running":
-        summary = totals_so_far(summary, result.flow.top_level())
-    return RecordedRun(summary, result.flow, pool, inputs)
+        summary = totals_so_far(summary, flow.top_level())
+    return RecordedRun(summary, flow, pool, inputs)
 
 
 def totals_so_far(summary: RunSummary, top_level: list[str]) -> RunSummary:

@@ -13,6 +13,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from engine.loading import check_source
+from engine.model import Flow
+from engine.pool import Pool
 from engine.run.home import STEP_JOURNAL, RunHome, run_is_live
 from engine.run.journal import read_lines
 from engine.run.trace import RunSummary, StepResult
@@ -62,6 +65,14 @@ def read_setup(run_dir: Path) -> tuple[str, dict[str, str]]:
         return str(record["flow"]), {str(k): str(v) for k, v in record["inputs"].items()}
     inputs = json.loads((run_dir / "inputs.json").read_text(encoding="utf-8"))
     return (run_dir / "flow.flow").read_text(encoding="utf-8"), {str(k): str(v) for k, v in inputs.items()}
+
+
+def recheck_flow(source: str, pool: Pool, flow_file: str) -> tuple[Flow | None, str]:
+    """A recorded flow checked again (to resume it, draw it, trace it): (the flow, "") or (None, its errors, each said once)."""
+    result = check_source(source, pool, flow_file or "flow.flow")
+    if result.flow is not None:
+        return result.flow, ""
+    return None, "; ".join(dict.fromkeys(d.message for d in result.diagnostics if d.severity == "error"))
 
 
 def read_run(run_dir: Path) -> RunSummary:
