@@ -197,6 +197,11 @@ def node_models(node: Step | Verify | Fuse | Route | Loop) -> list[str]:
     return []
 
 
+#: The input that carries a conversation's earlier turns (`baton serve` fills it from the request's messages). It is
+#: optional: a flow that declares it runs on a single question too, with an empty history.
+HISTORY = "history"
+
+
 class InputSpec(Frozen):
     name: str
     description: str = ""

@@ -110,7 +110,7 @@ class Session:
 
     async def run(self, flow: Flow | str | Path, inputs: Mapping[str, str] | None = None, *, budget_usd: float | None = None,
                   record: bool = True, progress: Progress | None = None, cache: bool = True, on_text: TextSink | None = None,
-                  account: BudgetGuard | None = None, run_id: str | None = None) -> RunSummary:
+                  account: BudgetGuard | None = None, run_id: str | None = None, notes: Sequence[str] = ()) -> RunSummary:
         """Run a flow (a checked `Flow`, or a .flow file checked against this session's pool) and return its summary.
 
         Failures raise `RunError` subclasses after the record is written; `err.summary` holds the partial trace.
@@ -118,6 +118,8 @@ class Session:
         unchecked call (a step, or a fuse's judge), else the whole answer once it is final; the texts it
         receives add up to `summary.output`. `account` is a budget shared with other runs (an API key's
         allowance in `baton serve`): every call also reserves against it. `run_id` names the run (it must be new).
+        `notes` are warnings the caller already has about this run (what a server left out of the request), recorded
+        with it and returned in `summary.warnings`.
         """
         if isinstance(flow, Flow):
             flow_obj, flow_file = flow, flow.filename
@@ -125,6 +127,7 @@ class Session:
             flow_obj, _pool = load_flow(flow, self.pool)
             flow_file = str(flow)
         run_pool, checked_inputs, warnings = self._prepare(flow_obj, inputs or {})  # before the run folder exists
+        warnings = [*notes, *warnings]
         store: RunRecord = RunStore.create(self.home, self.durable, run_id) if record else MemoryStore(run_id)
         if record:
             store.write_setup(flow_obj.source, checked_inputs, self.pool_record(run_pool))

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from engine.errors import InputError, PoolError, RunError
-from engine.model import Flow
+from engine.model import HISTORY, Flow
 from engine.pool import Pool, ProviderSpec
 from engine.run.protocol import Provider, ProviderFault
 from engine.run.secrets import Secrets, key_warnings, secret_header
@@ -20,7 +20,10 @@ MAX_INPUT_BYTES = 4 * 1024 * 1024
 
 
 def check_inputs(flow: Flow, inputs: Mapping[str, str]) -> dict[str, str]:
-    """Every declared input present, nothing undeclared, each a reasonable size of text."""
+    """Every declared input present (`history` may be left out: it is then empty), nothing undeclared, each a reasonable
+    size of text."""
+    if HISTORY in flow.inputs and HISTORY not in inputs:
+        inputs = {**inputs, HISTORY: ""}
     missing = [n for n in flow.inputs if n not in inputs]
     unknown = [n for n in inputs if n not in flow.inputs]
     problems = []

@@ -57,7 +57,8 @@ def test_every_reference_flow_is_served_and_streams_the_same_answer(served: Bato
     assert baton["run_id"] == run_id and reply.id == f"chatcmpl-{run_id}"
     record = load_run(run_id, served.home)
     assert record.status == "ok" and reply.choices[0].message.content == record.output
-    assert reply.model == record.steps[record.output_step].model  # the alias whose text is the answer
+    assert reply.model == f"flow/{flow}"  # the model asked for; the alias whose text is the answer is baton.model
+    assert baton["model"] == record.steps[record.output_step].model
     assert reply.usage is not None
     assert (reply.usage.prompt_tokens, reply.usage.completion_tokens) == (record.input_tokens, record.output_tokens)
     assert reply.usage.model_extra["cost"] == pytest.approx(record.cost)  # type: ignore[index]
@@ -66,6 +67,7 @@ def test_every_reference_flow_is_served_and_streams_the_same_answer(served: Bato
     pieces, final = [], None
     for chunk in c.chat.completions.create(model=f"flow/{flow}", messages=[{"role": "user", "content": QUESTION}], stream=True,
                                            stream_options={"include_usage": True}):
+        assert chunk.model == f"flow/{flow}"  # the same in every chunk
         if chunk.choices:
             pieces.append(chunk.choices[0].delta.content or "")
         else:
@@ -291,7 +293,7 @@ def test_the_local_model_streams_token_by_token_through_serve(tmp_path: Path) ->
     text = whole.choices[0].message.content
     assert text and "".join(pieces) == text
     assert sum(1 for p in pieces if p) > 5
-    assert whole.model == "smol" and whole.usage is not None and whole.usage.completion_tokens > 0
+    assert whole.model == "flow/hello" and whole.model_extra["baton"]["model"] == "smol" and whole.usage is not None and whole.usage.completion_tokens > 0
 
 
 @pytest.mark.parametrize("model", ["gemini", "flow/fuse_self"])

@@ -63,7 +63,8 @@ def seen_by(ex: NodeContext, node: Any, scope: dict[str, StepResult] | None = No
     for seen in node.sees:
         if seen in ex.flow.inputs:
             values[seen] = ex.inputs.get(seen, "")
-            blocks.append(prompt.Block(f"input {seen}", values[seen]))
+            if values[seen]:  # an empty input (a first message's `history`) is not shown, as empty feedback is not
+                blocks.append(prompt.Block(f"input {seen}", values[seen]))
         elif seen == "feedback":
             values["feedback"] = feedback
             if feedback:

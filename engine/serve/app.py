@@ -30,10 +30,14 @@ from engine.run.secrets import Secrets
 from engine.run.trace import RunSummary
 from engine.serve import guard, mapping, pages
 from engine.serve.catalog import Catalog
+from engine.serve.chat_api import ChatWire
 from engine.serve.guard import BrowserPolicy
 from engine.serve.keys import Accounts, KeySpec, Ledger, bearer_token, find_key
+from engine.serve.messages_api import MessagesWire
 from engine.serve.passthrough import CallRecord
+from engine.serve.responses_api import ResponsesWire
 from engine.serve.stream import SSEAnswer
+from engine.serve.wire import MESSAGES_PATH, Wire, error_response
 from engine.session import Session
 
 log = logging.getLogger("baton.serve")
@@ -61,8 +65,7 @@ STATE: web.AppKey[ServerState] = web.AppKey("baton", ServerState)
 KEY: web.RequestKey[KeySpec | None] = web.RequestKey("baton_key", object)  # type: ignore[arg-type]
 
 
-def error_response(err: mapping.RequestError) -> web.Response:
-    return web.json_response(err.body(), status=err.status, headers=err.headers)
+CHAT, RESPONSES, MESSAGES = ChatWire(), ResponsesWire(), MessagesWire()
 
 
 @web.middleware
@@ -71,21 +74,25 @@ async def authenticate(request: web.Request, handler: Any) -> web.StreamResponse
     request[KEY] = None
     if state.keys is not None and request.path != "/health":
         key = find_key(state.keys, request.headers.get("Authorization"), allow_basic=_is_page(request.path))
+        if key is None and request.path == MESSAGES_PATH and request.headers.get("x-api-key"):  # Anthropic's clients
+            key = find_key(state.keys, f"Bearer {request.headers['x-api-key']}", allow_basic=False)
         if key is None and _is_page(request.path):
             return pages.login_required()
         if key is None:
             return error_response(mapping.RequestError("Incorrect API key provided: pass a key from the server's keys file as "
-                                                       "`Authorization: Bearer ...`", 401, code="invalid_api_key"))
+                                                       "`Authorization: Bearer ...`", 401, code="invalid_api_key"), request.path)
         request[KEY] = key
     try:
         response: web.StreamResponse = await handler(request)
         return response
     except mapping.RequestError as err:
-        return error_response(err)
-    except (web.HTTPNotFound, web.HTTPMethodNotAllowed) as err:  # a path or method this API does not have: still OpenAI's shape
+        return error_response(err, request.path)
+    except (web.HTTPNotFound, web.HTTPMethodNotAllowed) as err:  # a path or method this API does not have: still an API's shape
         words = f"{request.method} {request.path} is not an endpoint of this server ({err.reason}); it serves " \
-                "POST /v1/chat/completions, GET /v1/models, GET /v1/runs/{id}, GET /health and the pages /runs and /runs/{id}"
-        return error_response(mapping.RequestError(words, err.status, code="not_found" if err.status == 404 else "method_not_allowed"))
+                "POST /v1/chat/completions, POST /v1/responses, POST /v1/messages, GET /v1/models, GET /v1/runs/{id}, " \
+                "GET /health and the pages /runs and /runs/{id}"
+        return error_response(mapping.RequestError(words, err.status, code="not_found" if err.status == 404 else "method_not_allowed"),
+                              request.path)
 
 
 @web.middleware
@@ -99,7 +106,7 @@ async def contain_failures(request: web.Request, handler: Any) -> web.StreamResp
     except Exception:
         log.exception("request %s %s failed", request.method, request.path)
         return error_response(mapping.RequestError("the server failed while answering this request; it is logged", 500,
-                                                   code="server_error"))
+                                                   code="server_error"), request.path)
 
 
 def _is_page(path: str) -> bool:
@@ -154,44 +161,59 @@ async def run_summary(request: web.Request) -> web.Response:
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
+    return await _serve(request, CHAT)
+
+
+async def responses(request: web.Request) -> web.StreamResponse:
+    return await _serve(request, RESPONSES)
+
+
+async def messages(request: web.Request) -> web.StreamResponse:
+    return await _serve(request, MESSAGES)
+
+
+def _presented_key(request: web.Request) -> str:
+    """The key the client sent: a bearer token, or Anthropic's `x-api-key`."""
+    return bearer_token(request.headers.get("Authorization"), allow_basic=False) or request.headers.get("x-api-key", "").strip()
+
+
+async def _serve(request: web.Request, wire: Wire) -> web.StreamResponse:
+    """One request in any wire format: parsed into an `Ask`, run on a flow or an alias, answered in its format."""
     state = request.app[STATE]
     state.served += 1
-    body = mapping.json_body(await request.read())
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise mapping.RequestError("`model` is required: a flow (`flow/NAME`) or a pool alias", param="model")
+    ask = wire.parse(mapping.json_body(await request.read()), request.headers)
+    model = ask.model
     offered = state.catalog.flows.get(model)
     if offered is None and model not in state.pool.models:
         names = [*state.catalog.flows, *state.pool.models]
         raise mapping.RequestError(f"The model `{model}` does not exist; this server offers: {', '.join(names) or 'nothing'}",
                                    404, param="model", code="model_not_found")
-    messages = mapping.chat_messages(body)
-    options = mapping.baton_options(body)
-    own_key = Secrets([bearer_token(request.headers.get("Authorization")) or ""])
+    refused = ask.refused_on_aliases if offered is None else ask.refused_on_flows
+    if refused:
+        where = f"a flow (`{model}`)" if offered is not None else f"a pool alias (`{model}`)"
+        raise mapping.RequestError(f"`{refused[0]}` is not supported on {where} through baton serve yet", param=refused[0])
+    own_key = Secrets([_presented_key(request)])
+    messages, options = ask.messages, ask.options
     if own_key:  # a client that pastes its own key into a message: it reaches no model and no record
         messages = [(role, own_key.scrub(text)) for role, text in messages]
         if isinstance(options.get("inputs"), dict):
             options["inputs"] = {k: own_key.scrub(v) if isinstance(v, str) else v for k, v in options["inputs"].items()}
-    params = mapping.request_params(body)
     max_cost = mapping.max_cost(options)
     key = request[KEY]
     account = state.accounts.account(key) if key is not None and state.accounts is not None else None
     run_id = new_run_id()
-    stream, include_usage = mapping.stream_flags(body)
-    answer = SSEAnswer(request, run_id, include_usage, model) if stream else None
+    headers = {mapping.RUN_HEADER: run_id}
+    answer = SSEAnswer(request, headers, wire.encoder(run_id, ask)) if ask.stream else None
     if offered is None:
-        if any(body.get(f) for f in ("tools", "functions")):
-            raise mapping.RequestError("tool calls are not supported through baton serve yet", param="tools")
-        work = _call_alias(state, model, messages, params, max_cost, account, run_id, answer)
+        work = _call_alias(state, model, messages, ask.params, max_cost, account, run_id, answer)
     else:
-        for unsupported in mapping.UNSUPPORTED_ON_FLOWS:
-            if body.get(unsupported):
-                raise mapping.RequestError(f"`{unsupported}` is not supported on a flow (`{model}`) for now; "
-                                           "call a pool alias directly", param=unsupported)
         system = "\n\n".join(text for role, text in messages if role in ("system", "developer")) or None
-        flow = mapping.with_request_params(offered.flow, params, system)
+        flow = mapping.with_request_params(offered.flow, ask.params, system)
         inputs = mapping.flow_inputs(flow, messages, options.get("inputs"))
-        work = state.session.run(flow, inputs, budget_usd=max_cost, account=account, run_id=run_id,
+        unseen = mapping.unseen_turns(flow, messages)
+        if unseen:
+            headers[mapping.WARNING_HEADER] = unseen
+        work = state.session.run(flow, inputs, budget_usd=max_cost, account=account, run_id=run_id, notes=[unseen] if unseen else (),
                                  on_text=answer.text if answer else None, progress=answer.progress if answer else None)
     if state.ledger is not None and key is not None:  # mapped: a run will be recorded under this id
         state.ledger.own(run_id, key.name, model)
@@ -200,8 +222,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     try:
         summary = await work
     except (RunError, InputError, PoolError) as err:
-        return error_response(_failure(err, run_id))
-    return web.json_response(mapping.completion(summary, f"chatcmpl-{run_id}"), headers={mapping.RUN_HEADER: run_id}, dumps=_dumps)
+        raise _failure(err, run_id) from None
+    return web.json_response(wire.answer(summary, run_id, ask), headers=headers, dumps=_dumps)
 
 
 def _dumps(data: Any) -> str:
@@ -262,6 +284,8 @@ def build_app(state: ServerState, reload_every: float | None = None, policy: Bro
     app.router.add_get("/health", health)
     app.router.add_get("/v1/models", models)
     app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_post("/v1/responses", responses)
+    app.router.add_post(MESSAGES_PATH, messages)
     app.router.add_get("/v1/runs/{run_id}", run_summary)
     app.router.add_get("/runs", runs_list)
     app.router.add_get("/runs/{run_id}", run_page)

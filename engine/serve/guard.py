@@ -31,12 +31,14 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from engine.serve.mapping import RequestError
+from engine.serve.wire import error_response
 
 CORS: web.RequestKey[dict[str, str]] = web.RequestKey("baton_cors", dict)
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.", "127.0.0.1", "::1"})
 CORS_METHODS = "GET, POST, OPTIONS"
 CORS_HEADERS = "Authorization, Content-Type, OpenAI-Organization, OpenAI-Project, X-Stainless-Lang, X-Stainless-Package-Version, " \
-               "X-Stainless-OS, X-Stainless-Arch, X-Stainless-Runtime, X-Stainless-Runtime-Version, X-Stainless-Retry-Count"
+               "X-Stainless-OS, X-Stainless-Arch, X-Stainless-Runtime, X-Stainless-Runtime-Version, X-Stainless-Retry-Count, " \
+               "X-Api-Key, Anthropic-Version, Anthropic-Beta, Anthropic-Dangerous-Direct-Browser-Access"
 
 
 def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -99,13 +101,12 @@ class BrowserPolicy:
 
 def _cors(origin: str) -> dict[str, str]:
     return {"Access-Control-Allow-Origin": origin, "Vary": "Origin", "Access-Control-Allow-Methods": CORS_METHODS,
-            "Access-Control-Allow-Headers": CORS_HEADERS, "Access-Control-Expose-Headers": "x-baton-run-id",
+            "Access-Control-Allow-Headers": CORS_HEADERS, "Access-Control-Expose-Headers": "x-baton-run-id, x-baton-warning",
             "Access-Control-Max-Age": "600"}
 
 
-def _refuse(message: str, status: int, code: str) -> web.Response:
-    err = RequestError(message, status, code=code)
-    return web.json_response(err.body(), status=status)
+def _refuse(request: web.Request, message: str, status: int, code: str) -> web.Response:
+    return error_response(RequestError(message, status, code=code), request.path)
 
 
 def middleware(policy: BrowserPolicy) -> Any:
@@ -115,13 +116,13 @@ def middleware(policy: BrowserPolicy) -> Any:
     async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
         host = request.headers.get("Host", "")
         if not policy.host_allowed(host):
-            return _refuse(f"this server does not answer to the host name {host_name(host)!r}: it listens on {policy.bound}; "
+            return _refuse(request, f"this server does not answer to the host name {host_name(host)!r}: it listens on {policy.bound}; "
                            "its operator can allow a name with --allow-host", 421, "host_not_allowed")
         origin = request.headers.get("Origin")
         cors: dict[str, str] = {}
         if origin is not None:
             if not policy.origin_allowed(origin, host):
-                return _refuse(f"requests from the web origin {origin!r} are refused: a page may only call this server from "
+                return _refuse(request, f"requests from the web origin {origin!r} are refused: a page may only call this server from "
                                "its own origin, or from one its operator allows with --allow-origin", 403, "origin_not_allowed")
             if normal_origin(origin) in policy.allowed_origins:
                 cors = _cors(origin)
@@ -129,7 +130,7 @@ def middleware(policy: BrowserPolicy) -> Any:
             return web.Response(status=204 if cors else 403, headers=cors)
         request[CORS] = cors  # added as the response is prepared, streamed ones included (`add_cors`)
         if request.method == "POST" and request.content_type != "application/json":
-            return _refuse(f"the body must be JSON sent as `Content-Type: application/json`, not {request.content_type!r}", 415,
+            return _refuse(request, f"the body must be JSON sent as `Content-Type: application/json`, not {request.content_type!r}", 415,
                            "unsupported_media_type")
         response: web.StreamResponse = await handler(request)
         return response

@@ -14,18 +14,18 @@ A request that cannot be mapped is a `RequestError` (HTTP 400) that says why.
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 from engine.errors import InputError
-from engine.model import Flow, Fuse, Node, Params, Step, Verify
+from engine.model import HISTORY, Flow, Fuse, Node, Params, Step, Verify
 from engine.numbers import finite
 from engine.run.budget import usd_cap
 from engine.run.trace import RunSummary
 
-HISTORY = "history"
 #: The response header that names the run behind an answer (or behind a failure that was recorded).
 RUN_HEADER = "x-baton-run-id"
+#: A response header with what the client should know about its answer (the conversation a flow did not see).
+WARNING_HEADER = "x-baton-warning"
 #: Request fields a flow cannot honour yet: a clear 400 rather than silently ignoring them.
 UNSUPPORTED_ON_FLOWS = ("tools", "tool_choice", "functions", "response_format")
 #: The largest `max_tokens` a request may ask for: beyond any model's output, and small enough that a worst case stays a number.
@@ -91,6 +91,13 @@ def message_text(message: Any, index: int) -> tuple[str, str]:
     raise RequestError(f"messages[{index}].content must be text or a list of text parts", param=f"messages[{index}].content")
 
 
+def requested_model(body: dict[str, Any]) -> str:
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise RequestError("`model` is required: a flow (`flow/NAME`) or a pool alias", param="model")
+    return model
+
+
 def chat_messages(body: dict[str, Any]) -> list[tuple[str, str]]:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
@@ -143,18 +150,37 @@ def flow_inputs(flow: Flow, messages: list[tuple[str, str]], explicit: Any) -> d
     return inputs
 
 
-def request_params(body: dict[str, Any]) -> dict[str, Any]:
-    """`temperature`, `max_tokens` (or `max_completion_tokens`), `seed`: checked, as `Params` fields."""
+def unseen_turns(flow: Flow, messages: list[tuple[str, str]]) -> str | None:
+    """A warning when the conversation has turns before the last user message and the flow cannot see them (it
+    declares no `input history`): the answer is then to the last message alone, which the client should be told."""
+    if HISTORY in flow.inputs:
+        return None
+    conversation = [role for role, _text in messages if role not in ("system", "developer")]
+    last_user = max((i for i, role in enumerate(conversation) if role == "user"), default=0)
+    if last_user == 0:
+        return None
+    return (f"flow `{flow.name}` answered the last message alone: it declares no `input history`, so the {last_user} earlier "
+            f"turn{'s' if last_user != 1 else ''} of the conversation were not shown to it")
+
+
+def request_params(body: dict[str, Any], max_tokens_field: str = "max_tokens") -> dict[str, Any]:
+    """`temperature`, `top_p`, `max_tokens` (or `max_completion_tokens`; the Responses API's `max_output_tokens`),
+    `seed`: checked, as `Params` fields."""
     out: dict[str, Any] = {}
     temperature = body.get("temperature")
     if temperature is not None:
         if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 <= temperature <= 2:
             raise RequestError("`temperature` must be a number from 0 to 2", param="temperature")
         out["temperature"] = float(temperature)
-    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+    top_p = body.get("top_p")
+    if top_p is not None:
+        if isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 <= top_p <= 1:
+            raise RequestError("`top_p` must be a number from 0 to 1", param="top_p")
+        out["top_p"] = float(top_p)
+    max_tokens = body.get("max_completion_tokens", body.get(max_tokens_field))
     if max_tokens is not None:
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or not 1 <= max_tokens <= MAX_TOKENS:
-            raise RequestError(f"`max_tokens` must be a whole number from 1 to {MAX_TOKENS}", param="max_tokens")
+            raise RequestError(f"`{max_tokens_field}` must be a whole number from 1 to {MAX_TOKENS}", param=max_tokens_field)
         out["max_tokens"] = max_tokens
     seed = body.get("seed")
     if seed is not None:
@@ -232,18 +258,3 @@ def answer_model(summary: RunSummary) -> str:
     """The alias whose text is the answer (as OpenRouter's auto router reports the model it picked)."""
     out = summary.steps.get(summary.output_step)
     return out.model if out is not None and out.model else summary.flow
-
-
-def completion(summary: RunSummary, completion_id: str, created: int | None = None) -> dict[str, Any]:
-    model = answer_model(summary)
-    return {
-        "id": completion_id, "object": "chat.completion", "created": created or int(time.time()), "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": summary.output or ""}, "finish_reason": "stop",
-                     "logprobs": None}],
-        "usage": usage_of(summary), "baton": baton_object(summary, model),
-    }
-
-
-def chunk(completion_id: str, created: int, model: str, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
-    return {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}]}

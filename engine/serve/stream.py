@@ -1,23 +1,20 @@
-"""A run's answer as server-sent events, in the shape of OpenAI's streamed chat completions.
+"""A run's answer as server-sent events, in any of the wire formats (`engine.serve.wire.Encoder`).
 
-The answer's text is sent as `chat.completion.chunk` events as the output step's model
-produces it (`Session.run(on_text=...)`); while earlier steps run, SSE comment lines
-(`: step grade ok`, and `: keep-alive` every 15 s) keep the connection open. With
-`stream_options.include_usage`, the last chunk has empty `choices`, the run's summed
-usage with its cost, and the `baton` object; then `data: [DONE]`.
+The answer's text is sent as the format's text events as the output step's model produces
+it (`Session.run(on_text=...)`); while earlier steps run, SSE comment lines (`: step grade
+ok`, and `: keep-alive` every 15 s) keep the connection open. The format's closing events
+carry the run's summed usage with its cost and the `baton` object.
 
 Nothing is sent until there is something to send: a request that fails before its first
-event gets an ordinary JSON error response (and its status: 402, 502, ...); after that, an
-`error` event the OpenAI SDK raises as an `APIError`. A client that goes away cancels its run
-(recorded as interrupted, its finished steps kept).
+event gets an ordinary JSON error response (and its status: 402, 502, ...); after that, the
+format's error event. A client that goes away cancels its run (recorded as interrupted, its
+finished steps kept).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -25,18 +22,17 @@ from aiohttp import web
 
 from engine.run.trace import RunSummary
 from engine.serve import mapping
+from engine.serve.wire import Encoder
 
 KEEP_ALIVE_S = 15.0
 
 
 class SSEAnswer:
-    def __init__(self, request: web.Request, run_id: str, include_usage: bool, model: str) -> None:
+    def __init__(self, request: web.Request, headers: dict[str, str], encoder: Encoder) -> None:
+        """`headers` go on the stream's response (the run id, a warning); they may be added to until it starts."""
         self.request = request
-        self.run_id = run_id
-        self.include_usage = include_usage
-        self.completion_id = f"chatcmpl-{run_id}"
-        self.created = int(time.time())
-        self.model = model  # as asked for, until the answer's alias is known (the last chunks name it)
+        self.headers = headers
+        self.encoder = encoder
         self.queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
         self.response: web.StreamResponse | None = None
 
@@ -56,19 +52,19 @@ class SSEAnswer:
     async def _start(self) -> web.StreamResponse:
         if self.response is None:
             self.response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
-                                                        mapping.RUN_HEADER: self.run_id})
+                                                        **self.headers})
             await self.response.prepare(self.request)
-            await self._event(mapping.chunk(self.completion_id, self.created, self.model, {"role": "assistant", "content": ""}))
+            await self._write(self.encoder.opening())
         return self.response
 
-    async def _event(self, data: dict[str, Any]) -> None:
+    async def _write(self, events: list[bytes]) -> None:
         assert self.response is not None
-        await self.response.write(b"data: " + json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n")
+        await self.response.write(b"".join(events))
 
     async def _send(self, kind: str, value: str) -> None:
         response = await self._start()
         if kind == "text":
-            await self._event(mapping.chunk(self.completion_id, self.created, self.model, {"content": value}))
+            await self._write(self.encoder.text(value))
         else:
             await response.write(f": {value}\n\n".encode())
 
@@ -100,19 +96,11 @@ class SSEAnswer:
             problem = failure(error)
             if self.response is None:  # nothing sent yet: an ordinary error response, with its status
                 raise problem
-            body = problem.body()
-            body["error"]["status"] = problem.status
-            await self._event(body)
+            await self._write(self.encoder.failure(problem))
             await self.response.write_eof()
             return self.response
         summary = task.result()
-        await self._start()
-        model = mapping.answer_model(summary)
-        await self._event(mapping.chunk(self.completion_id, self.created, model, {}, "stop"))
-        if self.include_usage:
-            await self._event({"id": self.completion_id, "object": "chat.completion.chunk", "created": self.created, "model": model,
-                               "choices": [], "usage": mapping.usage_of(summary), "baton": mapping.baton_object(summary, model)})
-        assert self.response is not None
-        await self.response.write(b"data: [DONE]\n\n")
-        await self.response.write_eof()
-        return self.response
+        response = await self._start()
+        await self._write(self.encoder.finish(summary))
+        await response.write_eof()
+        return response
