@@ -27,7 +27,7 @@ FAILING_FLOW = 'input q\nstep a { model: fast  task: "{q}" }\nstep b { model: st
 def replies(body: dict[str, object]) -> Reply:
     """`smart_reply`, and a model that answers a follow-up only when the conversation before it is in its prompt."""
     prompt = str(body["messages"][-1]["content"])  # type: ignore[index]
-    if "And of Italy?" in prompt and "latest message" in prompt:  # chat.flow's task
+    if "And of Italy?" in prompt and prompt.endswith("assistant:"):  # chat.flow's task: the transcript
         return Reply(text="Rome." if "capital of France" in prompt else "Which capital do you mean?")
     return Reply(text=smart_reply(body), chunk_delay=0.0005)  # type: ignore[arg-type]
 
@@ -237,3 +237,16 @@ def test_a_flow_without_history_says_it_answered_the_last_message_alone(served: 
     assert streamed.headers["x-baton-warning"] == warning
     assert "x-baton-warning" not in openai_client(served).chat.completions.with_raw_response.create(
         model="flow/solo", messages=TURNS[:1]).headers  # type: ignore[arg-type]
+
+
+@pytest.mark.model
+def test_the_embedded_model_answers_a_follow_up_from_the_first_turn_through_the_responses_api(tmp_path: Path) -> None:
+    """A real two-turn conversation: SmolLM2 answers "And of Italy?" from the turn before it (temperature 0)."""
+    with BatonServer("--flows", str(WORKFLOWS), home=tmp_path / "home") as server:
+        c = openai_client(server)
+        first = c.responses.create(model="flow/chat", input="What is the capital of France?")
+        assert "Paris" in first.output_text
+        turns = [{"role": "user", "content": "What is the capital of France?"}, {"role": "assistant", "content": first.output_text},
+                 {"role": "user", "content": "And of Italy?"}]
+        second = c.responses.create(model="flow/chat", input=turns)  # type: ignore[arg-type]
+        assert "Rome" in second.output_text, second.output_text
