@@ -288,10 +288,13 @@ def test_the_local_model_streams_token_by_token_through_serve(tmp_path: Path) ->
         c = client(server)
         messages = [{"role": "user", "content": "Why is the sky blue?"}]
         whole = c.chat.completions.create(model="flow/hello", messages=messages, max_tokens=48)  # type: ignore[arg-type]
-        pieces = [ch.choices[0].delta.content or "" for ch in c.chat.completions.create(
-            model="flow/hello", messages=messages, max_tokens=48, stream=True) if ch.choices]  # type: ignore[arg-type]
+        chunks = list(c.chat.completions.create(model="flow/hello", messages=messages, max_tokens=48, stream=True,  # type: ignore[arg-type]
+                                                stream_options={"include_usage": True}))
+    pieces = [ch.choices[0].delta.content or "" for ch in chunks if ch.choices]
     text = whole.choices[0].message.content
     assert text and "".join(pieces) == text
+    assert chunks[-1].usage is not None and whole.usage is not None  # the same text costs the same tokens, streamed or not
+    assert (chunks[-1].usage.prompt_tokens, chunks[-1].usage.completion_tokens) == (whole.usage.prompt_tokens, whole.usage.completion_tokens)
     assert sum(1 for p in pieces if p) > 5
     assert whole.model == "flow/hello" and whole.model_extra["baton"]["model"] == "smol" and whole.usage is not None and whole.usage.completion_tokens > 0
 

@@ -248,7 +248,8 @@ def _streamed(llm: Any, prompt: str | list[int], stop: list[str], criteria: Any,
     """`create_completion(stream=True)`, put back together as the one result the unstreamed call returns.
 
     A streamed completion reports no usage: the prompt's tokens are counted here, and each
-    chunk is one sampled token.
+    chunk is one sampled token, except the closing chunk that only carries the finish reason
+    (counting it made a streamed reply one token dearer than the same reply unstreamed).
     """
     prompt_tokens = len(prompt) if isinstance(prompt, list) else len(llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=True))
     texts: list[str] = []
@@ -259,7 +260,8 @@ def _streamed(llm: Any, prompt: str | list[int], stop: list[str], criteria: Any,
         choice = chunk["choices"][0]
         model = str(chunk.get("model", model))
         piece = choice.get("text") or ""
-        completion_tokens += 1
+        if piece or choice.get("finish_reason") is None:
+            completion_tokens += 1
         if piece:
             texts.append(piece)
             on_piece(piece)

@@ -56,6 +56,11 @@ class ChatChunks:
     def text(self, piece: str) -> list[bytes]:
         return [self._chunk({"content": piece})]
 
+    def step(self, progress: dict[str, Any]) -> list[bytes]:
+        """A chunk with an empty delta (which clients skip) and the step in `baton`, for a client that shows progress."""
+        return [event({"id": self.completion_id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+                       "choices": [{"index": 0, "delta": {}, "finish_reason": None, "logprobs": None}], "baton": progress})]
+
     def finish(self, summary: RunSummary) -> list[bytes]:
         out = [self._chunk({}, "stop")]
         if self.include_usage:

@@ -101,6 +101,10 @@ class MessageEvents:
         return [event({"type": "message_start", "message": message}, "message_start"),
                 event({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}, "content_block_start")]
 
+    def step(self, progress: dict[str, Any]) -> list[bytes]:
+        """A `ping` (which the SDKs skip) carrying the step in `baton`, for a client that reads the events itself."""
+        return [event({"type": "ping", "baton": progress}, "ping")]
+
     def text(self, piece: str) -> list[bytes]:
         return [event({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}}, "content_block_delta")]
 

@@ -153,6 +153,11 @@ class ResponseEvents:
                 self._event("response.content_part.added", **self._where(),
                             part={"type": "output_text", "text": "", "annotations": [], "logprobs": []})]
 
+    def step(self, progress: dict[str, Any]) -> list[bytes]:
+        """A `response.in_progress` event (a type every client knows) whose response carries the step in `baton`."""
+        pending = response_object(None, self.run_id, self.model, self.created, status="in_progress")
+        return [self._event("response.in_progress", response={**pending, "baton": progress})]
+
     def text(self, piece: str) -> list[bytes]:
         self.sent += piece
         return [self._event("response.output_text.delta", **self._where(), delta=piece, logprobs=[])]

@@ -1,8 +1,9 @@
 """A run's answer as server-sent events, in any of the wire formats (`engine.serve.wire.Encoder`).
 
 The answer's text is sent as the format's text events as the output step's model produces
-it (`Session.run(on_text=...)`); while earlier steps run, SSE comment lines (`: step grade
-ok`, and `: keep-alive` every 15 s) keep the connection open. The format's closing events
+it (`Session.run(on_text=...)`); while earlier steps run, each step that finishes is sent as
+data a client can read (`step_progress`, in each format's own event shape), and `:
+keep-alive` comments every 15 s keep the connection open. The format's closing events
 carry the run's summed usage with its cost and the `baton` object.
 
 Nothing is sent until there is something to send: a request that fails before its first
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -25,6 +27,11 @@ from engine.serve import mapping
 from engine.serve.wire import Encoder
 
 KEEP_ALIVE_S = 15.0
+
+
+def step_progress(fields: dict[str, Any]) -> dict[str, Any]:
+    """What a client may show while a flow runs ("answer by smol: ok, 412 ms"): one step that finished or was skipped."""
+    return {"type": "step", **{k: fields.get(k) for k in ("step", "kind", "status", "model", "cost", "latency_ms")}}
 
 
 class SSEAnswer:
@@ -45,7 +52,7 @@ class SSEAnswer:
         # a failed step gets no comment: the error that follows says it, and a run that fails before
         # anything was sent should answer with an ordinary JSON error (its status), not an open stream
         if event == "step_finished" and fields.get("status") in ("ok", "skipped"):
-            self.queue.put_nowait(("comment", f"step {fields.get('step')} {fields.get('status')}"))
+            self.queue.put_nowait(("step", json.dumps(step_progress(fields))))
 
     # -- the response ----------------------------------------------------------------------------
 
@@ -65,6 +72,8 @@ class SSEAnswer:
         response = await self._start()
         if kind == "text":
             await self._write(self.encoder.text(value))
+        elif kind == "step":
+            await self._write(self.encoder.step(json.loads(value)))
         else:
             await response.write(f": {value}\n\n".encode())
 
