@@ -45,6 +45,12 @@ class ProviderSpec(BaseModel):
         cap needs no prices for them. Known from the spec alone, so the dry run can tell without a provider."""
         return self.kind in ("local", "scripted", "replay")
 
+    @property
+    def passes_tools(self) -> bool:
+        """Whether a client's tools can be offered through it: an OpenAI-compatible endpoint takes them as sent; the
+        embedded models, scripts and replays do not call tools."""
+        return self.kind == "openai"
+
     @field_validator("base_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:

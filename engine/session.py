@@ -33,7 +33,7 @@ from engine.run.events import Progress, RunEvents
 from engine.run.executor import Executor, summarise
 from engine.run.home import RunHome
 from engine.run.observer import ObservedRecord, RunObserver
-from engine.run.protocol import Provider
+from engine.run.protocol import Provider, ToolOffer
 from engine.run.reader import completed_steps, read_setup, read_summary, recheck_flow
 from engine.run.store import MemoryStore, RunRecord, RunStore
 from engine.run.streaming import StreamMismatch, TextSink, TextStream
@@ -75,15 +75,18 @@ class Session:
 
     # -- one model call ------------------------------------------------------------------------
 
-    async def call(self, alias: str, messages: Sequence[Mapping[str, str]], *, params: Params | None = None, retries: int = 2,
+    async def call(self, alias: str, messages: Sequence[Mapping[str, Any]], *, params: Params | None = None, retries: int = 2,
                    fallbacks: Sequence[str] = (), timeout: float = 120.0, budget_usd: float | None = None, cache: bool = True,
                    grammar: tuple[str, str] | None = None, step: str = "call", role: str = "worker",
-                   on_text: TextSink | None = None, account: BudgetGuard | None = None, into: CallResult | None = None) -> CallResult:
+                   on_text: TextSink | None = None, account: BudgetGuard | None = None, into: CallResult | None = None,
+                   tools: ToolOffer | None = None) -> CallResult:
         """One model call through the same caller as a step: limits, budget, cache, retries, fallbacks, recorded usage.
 
         `on_text` receives the reply as it is produced (see `run`); `account` is a budget shared with other calls.
         `into` is the `CallResult` to fill: its attempts are there even when the call is cancelled (a record of a
-        call that a client abandoned still says what was sent and what it cost).
+        call that a client abandoned still says what was sent and what it cost). `tools` are offered to the model as
+        sent, and `messages` may then carry an assistant's `tool_calls` and `tool` results; the reply's tool calls are
+        `result.tool_calls`.
 
         Raises `ProviderError` when every attempt failed, `BudgetExceeded` when the call could break `budget_usd`;
         either way `err.call` is the `CallResult` so far (its attempts, and what they cost).
@@ -96,15 +99,26 @@ class Session:
         caller = self._caller(self.pool, BudgetGuard(Budget(usd=usd_cap(budget_usd)), parent=account), cache)
         stream = TextStream(on_text, self.providers.secrets) if on_text is not None else None
         result = into if into is not None else CallResult(text="", alias=alias, reason="")
-        chat = tuple({"role": str(m["role"]), "content": self.providers.secrets.scrub(str(m["content"]))} for m in messages)
+        chat = tuple(self._scrubbed_message(m) for m in messages)
         try:
             text, used, why = await caller.chain(step, (alias,), tuple(fallbacks), retries, chat, params or Params(), timeout,
-                                                 role=role, record=result.attempts.append, grammar=grammar, stream=stream)
+                                                 role=role, record=result.attempts.append, grammar=grammar, stream=stream, tools=tools)
         except RunError as err:
             err.call = result  # the attempts made, and what they cost, before it failed
             raise
         result.text, result.alias, result.reason = text, used, why
         return result
+
+    def _scrubbed_message(self, message: Mapping[str, Any]) -> dict[str, Any]:
+        """A message as sent, with the pool's secrets hidden in its text (and in a tool call's arguments)."""
+        scrub = self.providers.secrets.scrub
+        out: dict[str, Any] = {**message, "role": str(message["role"])}
+        content = message.get("content")
+        out["content"] = scrub(content) if isinstance(content, str) else None if content is None else scrub(str(content))
+        if message.get("tool_calls"):
+            out["tool_calls"] = [{**c, "function": {**c["function"], "arguments": scrub(str(c["function"].get("arguments", "")))}}
+                                 for c in message["tool_calls"]]
+        return out
 
     # -- runs ----------------------------------------------------------------------------------
 

@@ -59,6 +59,23 @@ def test_a_key_echoed_in_a_malformed_streamed_chunk_reaches_nothing(tmp_path: Pa
     assert prefixes_in(texts) == []
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_key_a_model_writes_into_a_tool_calls_arguments_reaches_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                           stream: bool) -> None:
+    """Tool calls pass through to the client: their arguments are provider text, scrubbed like any other."""
+    monkeypatch.setenv(VARIABLE, SECRET)
+    call = {"id": "call_1", "type": "function", "function": {"name": "send", "arguments": json.dumps({"note": f"my key is {SECRET}"})}}
+    body = {"model": "m", "stream": stream, "messages": [{"role": "user", "content": "hi"}],
+            "tools": [{"type": "function", "function": {"name": "send", "parameters": {"type": "object"}}}]}
+    with ChatServer() as upstream:
+        upstream.script["m"] = [Reply(message={"tool_calls": [call]}, finish_reason="tool_calls")]
+        with InProcessServer(hostile_pool(upstream.url, VARIABLE), tmp_path / "home") as served:
+            answer = post(served.url, "/v1/chat/completions", json.dumps(body).encode())
+            served.settled()
+    assert answer.status == 200 and b"send" in answer.body and b"my key is" in answer.body  # the call came back, key masked
+    assert prefixes_in([answer.body.decode(), *everything_under(tmp_path / "home")]) == []
+
+
 def test_a_providers_truncated_echo_of_a_key_is_masked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Finding 10: `Incorrect API key provided: sk-test-SECRE...` was not scrubbed: only whole keys were matched."""
     monkeypatch.setenv(VARIABLE, SECRET)

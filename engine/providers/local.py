@@ -188,6 +188,14 @@ def _seed(request: ChatRequest) -> int:
     return 0 if request.temperature == 0 else random.randrange(2**31)
 
 
+def text_messages(request: ChatRequest) -> tuple[dict[str, str], ...]:
+    """The request's messages as the embedded models take them: text only. Tools, and the tool calls and results of a
+    conversation with tools, are a `client_error`: these models were not trained to call tools."""
+    if request.tools is not None or any(not isinstance(m.get("content"), str) or m.get("tool_calls") for m in request.messages):
+        raise ProviderFault("client_error", "local model: the embedded models take text messages only, not tools or tool calls")
+    return tuple({"role": str(m["role"]), "content": str(m["content"])} for m in request.messages)
+
+
 def completion_prompt(messages: tuple[dict[str, str], ...], constrained: bool) -> str:
     """Chat messages as a plain-text prompt for a base model: the texts, then an answer cue."""
     text = "\n\n".join(m.get("content", "").strip() for m in messages)
@@ -287,6 +295,7 @@ class LocalProvider:
 
     def _complete(self, request: ChatRequest, abandoned: threading.Event, on_text: Callable[[str], None] | None = None) -> ChatResponse:
         model = local_model(request.model_id)
+        messages = text_messages(request)
         with _lock:
             if abandoned.is_set():  # given up on while it waited for the model
                 raise ProviderFault("client_error", "local model: the call was abandoned before it started")
@@ -305,9 +314,9 @@ class LocalProvider:
             prompt: str | list[int]
             stop: list[str]
             if completion:
-                prompt, stop = completion_prompt(request.messages, constrained), []
+                prompt, stop = completion_prompt(messages, constrained), []
             else:
-                prompt, stop = chat_prompt(llm, model, request.messages)
+                prompt, stop = chat_prompt(llm, model, messages)
             criteria = _stopping(llm, abandoned, at_answer_end=not constrained, completion=completion)
             so_far = _AnswerSoFar(on_text, completion, constrained) if on_text is not None else None
             try:

@@ -168,6 +168,10 @@ class OpenAICompatProvider:
             body["seed"] = request.seed
         if request.reasoning is not None:
             body["reasoning_effort"] = request.reasoning
+        if request.tools is not None:
+            body["tools"] = list(request.tools.tools)
+            if request.tools.choice is not None:
+                body["tool_choice"] = request.tools.choice
         if request.grammar and request.grammar_format == "gbnf":
             body["grammar"] = request.grammar  # llama.cpp's server
         elif request.grammar and request.grammar_format == "lark":

@@ -10,6 +10,8 @@ shape. The rules (docs/reliability.md, "What a reply can be"):
   `cost` is kept only when it is a finite number >= 0;
 - `error` in a choice or beside the choices, or `finish_reason: "error"` (OpenRouter's
   mid-generation failure, sent with HTTP 200) is a retryable `server_error`;
+- tool calls (`message.tool_calls`: an `id`, and a function's `name` and `arguments` as text)
+  are an answer even without text; a malformed one is a `bad_response`;
 - `finish_reason: "length"` with text is an answer, flagged as truncated; with no text
   (the whole `max_tokens` went on reasoning) it is a `truncated` fault naming `max_tokens`;
 - `content_filter` and a `refusal` are faults that a retry would repeat;
@@ -109,6 +111,25 @@ def _answer_text(message: dict[str, Any], name: str, usage: dict[str, Any]) -> s
     return "".join(texts)
 
 
+def tool_calls(message: dict[str, Any], name: str, usage: dict[str, Any]) -> tuple[dict[str, Any], ...]:
+    """A message's tool calls in chat completions' form, each checked: an id, a function name, arguments as text."""
+    raw = message.get("tool_calls")
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise ProviderFault("bad_response", f"{name}: tool_calls is a {type(raw).__name__}, not a list", billed=_billed(usage))
+    calls = []
+    for i, call in enumerate(raw):
+        function = call.get("function") if isinstance(call, dict) else None
+        if not (isinstance(function, dict) and isinstance(call.get("id"), str) and isinstance(function.get("name"), str)
+                and isinstance(function.get("arguments", ""), str)):
+            raise ProviderFault("bad_response", f"{name}: tool call {i} lacks an id, a function name or text arguments",
+                                billed=_billed(usage))
+        calls.append({"id": call["id"], "type": "function",
+                      "function": {"name": function["name"], "arguments": function.get("arguments", "")}})
+    return tuple(calls)
+
+
 def _error_words(error: Any, scrub: Scrub) -> str:
     if isinstance(error, dict) and isinstance(error.get("message"), str):
         code = error.get("code")
@@ -140,7 +161,7 @@ def read_chat_completion(content: bytes, name: str, scrub: Scrub, max_tokens: in
         raise ProviderFault("bad_response", f"{name}: reply's message is a {type(message).__name__}, not an object",
                             billed=_billed(usage))
     return finish(_answer_text(message, name, usage), _text(choice.get("finish_reason")), usage, name, scrub, max_tokens,
-                  error=choice.get("error"), refusal=message.get("refusal"))
+                  error=choice.get("error"), refusal=message.get("refusal"), calls=tool_calls(message, name, usage))
 
 
 def _text(value: Any) -> str:
@@ -154,14 +175,15 @@ def usage_fields(raw: Any, response_model: str = "") -> dict[str, Any]:
 
 
 def finish(text: str, finish_reason: str, usage: dict[str, Any], name: str, scrub: Scrub, max_tokens: int,
-           error: Any = None, refusal: Any = None) -> ChatResponse:
+           error: Any = None, refusal: Any = None, calls: tuple[dict[str, Any], ...] = ()) -> ChatResponse:
     """Judge a reply by how it finished; shared by every provider kind (HTTP and the local model).
 
     `usage` is `usage_fields(...)`: the reply is built once, on the way out (this runs for every call).
     """
-    if not text.strip() or error is not None or finish_reason in ("error", "content_filter"):
+    if (not text.strip() and not calls) or error is not None or finish_reason in ("error", "content_filter"):
         _reject(text, finish_reason, usage, name, scrub, max_tokens, error, refusal)
-    return ChatResponse(text=text, finish_reason=finish_reason, **usage)  # its secrets are scrubbed by the caller, for every provider
+    # its secrets are scrubbed by the caller, for every provider
+    return ChatResponse(text=text, finish_reason=finish_reason, tool_calls=calls, **usage)
 
 
 def _reject(text: str, finish_reason: str, usage: dict[str, Any], name: str, scrub: Scrub, max_tokens: int,

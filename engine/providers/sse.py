@@ -37,6 +37,8 @@ class ChunkAssembler:
         self._scanned = 0  # how much of the buffer is known to hold no newline: each byte is searched once
         self.texts: list[str] = []
         self.refusals: list[str] = []
+        #: Tool calls as they arrive in pieces, by their `index`: the id and name once, the arguments in pieces.
+        self.calls: dict[int, dict[str, Any]] = {}
         self.finish_reason: str | None = None
         self.usage: Any = None
         self.model = ""
@@ -108,12 +110,30 @@ class ChunkAssembler:
             refusal = delta.get("refusal")
             if isinstance(refusal, str):
                 self.refusals.append(refusal)
+            if isinstance(delta.get("tool_calls"), list):
+                self._tool_call_pieces(delta["tool_calls"])
+
+    def _tool_call_pieces(self, pieces: list[Any]) -> None:
+        for piece in pieces:
+            if not isinstance(piece, dict) or not isinstance(piece.get("index", 0), int):
+                continue
+            call = self.calls.setdefault(piece.get("index", 0), {"id": None, "type": "function", "function": {"name": None, "arguments": ""}})
+            if isinstance(piece.get("id"), str):
+                call["id"] = piece["id"]
+            function = piece.get("function")
+            if isinstance(function, dict):
+                if isinstance(function.get("name"), str):
+                    call["function"]["name"] = function["name"]
+                if isinstance(function.get("arguments"), str):
+                    call["function"]["arguments"] += function["arguments"]
 
     def completion(self) -> bytes:
         """The stream as the chat.completion body it stands for."""
         message: dict[str, Any] = {"role": "assistant", "content": "".join(self.texts)}
         if self.refusals:
             message["refusal"] = "".join(self.refusals)
+        if self.calls:
+            message["tool_calls"] = [self.calls[i] for i in sorted(self.calls)]
         choice: dict[str, Any] = {"index": 0, "message": message, "finish_reason": self.finish_reason}
         if self.choice_error is not None:
             choice["error"] = self.choice_error

@@ -9,7 +9,10 @@ the cap. All of this runs on the event loop's thread, so no lock is needed.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from engine.errors import BudgetExceeded, InputError
 from engine.model import Budget
@@ -32,9 +35,17 @@ def usd_cap(value: object, what: str = "budget_usd") -> float | None:
         raise InputError(str(err)) from None
 
 
-def prompt_token_bound(messages: tuple[dict[str, str], ...]) -> int:
-    """An upper bound on the prompt's tokens for byte-level BPE tokenizers."""
-    return sum(len(m.get("content", "").encode("utf-8")) + MESSAGE_OVERHEAD_TOKENS for m in messages)
+def prompt_token_bound(messages: Sequence[Mapping[str, Any]], tools: Sequence[Mapping[str, Any]] = ()) -> int:
+    """An upper bound on the prompt's tokens for byte-level BPE tokenizers: every byte of text a token, tool calls
+    and the tools offered counted as the JSON they are sent as."""
+    total = 0
+    for m in messages:
+        content = m.get("content")
+        total += len(content.encode("utf-8")) if isinstance(content, str) else 0
+        if m.get("tool_calls"):
+            total += len(json.dumps(m["tool_calls"], ensure_ascii=False).encode("utf-8"))
+        total += MESSAGE_OVERHEAD_TOKENS
+    return total + (len(json.dumps(list(tools), ensure_ascii=False).encode("utf-8")) if tools else 0)
 
 
 @dataclass

@@ -19,8 +19,9 @@ import dataclasses
 import math
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from engine.errors import BudgetExceeded, ProviderError, VerificationFailed
 from engine.model import Check, Params
@@ -28,7 +29,7 @@ from engine.pool import ModelSpec, Pool
 from engine.router.model import Embedder
 from engine.run.budget import BudgetGuard, Reservation, prompt_token_bound
 from engine.run.cache import ResponseCache
-from engine.run.protocol import ChatRequest, ChatResponse, Provider, ProviderFault, StreamingProvider
+from engine.run.protocol import ChatRequest, ChatResponse, Provider, ProviderFault, StreamingProvider, ToolOffer
 from engine.run.secrets import Secrets
 from engine.run.streaming import StreamMismatch, TextStream
 from engine.run.trace import Attempt, CostSource
@@ -168,9 +169,10 @@ class Caller:
         if warning is not None and self.on_warning is not None:
             self.on_warning(step, warning)
 
-    def _reserve(self, step: str, alias: str, spec: ModelSpec, messages: tuple[dict[str, str], ...], max_tokens: int) -> Reservation:
+    def _reserve(self, step: str, alias: str, spec: ModelSpec, messages: tuple[Mapping[str, Any], ...], max_tokens: int,
+                 tools: ToolOffer | None = None) -> Reservation:
         """The call's worst case, raised by what earlier replies of this alias showed."""
-        prompt_bound = prompt_token_bound(messages)
+        prompt_bound = prompt_token_bound(messages, tools.tools if tools is not None else ())
         seen = self.observed.get(alias) or Observed()
         if (not spec.priced and not seen.dearest_call and self.budget.caps_usd
                 and not self.pool.provider(spec.provider).free):
@@ -193,10 +195,10 @@ class Caller:
         if charge.source == "reported" and computed == 0:
             seen.dearest_call = max(seen.dearest_call, charge.usd)
 
-    async def attempt(self, step: str, alias: str, role: str, messages: tuple[dict[str, str], ...], params: Params,
+    async def attempt(self, step: str, alias: str, role: str, messages: tuple[Mapping[str, Any], ...], params: Params,
                       timeout: float, validate: Validator | None = None, grammar: tuple[str, str] | None = None,
                       stream: TextStream | None = None, local_grammar: str | None = None,
-                      record: Callable[[Attempt], None] | None = None,
+                      record: Callable[[Attempt], None] | None = None, tools: ToolOffer | None = None,
                       ) -> tuple[ChatResponse | None, Attempt, ProviderFault | None]:
         """One call to one alias, inside limits and budget; never raises for provider faults.
 
@@ -217,11 +219,12 @@ class Caller:
         request = ChatRequest(
             model_id=spec.id, messages=messages, temperature=params.temperature, max_tokens=params.max_tokens,
             top_p=params.top_p, seed=params.seed, reasoning=params.reasoning, timeout=timeout, step=step, alias=alias,
-            grammar=grammar[0] if grammar else None, grammar_format=grammar[1] if grammar else None,
+            grammar=grammar[0] if grammar else None, grammar_format=grammar[1] if grammar else None, tools=tools,
         )
         cache_key = None
         began = time.time()
-        if self.cache is not None and (params.temperature == 0 or self.cache_all):
+        # a call with tools is not cached: its answer may be a tool call, whose result the client has not sent yet
+        if self.cache is not None and tools is None and (params.temperature == 0 or self.cache_all):
             endpoint = f"{spec.provider}:{self.pool.provider(spec.provider).base_url or ''}"
             cache_key = ResponseCache.key(endpoint, request, self.cache_partition)
             hit = self.cache.get(cache_key)
@@ -239,7 +242,7 @@ class Caller:
             for sem in slots:
                 await sem.acquire()
                 held += 1
-            reservation = self._reserve(step, alias, spec, messages, params.max_tokens)
+            reservation = self._reserve(step, alias, spec, messages, params.max_tokens, tools)
             began = time.time()
             started = time.perf_counter()
             try:
@@ -250,8 +253,9 @@ class Caller:
                     else:
                         response = await provider.complete(request)
                 if self.secrets:
-                    response = dataclasses.replace(response, text=self.secrets.scrub(response.text))
-                if not response.text.strip():
+                    response = dataclasses.replace(response, text=self.secrets.scrub(response.text),
+                                                   tool_calls=self._scrubbed_calls(response.tool_calls))
+                if not response.text.strip() and not response.tool_calls:
                     raise ProviderFault("empty_reply", "the model returned an empty message", billed=response)
             except (ProviderFault, TimeoutError) as err:
                 fault = err if isinstance(err, ProviderFault) else ProviderFault("timeout", f"no reply within {timeout:g}s")
@@ -280,6 +284,7 @@ class Caller:
             output_tokens=response.output_tokens, cached_tokens=response.cached_tokens, reasoning_tokens=response.reasoning_tokens,
             cost=charge.usd, cost_source=charge.source, cost_note=charge.note, finish_reason=response.finish_reason,
             truncated=response.truncated, latency_ms=latency, started=began, reply_preview=response.text[:200],
+            tool_calls=[dict(c) for c in response.tool_calls],
         )
         reply, done = self._validated(response, done, validate)
         if reply is not None and stream is not None:
@@ -291,6 +296,10 @@ class Caller:
         if reply is not None and cache_key is not None and self.cache is not None:
             self.cache.put(cache_key, reply)
         return reply, done, None
+
+    def _scrubbed_calls(self, calls: tuple[dict[str, Any], ...]) -> tuple[dict[str, Any], ...]:
+        """Tool calls with the secrets of the pool hidden in their arguments (a model may echo a key into them)."""
+        return tuple({**c, "function": {**c["function"], "arguments": self.secrets.scrub(c["function"]["arguments"])}} for c in calls)
 
     def _interrupted(self, step: str, alias: str, spec: ModelSpec, role: str, reservation: Reservation, err: BaseException,
                      began: float, started: float, record: Callable[[Attempt], None] | None) -> None:
@@ -317,10 +326,10 @@ class Caller:
         return None, attempt
 
     async def chain(self, step: str, levels: tuple[str, ...], fallbacks: tuple[str, ...], retries: int,
-                    messages: tuple[dict[str, str], ...], params: Params, timeout: float, validate: Validator | None = None,
+                    messages: tuple[Mapping[str, Any], ...], params: Params, timeout: float, validate: Validator | None = None,
                     role: str = "worker", record: Callable[[Attempt], None] | None = None,
                     grammar: tuple[str, str] | None = None, stream: TextStream | None = None,
-                    local_grammar: str | None = None) -> tuple[str, str, str]:
+                    local_grammar: str | None = None, tools: ToolOffer | None = None) -> tuple[str, str, str]:
         """Run the retry / fallback / escalation policy; returns (text, alias, why this alias).
 
         `grammar` is (text, format) for a grammar-constrained call (the planner's); `local_grammar` a GBNF
@@ -334,7 +343,7 @@ class Caller:
                 for n in range(retries + 1):
                     try:
                         response, attempt, fault = await self.attempt(step, alias, role, messages, params, timeout, validate, grammar,
-                                                                      stream, local_grammar, record)
+                                                                      stream, local_grammar, record, tools)
                     except BudgetExceeded as err:
                         refused = Attempt(alias=alias, role=role, status="refused", cause="budget", reason=str(err), cost_source="not_billed",
                                           started=time.time())

@@ -7,7 +7,7 @@ them to pool aliases. That keeps the dry run and the scheduler free of network c
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -26,11 +26,22 @@ UsageSource = Literal["reported", "missing", "unreadable"]
 
 
 @dataclass(frozen=True, slots=True)
+class ToolOffer:
+    """Tools a client offers a model, in chat completions' form (`tools`, `tool_choice`), passed on as sent."""
+
+    tools: tuple[Mapping[str, Any], ...]
+    choice: Any = None
+
+
+@dataclass(frozen=True, slots=True)
 class ChatRequest:
-    """One chat-completions call. `step` and `alias` are for providers that script by step; never sent."""
+    """One chat-completions call. `step` and `alias` are for providers that script by step; never sent.
+
+    A message is `{"role", "content"}` with text content; a pass-through call may also carry an assistant's
+    `tool_calls` and `tool` messages with their `tool_call_id`, as chat completions spell them."""
 
     model_id: str
-    messages: tuple[dict[str, str], ...]
+    messages: tuple[Mapping[str, Any], ...]
     temperature: float = 0.0
     max_tokens: int = 1024
     top_p: float | None = None
@@ -41,6 +52,7 @@ class ChatRequest:
     alias: str = ""
     grammar: str | None = None
     grammar_format: str | None = None  # "gbnf" (llama.cpp) or "lark" (vLLM, OpenAI custom tools)
+    tools: ToolOffer | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +70,8 @@ class ChatResponse:
     usage_source: UsageSource = "reported"
     #: Why a figure was not taken as reported (usage unreadable, a reported cost that is negative or NaN).
     usage_note: str = ""
+    #: The tool calls the reply made, as chat completions spells them (`id`, `type`, `function.name`, `function.arguments`).
+    tool_calls: tuple[dict[str, Any], ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

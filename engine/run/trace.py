@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -47,6 +47,8 @@ class Attempt(BaseModel):
     #: When the call began (epoch seconds; for a cache hit, when it was looked up): the viewer's time line.
     started: float = 0.0
     reply_preview: str = ""
+    #: The tool calls the reply made (a pass-through call with tools): id, function name and arguments, scrubbed.
+    tool_calls: list[dict[str, Any]] = Field(default_factory=list)
 
     @property
     def answered(self) -> bool:
@@ -122,6 +124,8 @@ class StepResult(BaseModel):
     started: float = 0.0
     finished: float = 0.0
     resumed: bool = False
+    #: The tools a client offered with a pass-through call (their names): what the model could call.
+    tools: list[str] = Field(default_factory=list)
 
     def add(self, attempt: Attempt) -> None:
         self.attempts.append(attempt)
@@ -231,6 +235,12 @@ class CallResult:
     @property
     def totals(self) -> Totals:
         return Totals.of(self.attempts)
+
+    @property
+    def tool_calls(self) -> list[dict[str, Any]]:
+        """The tool calls of the reply that answered (none when it answered with text alone)."""
+        answered = [a for a in self.attempts if a.answered]
+        return answered[-1].tool_calls if answered else []
 
     @property
     def cost(self) -> float:

@@ -25,10 +25,11 @@ from engine.model import Params
 from engine.pool import Pool
 from engine.run.budget import BudgetGuard
 from engine.run.home import new_run_id
+from engine.run.protocol import ToolOffer
 from engine.run.reader import load_run
 from engine.run.secrets import Secrets
 from engine.run.trace import RunSummary
-from engine.serve import guard, mapping, pages
+from engine.serve import guard, mapping, pages, tools
 from engine.serve.catalog import Catalog
 from engine.serve.chat_api import ChatWire
 from engine.serve.guard import BrowserPolicy
@@ -192,10 +193,14 @@ async def _serve(request: web.Request, wire: Wire) -> web.StreamResponse:
     if refused:
         where = f"a flow (`{model}`)" if offered is not None else f"a pool alias (`{model}`)"
         raise mapping.RequestError(f"`{refused[0]}` is not supported on {where} through baton serve yet", param=refused[0])
+    if offered is None and ask.tools is not None and not state.pool.provider(state.pool.models[model].provider).passes_tools:
+        raise mapping.RequestError(f"`tools`: the pool alias `{model}` is served by a provider that does not call tools (the "
+                                   "embedded models, scripts and replays); use an alias of an OpenAI-compatible provider", param="tools")
     own_key = Secrets([_presented_key(request)])
-    messages, options = ask.messages, ask.options
+    messages, options, chat = ask.messages, ask.options, ask.chat
     if own_key:  # a client that pastes its own key into a message: it reaches no model and no record
         messages = [(role, own_key.scrub(text)) for role, text in messages]
+        chat = [{**m, "content": own_key.scrub(m["content"])} if isinstance(m.get("content"), str) else m for m in chat]
         if isinstance(options.get("inputs"), dict):
             options["inputs"] = {k: own_key.scrub(v) if isinstance(v, str) else v for k, v in options["inputs"].items()}
     max_cost = mapping.max_cost(options)
@@ -205,7 +210,8 @@ async def _serve(request: web.Request, wire: Wire) -> web.StreamResponse:
     headers = {mapping.RUN_HEADER: run_id}
     answer = SSEAnswer(request, headers, wire.encoder(run_id, ask)) if ask.stream else None
     if offered is None:
-        work = _call_alias(state, model, messages, ask.params, max_cost, account, run_id, answer)
+        work = _call_alias(state, model, chat or [{"role": role, "content": text} for role, text in messages], ask.tools, ask.params,
+                           max_cost, account, run_id, answer)
     else:
         system = "\n\n".join(text for role, text in messages if role in ("system", "developer")) or None
         flow = mapping.with_request_params(offered.flow, ask.params, system)
@@ -254,15 +260,15 @@ def _problem(err: Exception) -> mapping.RequestError:
     return mapping.RequestError(f"{err}{where}", 502, code="upstream_error")
 
 
-async def _call_alias(state: ServerState, alias: str, messages: list[tuple[str, str]], params: dict[str, Any],
+async def _call_alias(state: ServerState, alias: str, chat: list[dict[str, Any]], offer: ToolOffer | None, params: dict[str, Any],
                       max_cost: float | None, account: BudgetGuard | None, run_id: str, answer: SSEAnswer | None) -> RunSummary:
-    """A pool alias: the messages as they are, one call with the alias's policy, recorded as a run of one step."""
-    chat = [{"role": role, "content": text} for role, text in messages]
-    record = CallRecord(state.session, run_id, alias, chat)
+    """A pool alias: the messages as they are (tools and tool results included), one call with the alias's policy,
+    recorded as a run of one step (with the tools offered and the calls made)."""
+    record = CallRecord(state.session, run_id, alias, chat, tools.names(offer))
     record.open()  # in flight from now on: /runs shows it
     try:
         await state.session.call(alias, chat, params=Params(**params), budget_usd=max_cost, account=account,
-                                 on_text=answer.text if answer else None, step="call", into=record.call)
+                                 on_text=answer.text if answer else None, step="call", into=record.call, tools=offer)
     except RunError as err:
         err.summary = record.close(error=err)
         raise

@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 from engine.run.trace import RunSummary
-from engine.serve import mapping
+from engine.serve import mapping, tools
 from engine.serve.mapping import RequestError
 from engine.serve.wire import Ask, event
 
@@ -20,16 +20,21 @@ from engine.serve.wire import Ask, event
 class ChatWire:
     def parse(self, body: dict[str, Any], headers: Any) -> Ask:
         stream, include_usage = mapping.stream_flags(body)
-        return Ask(model=mapping.requested_model(body), messages=mapping.chat_messages(body), params=mapping.request_params(body),
-                   options=mapping.baton_options(body), stream=stream, include_usage=include_usage,
+        return Ask(model=mapping.requested_model(body), messages=mapping.chat_messages(body), chat=mapping.chat_conversation(body),
+                   tools=tools.chat_tools(body), params=mapping.request_params(body), options=mapping.baton_options(body),
+                   stream=stream, include_usage=include_usage,
                    refused_on_flows=[f for f in mapping.UNSUPPORTED_ON_FLOWS if body.get(f)],
-                   refused_on_aliases=[f for f in ("tools", "functions") if body.get(f)])
+                   refused_on_aliases=[f for f in mapping.UNSUPPORTED_ON_ALIASES if body.get(f)])
 
     def answer(self, summary: RunSummary, run_id: str, ask: Ask) -> dict[str, Any]:
+        message: dict[str, Any] = {"role": "assistant", "content": summary.output or ""}
+        calls = tools.calls_of(summary)
+        if calls:
+            message["tool_calls"] = calls
+            message["content"] = summary.output or None
         return {
             "id": f"chatcmpl-{run_id}", "object": "chat.completion", "created": int(time.time()), "model": ask.model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": summary.output or ""}, "finish_reason": "stop",
-                         "logprobs": None}],
+            "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if calls else "stop", "logprobs": None}],
             "usage": mapping.usage_of(summary), "baton": mapping.baton_object(summary, mapping.answer_model(summary)),
         }
 
@@ -62,7 +67,9 @@ class ChatChunks:
                        "choices": [{"index": 0, "delta": {}, "finish_reason": None, "logprobs": None}], "baton": progress})]
 
     def finish(self, summary: RunSummary) -> list[bytes]:
-        out = [self._chunk({}, "stop")]
+        calls = tools.calls_of(summary)
+        out = [self._chunk({"tool_calls": [{"index": i, **c} for i, c in enumerate(calls)]})] if calls else []
+        out.append(self._chunk({}, "tool_calls" if calls else "stop"))
         if self.include_usage:
             out.append(event({"id": self.completion_id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
                               "choices": [], "usage": mapping.usage_of(summary),

@@ -28,6 +28,8 @@ RUN_HEADER = "x-baton-run-id"
 WARNING_HEADER = "x-baton-warning"
 #: Request fields a flow cannot honour yet: a clear 400 rather than silently ignoring them.
 UNSUPPORTED_ON_FLOWS = ("tools", "tool_choice", "functions", "response_format")
+#: Request fields a pool alias cannot honour yet (`functions` is the form `tools` replaced).
+UNSUPPORTED_ON_ALIASES = ("functions",)
 #: The largest `max_tokens` a request may ask for: beyond any model's output, and small enough that a worst case stays a number.
 MAX_TOKENS = 10_000_000
 
@@ -103,6 +105,36 @@ def chat_messages(body: dict[str, Any]) -> list[tuple[str, str]]:
     if not isinstance(messages, list) or not messages:
         raise RequestError("`messages` must be a non-empty list", param="messages")
     return [message_text(m, i) for i, m in enumerate(messages)]
+
+
+def checked_tool_calls(raw: Any, where: str) -> list[dict[str, Any]]:
+    """An assistant message's `tool_calls` as chat completions spells them, each checked (an earlier turn sent back)."""
+    if not isinstance(raw, list):
+        raise RequestError(f"{where} must be a list", param=where)
+    calls = []
+    for i, call in enumerate(raw):
+        function = call.get("function") if isinstance(call, dict) else None
+        if not (isinstance(function, dict) and isinstance(call.get("id"), str) and isinstance(function.get("name"), str)
+                and isinstance(function.get("arguments", ""), str)):
+            raise RequestError(f"{where}[{i}] needs an `id` and a `function` with a `name` and text `arguments`", param=where)
+        calls.append({"id": call["id"], "type": "function", "function": {"name": function["name"], "arguments": function.get("arguments", "")}})
+    return calls
+
+
+def chat_conversation(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The messages as a pass-through call sends them: text content, an assistant's `tool_calls`, a `tool` result's
+    `tool_call_id` (a conversation with tools, sent back turn by turn), each checked."""
+    out = []
+    for i, (message, (role, text)) in enumerate(zip(body["messages"], chat_messages(body), strict=True)):
+        entry: dict[str, Any] = {"role": role, "content": text if message.get("content") is not None else None}
+        if message.get("tool_calls") is not None:
+            entry["tool_calls"] = checked_tool_calls(message["tool_calls"], f"messages[{i}].tool_calls")
+        if role == "tool":
+            if not isinstance(message.get("tool_call_id"), str):
+                raise RequestError(f"messages[{i}]: a `tool` message needs its `tool_call_id`", param=f"messages[{i}].tool_call_id")
+            entry["tool_call_id"] = message["tool_call_id"]
+        out.append(entry)
+    return out
 
 
 def baton_options(body: dict[str, Any]) -> dict[str, Any]:

@@ -14,16 +14,19 @@ the stream began is an `error` event, which the SDK raises.
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
 from engine.run.trace import RunSummary
-from engine.serve import mapping
+from engine.serve import mapping, tools
 from engine.serve.mapping import RequestError
 from engine.serve.wire import Ask, anthropic_error, event
 
 #: Fields that would change the answer and that Baton does not honour yet: a 400 names them (on flows and aliases).
-REFUSED = ("tools", "tool_choice", "stop_sequences", "thinking")
+REFUSED = ("stop_sequences", "thinking")
+#: Fields a flow does not honour yet (an alias passes tools through).
+REFUSED_ON_FLOWS = ("tools", "tool_choice")
 
 
 def _text(content: Any, where: str) -> str:
@@ -41,19 +44,54 @@ def _text(content: Any, where: str) -> str:
     return "".join(texts)
 
 
-def conversation(body: dict[str, Any]) -> list[tuple[str, str]]:
-    messages: list[tuple[str, str]] = []
+def conversation(body: dict[str, Any]) -> tuple[list[tuple[str, str]], list[dict[str, Any]], bool]:
+    """The conversation as (role, text) turns for a flow, in chat completions' form for an alias (an assistant's
+    `tool_use` blocks as its `tool_calls`, a user's `tool_result` blocks as `tool` messages), and whether tools are in it."""
+    turns: list[tuple[str, str]] = []
+    chat: list[dict[str, Any]] = []
     system = body.get("system")
     if system is not None:
-        messages.append(("system", _text(system, "system")))
+        text = _text(system, "system")
+        turns.append(("system", text))
+        chat.append({"role": "system", "content": text})
     given = body.get("messages")
     if not isinstance(given, list) or not given:
         raise RequestError("`messages` must be a non-empty list", param="messages")
+    with_tools = False
     for i, message in enumerate(given):
         if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
             raise RequestError(f"messages.{i}.role must be `user` or `assistant`", param=f"messages.{i}.role")
-        messages.append((message["role"], _text(message.get("content"), f"messages.{i}.content")))
-    return messages
+        role, content, where = message["role"], message.get("content"), f"messages.{i}.content"
+        blocks = content if isinstance(content, list) else []
+        tool_blocks = [b for b in blocks if isinstance(b, dict) and b.get("type") in ("tool_use", "tool_result")]
+        if not tool_blocks:
+            text = _text(content, where)
+            turns.append((role, text))
+            chat.append({"role": role, "content": text})
+            continue
+        with_tools = True
+        text = _text([b for b in blocks if b not in tool_blocks], where)
+        if role == "assistant":
+            chat.append({"role": "assistant", "content": text or None, "tool_calls": [_tool_use(b, where) for b in tool_blocks]})
+        else:
+            chat += [_tool_result(b, where) for b in tool_blocks]
+            if text:
+                chat.append({"role": "user", "content": text})
+    return turns, chat, with_tools
+
+
+def _tool_use(block: dict[str, Any], where: str) -> dict[str, Any]:
+    if block.get("type") != "tool_use" or not isinstance(block.get("id"), str) or not isinstance(block.get("name"), str):
+        raise RequestError(f"{where}: a tool_use block (in an assistant message) needs an `id` and a `name`", param=where)
+    arguments = json.dumps(block.get("input") or {}, ensure_ascii=False, separators=(",", ":"))
+    return {"id": block["id"], "type": "function", "function": {"name": block["name"], "arguments": arguments}}
+
+
+def _tool_result(block: dict[str, Any], where: str) -> dict[str, Any]:
+    if block.get("type") != "tool_result" or not isinstance(block.get("tool_use_id"), str):
+        raise RequestError(f"{where}: a tool_result block (in a user message) needs its `tool_use_id`", param=where)
+    text = _text(block.get("content") or "", where)
+    return {"role": "tool", "tool_call_id": block["tool_use_id"], "content": ("error: " + text) if block.get("is_error") else text}
 
 
 class MessagesWire:
@@ -68,17 +106,26 @@ class MessagesWire:
         if stream is not None and not isinstance(stream, bool):
             raise RequestError("stream: must be true or false", param="stream")
         refused = [f for f in REFUSED if body.get(f)]
-        return Ask(model=mapping.requested_model(body), messages=conversation(body), params=mapping.request_params(body),
-                   options=mapping.baton_options(body), stream=bool(stream), include_usage=True,
-                   refused_on_flows=refused, refused_on_aliases=refused)
+        turns, chat, with_tools = conversation(body)
+        on_flows = [*refused, *(f for f in REFUSED_ON_FLOWS if body.get(f)), *(["messages"] if with_tools else [])]
+        return Ask(model=mapping.requested_model(body), messages=turns, chat=chat, tools=tools.messages_tools(body),
+                   params=mapping.request_params(body), options=mapping.baton_options(body), stream=bool(stream), include_usage=True,
+                   refused_on_flows=on_flows, refused_on_aliases=refused)
 
     def answer(self, summary: RunSummary, run_id: str, ask: Ask) -> dict[str, Any]:
-        return {"id": f"msg_{run_id}", "type": "message", "role": "assistant", "model": ask.model,
-                "content": [{"type": "text", "text": summary.output or ""}], "stop_reason": "end_turn", "stop_sequence": None,
+        calls = tools.calls_of(summary)
+        content = [{"type": "text", "text": summary.output or ""}] if summary.output or not calls else []
+        content += [tool_use_block(c) for c in calls]
+        return {"id": f"msg_{run_id}", "type": "message", "role": "assistant", "model": ask.model, "content": content,
+                "stop_reason": "tool_use" if calls else "end_turn", "stop_sequence": None,
                 "usage": usage(summary), "baton": mapping.baton_object(summary, mapping.answer_model(summary))}
 
     def encoder(self, run_id: str, ask: Ask) -> MessageEvents:
         return MessageEvents(run_id, ask.model)
+
+
+def tool_use_block(call: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "tool_use", "id": call["id"], "name": call["function"]["name"], "input": tools.anthropic_input(call["function"]["arguments"])}
 
 
 def usage(summary: RunSummary) -> dict[str, Any]:
@@ -109,10 +156,18 @@ class MessageEvents:
         return [event({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}}, "content_block_delta")]
 
     def finish(self, summary: RunSummary) -> list[bytes]:
-        delta = {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None}, "usage": usage(summary),
-                 "baton": mapping.baton_object(summary, mapping.answer_model(summary))}
-        return [event({"type": "content_block_stop", "index": 0}, "content_block_stop"), event(delta, "message_delta"),
-                event({"type": "message_stop"}, "message_stop")]
+        calls = tools.calls_of(summary)
+        out = [event({"type": "content_block_stop", "index": 0}, "content_block_stop")]
+        for index, call in enumerate(calls, start=1):
+            block = {**tool_use_block(call), "input": {}}
+            arguments = json.dumps(tools.anthropic_input(call["function"]["arguments"]), ensure_ascii=False)
+            out += [event({"type": "content_block_start", "index": index, "content_block": block}, "content_block_start"),
+                    event({"type": "content_block_delta", "index": index, "delta": {"type": "input_json_delta", "partial_json": arguments}},
+                          "content_block_delta"),
+                    event({"type": "content_block_stop", "index": index}, "content_block_stop")]
+        delta = {"type": "message_delta", "delta": {"stop_reason": "tool_use" if calls else "end_turn", "stop_sequence": None},
+                 "usage": usage(summary), "baton": mapping.baton_object(summary, mapping.answer_model(summary))}
+        return [*out, event(delta, "message_delta"), event({"type": "message_stop"}, "message_stop")]
 
     def failure(self, problem: RequestError) -> list[bytes]:
         return [event(anthropic_error(problem), "error")]

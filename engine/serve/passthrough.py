@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 from engine.errors import RunError, run_status
 from engine.run.store import RunStore
@@ -23,11 +24,13 @@ STEP = "call"
 class CallRecord:
     """The run record of one pass-through call: `open` it before the call, `close` it after."""
 
-    def __init__(self, session: Session, run_id: str, alias: str, messages: list[dict[str, str]]) -> None:
+    def __init__(self, session: Session, run_id: str, alias: str, messages: list[dict[str, Any]], tools: list[str] | None = None) -> None:
+        """`tools` are the names of the tools the client offered, recorded with the step."""
         self.session = session
         self.run_id = run_id
         self.alias = alias
         self.messages = messages
+        self.tools = tools or []
         self.started = time.time()
         #: Filled by `Session.call` as attempts are made: complete even when the call is cancelled.
         self.call = CallResult(text="", alias=alias, reason="")
@@ -44,7 +47,7 @@ class CallRecord:
         call = self.call
         step = StepResult(name=STEP, kind="step", status="ok" if error is None else "failed", output=call.text, model=call.alias,
                           reason=call.reason, error=str(error) if error else None, started=self.started, finished=time.time(),
-                          subtask=self.messages[-1]["content"] if self.messages else "")
+                          subtask=str(self.messages[-1].get("content") or "") if self.messages else "", tools=self.tools)
         for attempt in call.attempts:
             step.add(attempt)
         step.latency_ms = (step.finished - self.started) * 1000

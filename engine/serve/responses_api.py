@@ -20,30 +20,56 @@ import time
 from typing import Any
 
 from engine.run.trace import RunSummary
-from engine.serve import mapping
+from engine.serve import mapping, tools
 from engine.serve.mapping import RequestError
 from engine.serve.wire import Ask, event
 
 #: Fields that would change the answer and that Baton does not honour yet: a 400 names them (on flows and aliases).
-REFUSED = ("tools", "tool_choice", "background", "prompt")
+REFUSED = ("background", "prompt")
+#: Fields a flow does not honour yet (an alias passes tools through).
+REFUSED_ON_FLOWS = ("tools", "tool_choice")
 
 
-def input_messages(body: dict[str, Any]) -> list[tuple[str, str]]:
-    """The conversation of a Responses request: `instructions` as the system text, then `input`."""
-    messages: list[tuple[str, str]] = []
+def conversation(body: dict[str, Any]) -> tuple[list[tuple[str, str]], list[dict[str, Any]]]:
+    """The conversation of a Responses request, `instructions` as the system text and then `input`: as (role, text)
+    turns for a flow, and in chat completions' form for an alias (function calls and their outputs kept)."""
+    turns: list[tuple[str, str]] = []
+    chat: list[dict[str, Any]] = []
     instructions = body.get("instructions")
     if instructions is not None:
         if not isinstance(instructions, str):
             raise RequestError("`instructions` must be text", param="instructions")
-        messages.append(("system", instructions))
+        turns.append(("system", instructions))
+        chat.append({"role": "system", "content": instructions})
     given = body.get("input")
     if isinstance(given, str):
-        return [*messages, ("user", given)]
+        return [*turns, ("user", given)], [*chat, {"role": "user", "content": given}]
     if not isinstance(given, list) or not given:
         raise RequestError("`input` must be text or a non-empty list of messages", param="input")
     for i, item in enumerate(given):
-        messages.append(_item(item, i))
-    return messages
+        kind = item.get("type", "message") if isinstance(item, dict) else None
+        if kind == "function_call":
+            call = _function_call(item, i)
+            last = chat[-1] if chat else None
+            if last is not None and last["role"] == "assistant" and last.get("tool_calls") is not None:
+                last["tool_calls"].append(call)  # parallel calls of one turn: one assistant message
+            else:
+                chat.append({"role": "assistant", "content": None, "tool_calls": [call]})
+        elif kind == "function_call_output":
+            if not isinstance(item.get("call_id"), str) or not isinstance(item.get("output"), str):
+                raise RequestError(f"input[{i}]: a function_call_output needs a `call_id` and a text `output`", param=f"input[{i}]")
+            chat.append({"role": "tool", "tool_call_id": item["call_id"], "content": item["output"]})
+        else:
+            role, text = _item(item, i)
+            turns.append((role, text))
+            chat.append({"role": role, "content": text})
+    return turns, chat
+
+
+def _function_call(item: dict[str, Any], index: int) -> dict[str, Any]:
+    if not (isinstance(item.get("call_id"), str) and isinstance(item.get("name"), str) and isinstance(item.get("arguments"), str)):
+        raise RequestError(f"input[{index}]: a function_call needs a `call_id`, a `name` and text `arguments`", param=f"input[{index}]")
+    return {"id": item["call_id"], "type": "function", "function": {"name": item["name"], "arguments": item["arguments"]}}
 
 
 def _item(item: Any, index: int) -> tuple[str, str]:
@@ -52,7 +78,8 @@ def _item(item: Any, index: int) -> tuple[str, str]:
         raise RequestError(f"{where} must be a message object", param=where)
     kind = item.get("type", "message")
     if kind != "message":
-        raise RequestError(f"{where}: items of type `{kind}` are not supported (only messages with text)", param=where)
+        raise RequestError(f"{where}: items of type `{kind}` are not supported (messages, function_call and "
+                           "function_call_output are)", param=where)
     role = item.get("role")
     if role not in ("user", "assistant", "system", "developer"):
         raise RequestError(f"{where}.role must be user, assistant, system or developer", param=f"{where}.role")
@@ -88,9 +115,13 @@ class ResponsesWire:
         if stream is not None and not isinstance(stream, bool):
             raise RequestError("`stream` must be true or false", param="stream")
         refused = _refusals(body)
-        return Ask(model=mapping.requested_model(body), messages=input_messages(body),
+        turns, chat = conversation(body)
+        on_flows = [*refused, *(f for f in REFUSED_ON_FLOWS if body.get(f))]
+        if any(m["role"] == "tool" or m.get("tool_calls") for m in chat):
+            on_flows.append("input")  # function calls and their outputs: a flow takes no tools
+        return Ask(model=mapping.requested_model(body), messages=turns, chat=chat, tools=tools.responses_tools(body),
                    params=mapping.request_params(body, "max_output_tokens"), options=mapping.baton_options(body),
-                   stream=bool(stream), include_usage=True, refused_on_flows=refused, refused_on_aliases=refused)
+                   stream=bool(stream), include_usage=True, refused_on_flows=on_flows, refused_on_aliases=refused)
 
     def answer(self, summary: RunSummary, run_id: str, ask: Ask) -> dict[str, Any]:
         return response_object(summary, run_id, ask.model, int(time.time()))
@@ -114,9 +145,21 @@ def _message(run_id: str, text: str | None, status: str) -> dict[str, Any]:
     return {"type": "message", "id": f"msg_{run_id}", "status": status, "role": "assistant", "content": content}
 
 
+def function_call_item(call: dict[str, Any], status: str = "completed") -> dict[str, Any]:
+    """A tool call as the Responses API's `function_call` output item."""
+    return {"type": "function_call", "id": f"fc_{call['id']}", "call_id": call["id"], "name": call["function"]["name"],
+            "arguments": call["function"]["arguments"] if status == "completed" else "", "status": status}
+
+
 def response_object(summary: RunSummary | None, run_id: str, model: str, created: int, status: str = "completed",
-                    error: dict[str, Any] | None = None) -> dict[str, Any]:
-    output = [_message(run_id, summary.output or "", "completed")] if summary is not None and status == "completed" else []
+                    error: dict[str, Any] | None = None, streamed: bool = False) -> dict[str, Any]:
+    """The `response` object; `streamed` keeps the message item even when empty (its events were sent)."""
+    output: list[dict[str, Any]] = []
+    if summary is not None and status == "completed":
+        calls = tools.calls_of(summary)
+        if summary.output or streamed or not calls:
+            output.append(_message(run_id, summary.output or "", "completed"))
+        output += [function_call_item(c) for c in calls]
     body: dict[str, Any] = {
         "id": f"resp_{run_id}", "object": "response", "created_at": created, "status": status, "model": model,
         "output": output, "error": error, "incomplete_details": None, "instructions": None, "metadata": {},
@@ -165,10 +208,19 @@ class ResponseEvents:
     def finish(self, summary: RunSummary) -> list[bytes]:
         text = summary.output or ""
         part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
-        return [self._event("response.output_text.done", **self._where(), text=text, logprobs=[]),
-                self._event("response.content_part.done", **self._where(), part=part),
-                self._event("response.output_item.done", output_index=0, item=_message(self.run_id, text, "completed")),
-                self._event("response.completed", response=response_object(summary, self.run_id, self.model, self.created))]
+        out = [self._event("response.output_text.done", **self._where(), text=text, logprobs=[]),
+               self._event("response.content_part.done", **self._where(), part=part),
+               self._event("response.output_item.done", output_index=0, item=_message(self.run_id, text, "completed"))]
+        for index, call in enumerate(tools.calls_of(summary), start=1):
+            item_id = f"fc_{call['id']}"
+            arguments = call["function"]["arguments"]
+            out += [self._event("response.output_item.added", output_index=index, item=function_call_item(call, "in_progress")),
+                    self._event("response.function_call_arguments.delta", item_id=item_id, output_index=index, delta=arguments),
+                    self._event("response.function_call_arguments.done", item_id=item_id, output_index=index, arguments=arguments,
+                                name=call["function"]["name"]),
+                    self._event("response.output_item.done", output_index=index, item=function_call_item(call))]
+        completed = response_object(summary, self.run_id, self.model, self.created, streamed=True)
+        return [*out, self._event("response.completed", response=completed)]
 
     def failure(self, problem: RequestError) -> list[bytes]:
         error = {"code": problem.code, "message": str(problem)}

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from engine.run.protocol import ToolOffer
 from engine.run.trace import RunSummary
 from engine.serve.mapping import RequestError
 
@@ -30,6 +31,11 @@ class Ask:
 
     model: str
     messages: list[tuple[str, str]]
+    #: The conversation as a pass-through call to an alias sends it (chat completions' form: tool calls and results
+    #: kept); a flow reads `messages`.
+    chat: list[dict[str, Any]] = field(default_factory=list)
+    #: The tools a client offers (on an alias they pass through; a flow refuses them).
+    tools: ToolOffer | None = None
     params: dict[str, Any] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
     stream: bool = False

@@ -286,6 +286,13 @@ class ChatServer(LoopbackServer):
             if reply.chunk_delay:
                 await asyncio.sleep(reply.chunk_delay)
             await event({**base, "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]})
+        for index, call in enumerate(choice["message"].get("tool_calls") or []):  # as OpenAI streams them: head, then arguments
+            head: dict[str, Any] = {"index": index, "id": call["id"], "type": "function", "function": {"name": call["function"]["name"], "arguments": ""}}
+            await event({**base, "choices": [{"index": 0, "delta": {"tool_calls": [head]}, "finish_reason": None}]})
+            arguments = call["function"]["arguments"]
+            for i in range(0, len(arguments), 7):
+                part: dict[str, Any] = {"index": index, "function": {"arguments": arguments[i:i + 7]}}
+                await event({**base, "choices": [{"index": 0, "delta": {"tool_calls": [part]}, "finish_reason": None}]})
         last: dict[str, Any] = {"index": 0, "delta": {}, "finish_reason": choice.get("finish_reason")}
         if "error" in choice:
             last["error"] = choice["error"]

@@ -1,0 +1,144 @@
+"""Tools through a pool alias of `baton serve`, in all three wire formats, through the official SDKs: the loopback
+upstream is scripted to call a tool when offered one and to answer from the tool's result; each SDK gets the call
+in its own types, sends the result back, and gets the answer. The record says which tools were offered and which
+calls were made."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import anthropic
+import openai
+import pytest
+
+from engine.run.reader import load_run
+from engine.testing.chat_server import ChatServer, Reply
+from tests.conftest import WORKFLOWS
+from tests.serve_harness import BatonServer, write_pool
+
+CALL = {"id": "call_w1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
+SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+CHAT_TOOL = {"type": "function", "function": {"name": "get_weather", "description": "Weather now", "parameters": SCHEMA}}
+QUESTION = "What is the weather in Paris?"
+
+
+def agent(body: dict[str, Any]) -> Reply:
+    """Calls `get_weather` when offered tools and asked; answers from a tool's result when given one."""
+    last = body["messages"][-1]
+    if last["role"] == "tool":
+        return Reply(text=f"It is {json.loads(last['content'])['celsius']} degrees in Paris.")
+    if body.get("tools"):
+        return Reply(message={"tool_calls": [CALL]}, finish_reason="tool_calls")
+    return Reply(text="No tools, no weather.")
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[ChatServer]:
+    with ChatServer(responder=agent) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def served(upstream: ChatServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BatonServer]:
+    root = tmp_path_factory.mktemp("tools")
+    pool = write_pool(upstream.url, root / "pool.toml")
+    with pool.open("a") as fh:  # and an alias of the embedded model, which calls no tools
+        fh.write('\n[providers.embedded]\nkind = "local"\n\n[models.tiny]\nprovider = "embedded"\nid = "smollm2-135m-instruct-q4_1"\n')
+    flows = root / "flows"
+    flows.mkdir()
+    (flows / "solo.flow").write_text((WORKFLOWS / "solo.flow").read_text())
+    with BatonServer("--flows", str(flows), "--pool", str(pool), home=root / "home") as server:
+        yield server
+
+
+def oa(server: BatonServer) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.url, api_key="unused", max_retries=0)
+
+
+def an(server: BatonServer) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=server.url.removesuffix("/v1"), api_key="unused", max_retries=0)
+
+
+def test_chat_completions_tool_call_round_trip_and_its_record(served: BatonServer, upstream: ChatServer) -> None:
+    question = [{"role": "user", "content": QUESTION}]
+    before = len(upstream.requests)
+    raw = oa(served).chat.completions.with_raw_response.create(model="fast", messages=question, tools=[CHAT_TOOL],  # type: ignore[arg-type]
+                                                               tool_choice="auto")
+    first = raw.parse()
+    assert first.choices[0].finish_reason == "tool_calls"
+    call = first.choices[0].message.tool_calls[0]  # type: ignore[index]
+    assert (call.id, call.function.name, json.loads(call.function.arguments)) == ("call_w1", "get_weather", {"city": "Paris"})  # type: ignore[union-attr]
+    sent = upstream.requests[before]
+    assert sent["tools"] == [CHAT_TOOL] and sent["tool_choice"] == "auto"
+    record = load_run(raw.headers["x-baton-run-id"], served.home)
+    assert record.steps["call"].tools == ["get_weather"] and record.steps["call"].attempts[-1].tool_calls == [CALL]
+    turns = [*question, {"role": "assistant", "content": None, "tool_calls": [CALL]},
+             {"role": "tool", "tool_call_id": "call_w1", "content": '{"celsius": 18}'}]
+    second = oa(served).chat.completions.create(model="fast", messages=turns, tools=[CHAT_TOOL])  # type: ignore[arg-type]
+    assert second.choices[0].message.content == "It is 18 degrees in Paris." and second.choices[0].finish_reason == "stop"
+    assert upstream.requests[-1]["messages"][-2:] == turns[-2:]  # the call and its result went upstream as sent
+
+
+def test_a_streamed_chat_tool_call_arrives_as_the_sdk_expects(served: BatonServer) -> None:
+    chunks = list(oa(served).chat.completions.create(model="fast", messages=[{"role": "user", "content": QUESTION}],  # type: ignore[arg-type]
+                                                     tools=[CHAT_TOOL], stream=True))
+    deltas = [tc for c in chunks if c.choices for tc in (c.choices[0].delta.tool_calls or [])]
+    assert deltas and deltas[0].id == "call_w1" and deltas[0].function.name == "get_weather"  # type: ignore[union-attr]
+    assert json.loads("".join(d.function.arguments or "" for d in deltas)) == {"city": "Paris"}  # type: ignore[union-attr]
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["tool_calls"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_responses_function_call_round_trip(served: BatonServer, stream: bool) -> None:
+    tool = {"type": "function", "name": "get_weather", "description": "Weather now", "parameters": SCHEMA}
+    if stream:
+        with oa(served).responses.stream(model="fast", input=QUESTION, tools=[tool]) as events:  # type: ignore[list-item]
+            first = events.get_final_response()
+    else:
+        first = oa(served).responses.create(model="fast", input=QUESTION, tools=[tool])  # type: ignore[list-item]
+    calls = [item for item in first.output if item.type == "function_call"]
+    assert [(c.call_id, c.name, json.loads(c.arguments)) for c in calls] == [("call_w1", "get_weather", {"city": "Paris"})]  # type: ignore[union-attr]
+    second = oa(served).responses.create(model="fast", tools=[tool], input=[  # type: ignore[list-item]
+        {"role": "user", "content": QUESTION},
+        {"type": "function_call", "call_id": "call_w1", "name": "get_weather", "arguments": '{"city": "Paris"}'},
+        {"type": "function_call_output", "call_id": "call_w1", "output": '{"celsius": 18}'}])
+    assert second.output_text == "It is 18 degrees in Paris."
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_messages_tool_use_round_trip(served: BatonServer, upstream: ChatServer, stream: bool) -> None:
+    tool = {"name": "get_weather", "description": "Weather now", "input_schema": SCHEMA}
+    question = [{"role": "user", "content": QUESTION}]
+    before = len(upstream.requests)
+    if stream:
+        with an(served).messages.stream(model="fast", max_tokens=200, messages=question, tools=[tool]) as events:  # type: ignore[arg-type, list-item]
+            first = events.get_final_message()
+    else:
+        first = an(served).messages.create(model="fast", max_tokens=200, messages=question, tools=[tool],  # type: ignore[arg-type, list-item]
+                                           tool_choice={"type": "tool", "name": "get_weather"})
+    assert first.stop_reason == "tool_use"
+    uses = [b for b in first.content if b.type == "tool_use"]
+    assert [(u.id, u.name, u.input) for u in uses] == [("call_w1", "get_weather", {"city": "Paris"})]  # type: ignore[union-attr]
+    assert upstream.requests[before]["tools"] == [CHAT_TOOL]
+    if not stream:
+        assert upstream.requests[before]["tool_choice"] == {"type": "function", "function": {"name": "get_weather"}}
+    second = an(served).messages.create(model="fast", max_tokens=200, tools=[tool], messages=[  # type: ignore[arg-type, list-item]
+        *question, {"role": "assistant", "content": [{"type": "tool_use", "id": "call_w1", "name": "get_weather", "input": {"city": "Paris"}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "call_w1", "content": '{"celsius": 18}'}]}])
+    assert second.content[0].text == "It is 18 degrees in Paris." and second.stop_reason == "end_turn"  # type: ignore[union-attr]
+    tool_message = upstream.requests[-1]["messages"][-1]
+    assert tool_message == {"role": "tool", "tool_call_id": "call_w1", "content": '{"celsius": 18}'}
+
+
+def test_tools_are_refused_where_they_cannot_be_honoured(served: BatonServer) -> None:
+    with pytest.raises(openai.BadRequestError, match="`tools` is not supported on a flow"):
+        oa(served).chat.completions.create(model="flow/solo", messages=[{"role": "user", "content": "x"}], tools=[CHAT_TOOL])  # type: ignore[arg-type, list-item]
+    with pytest.raises(openai.BadRequestError, match="does not call tools"):
+        oa(served).responses.create(model="tiny", input="x", tools=[{"type": "function", "name": "f", "parameters": SCHEMA}])  # type: ignore[list-item]
+    with pytest.raises(openai.BadRequestError, match="only `function`"):
+        oa(served).responses.create(model="fast", input="x", tools=[{"type": "web_search"}])  # type: ignore[list-item]
+    with pytest.raises(anthropic.BadRequestError, match="`tools` is not supported on a flow"):
+        an(served).messages.create(model="flow/solo", max_tokens=10, messages=[{"role": "user", "content": "x"}],
+                                   tools=[{"name": "f", "input_schema": SCHEMA}])  # type: ignore[list-item]
