@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -65,6 +65,10 @@ class Params(Frozen):
     reasoning: Literal["low", "medium", "high"] | None = None
     system: str | None = None
     seed: int | None = None
+    #: The reply must be JSON, of this schema when one is given (chat completions' `response_format`: `{"type":
+    #: "json_schema", "json_schema": {"name", "schema"}}` or `{"type": "json_object"}`). Set by `baton serve` for a
+    #: request that asks for structured output; enforced by the provider where it can, and checked on every reply.
+    response_format: dict[str, Any] | None = None
 
 
 class Guard(Frozen):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import json
 import os
 import random
 import threading
@@ -78,6 +79,17 @@ def _close_models() -> None:
 
 
 _grammars: dict[str, Any] = {}
+
+
+def _schema_grammar(response_format: Any) -> Any:
+    """A structured-output request as a grammar for the embedded model: llama.cpp's own JSON-schema-to-GBNF
+    converter for a schema, its JSON grammar for `json_object`; None for plain text."""
+    from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
+
+    schema = (response_format.get("json_schema") or {}).get("schema") if response_format.get("type") == "json_schema" else None
+    if schema is not None:
+        return _grammar(json_schema_to_gbnf(json.dumps(schema)))
+    return _grammar(JSON_GBNF) if response_format.get("type") in ("json_object", "json_schema") else None
 
 
 def _grammar(text: str) -> Any:
@@ -305,7 +317,8 @@ class LocalProvider:
             # leaks into the next call, so a reply depended on the calls before it, and chat prompts came
             # out as garbage ("Name three colours. mendatang ..."). Every call starts from an empty cache.
             llm.reset()
-            grammar = _grammar(request.grammar) if request.grammar and request.grammar_format == "gbnf" else None
+            grammar = (_grammar(request.grammar) if request.grammar and request.grammar_format == "gbnf"
+                       else _schema_grammar(request.response_format) if request.response_format is not None else None)
             sampling = {"max_tokens": request.max_tokens, "temperature": request.temperature, "grammar": grammar,
                         "top_p": request.top_p if request.top_p is not None else 0.95,
                         "seed": _seed(request)}

@@ -168,6 +168,8 @@ class OpenAICompatProvider:
             body["seed"] = request.seed
         if request.reasoning is not None:
             body["reasoning_effort"] = request.reasoning
+        if request.response_format is not None:
+            body["response_format"] = dict(request.response_format)
         if request.tools is not None:
             body["tools"] = list(request.tools.tools)
             if request.tools.choice is not None:

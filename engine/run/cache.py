@@ -34,6 +34,8 @@ class ResponseCache:
         }
         if partition:  # only when set, so that the keys of a single user's calls stay as they were
             material["partition"] = partition
+        if request.response_format is not None:  # only when set, as grammars
+            material["response_format"] = dict(request.response_format)
         if request.grammar:  # only when set, so that the keys of unconstrained calls stay as they were
             material["grammar"] = [request.grammar_format, request.grammar]
         return hashlib.sha256(json.dumps(material, sort_keys=True, ensure_ascii=False).encode()).hexdigest()

@@ -32,6 +32,7 @@ from engine.run.cache import ResponseCache
 from engine.run.protocol import ChatRequest, ChatResponse, Provider, ProviderFault, StreamingProvider, ToolOffer
 from engine.run.secrets import Secrets
 from engine.run.streaming import StreamMismatch, TextStream
+from engine.run.structured import reply_problem
 from engine.run.trace import Attempt, CostSource
 
 Validator = Callable[[str], "str | None"]
@@ -220,6 +221,7 @@ class Caller:
             model_id=spec.id, messages=messages, temperature=params.temperature, max_tokens=params.max_tokens,
             top_p=params.top_p, seed=params.seed, reasoning=params.reasoning, timeout=timeout, step=step, alias=alias,
             grammar=grammar[0] if grammar else None, grammar_format=grammar[1] if grammar else None, tools=tools,
+            response_format=params.response_format,
         )
         cache_key = None
         began = time.time()
@@ -248,7 +250,7 @@ class Caller:
             try:
                 provider = self.providers(alias)
                 async with asyncio.timeout(timeout):  # not wait_for: that wraps every call in a task of its own
-                    if stream is not None and validate is None and isinstance(provider, StreamingProvider):
+                    if stream is not None and validate is None and request.response_format is None and isinstance(provider, StreamingProvider):
                         response = await provider.stream(request, stream.feed)
                     else:
                         response = await provider.complete(request)
@@ -257,6 +259,10 @@ class Caller:
                                                    tool_calls=self._scrubbed_calls(response.tool_calls))
                 if not response.text.strip() and not response.tool_calls:
                     raise ProviderFault("empty_reply", "the model returned an empty message", billed=response)
+                if request.response_format is not None and not response.tool_calls:
+                    problem = reply_problem(response.text, request.response_format)
+                    if problem:
+                        raise ProviderFault("bad_response", f"{alias}: {problem}", billed=response)
             except (ProviderFault, TimeoutError) as err:
                 fault = err if isinstance(err, ProviderFault) else ProviderFault("timeout", f"no reply within {timeout:g}s")
                 charge = self._charge_fault(spec, fault, reservation)

@@ -53,6 +53,8 @@ class ChatRequest:
     grammar: str | None = None
     grammar_format: str | None = None  # "gbnf" (llama.cpp) or "lark" (vLLM, OpenAI custom tools)
     tools: ToolOffer | None = None
+    #: Structured output (chat completions' `response_format`), passed on as asked; the caller checks the reply.
+    response_format: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -209,12 +209,15 @@ async def _serve(request: web.Request, wire: Wire) -> web.StreamResponse:
     run_id = new_run_id()
     headers = {mapping.RUN_HEADER: run_id}
     answer = SSEAnswer(request, headers, wire.encoder(run_id, ask)) if ask.stream else None
+    params = ask.params if ask.response_format is None else {**ask.params, "response_format": ask.response_format}
     if offered is None:
-        work = _call_alias(state, model, chat or [{"role": role, "content": text} for role, text in messages], ask.tools, ask.params,
+        work = _call_alias(state, model, chat or [{"role": role, "content": text} for role, text in messages], ask.tools, params,
                            max_cost, account, run_id, answer)
     else:
         system = "\n\n".join(text for role, text in messages if role in ("system", "developer")) or None
         flow = mapping.with_request_params(offered.flow, ask.params, system)
+        if ask.response_format is not None:
+            flow = mapping.with_structured_output(flow, ask.response_format)
         inputs = mapping.flow_inputs(flow, messages, options.get("inputs"))
         unseen = mapping.unseen_turns(flow, messages)
         if unseen:

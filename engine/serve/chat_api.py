@@ -21,7 +21,8 @@ class ChatWire:
     def parse(self, body: dict[str, Any], headers: Any) -> Ask:
         stream, include_usage = mapping.stream_flags(body)
         return Ask(model=mapping.requested_model(body), messages=mapping.chat_messages(body), chat=mapping.chat_conversation(body),
-                   tools=tools.chat_tools(body), params=mapping.request_params(body), options=mapping.baton_options(body),
+                   tools=tools.chat_tools(body), response_format=mapping.structured_output(body.get("response_format"), "response_format"),
+                   params=mapping.request_params(body), options=mapping.baton_options(body),
                    stream=stream, include_usage=include_usage,
                    refused_on_flows=[f for f in mapping.UNSUPPORTED_ON_FLOWS if body.get(f)],
                    refused_on_aliases=[f for f in mapping.UNSUPPORTED_ON_ALIASES if body.get(f)])

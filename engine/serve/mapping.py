@@ -20,6 +20,7 @@ from engine.errors import InputError
 from engine.model import HISTORY, Flow, Fuse, Node, Params, Step, Verify
 from engine.numbers import finite
 from engine.run.budget import usd_cap
+from engine.run.structured import schema_error
 from engine.run.trace import RunSummary
 
 #: The response header that names the run behind an answer (or behind a failure that was recorded).
@@ -27,7 +28,7 @@ RUN_HEADER = "x-baton-run-id"
 #: A response header with what the client should know about its answer (the conversation a flow did not see).
 WARNING_HEADER = "x-baton-warning"
 #: Request fields a flow cannot honour yet: a clear 400 rather than silently ignoring them.
-UNSUPPORTED_ON_FLOWS = ("tools", "tool_choice", "functions", "response_format")
+UNSUPPORTED_ON_FLOWS = ("tools", "tool_choice", "functions")
 #: Request fields a pool alias cannot honour yet (`functions` is the form `tools` replaced).
 UNSUPPORTED_ON_ALIASES = ("functions",)
 #: The largest `max_tokens` a request may ask for: beyond any model's output, and small enough that a worst case stays a number.
@@ -237,6 +238,36 @@ def stream_flags(body: dict[str, Any]) -> tuple[bool, bool]:
     if include_usage is not None and not isinstance(include_usage, bool):
         raise RequestError("`stream_options.include_usage` must be true or false", param="stream_options.include_usage")
     return bool(stream), bool(stream and include_usage)
+
+
+def structured_output(response_format: Any, param: str) -> dict[str, Any] | None:
+    """A structured-output request in chat completions' form (`{"type": "json_schema", "json_schema": {"name",
+    "schema", "strict"}}` or `{"type": "json_object"}`), checked; None for plain text."""
+    if response_format is None:
+        return None
+    if not isinstance(response_format, dict) or response_format.get("type") not in ("text", "json_object", "json_schema"):
+        raise RequestError(f"`{param}` must be an object whose type is text, json_object or json_schema", param=param)
+    if response_format["type"] == "text":
+        return None
+    if response_format["type"] == "json_schema":
+        block = response_format.get("json_schema")
+        schema = block.get("schema") if isinstance(block, dict) else None
+        if not isinstance(schema, dict):
+            raise RequestError(f"`{param}`: a json_schema needs a `schema` object", param=param)
+        problem = schema_error(schema)
+        if problem:
+            raise RequestError(f"`{param}`: {problem}", param=param)
+    return dict(response_format)
+
+
+def with_structured_output(flow: Flow, response_format: dict[str, Any]) -> Flow:
+    """The flow with its output step asked for structured output (the steps before it answer as they were written)."""
+    node = flow.nodes[flow.output]
+    if not isinstance(node, Step):
+        raise RequestError(f"flow `{flow.name}` cannot honour response_format: its output `{flow.output}` is a {node.kind}, and only "
+                           "a step's reply is held to a schema for now", param="response_format")
+    params = node.params.model_copy(update={"response_format": response_format})
+    return flow.model_copy(update={"nodes": {**flow.nodes, flow.output: node.model_copy(update={"params": params})}})
 
 
 def literal(text: str) -> str:

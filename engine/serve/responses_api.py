@@ -98,11 +98,16 @@ def _item(item: Any, index: int) -> tuple[str, str]:
 
 
 def _refusals(body: dict[str, Any]) -> list[str]:
-    refused = [f for f in REFUSED if body.get(f)]
-    fmt = (body.get("text") or {}).get("format") if isinstance(body.get("text"), dict) else None
-    if isinstance(fmt, dict) and fmt.get("type") not in (None, "text"):
-        refused.append("text.format")
-    return refused
+    return [f for f in REFUSED if body.get(f)]
+
+
+def text_format(body: dict[str, Any]) -> dict[str, Any] | None:
+    """`text.format` (`{"type": "json_schema", "name", "schema", "strict"}`) in chat completions' form."""
+    text = body.get("text")
+    fmt = text.get("format") if isinstance(text, dict) else None
+    if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
+        fmt = {"type": "json_schema", "json_schema": {k: fmt[k] for k in ("name", "schema", "strict", "description") if k in fmt}}
+    return mapping.structured_output(fmt, "text.format")
 
 
 class ResponsesWire:
@@ -120,6 +125,7 @@ class ResponsesWire:
         if any(m["role"] == "tool" or m.get("tool_calls") for m in chat):
             on_flows.append("input")  # function calls and their outputs: a flow takes no tools
         return Ask(model=mapping.requested_model(body), messages=turns, chat=chat, tools=tools.responses_tools(body),
+                   response_format=text_format(body),
                    params=mapping.request_params(body, "max_output_tokens"), options=mapping.baton_options(body),
                    stream=bool(stream), include_usage=True, refused_on_flows=on_flows, refused_on_aliases=refused)
 

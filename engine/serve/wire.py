@@ -36,6 +36,8 @@ class Ask:
     chat: list[dict[str, Any]] = field(default_factory=list)
     #: The tools a client offers (on an alias they pass through; a flow refuses them).
     tools: ToolOffer | None = None
+    #: Structured output asked for, in chat completions' form; a flow holds its output step to it.
+    response_format: dict[str, Any] | None = None
     params: dict[str, Any] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
     stream: bool = False

@@ -1,0 +1,104 @@
+"""Structured outputs through `baton serve`: `response_format` (chat completions) and `text.format` (Responses) on an
+alias and on a flow's output step. The provider is asked for it, every reply is checked against the schema, and a
+reply that does not match is a failed attempt (retried, recorded with the reason), never an answer."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from engine.run.reader import load_run
+from engine.testing.chat_server import ChatServer, Reply
+from tests.conftest import WORKFLOWS
+from tests.serve_harness import BatonServer, write_pool
+
+SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}, "celsius": {"type": "number"}},
+          "required": ["city", "celsius"], "additionalProperties": False}
+FORMAT = {"type": "json_schema", "json_schema": {"name": "weather", "schema": SCHEMA, "strict": True}}
+EXTRACT = 'input text\nstep extract {\n  model: fast\n  task: "Extract the city and temperature: {text}"\n  retries: 2\n}\n'
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[ChatServer]:
+    with ChatServer(responder=lambda body: Reply(text=json.dumps({"city": "Paris", "celsius": 18}))) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def served(upstream: ChatServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BatonServer]:
+    root = tmp_path_factory.mktemp("structured")
+    pool = write_pool(upstream.url, root / "pool.toml")
+    flows = root / "flows"
+    flows.mkdir()
+    (flows / "extract.flow").write_text(EXTRACT)
+    (flows / "fuse_panel.flow").write_text((WORKFLOWS / "fuse_panel.flow").read_text())
+    with BatonServer("--flows", str(flows), "--pool", str(pool), home=root / "home") as server:
+        yield server
+
+
+def oa(server: BatonServer) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.url, api_key="unused", max_retries=0)
+
+
+@pytest.mark.parametrize("model", ["fast", "flow/extract"])
+def test_a_schema_is_asked_of_the_provider_and_a_reply_that_does_not_match_is_retried_not_answered(
+        served: BatonServer, upstream: ChatServer, model: str) -> None:
+    upstream.script["fast"] = [Reply(text="Paris, 18 degrees"), Reply(text='{"city": "Paris"}'),
+                               Reply(text=json.dumps({"city": "Paris", "celsius": 18}))]
+    before = len(upstream.requests)
+    try:
+        raw = oa(served).chat.completions.with_raw_response.create(
+            model=model, messages=[{"role": "user", "content": "It is 18 degrees in Paris."}], response_format=FORMAT)  # type: ignore[arg-type]
+    finally:
+        upstream.script.pop("fast", None)
+    reply = raw.parse()
+    assert json.loads(reply.choices[0].message.content or "") == {"city": "Paris", "celsius": 18}
+    assert all(r["response_format"] == FORMAT for r in upstream.requests[before:])
+    record = load_run(raw.headers["x-baton-run-id"], served.home)
+    attempts = record.steps[record.output_step].attempts
+    assert [(a.status, a.cause) for a in attempts] == [("fault", "bad_response"), ("fault", "bad_response"), ("ok", "")]
+    assert "not JSON" in attempts[0].reason and "does not match the schema" in attempts[1].reason and "celsius" in attempts[1].reason
+
+
+def test_the_responses_api_text_format_holds_a_flows_output_to_the_schema(served: BatonServer, upstream: ChatServer) -> None:
+    before = len(upstream.requests)
+    reply = oa(served).responses.create(model="flow/extract", input="It is 18 degrees in Paris.",
+                                        text={"format": {"type": "json_schema", "name": "weather", "schema": SCHEMA, "strict": True}})
+    assert json.loads(reply.output_text) == {"city": "Paris", "celsius": 18}
+    assert upstream.requests[before]["response_format"] == FORMAT
+
+
+def test_a_reply_that_never_matches_fails_the_request_and_says_why(served: BatonServer, upstream: ChatServer) -> None:
+    upstream.script["fast"] = [Reply(text="no JSON here")]
+    try:
+        with pytest.raises(openai.InternalServerError, match="not JSON"):
+            oa(served).chat.completions.create(model="fast", messages=[{"role": "user", "content": "x"}], response_format=FORMAT)  # type: ignore[arg-type]
+    finally:
+        upstream.script.pop("fast", None)
+
+
+def test_what_cannot_be_honoured_is_refused_before_any_call(served: BatonServer, upstream: ChatServer) -> None:
+    before = len(upstream.requests)
+    bad_schema = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "no such type"}}}
+    with pytest.raises(openai.BadRequestError, match="not valid JSON Schema"):
+        oa(served).chat.completions.create(model="fast", messages=[{"role": "user", "content": "x"}], response_format=bad_schema)  # type: ignore[arg-type]
+    with pytest.raises(openai.BadRequestError, match="its output `.*` is a fuse"):
+        oa(served).chat.completions.create(model="flow/fuse_panel", messages=[{"role": "user", "content": "x"}], response_format=FORMAT)  # type: ignore[arg-type]
+    assert len(upstream.requests) == before
+
+
+@pytest.mark.model
+def test_the_embedded_model_is_held_to_the_schema_by_a_grammar(tmp_path: Path) -> None:
+    """llama.cpp's JSON-schema-to-GBNF converter: SmolLM2 can only sample JSON of the schema."""
+    schema: dict[str, Any] = {"type": "object", "properties": {"capital": {"type": "string"}}, "required": ["capital"]}
+    with BatonServer("--flows", str(WORKFLOWS), home=tmp_path / "home") as server:
+        reply = oa(server).chat.completions.create(
+            model="smol", max_tokens=40, messages=[{"role": "user", "content": "What is the capital of France? Answer in JSON."}],
+            response_format={"type": "json_schema", "json_schema": {"name": "answer", "schema": schema}})  # type: ignore[arg-type]
+    value = json.loads(reply.choices[0].message.content or "")
+    assert isinstance(value, dict) and isinstance(value["capital"], str)
