@@ -102,3 +102,39 @@ def test_the_embedded_model_is_held_to_the_schema_by_a_grammar(tmp_path: Path) -
             response_format={"type": "json_schema", "json_schema": {"name": "answer", "schema": schema}})  # type: ignore[arg-type]
     value = json.loads(reply.choices[0].message.content or "")
     assert isinstance(value, dict) and isinstance(value["capital"], str)
+
+
+def test_langchains_with_structured_output_works_by_every_method_on_an_alias_and_by_schema_on_a_flow(tmp_path: Path) -> None:
+    """LangChain's `ChatOpenAI.with_structured_output`: `json_schema` and `json_mode` (response_format) and
+    `function_calling` (a forced tool call) on an alias; on a flow the two response_format methods (a flow takes no
+    tools yet: `function_calling` gets a clear 400)."""
+    langchain_openai = pytest.importorskip("langchain_openai")
+    from pydantic import BaseModel
+
+    class Weather(BaseModel):
+        city: str
+        celsius: float
+
+    def responder(body: dict[str, Any]) -> Reply:
+        if body.get("tools"):
+            name = body["tools"][0]["function"]["name"]
+            call = {"id": "c1", "type": "function", "function": {"name": name, "arguments": json.dumps({"city": "Paris", "celsius": 18})}}
+            return Reply(message={"tool_calls": [call]}, finish_reason="tool_calls")
+        return Reply(text=json.dumps({"city": "Paris", "celsius": 18}))
+
+    flows = tmp_path / "flows"
+    flows.mkdir()
+    (flows / "extract.flow").write_text(EXTRACT)
+    with ChatServer(responder=responder) as upstream:
+        pool = write_pool(upstream.url, tmp_path / "pool.toml")
+        with BatonServer("--flows", str(flows), "--pool", str(pool), home=tmp_path / "home") as server:
+            def structured(model: str, method: str) -> Any:
+                llm = langchain_openai.ChatOpenAI(model=model, base_url=server.url, api_key="unused", max_retries=0)
+                return llm.with_structured_output(Weather, method=method).invoke("It is 18 degrees in Paris; answer in JSON.")
+
+            for method in ("json_schema", "function_calling", "json_mode"):
+                assert structured("fast", method) == Weather(city="Paris", celsius=18), method
+            for method in ("json_schema", "json_mode"):
+                assert structured("flow/extract", method) == Weather(city="Paris", celsius=18), method
+            with pytest.raises(openai.BadRequestError, match="`tools` is not supported on a flow"):
+                structured("flow/extract", "function_calling")
