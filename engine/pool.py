@@ -91,6 +91,11 @@ class ModelSpec(BaseModel):
     id: str
     input_price: float = Field(default=0.0, ge=0, le=10_000)
     output_price: float = Field(default=0.0, ge=0, le=10_000)
+    #: Input tokens the provider read from its prompt cache (OpenAI's `cached_tokens`, Anthropic's cache reads), when it
+    #: bills them differently from other input (a tenth of it at Anthropic, half at OpenAI); default: `input_price`.
+    cached_input_price: float | None = Field(default=None, ge=0, le=10_000)
+    #: Input tokens written to the prompt cache, where a provider bills writing it (Anthropic: 1.25x input); default: `input_price`.
+    cache_write_price: float | None = Field(default=None, ge=0, le=10_000)
     context: int | None = Field(default=None, ge=1)
     max_concurrency: int | None = Field(default=None, ge=1, le=4096)
     max_output_tokens: int | None = Field(default=None, ge=1, description="clamp every request's max_tokens to this")
@@ -101,9 +106,23 @@ class ModelSpec(BaseModel):
         """Whether the pool gives this alias prices: non-zero ones, or zeros written out (a free local server)."""
         return bool(self.input_price or self.output_price) or bool({"input_price", "output_price"} & self.model_fields_set)
 
-    def cost(self, input_tokens: int, output_tokens: int) -> float:
-        """USD for a call of this size at this alias's prices."""
-        return (input_tokens * self.input_price + output_tokens * self.output_price) / 1_000_000
+    def cost(self, input_tokens: int, output_tokens: int, cached_tokens: int = 0, cache_write_tokens: int = 0) -> float:
+        """USD for a call of this size at this alias's prices. `input_tokens` counts every prompt token; of them,
+        `cached_tokens` were read from the provider's prompt cache and `cache_write_tokens` written to it."""
+        cached = min(cached_tokens, input_tokens)
+        written = min(cache_write_tokens, input_tokens - cached)
+        plain = input_tokens - cached - written
+        return (plain * self.input_price + cached * self._price(self.cached_input_price) + written * self._price(self.cache_write_price)
+                + output_tokens * self.output_price) / 1_000_000
+
+    def worst_cost(self, input_tokens: int, output_tokens: int) -> float:
+        """An upper bound on a call of this size: every prompt token at the dearest input price (a cache write may cost
+        more than plain input), for reservations and the worst case."""
+        dearest = max(self.input_price, self._price(self.cached_input_price), self._price(self.cache_write_price))
+        return (input_tokens * dearest + output_tokens * self.output_price) / 1_000_000
+
+    def _price(self, price: float | None) -> float:
+        return self.input_price if price is None else price
 
 
 #: Providers every pool knows without declaring them.

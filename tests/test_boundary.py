@@ -411,3 +411,21 @@ def test_spend_stays_within_the_cap_when_providers_omit_inflate_or_falsify_usage
         width: int, max_tokens: int, in_price: float, out_price: float, cap_kind: str, cap: float, concurrency: int, seed: int,
         mode: str, inflate: int, tmp_path: Path) -> None:
     _money_property(width, max_tokens, in_price, out_price, cap_kind, cap, concurrency, seed, mode, inflate, tmp_path)
+
+
+def test_cached_input_is_billed_at_its_own_price_and_bounds_stay_upper_bounds(tmp_path: Path) -> None:
+    """`cached_input_price` (and `cache_write_price`): a reply whose prompt was mostly read from the provider's cache is
+    computed at the cached price (it was booked at the full input price), while reservations and the worst case price
+    every prompt token at the dearest input price, so they stay bounds."""
+    spec = ModelSpec(provider="up", id="m", input_price=10.0, output_price=20.0, cached_input_price=1.0, cache_write_price=12.5)
+    assert spec.cost(1000, 10, cached_tokens=800) == pytest.approx((200 * 10 + 800 * 1 + 10 * 20) / 1e6)
+    assert spec.cost(1000, 10, cache_write_tokens=1000) == pytest.approx((1000 * 12.5 + 10 * 20) / 1e6)
+    assert spec.worst_cost(1000, 10) == pytest.approx((1000 * 12.5 + 10 * 20) / 1e6)
+    assert spec.worst_cost(1000, 10) >= max(spec.cost(1000, 10, 800), spec.cost(1000, 10, 0, 1000), spec.cost(1000, 10))
+    usage = {"prompt_tokens": 1000, "completion_tokens": 10, "prompt_tokens_details": {"cached_tokens": 800}}
+    with ChatServer(responder=lambda body: Reply(text="cached answer", usage=usage)) as server:
+        pool = Pool(providers={"up": ProviderSpec(kind="openai", base_url=server.url)}, models={"m": spec}, source="<cached>")
+        summary = run(flow_from('input q\nbudget $1\nstep a { model: m  task: "{q}" }', pool), {"q": "x"}, pool, tmp_path)
+    attempt = summary.steps["a"].attempts[0]
+    assert (attempt.cached_tokens, attempt.cost_source) == (800, "computed")
+    assert attempt.cost == pytest.approx(0.003) and summary.cost == pytest.approx(0.003)

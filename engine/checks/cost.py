@@ -82,7 +82,7 @@ class CostModel:
                 spec = self.models.get(alias)
                 calls += 1 + retries
                 if spec is not None:
-                    usd += spec.cost(prompt, completion) * (1 + retries)
+                    usd += spec.worst_cost(prompt, completion) * (1 + retries)
         return WorstCase(calls, calls * (prompt + completion), usd)
 
     def node(self, name: str) -> WorstCase:

@@ -75,6 +75,7 @@ def read_usage(raw: Any) -> tuple[dict[str, Any], UsageSource, str]:
     fields: dict[str, Any] = {
         "input_tokens": prompt, "output_tokens": completion,
         "cached_tokens": _details(raw, "prompt_tokens_details", "cached_tokens"),
+        "cache_write_tokens": _details(raw, "prompt_tokens_details", "cache_write_tokens"),
         "reasoning_tokens": _details(raw, "completion_tokens_details", "reasoning_tokens"),
     }
     note = ""

@@ -154,7 +154,8 @@ class Caller:
         if resp.reported_cost is not None:
             return Charge(resp.reported_cost, tokens, "reported", resp.usage_note)
         if spec.priced or self.pool.provider(spec.provider).free:
-            return Charge(spec.cost(resp.input_tokens, resp.output_tokens), tokens, "computed", resp.usage_note)
+            return Charge(spec.cost(resp.input_tokens, resp.output_tokens, resp.cached_tokens, resp.cache_write_tokens), tokens,
+                          "computed", resp.usage_note)
         return Charge(0.0, tokens, "unknown", resp.usage_note)
 
     def _charge_fault(self, spec: ModelSpec, fault: ProviderFault, reservation: Reservation) -> Charge:
@@ -181,7 +182,7 @@ class Caller:
                                  f"cannot be bounded before it is sent; give `{alias}` input_price and output_price (an upper "
                                  "bound will do; 0 for a free server)", step=step, cap="usd")
         output_bound = math.ceil(max_tokens * seen.output_overrun)
-        usd = max(spec.cost(prompt_bound, output_bound) * seen.price_overrun, seen.dearest_call)
+        usd = max(spec.worst_cost(prompt_bound, output_bound) * seen.price_overrun, seen.dearest_call)
         return self.budget.reserve(step, usd, prompt_bound + output_bound)
 
     def _observe(self, alias: str, spec: ModelSpec, max_tokens: int, resp: ChatResponse, charge: Charge) -> None:
@@ -190,7 +191,7 @@ class Caller:
         seen = self.observed.setdefault(alias, Observed())
         if max_tokens and resp.output_tokens > max_tokens:
             seen.output_overrun = max(seen.output_overrun, resp.output_tokens / max_tokens)
-        computed = spec.cost(resp.input_tokens, resp.output_tokens)
+        computed = spec.cost(resp.input_tokens, resp.output_tokens, resp.cached_tokens, resp.cache_write_tokens)
         if charge.source == "reported" and computed > 0 and charge.usd > computed:
             seen.price_overrun = max(seen.price_overrun, charge.usd / computed)
         if charge.source == "reported" and computed == 0:

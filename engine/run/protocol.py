@@ -64,7 +64,9 @@ class ChatResponse:
     text: str
     input_tokens: int = 0
     output_tokens: int = 0
+    #: Of `input_tokens`: read from the provider's prompt cache, and written to it (each may be billed differently).
     cached_tokens: int = 0
+    cache_write_tokens: int = 0
     reasoning_tokens: int = 0
     reported_cost: float | None = None
     response_model: str = ""
