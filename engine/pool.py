@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from engine.errors import PoolError
 
-ProviderKind = Literal["openai", "local", "scripted", "replay"]
+ProviderKind = Literal["openai", "anthropic", "local", "scripted", "replay"]
 
 
 class ProviderSpec(BaseModel):
@@ -49,7 +49,12 @@ class ProviderSpec(BaseModel):
     def passes_tools(self) -> bool:
         """Whether a client's tools can be offered through it: an OpenAI-compatible endpoint takes them as sent; the
         embedded models, scripts and replays do not call tools."""
-        return self.kind == "openai"
+        return self.over_http
+
+    @property
+    def over_http(self) -> bool:
+        """Whether it is an HTTP API (an endpoint and, usually, a key in the environment)."""
+        return self.kind in ("openai", "anthropic")
 
     @field_validator("base_url")
     @classmethod
@@ -129,6 +134,7 @@ class ModelSpec(BaseModel):
 BUILTIN_PROVIDERS: dict[str, ProviderSpec] = {
     "openai": ProviderSpec(kind="openai", base_url="https://api.openai.com/v1", api_key_env="OPENAI_API_KEY"),
     "openrouter": ProviderSpec(kind="openai", base_url="https://openrouter.ai/api/v1", api_key_env="OPENROUTER_API_KEY"),
+    "anthropic": ProviderSpec(kind="anthropic", base_url="https://api.anthropic.com/v1", api_key_env="ANTHROPIC_API_KEY"),
     "local": ProviderSpec(kind="local", max_concurrency=1, timeout=600),
 }
 

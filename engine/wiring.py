@@ -55,7 +55,7 @@ def pool_snapshot(pool: Pool) -> dict[str, Any]:
 
 def unset_key_variable(spec: ProviderSpec) -> str | None:
     """The environment variable an HTTP provider reads its API key from, when it is not set."""
-    if spec.kind == "openai" and spec.api_key_env and not os.environ.get(spec.api_key_env):
+    if spec.over_http and spec.api_key_env and not os.environ.get(spec.api_key_env):
         return spec.api_key_env
     return None
 

@@ -1,7 +1,8 @@
 """Model providers: one module per kind, all implementing `engine.run.protocol.Provider`.
 
-To add a provider kind (say Anthropic's native API): write a class with `complete()` and
-`aclose()`, and map its `kind` in `make_provider` below.
+To add a provider kind: write a class with `complete()` and `aclose()` (an HTTP API can be
+`OpenAICompatProvider` with its own path, auth, payload and reader, as `anthropic` is), and
+map its `kind` in `make_provider` below.
 """
 
 from __future__ import annotations
@@ -17,6 +18,10 @@ def make_provider(name: str, spec: ProviderSpec, secrets: Secrets | None = None)
         from engine.providers.openai_compat import OpenAICompatProvider
 
         return OpenAICompatProvider(name, spec, secrets)
+    if spec.kind == "anthropic":
+        from engine.providers.anthropic import AnthropicProvider
+
+        return AnthropicProvider(name, spec, secrets)
     if spec.kind == "local":
         from engine.providers.local import LocalProvider
 

@@ -116,9 +116,17 @@ def parse_retry_after(value: str | None) -> float | None:
 
 
 class OpenAICompatProvider:
-    """Chat completions at `{base_url}/chat/completions`."""
+    """Chat completions at `{base_url}/chat/completions`.
+
+    Another HTTP API (Anthropic's Messages) is this class with its own `PATH`, `auth`, `payload`,
+    `read` and `assembler`: the transport, limits, timeouts, size cap, fault classification and
+    scrubbing stay one piece of code, and every reply is judged by `engine.providers.reply`.
+    """
 
     enforces_grammar = False  # a grammar is sent only when asked for (the planner's); servers differ in what they honour
+    PATH = "chat/completions"
+    #: Whether streamed calls ask for usage with `stream_options` (an OpenAI-compatible server's way).
+    STREAM_OPTIONS = True
 
     def __init__(self, name: str, spec: ProviderSpec, secrets: Secrets | None = None) -> None:
         if not spec.base_url:
@@ -126,7 +134,7 @@ class OpenAICompatProvider:
         self.name = name
         self.spec = spec
         self.base_url = spec.base_url.rstrip("/")
-        self.url = httpx.URL(f"{self.base_url}/chat/completions")
+        self.url = httpx.URL(f"{self.base_url}/{self.PATH}")
         limits = httpx.Limits(max_connections=spec.max_concurrency, max_keepalive_connections=spec.max_concurrency)
         self.transport = _transport(limits, environment_proxy(self.url))
         self._header_cache: tuple[str | None, httpx.Headers] | None = None
@@ -145,7 +153,7 @@ class OpenAICompatProvider:
         if self._header_cache is None or self._header_cache[0] != key:
             headers = {"Content-Type": "application/json", "Accept": "application/json", "User-Agent": user_agent(), **self.spec.headers}
             if key:
-                headers["Authorization"] = f"Bearer {key}"
+                headers.update(self.auth(key))
             self._header_cache = (key, httpx.Headers(headers))
         return self._header_cache[1]
 
@@ -156,6 +164,17 @@ class OpenAICompatProvider:
             key = read_key(self.spec)
             secrets = Secrets([*([key] if key else []), *(v for k, v in self.spec.headers.items() if secret_header(k))])
         return secrets.scrub(text)
+
+    def auth(self, key: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {key}"}
+
+    def read(self, body: bytes, max_tokens: int) -> ChatResponse:
+        """A 2xx reply body as a reply, or the fault it amounts to."""
+        return read_chat_completion(body, self.name, self._scrub, max_tokens)
+
+    def assembler(self, on_text: Callable[[str], None]) -> ChunkAssembler:
+        """What reads a streamed reply: its `completion()` is the body `read` takes."""
+        return ChunkAssembler(on_text, self._scrub)
 
     def payload(self, request: ChatRequest) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -189,11 +208,12 @@ class OpenAICompatProvider:
 
         A server that ignores `stream` and answers with one JSON body is read as `complete` reads it.
         """
-        return await self._call(request, ChunkAssembler(on_text, self._scrub))
+        return await self._call(request, self.assembler(on_text))
 
     async def _call(self, request: ChatRequest, chunks: ChunkAssembler | None) -> ChatResponse:
         try:
-            return await self._send(request, chunks, with_stream_options=chunks is not None and not self.stream_options_refused)
+            return await self._send(request, chunks, with_stream_options=chunks is not None and self.STREAM_OPTIONS
+                                    and not self.stream_options_refused)
         except ProviderFault as fault:
             if chunks is None or self.stream_options_refused or not fault.refused_stream_options:
                 raise
@@ -247,7 +267,7 @@ class OpenAICompatProvider:
             raise self._status_fault(resp, reply_body)
         if events is not None:
             return self._streamed_reply(events, request.max_tokens)
-        return read_chat_completion(reply_body, self.name, self._scrub, request.max_tokens)
+        return self.read(reply_body, request.max_tokens)
 
     async def _read_body(self, resp: httpx.Response, events: ChunkAssembler | None) -> bytes | None:
         """The body, or each piece to `events`; None once it passes `max_reply_bytes` (the rest is not read)."""
@@ -273,7 +293,7 @@ class OpenAICompatProvider:
                 raise ProviderFault("bad_response", f"{self.name}: a streamed chunk is not JSON: {words!r}", billed=billed)
             raise ProviderFault("connect", f"{self.name}: the stream ended before the reply finished (no finish_reason, "
                                            f"no [DONE], after {chunks.events} events)", billed=billed)
-        return read_chat_completion(chunks.completion(), self.name, self._scrub, max_tokens)  # errors, finish reasons, usage
+        return self.read(chunks.completion(), max_tokens)  # errors, finish reasons, usage
 
     def _connection_fault(self, err: Exception, http_request: httpx.Request, status: list[int]) -> ProviderFault:
         words = self._scrub(f"{self.name}: {_connection_problem(err, http_request.url)}")

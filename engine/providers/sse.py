@@ -18,7 +18,7 @@ from typing import Any
 from engine.providers.reply import quote
 
 
-def _json_object(payload: bytes) -> dict[str, Any] | None:
+def json_object(payload: bytes) -> dict[str, Any] | None:
     """A `data:` line's JSON object; None for anything else (not JSON, or not an object)."""
     try:
         chunk = json.loads(payload)
@@ -79,7 +79,7 @@ class ChunkAssembler:
             self.done = True
             return
         self.events += 1
-        chunk = _json_object(payload)
+        chunk = json_object(payload)
         if chunk is None:
             # scrubbed whole, then cut: a key that straddles the cut would survive in part
             self.unreadable.append(quote(payload.decode("utf-8", "replace"), self._scrub, 120))

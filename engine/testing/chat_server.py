@@ -325,6 +325,7 @@ class ChatServer(LoopbackServer):
 
     def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/chat/completions", self._handle)
+        app.router.add_post("/v1/messages", self._handle)  # for a Messages API's shapes, scripted as `raw` bodies
         app.router.add_post("/v1/embeddings", self._embeddings)
 
 
