@@ -13,6 +13,7 @@ import anthropic
 import openai
 import pytest
 
+from engine.records.render import render_run
 from engine.run.reader import load_run
 from engine.testing.chat_server import ChatServer, Reply
 from tests.conftest import WORKFLOWS
@@ -74,6 +75,8 @@ def test_chat_completions_tool_call_round_trip_and_its_record(served: BatonServe
     assert sent["tools"] == [CHAT_TOOL] and sent["tool_choice"] == "auto"
     record = load_run(raw.headers["x-baton-run-id"], served.home)
     assert record.steps["call"].tools == ["get_weather"] and record.steps["call"].attempts[-1].tool_calls == [CALL]
+    shown = render_run(record)  # what `baton show` prints
+    assert "tools offered: get_weather" in shown and 'tool call: get_weather({"city": "Paris"})' in shown
     turns = [*question, {"role": "assistant", "content": None, "tool_calls": [CALL]},
              {"role": "tool", "tool_call_id": "call_w1", "content": '{"celsius": 18}'}]
     second = oa(served).chat.completions.create(model="fast", messages=turns, tools=[CHAT_TOOL])  # type: ignore[arg-type]

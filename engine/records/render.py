@@ -63,6 +63,8 @@ def _render_step(name: str, s: StepResult, full: bool) -> list[str]:
     out = [head]
     if s.reason:
         out.append(f"  why: {s.reason}")
+    if s.tools:
+        out.append(f"  tools offered: {', '.join(s.tools)}")
     if s.decision is not None:
         d = s.decision
         label = f"label {d.label!r}, " if d.label is not None else ""
@@ -82,6 +84,9 @@ def _render_step(name: str, s: StepResult, full: bool) -> list[str]:
                    f"${a.cost:.6f} ({a.cost_source})  {a.latency_ms:.0f} ms{finish}{truncated}{reason}")
         if a.cost_note:
             out.append(f"      cost: {a.cost_note}")
+        for call in a.tool_calls:
+            function = call.get("function") or {}
+            out.append(f"      tool call: {function.get('name')}({_short(str(function.get('arguments', '')), 100)})")
     if s.error:
         out.append(f"  error: {s.error}")
     if s.output:
