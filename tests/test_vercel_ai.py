@@ -64,3 +64,21 @@ def test_the_vercel_ai_sdk_generates_and_streams_through_all_three_apis(ai_sdk: 
     assert out["responsesStream"]["usage"]["outputTokens"] == out["responses"]["outputTokens"]
     assert (out["messages"]["inputTokens"], out["messages"]["outputTokens"]) == (out["responses"]["inputTokens"],
                                                                                  out["responses"]["outputTokens"])
+
+
+def test_a_tool_round_trip_through_the_vercel_ai_sdk_over_each_api(ai_sdk: Path, tmp_path: Path) -> None:
+    """The SDK offers a tool, runs the call the model makes and sends the result back, through a pool alias."""
+    from tests.test_serve_tools import agent
+
+    shutil.copy(SCRIPT.with_name("vercel_ai_tools.mjs"), ai_sdk / "vercel_ai_tools.mjs")
+    with ChatServer(responder=agent) as upstream, \
+            BatonServer("--pool", str(write_pool(upstream.url, tmp_path / "pool.toml")), home=tmp_path / "home") as server:
+        proc = subprocess.run(["node", "vercel_ai_tools.mjs", server.url, "fast"], cwd=ai_sdk, capture_output=True, text=True,
+                              timeout=180, env={**os.environ, "AI_SDK_LOG_WARNINGS": "false"})
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        out = json.loads(proc.stdout.strip().splitlines()[-1])
+        tool_results = [r["messages"][-1] for r in upstream.requests if r["messages"][-1]["role"] == "tool"]
+    assert out["calls"] == ["Paris", "Paris", "Paris"]
+    for api in ("responses", "chat", "messages"):
+        assert out[api] == {"text": "It is 18 degrees in Paris.", "steps": 2}, api
+    assert len(tool_results) == 3 and all(json.loads(t["content"]) == {"celsius": 18} for t in tool_results)
