@@ -69,6 +69,10 @@ class Params(Frozen):
     #: "json_schema", "json_schema": {"name", "schema"}}` or `{"type": "json_object"}`). Set by `baton serve` for a
     #: request that asks for structured output; enforced by the provider where it can, and checked on every reply.
     response_format: dict[str, Any] | None = None
+    #: A client's tools, in chat completions' form, and its `tool_choice`: offered to the step as sent (`baton serve`
+    #: offers them to a flow's output step). A reply of tool calls is then the step's answer.
+    tools: tuple[dict[str, Any], ...] | None = None
+    tool_choice: Any = None
 
 
 class Guard(Frozen):

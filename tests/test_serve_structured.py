@@ -104,10 +104,9 @@ def test_the_embedded_model_is_held_to_the_schema_by_a_grammar(tmp_path: Path) -
     assert isinstance(value, dict) and isinstance(value["capital"], str)
 
 
-def test_langchains_with_structured_output_works_by_every_method_on_an_alias_and_by_schema_on_a_flow(tmp_path: Path) -> None:
-    """LangChain's `ChatOpenAI.with_structured_output`: `json_schema` and `json_mode` (response_format) and
-    `function_calling` (a forced tool call) on an alias; on a flow the two response_format methods (a flow takes no
-    tools yet: `function_calling` gets a clear 400)."""
+def test_langchains_with_structured_output_works_by_every_method_on_an_alias_and_on_a_flow(tmp_path: Path) -> None:
+    """LangChain's `ChatOpenAI.with_structured_output` by every method, on an alias and on a flow: `json_schema` and
+    `json_mode` (response_format), and `function_calling` (a forced tool call, which a flow's output step is offered)."""
     langchain_openai = pytest.importorskip("langchain_openai")
     from pydantic import BaseModel
 
@@ -134,7 +133,5 @@ def test_langchains_with_structured_output_works_by_every_method_on_an_alias_and
 
             for method in ("json_schema", "function_calling", "json_mode"):
                 assert structured("fast", method) == Weather(city="Paris", celsius=18), method
-            for method in ("json_schema", "json_mode"):
+            for method in ("json_schema", "function_calling", "json_mode"):
                 assert structured("flow/extract", method) == Weather(city="Paris", celsius=18), method
-            with pytest.raises(openai.BadRequestError, match="`tools` is not supported on a flow"):
-                structured("flow/extract", "function_calling")

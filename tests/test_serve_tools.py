@@ -26,10 +26,14 @@ QUESTION = "What is the weather in Paris?"
 
 
 def agent(body: dict[str, Any]) -> Reply:
-    """Calls `get_weather` when offered tools and asked; answers from a tool's result when given one."""
+    """Calls `get_weather` when offered tools and asked; answers from a tool's result when given one (as a `tool`
+    message, or, for a flow's step, in its prompt)."""
     last = body["messages"][-1]
     if last["role"] == "tool":
         return Reply(text=f"It is {json.loads(last['content'])['celsius']} degrees in Paris.")
+    if "get_weather returned: " in str(last["content"]):
+        celsius = json.loads(str(last["content"]).rsplit("get_weather returned: ", 1)[1].splitlines()[0])["celsius"]
+        return Reply(text=f"It is {celsius} degrees in Paris.\nANSWER: {celsius}")
     if body.get("tools"):
         return Reply(message={"tool_calls": [CALL]}, finish_reason="tool_calls")
     return Reply(text="No tools, no weather.")
@@ -49,7 +53,9 @@ def served(upstream: ChatServer, tmp_path_factory: pytest.TempPathFactory) -> It
         fh.write('\n[providers.embedded]\nkind = "local"\n\n[models.tiny]\nprovider = "embedded"\nid = "smollm2-135m-instruct-q4_1"\n')
     flows = root / "flows"
     flows.mkdir()
-    (flows / "solo.flow").write_text((WORKFLOWS / "solo.flow").read_text())
+    for name in ("solo", "fuse_panel"):
+        (flows / f"{name}.flow").write_text((WORKFLOWS / f"{name}.flow").read_text())
+    (flows / "embedded.flow").write_text('input q\nstep answer { model: tiny  task: "{q}" }\n')
     with BatonServer("--flows", str(flows), "--pool", str(pool), home=root / "home") as server:
         yield server
 
@@ -135,13 +141,54 @@ def test_messages_tool_use_round_trip(served: BatonServer, upstream: ChatServer,
     assert tool_message == {"role": "tool", "tool_call_id": "call_w1", "content": '{"celsius": 18}'}
 
 
+@pytest.mark.parametrize("wire", ["chat", "responses", "messages"])
+def test_a_flows_output_step_is_offered_the_tools_and_sees_their_results_on_the_next_turn(served: BatonServer, upstream: ChatServer,
+                                                                                          wire: str) -> None:
+    """The call is the flow's answer; the client's next request carries the call and its result, and the output step
+    reads them after the question: `assistant called get_weather(...)`, `get_weather returned: ...`."""
+    result = '{"celsius": 18}'
+    if wire == "chat":
+        first = oa(served).chat.completions.with_raw_response.create(model="flow/solo", messages=[{"role": "user", "content": QUESTION}],  # type: ignore[arg-type]
+                                                                     tools=[CHAT_TOOL])  # type: ignore[list-item]
+        assert first.parse().choices[0].message.tool_calls[0].function.name == "get_weather"  # type: ignore[index]
+        run_id = first.headers["x-baton-run-id"]
+        answer = oa(served).chat.completions.create(model="flow/solo", tools=[CHAT_TOOL], messages=[  # type: ignore[arg-type, list-item]
+            {"role": "user", "content": QUESTION}, {"role": "assistant", "content": None, "tool_calls": [CALL]},
+            {"role": "tool", "tool_call_id": "call_w1", "content": result}]).choices[0].message.content
+    elif wire == "responses":
+        tool = {"type": "function", "name": "get_weather", "parameters": SCHEMA}
+        first_r = oa(served).responses.with_raw_response.create(model="flow/solo", input=QUESTION, tools=[tool])  # type: ignore[list-item]
+        assert [i.type for i in first_r.parse().output] == ["function_call"]
+        run_id = first_r.headers["x-baton-run-id"]
+        answer = oa(served).responses.create(model="flow/solo", tools=[tool], input=[  # type: ignore[list-item]
+            {"role": "user", "content": QUESTION},
+            {"type": "function_call", "call_id": "call_w1", "name": "get_weather", "arguments": '{"city": "Paris"}'},
+            {"type": "function_call_output", "call_id": "call_w1", "output": result}]).output_text
+    else:
+        tool = {"name": "get_weather", "input_schema": SCHEMA}
+        first_m = an(served).messages.with_raw_response.create(model="flow/solo", max_tokens=200, tools=[tool],  # type: ignore[list-item]
+                                                               messages=[{"role": "user", "content": QUESTION}])
+        assert first_m.parse().stop_reason == "tool_use"
+        run_id = first_m.headers["x-baton-run-id"]
+        reply = an(served).messages.create(model="flow/solo", max_tokens=200, tools=[tool], messages=[  # type: ignore[list-item]
+            {"role": "user", "content": QUESTION},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "call_w1", "name": "get_weather", "input": {"city": "Paris"}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "call_w1", "content": result}]}])
+        answer = reply.content[0].text  # type: ignore[union-attr]
+    assert answer == "It is 18 degrees in Paris.\nANSWER: 18"
+    prompt = upstream.requests[-1]["messages"][-1]["content"]
+    assert 'assistant called get_weather({"city": "Paris"})' in prompt or 'assistant called get_weather({"city":"Paris"})' in prompt
+    assert f"get_weather returned: {result}" in prompt
+    step = load_run(run_id, served.home).steps["answer"]
+    assert step.tools == ["get_weather"] and step.attempts[-1].tool_calls == [CALL]
+
+
 def test_tools_are_refused_where_they_cannot_be_honoured(served: BatonServer) -> None:
-    with pytest.raises(openai.BadRequestError, match="`tools` is not supported on a flow"):
-        oa(served).chat.completions.create(model="flow/solo", messages=[{"role": "user", "content": "x"}], tools=[CHAT_TOOL])  # type: ignore[arg-type, list-item]
+    with pytest.raises(openai.BadRequestError, match="cannot take tools: its output `answer` is a fuse"):
+        oa(served).chat.completions.create(model="flow/fuse_panel", messages=[{"role": "user", "content": "x"}], tools=[CHAT_TOOL])  # type: ignore[arg-type, list-item]
+    with pytest.raises(openai.BadRequestError, match="cannot take tools: its output step `answer` may call `tiny`"):
+        oa(served).chat.completions.create(model="flow/embedded", messages=[{"role": "user", "content": "x"}], tools=[CHAT_TOOL])  # type: ignore[arg-type, list-item]
     with pytest.raises(openai.BadRequestError, match="does not call tools"):
         oa(served).responses.create(model="tiny", input="x", tools=[{"type": "function", "name": "f", "parameters": SCHEMA}])  # type: ignore[list-item]
     with pytest.raises(openai.BadRequestError, match="only `function`"):
         oa(served).responses.create(model="fast", input="x", tools=[{"type": "web_search"}])  # type: ignore[list-item]
-    with pytest.raises(anthropic.BadRequestError, match="`tools` is not supported on a flow"):
-        an(served).messages.create(model="flow/solo", max_tokens=10, messages=[{"role": "user", "content": "x"}],
-                                   tools=[{"name": "f", "input_schema": SCHEMA}])  # type: ignore[list-item]

@@ -115,8 +115,8 @@ def test_responses_errors_are_the_sdks_exceptions_and_say_what_to_do(served: Bat
         c.responses.create(model="flow/nope", input="x")
     with pytest.raises(openai.BadRequestError, match="keeps no conversation"):
         c.responses.create(model="fast", input="x", previous_response_id="resp_123")
-    with pytest.raises(openai.BadRequestError, match="`tools` is not supported"):
-        c.responses.create(model="flow/solo", input="x", tools=[{"type": "function", "name": "f", "parameters": {}}])
+    with pytest.raises(openai.BadRequestError, match="only `function`"):
+        c.responses.create(model="flow/solo", input="x", tools=[{"type": "web_search"}])  # type: ignore[list-item]
     with pytest.raises(openai.BadRequestError, match="text.format"):
         c.responses.create(model="fast", input="x", text={"format": {"type": "yaml"}})  # type: ignore[typeddict-item]
     with pytest.raises(openai.BadRequestError, match="max_output_tokens"):

@@ -214,6 +214,8 @@ class Caller:
         `record` as an `interrupted` fault before the exception goes on: the provider may bill it.
         """
         spec = self.pool.models[alias]
+        if tools is None and params.tools:
+            tools = ToolOffer(params.tools, params.tool_choice)
         if grammar is None and local_grammar is not None and self.providers(alias).enforces_grammar:
             grammar = (local_grammar, "gbnf")
         if spec.max_output_tokens is not None and params.max_tokens > spec.max_output_tokens:
@@ -323,8 +325,9 @@ class Caller:
 
     @staticmethod
     def _validated(response: ChatResponse, attempt: Attempt, validate: Validator | None) -> tuple[ChatResponse | None, Attempt]:
-        """An `expect` failure makes the attempt `rejected`: the reply is kept in the record, not returned."""
-        problem = validate(response.text) if validate is not None else None
+        """An `expect` failure makes the attempt `rejected`: the reply is kept in the record, not returned. A reply of tool
+        calls has no answer text to check yet: the answer comes on the turn after the client runs them."""
+        problem = validate(response.text) if validate is not None and not response.tool_calls else None
         if problem is None:
             return response, attempt
         attempt.status = "rejected"

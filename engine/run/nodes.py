@@ -96,6 +96,8 @@ async def run_call(ex: NodeContext, node: Step | Verify, result: StepResult, vis
     result.output = text
     result.model = alias
     result.reason = why
+    if node.params.tools:
+        result.tools = [t["function"]["name"] for t in node.params.tools]
 
 def _validator(node: Step | Verify) -> Validator | None:
     """The reply checks of a step: its `expect:` conditions, then its `choices:`."""

@@ -21,7 +21,7 @@ from typing import Any
 from aiohttp import web
 
 from engine.errors import BudgetExceeded, InputError, PoolError, RunCancelled, RunError
-from engine.model import Params
+from engine.model import Flow, Params, node_models
 from engine.pool import Pool
 from engine.run.budget import BudgetGuard
 from engine.run.home import new_run_id
@@ -218,7 +218,10 @@ async def _serve(request: web.Request, wire: Wire) -> web.StreamResponse:
         flow = mapping.with_request_params(offered.flow, ask.params, system)
         if ask.response_format is not None:
             flow = mapping.with_structured_output(flow, ask.response_format)
-        inputs = mapping.flow_inputs(flow, messages, options.get("inputs"))
+        if ask.tools is not None:
+            flow = mapping.with_tools(flow, ask.tools)
+            _check_tool_callers(state, flow)
+        inputs = mapping.flow_inputs(flow, messages, options.get("inputs"), mapping.tool_exchange(chat))
         unseen = mapping.unseen_turns(flow, messages)
         if unseen:
             headers[mapping.WARNING_HEADER] = unseen
@@ -233,6 +236,16 @@ async def _serve(request: web.Request, wire: Wire) -> web.StreamResponse:
     except (RunError, InputError, PoolError) as err:
         raise _failure(err, run_id) from None
     return web.json_response(wire.answer(summary, run_id, ask), headers=headers, dumps=_dumps)
+
+
+def _check_tool_callers(state: ServerState, flow: Flow) -> None:
+    """Every model the output step may call must be served by a provider that calls tools (not the embedded models)."""
+    node = flow.nodes[flow.output]
+    for alias in node_models(node):
+        spec = state.pool.models.get(alias) or flow.models.get(alias)
+        if spec is not None and not state.pool.with_models(flow.models).provider(spec.provider).passes_tools:
+            raise mapping.RequestError(f"flow `{flow.name}` cannot take tools: its output step `{flow.output}` may call `{alias}`, "
+                                       "whose provider does not call tools (the embedded models, scripts and replays)", param="tools")
 
 
 def _dumps(data: Any) -> str:

@@ -20,6 +20,7 @@ from engine.errors import InputError
 from engine.model import HISTORY, Flow, Fuse, Node, Params, Step, Verify
 from engine.numbers import finite
 from engine.run.budget import usd_cap
+from engine.run.protocol import ToolOffer
 from engine.run.structured import schema_error
 from engine.run.trace import RunSummary
 
@@ -28,7 +29,7 @@ RUN_HEADER = "x-baton-run-id"
 #: A response header with what the client should know about its answer (the conversation a flow did not see).
 WARNING_HEADER = "x-baton-warning"
 #: Request fields a flow cannot honour yet: a clear 400 rather than silently ignoring them.
-UNSUPPORTED_ON_FLOWS = ("tools", "tool_choice", "functions")
+UNSUPPORTED_ON_FLOWS = ("functions",)
 #: Request fields a pool alias cannot honour yet (`functions` is the form `tools` replaced).
 UNSUPPORTED_ON_ALIASES = ("functions",)
 #: The largest `max_tokens` a request may ask for: beyond any model's output, and small enough that a worst case stays a number.
@@ -153,8 +154,9 @@ def max_cost(options: dict[str, Any]) -> float | None:
         raise RequestError(str(err), param="baton.max_cost_usd") from None
 
 
-def flow_inputs(flow: Flow, messages: list[tuple[str, str]], explicit: Any) -> dict[str, str]:
-    """The flow's inputs from the conversation (see the module's docstring)."""
+def flow_inputs(flow: Flow, messages: list[tuple[str, str]], explicit: Any, after: str = "") -> dict[str, str]:
+    """The flow's inputs from the conversation (see the module's docstring). `after` is what happened after the last
+    user message (`tool_exchange`): it follows that message in the input that takes it."""
     if explicit is not None and not isinstance(explicit, dict):
         raise RequestError("`baton.inputs` must be an object of input name to text", param="baton.inputs")
     inputs: dict[str, str] = {str(k): v for k, v in (explicit or {}).items()}
@@ -171,7 +173,7 @@ def flow_inputs(flow: Flow, messages: list[tuple[str, str]], explicit: Any) -> d
         if last_user is None:
             raise RequestError(f"flow `{flow.name}` takes its input `{open_inputs[0]}` from the last user message, and there is none",
                                param="messages")
-        inputs[open_inputs[0]] = conversation[last_user][1]
+        inputs[open_inputs[0]] = conversation[last_user][1] + (f"\n\n{after}" if after else "")
     elif open_inputs:
         raise RequestError(f"flow `{flow.name}` has inputs {', '.join(f'`{n}`' for n in open_inputs)}: name them in "
                            "extra_body={'baton': {'inputs': {...}}} (only a flow with one input takes the last user message)",
@@ -194,6 +196,32 @@ def unseen_turns(flow: Flow, messages: list[tuple[str, str]]) -> str | None:
         return None
     return (f"flow `{flow.name}` answered the last message alone: it declares no `input history`, so the {last_user} earlier "
             f"turn{'s' if last_user != 1 else ''} of the conversation were not shown to it")
+
+
+def tool_exchange(chat: list[dict[str, Any]]) -> str:
+    """The turns after the last user message (the tool calls a flow's answer made, and the results the client sends
+    back), as text: `assistant called get_weather({"city": "Paris"})`, then `get_weather returned: {"celsius": 18}`."""
+    last_user = max((i for i, m in enumerate(chat) if m["role"] == "user"), default=-1)
+    names = {c["id"]: c["function"]["name"] for m in chat for c in m.get("tool_calls") or []}
+    lines = []
+    for m in chat[last_user + 1:]:
+        if m["role"] == "assistant":
+            if m.get("content"):
+                lines.append(f"assistant: {m['content']}")
+            lines += [f"assistant called {c['function']['name']}({c['function']['arguments']})" for c in m.get("tool_calls") or []]
+        elif m["role"] == "tool":
+            lines.append(f"{names.get(m.get('tool_call_id', ''), 'a tool')} returned: {m.get('content') or ''}")
+    return "\n".join(lines)
+
+
+def with_tools(flow: Flow, offer: ToolOffer) -> Flow:
+    """The flow with its output step offered a client's tools (a reply of tool calls is then the flow's answer)."""
+    node = flow.nodes[flow.output]
+    if not isinstance(node, Step):
+        raise RequestError(f"flow `{flow.name}` cannot take tools: its output `{flow.output}` is a {node.kind}, and only a step "
+                           "is offered a client's tools for now", param="tools")
+    params = node.params.model_copy(update={"tools": tuple(dict(t) for t in offer.tools), "tool_choice": offer.choice})
+    return flow.model_copy(update={"nodes": {**flow.nodes, flow.output: node.model_copy(update={"params": params})}})
 
 
 def request_params(body: dict[str, Any], max_tokens_field: str = "max_tokens") -> dict[str, Any]:

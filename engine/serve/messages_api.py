@@ -25,8 +25,6 @@ from engine.serve.wire import Ask, anthropic_error, event
 
 #: Fields that would change the answer and that Baton does not honour yet: a 400 names them (on flows and aliases).
 REFUSED = ("stop_sequences", "thinking")
-#: Fields a flow does not honour yet (an alias passes tools through).
-REFUSED_ON_FLOWS = ("tools", "tool_choice")
 
 
 def _text(content: Any, where: str) -> str:
@@ -106,11 +104,10 @@ class MessagesWire:
         if stream is not None and not isinstance(stream, bool):
             raise RequestError("stream: must be true or false", param="stream")
         refused = [f for f in REFUSED if body.get(f)]
-        turns, chat, with_tools = conversation(body)
-        on_flows = [*refused, *(f for f in REFUSED_ON_FLOWS if body.get(f)), *(["messages"] if with_tools else [])]
+        turns, chat, _with_tools = conversation(body)
         return Ask(model=mapping.requested_model(body), messages=turns, chat=chat, tools=tools.messages_tools(body),
                    params=mapping.request_params(body), options=mapping.baton_options(body), stream=bool(stream), include_usage=True,
-                   refused_on_flows=on_flows, refused_on_aliases=refused)
+                   refused_on_flows=refused, refused_on_aliases=refused)
 
     def answer(self, summary: RunSummary, run_id: str, ask: Ask) -> dict[str, Any]:
         calls = tools.calls_of(summary)

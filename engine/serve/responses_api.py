@@ -26,8 +26,6 @@ from engine.serve.wire import Ask, event
 
 #: Fields that would change the answer and that Baton does not honour yet: a 400 names them (on flows and aliases).
 REFUSED = ("background", "prompt")
-#: Fields a flow does not honour yet (an alias passes tools through).
-REFUSED_ON_FLOWS = ("tools", "tool_choice")
 
 
 def conversation(body: dict[str, Any]) -> tuple[list[tuple[str, str]], list[dict[str, Any]]]:
@@ -121,13 +119,10 @@ class ResponsesWire:
             raise RequestError("`stream` must be true or false", param="stream")
         refused = _refusals(body)
         turns, chat = conversation(body)
-        on_flows = [*refused, *(f for f in REFUSED_ON_FLOWS if body.get(f))]
-        if any(m["role"] == "tool" or m.get("tool_calls") for m in chat):
-            on_flows.append("input")  # function calls and their outputs: a flow takes no tools
         return Ask(model=mapping.requested_model(body), messages=turns, chat=chat, tools=tools.responses_tools(body),
                    response_format=text_format(body),
                    params=mapping.request_params(body, "max_output_tokens"), options=mapping.baton_options(body),
-                   stream=bool(stream), include_usage=True, refused_on_flows=on_flows, refused_on_aliases=refused)
+                   stream=bool(stream), include_usage=True, refused_on_flows=refused, refused_on_aliases=refused)
 
     def answer(self, summary: RunSummary, run_id: str, ask: Ask) -> dict[str, Any]:
         return response_object(summary, run_id, ask.model, int(time.time()))
