@@ -150,8 +150,8 @@ def test_errors_are_what_the_sdk_expects(served: BatonServer, upstream: ChatServ
     c = client(served, max_retries=0)
     with pytest.raises(openai.NotFoundError, match="does not exist"):
         c.chat.completions.create(model="flow/nope", messages=[{"role": "user", "content": "x"}])
-    with pytest.raises(openai.BadRequestError, match="not supported on a flow"):
-        c.chat.completions.create(model="flow/solo", messages=[{"role": "user", "content": "x"}],
+    with pytest.raises(openai.BadRequestError, match="cannot take tools: its output `answer` is a fuse"):
+        c.chat.completions.create(model="flow/fuse_panel", messages=[{"role": "user", "content": "x"}],
                                   tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}])
     with pytest.raises(openai.BadRequestError, match="no input `nope`"):
         c.chat.completions.create(model="flow/solo", messages=[{"role": "user", "content": "x"}], extra_body={"baton": {"inputs": {"nope": "1"}}})
