@@ -160,6 +160,10 @@ def test_the_request_is_anthropics_shape() -> None:
     assert body["tools"] == [{"name": "get_weather", "description": "", "input_schema": {"type": "object"}}]
     assert body["tool_choice"] == {"type": "tool", "name": "get_weather"}
     assert provider().auth(KEY) == {"x-api-key": KEY, "anthropic-version": "2023-06-01"}
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}}
+    structured = ChatRequest(model_id="claude-x", messages=({"role": "user", "content": "a"},),
+                             response_format={"type": "json_schema", "json_schema": {"name": "w", "schema": schema}})
+    assert provider().payload(structured)["output_config"] == {"format": {"type": "json_schema", "schema": schema}}
 
 
 def message_body(text: str, **usage: int) -> bytes:

@@ -135,3 +135,15 @@ def test_langchains_with_structured_output_works_by_every_method_on_an_alias_and
                 assert structured("fast", method) == Weather(city="Paris", celsius=18), method
             for method in ("json_schema", "function_calling", "json_mode"):
                 assert structured("flow/extract", method) == Weather(city="Paris", celsius=18), method
+
+
+@pytest.mark.parametrize("model", ["fast", "flow/extract"])
+def test_the_messages_api_output_config_format_is_structured_output_too(served: BatonServer, upstream: ChatServer, model: str) -> None:
+    import anthropic
+
+    before = len(upstream.requests)
+    client = anthropic.Anthropic(base_url=served.url.removesuffix("/v1"), api_key="unused", max_retries=0)
+    reply = client.messages.create(model=model, max_tokens=200, messages=[{"role": "user", "content": "It is 18 degrees in Paris."}],
+                                   output_config={"format": {"type": "json_schema", "schema": SCHEMA}})
+    assert json.loads(reply.content[0].text) == {"city": "Paris", "celsius": 18}  # type: ignore[union-attr]
+    assert upstream.requests[before]["response_format"] == {"type": "json_schema", "json_schema": {"name": "output", "schema": SCHEMA}}

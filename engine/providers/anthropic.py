@@ -3,8 +3,8 @@
 The request is the chat request in Anthropic's shape: system messages joined into `system`,
 turns alternating `user` and `assistant` (consecutive turns of one role merged), an
 assistant's tool calls as `tool_use` blocks and tool results as `tool_result` blocks, tools
-with their `input_schema`; `temperature` capped at 1 (Anthropic's range); `seed` and grammars
-are not sent (the API has neither). The key goes in `x-api-key` with `anthropic-version`.
+with their `input_schema`, a JSON Schema asked for as `output_config.format`; `temperature`
+capped at 1 (Anthropic's range); `seed` and grammars are not sent (the API has neither). The key goes in `x-api-key` with `anthropic-version`.
 
 The reply is put in chat completions' form and judged by `engine.providers.reply` like
 every other: the text of `text` blocks is the answer, `tool_use` blocks are tool calls,
@@ -25,6 +25,7 @@ from engine.providers.openai_compat import OpenAICompatProvider
 from engine.providers.reply import quote
 from engine.providers.sse import ChunkAssembler, json_object
 from engine.run.protocol import ChatRequest, ChatResponse
+from engine.run.structured import schema_of
 
 VERSION = "2023-06-01"
 FINISH = {"end_turn": "stop", "stop_sequence": "stop", "pause_turn": "stop", "max_tokens": "length", "tool_use": "tool_calls",
@@ -57,6 +58,9 @@ class AnthropicProvider(OpenAICompatProvider):
             body["system"] = system
         if request.top_p is not None:
             body["top_p"] = request.top_p
+        schema = schema_of(request.response_format) if request.response_format is not None else None
+        if schema is not None:  # Anthropic's structured output; a `json_object` request has no equivalent: the reply is checked
+            body["output_config"] = {"format": {"type": "json_schema", "schema": schema}}
         if request.tools is not None:
             body["tools"] = [{"name": t["function"]["name"], "description": t["function"].get("description", ""),
                               "input_schema": t["function"].get("parameters") or {"type": "object"}} for t in request.tools.tools]

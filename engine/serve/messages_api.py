@@ -92,6 +92,19 @@ def _tool_result(block: dict[str, Any], where: str) -> dict[str, Any]:
     return {"role": "tool", "tool_call_id": block["tool_use_id"], "content": ("error: " + text) if block.get("is_error") else text}
 
 
+def output_format(body: dict[str, Any]) -> dict[str, Any] | None:
+    """Anthropic's structured output (`output_config.format`, or the beta `output_format`: `{"type": "json_schema",
+    "schema"}`) in chat completions' form."""
+    config = body.get("output_config")
+    fmt = config.get("format") if isinstance(config, dict) else body.get("output_format")
+    if fmt is None:
+        return None
+    if not isinstance(fmt, dict) or fmt.get("type") != "json_schema":
+        raise RequestError("output_config.format: must be {\"type\": \"json_schema\", \"schema\": {...}}", param="output_config.format")
+    return mapping.structured_output({"type": "json_schema", "json_schema": {"name": "output", "schema": fmt.get("schema")}},
+                                     "output_config.format")
+
+
 class MessagesWire:
     def parse(self, body: dict[str, Any], headers: Any) -> Ask:
         if body.get("max_tokens") is None:
@@ -106,6 +119,7 @@ class MessagesWire:
         refused = [f for f in REFUSED if body.get(f)]
         turns, chat, _with_tools = conversation(body)
         return Ask(model=mapping.requested_model(body), messages=turns, chat=chat, tools=tools.messages_tools(body),
+                   response_format=output_format(body),
                    params=mapping.request_params(body), options=mapping.baton_options(body), stream=bool(stream), include_usage=True,
                    refused_on_flows=refused, refused_on_aliases=refused)
 
