@@ -136,6 +136,18 @@ def test_exit_codes_and_json(tmp_path: Path) -> None:
     assert missing.returncode == 2 and "no such file" in missing.stderr
 
 
+def test_an_old_copy_without_a_pool_beside_it_is_checked_against_the_new_files_pool(tmp_path: Path) -> None:
+    """`git show HEAD~1:flows/x.flow > ../old.flow; baton diff ../old.flow flows/x.flow`: the old copy's folder has no pool."""
+    flows = tmp_path / "flows"
+    flows.mkdir()
+    shutil.copy(WORKFLOWS / "models.toml", flows / "models.toml")
+    (flows / "x.flow").write_text(EDITED)
+    (tmp_path / "old.flow").write_text(CONDUCTOR)  # its aliases are in the pool beside x.flow, not in the built-in one
+    result = baton("diff", "old.flow", "flows/x.flow", cwd=tmp_path)
+    assert result.returncode == 1 and "[VISIBILITY]" in result.stdout
+    assert "both checked against the pool" in result.stderr and "flows/models.toml" in result.stderr
+
+
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
 def test_git_textconv_hides_layout_and_difftool_runs_the_semantic_diff(tmp_path: Path) -> None:
     repo = tmp_path / "repo"

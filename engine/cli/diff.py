@@ -19,7 +19,8 @@ from engine.syntax.fmt import format_source
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("files", nargs="*", metavar="FILE", help="OLD.flow NEW.flow")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--pool", metavar="FILE", help="check both against this pool (default: each file's own, as validate finds it)")
+    p.add_argument("--pool", metavar="FILE", help="check both against this pool (default: the one the NEW file finds, as validate "
+                                                   "finds it: an old copy from `git show` has no pool beside it)")
     p.add_argument("--textconv", metavar="FILE", help="print FILE in canonical form, for a `git diff` textconv driver")
 
 
@@ -29,8 +30,9 @@ def run(args: argparse.Namespace) -> int:
     if len(args.files) != 2:
         return fail("give two flow files: baton diff OLD.flow NEW.flow", EXIT_USAGE)
     checked = []
+    pool = discover_pool(args.files[1], args.pool)  # one pool for both: a change of flow, not of pool, is what is compared
+    print(f"baton diff: both checked against the pool {pool.source}", file=sys.stderr)
     for path in args.files:
-        pool = discover_pool(path, args.pool)
         result, text = check_file(path, pool)
         if result.flow is None:
             print(render_all(result.errors or result.diagnostics, text), file=sys.stderr)
