@@ -148,6 +148,10 @@ def test_baton_view_writes_a_run_page_and_a_filtered_run_list(tmp_path: Path, ke
     assert proc.returncode == 0, proc.stderr
     listing = (tmp_path / "list.html").read_text()
     assert f'href="{failed.run_id}.html"' in listing and route.run_id not in listing and "status failed" in listing
+    linked = tmp_path / f"{failed.run_id}.html"  # every link of the list leads to a page written beside it
+    assert linked.is_file() and failed.run_id in linked.read_text()
+    assert all('<meta name="viewport" content="width=device-width, initial-scale=1">' in p.read_text()  # laid out for a phone
+               for p in (tmp_path / "list.html", linked, written))
     proc = baton("view", "nope", "--home", str(home), cwd=tmp_path)
     assert proc.returncode == 2 and "no run 'nope'" in proc.stderr and "Traceback" not in proc.stderr
     proc = baton("view", route.run_id, "--home", str(home), "-o", str(tmp_path / "no" / "such" / "dir.html"), cwd=tmp_path)

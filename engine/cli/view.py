@@ -32,14 +32,18 @@ def run(args: argparse.Namespace) -> int:
         target = Path(args.output or f"{recorded.summary.run_id}.html")
     else:
         runs = filter_runs(list_runs(args.home, args.limit), args.flow, args.status)
-        # the list links to each run's page as `baton view RUN` writes it, beside the list
+        # the list links to each run's page, written beside it (as `baton view RUN` would write it)
         page = render_runs_page(runs, lambda run_id: f"{run_id}.html", flow=args.flow, status=args.status)
         target = Path(args.output or "runs.html")
     try:
         target.write_text(page, encoding="utf-8")
+        if not args.run_id:
+            for listed in runs:
+                (target.parent / f"{listed.run_id}.html").write_text(render_run_page(load_recorded_run(listed.run_id, args.home)),
+                                                                     encoding="utf-8")
     except OSError as err:
         return fail(f"cannot write {target}: {err.strerror or err}", EXIT_FAILED)
-    print(target)
+    print(target if args.run_id else f"{target} (and the page of each of its {len(runs)} runs beside it)")
     if args.open:
         webbrowser.open(target.resolve().as_uri())
     return 0

@@ -90,7 +90,7 @@ def render_html(report: EvalReport) -> str:
                       f"<td>{p['mcnemar_p']:.3g}</td></tr>" for p in report.pairs)
     oracle = f"<p>Oracle (an item counts if any flow got it right): {report.oracle * 100:.1f}%</p>" if report.oracle is not None else ""
     return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Baton evaluation {html.escape(report.eval_id)}</title>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><title>Baton evaluation {html.escape(report.eval_id)}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1000px}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td{{white-space:nowrap}}td:first-child,th:first-child{{text-align:left}}</style></head>
 <body>

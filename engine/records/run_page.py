@@ -412,7 +412,7 @@ def render_run_page(run: explain.RecordedRun, *, live: bool = False, runs_href: 
               if s.output is not None else "")
     body = (header + toolbar + f'<main><div id="graph">{_graph_svg(run, critical)}</div><div id="details">{details}</div></main>'
             + output + _timeline(run, critical))
-    return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+    return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
             f"<title>{esc(s.flow)} \u00b7 run {esc(s.run_id)}</title>"
             "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'; "
             f"script-src '{SCRIPT_HASH}'; connect-src 'self'; img-src data:\">"

@@ -38,7 +38,7 @@ def render_runs_page(runs: Sequence[RunSummary], href: Callable[[str], str], *, 
                     f'status <select name="status"><option value="">any</option>{status_options}</select> '
                     '<button type="submit">filter</button></form>')
     empty = "" if runs else '<p class="hint" style="margin: 16px 20px">no runs' + (" match" if applied else " yet") + "</p>"
-    return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Baton runs</title>"
+    return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>Baton runs</title>"
             "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\">"
             f"<style>{CSS}</style></head><body><header><h1>Runs</h1><div class=\"facts\"><span>{len(runs)} shown, newest first"
             + (f"; {esc(applied)}" if applied else "") + "</span></div></header>" + controls
