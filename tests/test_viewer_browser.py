@@ -213,3 +213,26 @@ def test_a_run_in_flight_updates_live_on_baton_serve(browser: WebDriver, tmp_pat
             link.click()
             WebDriverWait(browser, 10).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".node.selected"))
             assert "two_steps" in browser.find_element(By.TAG_NAME, "h1").text
+
+
+@pytest.mark.parametrize("width", [390, 1280])
+def test_the_page_works_on_a_phone_and_a_desktop(browser: WebDriver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, width: int) -> None:
+    """At 390 px the DAG panel collapsed to 0 px and the details ran off the right edge: the graph's panel has a width,
+    nothing is wider than the screen, and every node can be scrolled to and clicked."""
+    browser.set_window_size(width, 900)
+    try:
+        summary, _ = open_page(browser, "route", tmp_path, monkeypatch)
+        viewport = browser.execute_script("return document.documentElement.clientWidth")
+        graph = browser.find_element(By.ID, "graph").rect
+        details = browser.find_element(By.ID, "details").rect
+        assert graph["width"] > 200 and details["width"] > 200, (graph, details)
+        assert graph["x"] + graph["width"] <= viewport + 1 and details["x"] + details["width"] <= viewport + 1
+        assert browser.execute_script("return document.documentElement.scrollWidth") <= viewport + 1  # no sideways page
+        for name in ("triage", "solve_code", "solved"):
+            target = node(browser, name)
+            browser.execute_script("arguments[0].scrollIntoView({block: 'center', inline: 'center'})", target)
+            target.click()
+            assert shown_detail(browser) == f"detail-{name}"
+        shoot(browser, tmp_path, f"route-{width}")
+    finally:
+        browser.set_window_size(1500, 1100)

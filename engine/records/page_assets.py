@@ -22,6 +22,13 @@ header .facts b { color: var(--ink); font-weight: 600; }
 main { display: flex; gap: 16px; padding: 16px 20px; align-items: flex-start; }
 #graph { flex: 1 1 auto; overflow: auto; background: #fff; border: 1px solid #ddd; border-radius: 6px; max-height: 80vh; }
 #details { flex: 0 0 500px; background: #fff; border: 1px solid #ddd; border-radius: 6px; padding: 12px 14px; max-height: 80vh; overflow: auto; }
+#graph { min-width: 0; }
+@media (max-width: 900px) {  /* a phone: the graph above the details, each the page's width, the graph scrolling inside */
+  main { flex-direction: column; align-items: stretch; padding: 10px; }
+  #graph, #details { flex: 0 0 auto; width: 100%; box-sizing: border-box; }
+  #graph { max-height: 60vh; }
+  #details { max-height: none; }
+}
 .toolbar { padding: 8px 20px 0; color: var(--muted); }
 .toolbar label { margin-right: 12px; cursor: pointer; }
 .legend span { display: inline-block; margin-right: 10px; font-size: 12px; }
