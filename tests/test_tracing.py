@@ -179,9 +179,20 @@ def test_no_prompt_or_reply_text_is_exported_without_the_opt_in(server: ChatServ
     assert not any(k in a for a in (s.attributes for s in spans) for k in ("gen_ai.input.messages", "input.value", "output.value"))
     _summary, spans = traced_run(server, receiver, tmp_path / "home2", "route_label.flow", content=True)
     calls = [s for s in spans if s.name == "chat coder"]
+    # the GenAI semantic conventions' message shape (text in `parts`), which Phoenix reads: with `content` it showed
+    # the model name as the input, because the text was in a `content` field it does not look for
     sent = json.loads(calls[0].attributes["gen_ai.input.messages"])
-    assert sent[-1]["role"] == "user" and "7f3a" in sent[-1]["content"]
-    assert "answered:" in json.loads(calls[0].attributes["gen_ai.output.messages"])[0]["content"]
+    assert sent[-1]["role"] == "user" and sent[-1]["parts"][0]["type"] == "text" and "7f3a" in sent[-1]["parts"][0]["content"]
+    (out,) = json.loads(calls[0].attributes["gen_ai.output.messages"])
+    assert out["role"] == "assistant" and out["finish_reason"] == "stop" and "answered:" in out["parts"][0]["content"]
+    (root,) = [s for s in spans if s.name.startswith("invoke_workflow")]
+    assert root.attributes["output.value"] == _summary.output  # the trace list shows the run's answer
+    from engine.records.explain import load_recorded_run
+    from engine.tracing.spans import run_spans
+
+    recorded = load_recorded_run(_summary.run_id, tmp_path / "home2")  # exported afterwards: the question too
+    exported = run_spans(recorded.summary, set(recorded.top_level()).__contains__, recorded.pool, True, recorded.inputs)
+    assert exported.attributes["input.value"] == QUESTION and exported.attributes["output.value"] == _summary.output
 
 
 def test_a_recorded_run_exported_afterwards_is_the_tree_that_was_sent_live(server: ChatServer, receiver: OtlpReceiver, tmp_path: Path) -> None:

@@ -103,7 +103,7 @@ def export_run(run: RecordedRun, exporter: SpanExporter, content: bool = False) 
     collect = _Collect()
     provider = _provider(collect)
     top = set(run.top_level())
-    emit(provider.get_tracer(names.TRACER_NAME), run_spans(run.summary, top.__contains__, run.pool, content))
+    emit(provider.get_tracer(names.TRACER_NAME), run_spans(run.summary, top.__contains__, run.pool, content, run.inputs))
     result = exporter.export(collect.spans)
     exporter.shutdown()
     if result is not SpanExportResult.SUCCESS:
@@ -147,7 +147,7 @@ class OtelObserver:
         if entry is None:
             return
         span = entry[0]
-        final = workflow_span(summary)
+        final = workflow_span(summary, content=self.content)
         span.set_attributes(final.attributes)
         if final.error:
             span.set_status(Status(StatusCode.ERROR, final.error[:1000]))

@@ -11,7 +11,7 @@ users' data, and a trace store is often read by more people than the run's owner
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,13 +40,20 @@ def _clean(attrs: Attributes) -> Attributes:
     return {k: v for k, v in attrs.items() if v is not None and v != "" and v != []}
 
 
-def workflow_span(summary: RunSummary, end: float | None = None) -> SpanSpec:
-    """The run's root span; its children are added by the caller."""
-    attrs = {n.OPERATION: n.OP_WORKFLOW, n.WORKFLOW_NAME: summary.flow, n.AGENT_NAME: summary.flow,
+def workflow_span(summary: RunSummary, end: float | None = None, content: bool = False,
+                  inputs: Mapping[str, str] | None = None) -> SpanSpec:
+    """The run's root span; its children are added by the caller. With `content`, its input (the run's inputs, when
+    known) and output (the answer), which a backend's trace list shows for the run."""
+    attrs: Attributes = {n.OPERATION: n.OP_WORKFLOW, n.WORKFLOW_NAME: summary.flow, n.AGENT_NAME: summary.flow,
              n.CONVERSATION: summary.run_id, n.RUN_ID: summary.run_id, n.RUN_STATUS: summary.status,
              n.RUN_ATTEMPT: summary.attempts_of_run, n.FLOW_FILE: summary.flow_file, n.COST: round(summary.cost, 10),
              n.INPUT_TOKENS: summary.input_tokens, n.OUTPUT_TOKENS: summary.output_tokens,
              n.OI_KIND: n.OI_CHAIN, n.LF_TYPE: n.LF_CHAIN}
+    if content:
+        if inputs:
+            attrs[n.OI_INPUT] = next(iter(inputs.values())) if len(inputs) == 1 else json.dumps(dict(inputs), ensure_ascii=False)
+        if summary.output is not None:
+            attrs[n.OI_OUTPUT] = summary.output
     failed = summary.status not in ("ok", "running")
     return SpanSpec(n.WORKFLOW_SPAN.format(flow=summary.flow), "internal", summary.started,
                     end if end is not None else (summary.finished or summary.started), _clean(attrs),
@@ -111,18 +118,33 @@ def call_span(step: StepResult, a: Attempt, why: str, pool: Pool | None, reply: 
     if content:
         sent = prompt_for(step, a)
         if sent is not None:
-            attrs[n.INPUT_MESSAGES] = json.dumps(list(recorded_messages(sent)), ensure_ascii=False)
-        if reply:
-            attrs[n.OUTPUT_MESSAGES] = json.dumps([{"role": "assistant", "content": reply}], ensure_ascii=False)
+            attrs[n.INPUT_MESSAGES] = json.dumps(input_messages(recorded_messages(sent)), ensure_ascii=False)
+        if reply or a.tool_calls:
+            attrs[n.OUTPUT_MESSAGES] = json.dumps(output_messages(reply or "", a), ensure_ascii=False)
     failed = a.status in ("fault", "refused", "rejected")
     end = a.started + a.latency_ms / 1000 if a.started else step.finished
     return SpanSpec(n.CALL_SPAN.format(model=model), "client", a.started or step.started, end, _clean(attrs),
                     error=f"{a.status}: {a.cause}: {a.reason}" if failed else None)
 
 
-def run_spans(summary: RunSummary, top_level: Callable[[str], bool], pool: Pool | None, content: bool) -> SpanSpec:
+def input_messages(messages: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Messages as the GenAI semantic conventions' `gen_ai.input.messages` spells them (each message's text in
+    `parts`, `{"type": "text", "content": ...}`), the shape Phoenix and other backends read."""
+    return [{"role": m["role"], "parts": [{"type": "text", "content": str(m.get("content") or "")}]} for m in messages]
+
+
+def output_messages(reply: str, a: Attempt) -> list[dict[str, Any]]:
+    """The reply as `gen_ai.output.messages`: its text, and its tool calls as `tool_call` parts, with the finish reason."""
+    parts: list[dict[str, Any]] = [{"type": "text", "content": reply}] if reply else []
+    parts += [{"type": "tool_call", "id": c.get("id"), "name": (c.get("function") or {}).get("name"),
+               "arguments": (c.get("function") or {}).get("arguments")} for c in a.tool_calls]
+    return [{"role": "assistant", "parts": parts, "finish_reason": a.finish_reason or "stop"}]
+
+
+def run_spans(summary: RunSummary, top_level: Callable[[str], bool], pool: Pool | None, content: bool,
+              inputs: Mapping[str, str] | None = None) -> SpanSpec:
     """The whole tree of a recorded run, in the order its nodes started."""
-    root = workflow_span(summary)
+    root = workflow_span(summary, content=content, inputs=inputs)
     for step in sorted(summary.steps.values(), key=lambda s: s.started):
         if top_level(step.name):
             span = node_span(step, pool, content)
