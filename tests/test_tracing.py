@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -209,7 +210,15 @@ def test_a_recorded_run_exported_afterwards_is_the_tree_that_was_sent_live(serve
     proc = baton("trace", "export", summary.run_id, "--jsonl", str(out), "--home", str(home))
     assert proc.returncode == 0, proc.stderr
     lines = [json.loads(line) for line in out.read_text().splitlines()]
-    assert len(lines) == len(live) and {line["name"] for line in lines} == {s.name for s in live}
+    # OTLP/JSON, as collectors and backends import it: requests of resourceSpans, hex ids, integer enums, nanosecond strings
+    spans = [s for line in lines for rs in line["resourceSpans"] for ss in rs["scopeSpans"] for s in ss["spans"]]
+    assert len(spans) == len(live) and {s["name"] for s in spans} == {s.name for s in live}
+    assert all(re.fullmatch(r"[0-9a-f]{32}", s["traceId"]) and re.fullmatch(r"[0-9a-f]{16}", s["spanId"]) for s in spans)
+    assert {s["kind"] for s in spans} <= {1, 3} and all(s["startTimeUnixNano"].isdigit() for s in spans)
+    resource = {a["key"]: a["value"] for a in lines[0]["resourceSpans"][0]["resource"]["attributes"]}
+    assert resource["service.name"] == {"stringValue": "baton"}
+    children = [s for s in spans if s.get("parentSpanId")]
+    assert children and {c["parentSpanId"] for c in children} <= {s["spanId"] for s in spans}
 
 
 def test_export_failures_are_reported_not_swallowed(server: ChatServer, tmp_path: Path) -> None:

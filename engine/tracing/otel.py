@@ -9,6 +9,8 @@ A collector that is down never fails a run: the live exporter drops what it cann
 
 from __future__ import annotations
 
+import base64
+import json
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -49,19 +51,36 @@ def otlp_exporter(url: str | None = None, timeout: float | None = None) -> SpanE
 
 
 class JsonLinesExporter(SpanExporter):
-    """Spans as one JSON object a line (OpenTelemetry's own JSON form of a span), for files and pipes."""
+    """Spans in OTLP/JSON, one `ExportTraceServiceRequest` a line (`{"resourceSpans": [...]}`), as OpenTelemetry's
+    file exporter writes them and collectors and backends import them: trace and span ids in hex, enums as integers,
+    times as strings of Unix nanoseconds. (The SDK's `span.to_json()` is a debug form: `"0x..."` ids, `SpanKind.CLIENT`.)"""
 
     def __init__(self, out: IO[str]) -> None:
         self.out = out
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        for span in spans:
-            self.out.write(span.to_json(indent=None) + "\n")
+        from google.protobuf.json_format import MessageToDict
+        from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+        request = MessageToDict(encode_spans(spans), use_integers_for_enums=True)
+        self.out.write(json.dumps(_hex_ids(request), ensure_ascii=False, separators=(",", ":")) + "\n")
         self.out.flush()
         return SpanExportResult.SUCCESS
 
     def shutdown(self) -> None:
         return None
+
+
+_ID_FIELDS = ("traceId", "spanId", "parentSpanId")
+
+
+def _hex_ids(value: Any) -> Any:
+    """OTLP/JSON's ids are hex, where protobuf's JSON mapping writes bytes in base64."""
+    if isinstance(value, dict):
+        return {k: (base64.b64decode(v).hex() if k in _ID_FIELDS and isinstance(v, str) else _hex_ids(v)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_hex_ids(v) for v in value]
+    return value
 
 
 class _Collect(SpanProcessor):
