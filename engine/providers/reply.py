@@ -30,7 +30,7 @@ import math
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from engine.run.protocol import ChatResponse, ProviderFault, UsageSource
+from engine.run.protocol import ChatResponse, ProviderFault, UsageSource, normal_tool_calls
 
 Scrub = Callable[[str], str]
 
@@ -117,18 +117,10 @@ def tool_calls(message: dict[str, Any], name: str, usage: dict[str, Any]) -> tup
     raw = message.get("tool_calls")
     if raw is None:
         return ()
-    if not isinstance(raw, list):
-        raise ProviderFault("bad_response", f"{name}: tool_calls is a {type(raw).__name__}, not a list", billed=_billed(usage))
-    calls = []
-    for i, call in enumerate(raw):
-        function = call.get("function") if isinstance(call, dict) else None
-        if not (isinstance(function, dict) and isinstance(call.get("id"), str) and isinstance(function.get("name"), str)
-                and isinstance(function.get("arguments", ""), str)):
-            raise ProviderFault("bad_response", f"{name}: tool call {i} lacks an id, a function name or text arguments",
-                                billed=_billed(usage))
-        calls.append({"id": call["id"], "type": "function",
-                      "function": {"name": function["name"], "arguments": function.get("arguments", "")}})
-    return tuple(calls)
+    try:
+        return normal_tool_calls(raw)
+    except ValueError as err:
+        raise ProviderFault("bad_response", f"{name}: {err}", billed=_billed(usage)) from None
 
 
 def _error_words(error: Any, scrub: Scrub) -> str:

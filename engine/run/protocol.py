@@ -33,6 +33,21 @@ class ToolOffer:
     choice: Any = None
 
 
+def normal_tool_calls(raw: Any) -> tuple[dict[str, Any], ...]:
+    """Tool calls as chat completions spells them (`id`, `type`, `function.name`, `function.arguments` as text), each
+    checked, whoever sent them (a provider's reply, a client's earlier turn); `ValueError` says which one is not."""
+    if not isinstance(raw, list):
+        raise ValueError(f"tool_calls is a {type(raw).__name__}, not a list")
+    calls = []
+    for i, call in enumerate(raw):
+        function = call.get("function") if isinstance(call, dict) else None
+        if not (isinstance(function, dict) and isinstance(call.get("id"), str) and isinstance(function.get("name"), str)
+                and isinstance(function.get("arguments", ""), str)):
+            raise ValueError(f"tool call {i} lacks an id, a function name or text arguments")
+        calls.append({"id": call["id"], "type": "function", "function": {"name": function["name"], "arguments": function.get("arguments", "")}})
+    return tuple(calls)
+
+
 @dataclass(frozen=True, slots=True)
 class ChatRequest:
     """One chat-completions call. `step` and `alias` are for providers that script by step; never sent.

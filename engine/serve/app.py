@@ -240,10 +240,9 @@ async def _serve(request: web.Request, wire: Wire) -> web.StreamResponse:
 
 def _check_tool_callers(state: ServerState, flow: Flow) -> None:
     """Every model the output step may call must be served by a provider that calls tools (not the embedded models)."""
-    node = flow.nodes[flow.output]
-    for alias in node_models(node):
-        spec = state.pool.models.get(alias) or flow.models.get(alias)
-        if spec is not None and not state.pool.with_models(flow.models).provider(spec.provider).passes_tools:
+    pool = state.pool.with_models(flow.models)
+    for alias in node_models(flow.nodes[flow.output]):
+        if not pool.provider(pool.models[alias].provider).passes_tools:
             raise mapping.RequestError(f"flow `{flow.name}` cannot take tools: its output step `{flow.output}` may call `{alias}`, "
                                        "whose provider does not call tools (the embedded models, scripts and replays)", param="tools")
 

@@ -20,7 +20,8 @@ from engine.serve.wire import Ask, event
 class ChatWire:
     def parse(self, body: dict[str, Any], headers: Any) -> Ask:
         stream, include_usage = mapping.stream_flags(body)
-        return Ask(model=mapping.requested_model(body), messages=mapping.chat_messages(body), chat=mapping.chat_conversation(body),
+        chat = mapping.chat_conversation(body)
+        return Ask(model=mapping.requested_model(body), messages=[(m["role"], m["content"] or "") for m in chat], chat=chat,
                    tools=tools.chat_tools(body), response_format=mapping.structured_output(body.get("response_format"), "response_format"),
                    params=mapping.request_params(body), options=mapping.baton_options(body),
                    stream=stream, include_usage=include_usage,

@@ -20,7 +20,7 @@ from engine.errors import InputError
 from engine.model import HISTORY, Flow, Fuse, Node, Params, Step, Verify
 from engine.numbers import finite
 from engine.run.budget import usd_cap
-from engine.run.protocol import ToolOffer
+from engine.run.protocol import ToolOffer, normal_tool_calls
 from engine.run.structured import schema_error
 from engine.run.trace import RunSummary
 
@@ -110,17 +110,11 @@ def chat_messages(body: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def checked_tool_calls(raw: Any, where: str) -> list[dict[str, Any]]:
-    """An assistant message's `tool_calls` as chat completions spells them, each checked (an earlier turn sent back)."""
-    if not isinstance(raw, list):
-        raise RequestError(f"{where} must be a list", param=where)
-    calls = []
-    for i, call in enumerate(raw):
-        function = call.get("function") if isinstance(call, dict) else None
-        if not (isinstance(function, dict) and isinstance(call.get("id"), str) and isinstance(function.get("name"), str)
-                and isinstance(function.get("arguments", ""), str)):
-            raise RequestError(f"{where}[{i}] needs an `id` and a `function` with a `name` and text `arguments`", param=where)
-        calls.append({"id": call["id"], "type": "function", "function": {"name": function["name"], "arguments": function.get("arguments", "")}})
-    return calls
+    """An assistant message's `tool_calls` (an earlier turn sent back), checked as a provider's are."""
+    try:
+        return list(normal_tool_calls(raw))
+    except ValueError as err:
+        raise RequestError(f"{where}: {err}", param=where) from None
 
 
 def chat_conversation(body: dict[str, Any]) -> list[dict[str, Any]]:
@@ -216,11 +210,17 @@ def tool_exchange(chat: list[dict[str, Any]]) -> str:
 
 def with_tools(flow: Flow, offer: ToolOffer) -> Flow:
     """The flow with its output step offered a client's tools (a reply of tool calls is then the flow's answer)."""
+    return _with_output_params(flow, {"tools": tuple(dict(t) for t in offer.tools), "tool_choice": offer.choice},
+                               "cannot take tools", " is offered a client's tools", "tools")
+
+
+def _with_output_params(flow: Flow, update: dict[str, Any], cannot: str, only: str, param: str) -> Flow:
+    """The flow with its output step's parameters updated; a 400 when the output is not a step."""
     node = flow.nodes[flow.output]
     if not isinstance(node, Step):
-        raise RequestError(f"flow `{flow.name}` cannot take tools: its output `{flow.output}` is a {node.kind}, and only a step "
-                           "is offered a client's tools for now", param="tools")
-    params = node.params.model_copy(update={"tools": tuple(dict(t) for t in offer.tools), "tool_choice": offer.choice})
+        raise RequestError(f"flow `{flow.name}` {cannot}: its output `{flow.output}` is a {node.kind}, and only a step{only} for now",
+                           param=param)
+    params = node.params.model_copy(update=update)
     return flow.model_copy(update={"nodes": {**flow.nodes, flow.output: node.model_copy(update={"params": params})}})
 
 
@@ -290,12 +290,8 @@ def structured_output(response_format: Any, param: str) -> dict[str, Any] | None
 
 def with_structured_output(flow: Flow, response_format: dict[str, Any]) -> Flow:
     """The flow with its output step asked for structured output (the steps before it answer as they were written)."""
-    node = flow.nodes[flow.output]
-    if not isinstance(node, Step):
-        raise RequestError(f"flow `{flow.name}` cannot honour response_format: its output `{flow.output}` is a {node.kind}, and only "
-                           "a step's reply is held to a schema for now", param="response_format")
-    params = node.params.model_copy(update={"response_format": response_format})
-    return flow.model_copy(update={"nodes": {**flow.nodes, flow.output: node.model_copy(update={"params": params})}})
+    return _with_output_params(flow, {"response_format": response_format}, "cannot honour response_format",
+                               "'s reply is held to a schema", "response_format")
 
 
 def literal(text: str) -> str:
