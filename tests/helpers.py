@@ -1,10 +1,16 @@
-"""Small helpers for executor tests: write a flow, run it, normalise a summary for snapshots."""
+"""Small helpers for tests: write a flow, run it, normalise a summary for snapshots; npm packages for the JS tests."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from engine.errors import FlowError
 from engine.loading import check_source
@@ -60,3 +66,20 @@ def smart_reply(body: dict[str, Any]) -> str:
     if "ANSWER:" in task:
         return "Four.\nANSWER: 4"
     return f"[{body['model']}] {task.strip()[:60]}"
+
+
+def npm_packages(request: pytest.FixtureRequest, name: str, packages: tuple[str, ...]) -> Path:
+    """A folder in pytest's cache with `packages` installed from the npm registry (once; kept across runs). Without node
+    and npm the test is skipped, or fails under CI, whose machine must have them (.ci/run installs them)."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        if os.environ.get("CI"):
+            pytest.fail("needs node and npm (apt-get install nodejs npm)")
+        pytest.skip("needs node and npm")
+    folder = Path(str(request.config.cache.mkdir(name)))  # type: ignore[union-attr]
+    if not all((folder / "node_modules" / p.rsplit("@", 1)[0]).is_dir() for p in packages):
+        (folder / "package.json").write_text(json.dumps({"name": name, "private": True, "type": "module"}))
+        proc = subprocess.run([npm, "install", "--no-audit", "--no-fund", "--silent", *packages], cwd=folder,
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+    return folder

@@ -4,9 +4,7 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -14,6 +12,7 @@ import pytest
 
 from engine.lsp.textmate import textmate_grammar
 from tests.conftest import ROOT, WORKFLOWS
+from tests.helpers import npm_packages
 
 GRAMMAR = ROOT / "editors" / "vscode" / "syntaxes" / "flow.tmLanguage.json"
 TOKENIZER = ROOT / "editors" / "test" / "tokenize.mjs"
@@ -35,18 +34,7 @@ def test_the_vscode_extension_points_at_the_grammar_and_the_server() -> None:
 
 @pytest.fixture(scope="module")
 def node_modules(request: pytest.FixtureRequest) -> Path:
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        if os.environ.get("CI"):
-            pytest.fail("needs node and npm (apt-get install nodejs npm)")
-        pytest.skip("needs node and npm")
-    folder = Path(str(request.config.cache.mkdir("textmate-engine")))  # type: ignore[union-attr]
-    if not (folder / "node_modules" / "vscode-textmate").is_dir():
-        (folder / "package.json").write_text('{"name": "textmate-engine", "private": true, "type": "module"}')
-        proc = subprocess.run([npm, "install", "--no-audit", "--no-fund", "--silent", *ENGINE_PACKAGES], cwd=folder,
-                              capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 0, proc.stderr
-    return folder
+    return npm_packages(request, "textmate-engine", ENGINE_PACKAGES)
 
 
 def tokenize(folder: Path, files: list[Path]) -> dict[str, list[tuple[int, int, int, str, list[str]]]]:

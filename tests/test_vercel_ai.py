@@ -16,7 +16,7 @@ import pytest
 from engine.run.reader import list_runs
 from engine.testing.chat_server import ChatServer, Reply
 from tests.conftest import ROOT, WORKFLOWS
-from tests.helpers import smart_reply
+from tests.helpers import npm_packages, smart_reply
 from tests.serve_harness import BatonServer, write_pool
 
 pytestmark = pytest.mark.slow
@@ -26,17 +26,7 @@ PACKAGES = ("ai@6", "@ai-sdk/openai@3", "@ai-sdk/anthropic@3")
 
 @pytest.fixture(scope="module")
 def ai_sdk(request: pytest.FixtureRequest) -> Path:
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        if os.environ.get("CI"):
-            pytest.fail("needs node and npm (apt-get install nodejs npm)")
-        pytest.skip("needs node and npm")
-    folder = Path(str(request.config.cache.mkdir("vercel-ai-sdk")))  # type: ignore[union-attr]
-    if not (folder / "node_modules" / "ai").is_dir():
-        (folder / "package.json").write_text('{"name": "vercel-ai-sdk", "private": true, "type": "module"}')
-        proc = subprocess.run([npm, "install", "--no-audit", "--no-fund", "--silent", *PACKAGES], cwd=folder,
-                              capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 0, proc.stderr
+    folder = npm_packages(request, "vercel-ai-sdk", PACKAGES)
     shutil.copy(SCRIPT, folder / SCRIPT.name)  # beside its node_modules, where its imports resolve
     return folder
 
