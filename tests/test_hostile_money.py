@@ -62,6 +62,29 @@ def test_a_client_that_drops_its_stream_is_charged_and_cannot_pass_its_keys_cap(
         assert attempt.cause == "interrupted" and attempt.cost_source == "estimated"
 
 
+@pytest.mark.parametrize("path, body", [
+    ("/v1/responses", {"model": "m", "input": "why is the sky blue?", "max_output_tokens": MAX_TOKENS}),
+    ("/v1/messages", {"model": "m", "max_tokens": MAX_TOKENS, "messages": [{"role": "user", "content": "why is the sky blue?"}]})])
+def test_a_client_that_drops_a_responses_or_messages_stream_is_charged_and_cannot_pass_its_keys_cap(
+        tmp_path: Path, path: str, body: dict[str, object]) -> None:
+    """The new wire formats, as finding 1 for chat completions: dropped streams are booked, and the key's cap holds on
+    what the upstream could bill."""
+    cap = 0.002
+    with ChatServer() as upstream:
+        upstream.script["m"] = [Reply(text=LONG, chunk_delay=0.15, cost=0.0002)]
+        with InProcessServer(hostile_pool(upstream.url), tmp_path / "home", keys=key_spec("alice", TOKEN, daily_usd=cap)) as served:
+            for _ in range(12):  # the opening events, then one piece of text
+                stream_and_drop(served.url, body, after_events=5, headers={"Authorization": f"Bearer {TOKEN}"}, path=path)
+            served.settled()
+            booked = served.booked("alice")
+        sent = upstream.count()
+        could_bill = sum(b.reported_cost for b in upstream.bills)
+    assert 0 < sent < 12  # it spent, and the cap stopped admitting calls
+    assert could_bill <= booked + 1e-12 and booked <= cap + 1e-12
+    interrupted = [r for r in list_runs(tmp_path / "home", limit=100) if r.status == "interrupted"]
+    assert len(interrupted) == sent and all(r.cost > 0 for r in interrupted)  # each call that left is on record, booked
+
+
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(after=st.integers(min_value=0, max_value=12), concurrency=st.integers(min_value=1, max_value=4))
 def test_for_any_disconnect_point_and_concurrency_the_provider_never_bills_more_than_was_booked(

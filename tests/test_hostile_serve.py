@@ -218,13 +218,29 @@ def test_one_keys_cached_reply_is_never_served_to_another_key(tmp_path: Path) ->
         assert upstream.count() == 2  # alice's second request was a hit; bob's went upstream
 
 
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/responses", "/v1/messages"])
 @pytest.mark.parametrize("name,body", list(hostile_bodies("m")), ids=[n for n, _ in hostile_bodies("m")])
-def test_hostile_bodies_get_an_openai_shaped_4xx_never_a_500(keyless: tuple[ChatServer, InProcessServer], name: str, body: bytes) -> None:
-    """Finding 12: a body nested 100,000 deep, and `"stream_options": "yes"`, were answered 500 in plain text."""
+def test_hostile_bodies_get_an_api_shaped_4xx_never_a_500(keyless: tuple[ChatServer, InProcessServer], name: str, body: bytes,
+                                                         path: str) -> None:
+    """Finding 12: a body nested 100,000 deep, and `"stream_options": "yes"`, were answered 500 in plain text. Every wire
+    format answers them with a 4xx in its own shape (Anthropic's `{"type": "error", ...}` on /v1/messages)."""
     upstream, served = keyless
-    answer = post(served.url, "/v1/chat/completions", body)
+    answer = post(served.url, path, body)
     assert 400 <= answer.status < 500, (name, answer.status, answer.body[:200])
     assert answer.json()["error"]["message"]
+    assert (answer.json().get("type") == "error") == (path == "/v1/messages")
+    assert upstream.count() == 0
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/v1/responses", b'{"model": "m", "input": "hi"}'),
+    ("/v1/messages", b'{"model": "m", "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]}')])
+def test_a_foreign_web_page_cannot_spend_through_the_new_wire_formats(keyless: tuple[ChatServer, InProcessServer], path: str,
+                                                                     body: bytes) -> None:
+    upstream, served = keyless
+    foreign = post(served.url, path, body, {"Origin": "https://evil.example"})
+    assert foreign.status == 403 and "origin" in foreign.json()["error"]["message"]
+    assert post(served.url, path, body, content_type="text/plain").status == 415
     assert upstream.count() == 0
 
 

@@ -93,11 +93,13 @@ class SSEAnswer:
                 else:
                     kind, value = self.queue.get_nowait()
                 await self._send(kind, value)
-        except (ConnectionResetError, asyncio.CancelledError):  # the client went away: so does its run
+        except (ConnectionResetError, asyncio.CancelledError) as gone:  # the client went away: so does its run
             task.cancel()
             with contextlib.suppress(BaseException):
                 await task
-            raise
+            if isinstance(gone, asyncio.CancelledError) or self.response is None:
+                raise
+            return self.response  # a write found it gone: nobody to answer, and not a fault of the server's to log
         error = task.exception()
         if error is not None:
             if not isinstance(error, Exception):

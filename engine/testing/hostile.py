@@ -63,11 +63,12 @@ def get(base: str, path: str, headers: dict[str, str] | None = None) -> Answer:
         return Answer(reply.status_code, dict(reply.headers), reply.content)
 
 
-def stream_and_drop(base: str, body: dict[str, Any], after_events: int, headers: dict[str, str] | None = None) -> int:
-    """POST a streamed chat completion and close the connection after `after_events` `data:` events (0: once the
-    headers are in); returns the events read. The server sees a client that went away mid-reply."""
+def stream_and_drop(base: str, body: dict[str, Any], after_events: int, headers: dict[str, str] | None = None,
+                    path: str = "/v1/chat/completions") -> int:
+    """POST a streamed request (a chat completion, or `path`'s format) and close the connection after `after_events`
+    `data:` events (0: once the headers are in); returns the events read. The server sees a client that went away mid-reply."""
     events = 0
-    with httpx.Client(timeout=60) as client, client.stream("POST", base.rstrip("/") + "/v1/chat/completions", json={**body, "stream": True},
+    with httpx.Client(timeout=60) as client, client.stream("POST", base.rstrip("/") + path, json={**body, "stream": True},
                                                          headers=headers or {}) as reply:
         if after_events == 0 or reply.status_code != 200:
             return 0
