@@ -42,7 +42,7 @@ def served(upstream: ChatServer, tmp_path_factory: pytest.TempPathFactory) -> It
 
 
 def oa(server: BatonServer) -> openai.OpenAI:
-    return openai.OpenAI(base_url=server.url, api_key="unused", max_retries=0)
+    return openai.OpenAI(base_url=server.url, api_key="unused", max_retries=0, timeout=120)
 
 
 @pytest.mark.parametrize("model", ["fast", "flow/extract"])
@@ -128,7 +128,7 @@ def test_langchains_with_structured_output_works_by_every_method_on_an_alias_and
         pool = write_pool(upstream.url, tmp_path / "pool.toml")
         with BatonServer("--flows", str(flows), "--pool", str(pool), home=tmp_path / "home") as server:
             def structured(model: str, method: str) -> Any:
-                llm = langchain_openai.ChatOpenAI(model=model, base_url=server.url, api_key="unused", max_retries=0)
+                llm = langchain_openai.ChatOpenAI(model=model, base_url=server.url, api_key="unused", max_retries=0, timeout=120)
                 return llm.with_structured_output(Weather, method=method).invoke("It is 18 degrees in Paris; answer in JSON.")
 
             for method in ("json_schema", "function_calling", "json_mode"):
@@ -142,7 +142,7 @@ def test_the_messages_api_output_config_format_is_structured_output_too(served: 
     import anthropic
 
     before = len(upstream.requests)
-    client = anthropic.Anthropic(base_url=served.url.removesuffix("/v1"), api_key="unused", max_retries=0)
+    client = anthropic.Anthropic(base_url=served.url.removesuffix("/v1"), api_key="unused", max_retries=0, timeout=120)
     reply = client.messages.create(model=model, max_tokens=200, messages=[{"role": "user", "content": "It is 18 degrees in Paris."}],
                                    output_config={"format": {"type": "json_schema", "schema": SCHEMA}})
     assert json.loads(reply.content[0].text) == {"city": "Paris", "celsius": 18}  # type: ignore[union-attr]

@@ -61,11 +61,11 @@ def served(upstream: ChatServer, tmp_path_factory: pytest.TempPathFactory) -> It
 
 
 def oa(server: BatonServer) -> openai.OpenAI:
-    return openai.OpenAI(base_url=server.url, api_key="unused", max_retries=0)
+    return openai.OpenAI(base_url=server.url, api_key="unused", max_retries=0, timeout=120)
 
 
 def an(server: BatonServer) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=server.url.removesuffix("/v1"), api_key="unused", max_retries=0)
+    return anthropic.Anthropic(base_url=server.url.removesuffix("/v1"), api_key="unused", max_retries=0, timeout=120)
 
 
 def test_chat_completions_tool_call_round_trip_and_its_record(served: BatonServer, upstream: ChatServer) -> None:

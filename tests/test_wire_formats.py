@@ -53,11 +53,11 @@ def served(upstream: ChatServer, tmp_path_factory: pytest.TempPathFactory) -> It
 
 
 def openai_client(server: BatonServer) -> openai.OpenAI:
-    return openai.OpenAI(base_url=server.url, api_key="unused", max_retries=0)
+    return openai.OpenAI(base_url=server.url, api_key="unused", max_retries=0, timeout=120)
 
 
 def anthropic_client(server: BatonServer, key: str = "unused") -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=server.url.removesuffix("/v1"), api_key=key, max_retries=0)
+    return anthropic.Anthropic(base_url=server.url.removesuffix("/v1"), api_key=key, max_retries=0, timeout=120)
 
 
 # -- the Responses API ---------------------------------------------------------------------------
