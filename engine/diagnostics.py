@@ -52,6 +52,7 @@ CODES: dict[str, tuple[Severity, str]] = {
     "E311": ("error", "flow exceeds a planner limit"),
     "E312": ("error", "router file cannot be used"),
     "E313": ("error", "router does not know a model"),
+    "E314": ("error", "a step in a loop may not call the client's tools"),
     "E501": ("error", "no Conductor plan found in the completion"),
     "E502": ("error", "Conductor lists of different lengths"),
     "E503": ("error", "Conductor model id not in the --map"),

@@ -109,6 +109,9 @@ class Step(CallSpec):
     fallbacks: tuple[str, ...] = ()
     expect: tuple[Check, ...] = ()
     choices: tuple[str, ...] = ()
+    #: `tools: client`: when `baton serve` is given a client's tools, this step is offered them too (the output step
+    #: always is). A reply of tool calls then ends the run: no new step starts, and those calls are its answer.
+    client_tools: bool = False
 
 
 class Verify(CallSpec):

@@ -262,7 +262,11 @@ class Session:
             summary.finished = time.time()
             summary.duration_s = round(before.duration_s + summary.finished - summary.started, 4)
             out = executor.results.get(flow_obj.output)
-            if error is None and out is not None and out.status == "ok":
+            if error is None and executor.tool_calls_by is not None:
+                summary.status = "ok"  # answered with a step's tool calls: the client runs them, and asks again
+                summary.tool_calls_by = executor.tool_calls_by
+                summary.output = executor.results[executor.tool_calls_by].output
+            elif error is None and out is not None and out.status == "ok":
                 summary.status = "ok"
                 summary.output = out.output
                 if stream is not None:

@@ -7,14 +7,21 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import anthropic
 import openai
 import pytest
 
+from engine.errors import RunError
+from engine.loading import load_flow
+from engine.pool import load_pool
 from engine.records.render import render_run
+from engine.run.protocol import ToolOffer
 from engine.run.reader import load_run
+from engine.serve import mapping
+from engine.session import SyncSession
 from engine.testing.chat_server import ChatServer, Reply
 from tests.conftest import WORKFLOWS
 from tests.serve_harness import BatonServer, write_pool
@@ -31,6 +38,8 @@ def agent(body: dict[str, Any]) -> Reply:
     last = body["messages"][-1]
     if last["role"] == "tool":
         return Reply(text=f"It is {json.loads(last['content'])['celsius']} degrees in Paris.")
+    if "It is 18 degrees in Paris." in str(last["content"]):  # a step shown the one that read the tool's result
+        return Reply(text="Take a light jacket: it is 18 degrees.")
     if "get_weather returned: " in str(last["content"]):
         celsius = json.loads(str(last["content"]).rsplit("get_weather returned: ", 1)[1].splitlines()[0])["celsius"]
         return Reply(text=f"It is {celsius} degrees in Paris.\nANSWER: {celsius}")
@@ -56,8 +65,26 @@ def served(upstream: ChatServer, tmp_path_factory: pytest.TempPathFactory) -> It
     for name in ("solo", "fuse_panel"):
         (flows / f"{name}.flow").write_text((WORKFLOWS / f"{name}.flow").read_text())
     (flows / "embedded.flow").write_text('input q\nstep answer { model: tiny  task: "{q}" }\n')
+    (flows / "advisor.flow").write_text(ADVISOR)
     with BatonServer("--flows", str(flows), "--pool", str(pool), home=root / "home") as server:
         yield server
+
+
+#: A flow whose first step may call the client's tools, and whose output step advises from what it found.
+ADVISOR = """input question
+input history
+step research {
+  model: fast
+  tools: client
+  sees: question
+  task: "Find out: {question}"
+}
+step advise {
+  model: fast
+  sees: research
+  task: "Advise from this: {research}"
+}
+"""
 
 
 def oa(server: BatonServer) -> openai.OpenAI:
@@ -192,3 +219,75 @@ def test_tools_are_refused_where_they_cannot_be_honoured(served: BatonServer) ->
         oa(served).responses.create(model="tiny", input="x", tools=[{"type": "function", "name": "f", "parameters": SCHEMA}])  # type: ignore[list-item]
     with pytest.raises(openai.BadRequestError, match="only `function`"):
         oa(served).responses.create(model="fast", input="x", tools=[{"type": "web_search"}])  # type: ignore[list-item]
+
+
+@pytest.mark.parametrize("wire", ["chat", "messages"])
+def test_a_step_marked_tools_client_ends_the_run_with_its_calls_and_the_next_turn_goes_on(
+        served: BatonServer, upstream: ChatServer, wire: str) -> None:
+    """`tools: client` on a step before the output: its tool calls are the flow's answer (the output step does not
+    run, and is not offered the tools), and on the next turn it reads the result and the flow finishes."""
+    result = '{"celsius": 18}'
+    before = len(upstream.requests)
+    if wire == "chat":
+        raw = oa(served).chat.completions.with_raw_response.create(model="flow/advisor", messages=[{"role": "user", "content": QUESTION}],  # type: ignore[arg-type]
+                                                                   tools=[CHAT_TOOL])  # type: ignore[list-item]
+        first = raw.parse().choices[0]
+        assert first.finish_reason == "tool_calls" and first.message.tool_calls[0].function.name == "get_weather"  # type: ignore[index, union-attr]
+        run_id = raw.headers["x-baton-run-id"]
+        answer = oa(served).chat.completions.create(model="flow/advisor", tools=[CHAT_TOOL], messages=[  # type: ignore[arg-type, list-item]
+            {"role": "user", "content": QUESTION}, {"role": "assistant", "content": None, "tool_calls": [CALL]},
+            {"role": "tool", "tool_call_id": "call_w1", "content": result}]).choices[0].message.content
+    else:
+        tool = {"name": "get_weather", "input_schema": SCHEMA}
+        with an(served).messages.with_streaming_response.create(model="flow/advisor", max_tokens=200, tools=[tool], stream=True,  # type: ignore[list-item]
+                                                                 messages=[{"role": "user", "content": QUESTION}]) as streamed:
+            run_id = streamed.headers["x-baton-run-id"]
+        with an(served).messages.stream(model="flow/advisor", max_tokens=200, tools=[tool],  # type: ignore[list-item]
+                                        messages=[{"role": "user", "content": QUESTION}]) as events:
+            message = events.get_final_message()
+        assert message.stop_reason == "tool_use" and [b.type for b in message.content if b.type != "text"] == ["tool_use"]
+        reply = an(served).messages.create(model="flow/advisor", max_tokens=200, tools=[tool], messages=[  # type: ignore[list-item]
+            {"role": "user", "content": QUESTION},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "call_w1", "name": "get_weather", "input": {"city": "Paris"}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "call_w1", "content": result}]}])
+        answer = reply.content[0].text  # type: ignore[union-attr]
+    assert answer == "Take a light jacket: it is 18 degrees."
+    assert "tools" in upstream.requests[before] and "tools" not in upstream.requests[-1]  # research is offered them, advise is not
+    record = load_run(run_id, served.home)
+    assert record.status == "ok" and record.tool_calls_by == "research"
+    assert record.steps["research"].tools == ["get_weather"] and record.steps["research"].tool_calls == [CALL]
+    assert record.steps["advise"].status == "not_run" and "answered with tool calls" in record.steps["advise"].reason
+    assert "answer: the tool calls of step `research` (get_weather)" in render_run(record)
+
+
+def test_a_resumed_run_ends_where_its_tool_calls_did(tmp_path: Path) -> None:
+    """A run whose `tools: client` step answered with tool calls while another step failed: resumed, it ends where
+    those calls ended it, with them as its answer and no call sent (the step after them does not run on an empty
+    output, and the failed one is not tried again: the client's next turn runs the flow anew)."""
+    failed_once: list[str] = []
+
+    def responder(body: dict[str, Any]) -> Reply:
+        content = str(body["messages"][-1]["content"])
+        if "Other view" in content and not failed_once:
+            failed_once.append(content)
+            return Reply(status=400, text='{"error": {"message": "bad request"}}')
+        return agent(body)
+
+    (tmp_path / "flows").mkdir()
+    flow_file = tmp_path / "flows" / "two.flow"
+    flow_file.write_text('input question\nstep research { model: fast  tools: client  sees: question  task: "Find out: {question}" }\n'
+                         'step other { model: fast  sees: question  task: "Other view: {question}" }\n'
+                         'step advise { model: fast  sees: research, other  task: "Advise from this: {research} {other}" }\n')
+    with ChatServer(responder=responder) as server:
+        pool = load_pool(write_pool(server.url, tmp_path / "pool.toml"))
+        flow, _pool = load_flow(flow_file, pool)
+        with SyncSession(pool, home=tmp_path / "home", cache=False) as session:
+            with pytest.raises(RunError) as failure:
+                session.run(mapping.with_tools(flow, ToolOffer((CHAT_TOOL,))), {"question": QUESTION})
+            first = failure.value.summary
+            assert first is not None and first.steps["research"].tool_calls == [CALL] and first.steps["other"].status == "failed"
+            sent = len(server.requests)
+            summary = session.resume(first.run_id)
+        assert len(server.requests) == sent
+    assert summary.status == "ok" and summary.tool_calls_by == "research" and summary.steps["research"].resumed
+    assert summary.steps["other"].status == summary.steps["advise"].status == "not_run"

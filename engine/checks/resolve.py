@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from engine.checks.properties import MAX_LOOP_ROUNDS, MAX_PANEL, REQUIRED, RESERVED_NAMES, SCHEMAS, SUPPORTED_VERSIONS
 from engine.checks.values import Reader, rule_op
 from engine.diagnostics import did_you_mean
 from engine.model import Arm, Budget, Check, Fuse, InputSpec, Loop, Params, Route, Step, Verify
@@ -24,76 +25,6 @@ from engine.router.files import cached_router, inside
 from engine.router.model import RouterError
 from engine.syntax import ast
 from engine.syntax.ast import Atom, Span
-
-SUPPORTED_VERSIONS = (1,)
-RESERVED_NAMES = {"all", "none", "feedback", "then", "not", "matches", "contains", "json"}
-
-_CALL_KEYS = ("sees", "task", "system", "temperature", "max_tokens", "top_p", "reasoning", "seed", "retries", "timeout")
-SCHEMAS: dict[str, tuple[str, ...]] = {
-    "step": ("model", "fallback", "expect", "choices", *_CALL_KEYS),
-    "verify": ("model", "fallback", "accept", "choices", *_CALL_KEYS),
-    "fuse": ("panel", "judge", "judge_task", "quorum", "vote", "agree", "escalate", "fallback", *_CALL_KEYS),
-    "loop": ("exhausted", "output"),
-    "model": ("provider", "id", "input_price", "output_price", "context", "max_concurrency", "max_output_tokens", "description"),
-}
-#: The kind of value each property takes: what the readers below enforce, and what the planner's
-#: constrained grammar (engine.planner.gbnf) offers after each key.
-VALUE_KINDS: dict[str, str] = {
-    "model": "chain", "fallback": "chain", "sees": "names", "task": "text", "system": "text", "judge_task": "text",
-    "temperature": "number", "top_p": "number", "max_tokens": "int", "seed": "int", "retries": "int", "quorum": "int",
-    "timeout": "duration", "reasoning": "choice:low|medium|high", "expect": "checks", "choices": "strings", "accept": "regex", "panel": "panel",
-    "judge": "alias", "vote": "choice:number|text", "agree": "int", "escalate": "alias", "exhausted": "choice:last|fail|escalate", "output": "name", "provider": "name", "id": "text",
-    "input_price": "number", "output_price": "number", "context": "int", "max_concurrency": "int",
-    "max_output_tokens": "int", "description": "text",
-}
-#: What each kind of value looks like, in words: the planner's language summary and the editor's hover say it so.
-VALUE_WORDS: dict[str, str] = {
-    "chain": "an alias, or aliases joined by `then` (escalation)", "names": "names of inputs or earlier steps, comma-separated, or `all`",
-    "text": 'a "quoted string" (may contain {placeholders})', "number": "a number", "int": "a whole number",
-    "duration": "a duration like 60s", "checks": "`matches /re/` or `contains \"text\"`",
-    "strings": "quoted strings, comma-separated (the only replies allowed)", "regex": "a /regex/",
-    "panel": "aliases, comma-separated, each optionally `x N`", "alias": "an alias", "name": "a name",
-}
-#: What each property does, in one line (the editor's hover; docs/language.md has the long form).
-PROPERTY_HELP: dict[str, str] = {
-    "model": "the model alias that answers; `a then b` escalates to `b` when an `expect` check fails",
-    "fallback": "aliases tried, in order, when a model's retries are exhausted",
-    "sees": "what the step is shown: inputs and earlier steps (their subtask and response), `all`, or `none` (the default)",
-    "task": "the step's own subtask; `{name}` inserts an input or a step it sees",
-    "system": "system text sent before the task (a template, like the task)",
-    "temperature": "sampling temperature, 0 to 2 (default 0; temperature-0 replies are cached)",
-    "max_tokens": "the most tokens the reply may have (default 1024)",
-    "top_p": "nucleus sampling, 0 to 1",
-    "reasoning": "reasoning effort sent to models that take it",
-    "seed": "sampling seed (a fuse gives member i seed + i)",
-    "retries": "extra attempts per model on provider faults (default 2)",
-    "timeout": "per attempt (default 120s)",
-    "expect": "checks on the reply; a reply that fails one is rejected and the step escalates",
-    "choices": "the only replies allowed (embedded models are constrained to them)",
-    "accept": "a verifier's regex: a verdict that matches accepts the round",
-    "panel": "the models that answer in parallel (`m x 4` samples one model four times)",
-    "judge": "the model that merges the panel's answers",
-    "judge_task": "the judge's instruction (a template)",
-    "quorum": "how many panel members must answer (default: all)",
-    "vote": "majority vote over the panel's extracted answers instead of a judge",
-    "agree": "the votes the winning answer needs; below it the fuse escalates",
-    "escalate": "the model asked when the vote does not agree",
-    "exhausted": "what a loop does when its rounds run out: keep the `last` draft, `fail`, or `escalate`",
-    "output": "which member's reply is the loop's output",
-    "provider": "the pool provider this model is served by",
-    "id": "the provider's model id",
-    "input_price": "USD per million prompt tokens",
-    "output_price": "USD per million completion tokens",
-    "context": "the model's context window, in tokens",
-    "max_concurrency": "calls to this model at once",
-    "max_output_tokens": "the most completion tokens the model allows (a step's max_tokens is capped to it)",
-    "description": "what this model is for (the planner reads it)",
-}
-REQUIRED: dict[str, tuple[str, ...]] = {
-    "step": ("model", "task"), "verify": ("model", "task"), "fuse": ("panel", "task"), "model": ("provider", "id"),
-}
-MAX_PANEL = 16
-MAX_LOOP_ROUNDS = 20
 
 
 @dataclass
@@ -406,6 +337,13 @@ class Resolver:
                 expect: list[Check] = []
                 if "expect" in props:
                     expect = self.r.checks(props["expect"].value, "expect") or []
+                if "tools" in props and self.r.choice(props["tools"], ("client",)) is not None:
+                    if loop is not None:  # a tool call ends the run, which a round of a loop cannot do and be resumed
+                        self.r.error("E314", f"step `{block.name}` is in loop `{loop}`, so it may not call the client's tools: a "
+                                     "reply of tool calls ends the run, and a round of a loop cannot", props["tools"].span,
+                                     "call the tools from a step before or after the loop")
+                    else:
+                        common["client_tools"] = True
                 node = Step(models=tuple(models), expect=tuple(expect), **common)
             else:
                 accept = "ACCEPT"

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from engine.checks import CheckResult, check_document
 from engine.checks.cost import CostModel, WorstCase
-from engine.checks.resolve import PROPERTY_HELP, REQUIRED, RESERVED_NAMES, SCHEMAS, VALUE_KINDS, VALUE_WORDS
+from engine.checks.properties import PROPERTY_HELP, REQUIRED, RESERVED_NAMES, SCHEMAS, VALUE_KINDS, VALUE_WORDS
 from engine.diagnostics import CODES
 from engine.errors import FlowError
 from engine.lsp.index import IDENTIFIER, Definition, FlowIndex, Use, build_index

@@ -20,7 +20,7 @@ from typing import Any
 
 from lark.lexer import PatternStr
 
-from engine.checks.resolve import RESERVED_NAMES
+from engine.checks.properties import RESERVED_NAMES
 from engine.syntax.parser import lark_parser
 
 SCOPE = "source.flow"

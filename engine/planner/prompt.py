@@ -12,7 +12,7 @@ import string
 from importlib import resources
 from pathlib import Path
 
-from engine.checks.resolve import SCHEMAS, VALUE_KINDS, VALUE_WORDS
+from engine.checks.properties import SCHEMAS, VALUE_KINDS, VALUE_WORDS
 from engine.planner.limits import PlanLimits
 from engine.pool import Pool
 

@@ -50,7 +50,11 @@ def render_run(summary: RunSummary, full_output_step: str | None = None) -> str:
     why = {"budget_exhausted": "the budget ran out", "interrupted": "the run was interrupted",
            "running": "the run has not finished"}.get(summary.status, f"the run {summary.status}")
     shown = _short(summary.output, 300) if summary.output is not None else f"none ({why})"
-    lines.append(f"output ({summary.output_step}): {shown}")
+    if summary.tool_calls_by:
+        calls = ", ".join(str((c.get("function") or {}).get("name")) for c in summary.steps[summary.tool_calls_by].tool_calls)
+        lines.append(f"answer: the tool calls of step `{summary.tool_calls_by}` ({calls}), for the client to run")
+    else:
+        lines.append(f"output ({summary.output_step}): {shown}")
     return for_terminal("\n".join(lines))
 
 

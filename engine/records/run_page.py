@@ -408,7 +408,11 @@ def render_run_page(run: explain.RecordedRun, *, live: bool = False, runs_href: 
                          for m in ("status", "cost", "latency"))
                + _legends() + ' <span class="hint">click a node for its prompt, output and calls</span></div>')
     details = "".join(_detail(n, g.nodes[n].get("kind", "step"), s.steps.get(n), run) for n in g.nodes)
-    output = (f'<section id="output"><h2>Output ({esc(s.output_step)})</h2><pre class="output">{esc(s.output)}</pre></section>'
+    answered_by = s.tool_calls_by or s.output_step
+    calls = s.steps[answered_by].tool_calls if answered_by in s.steps else []
+    answer = s.output or "".join(f'{c["function"]["name"]}({c["function"]["arguments"]})\n' for c in calls if "function" in c)
+    heading = f"Answer: tool calls of {esc(answered_by)}" if s.tool_calls_by else f"Output ({esc(s.output_step)})"
+    output = (f'<section id="output"><h2>{heading}</h2><pre class="output">{esc(answer or "")}</pre></section>'
               if s.output is not None else "")
     body = (header + toolbar + f'<main><div id="graph">{_graph_svg(run, critical)}</div><div id="details">{details}</div></main>'
             + output + _timeline(run, critical))

@@ -8,7 +8,8 @@ depends on, so the wall time approaches the DAG's critical path; the `Caller` bo
 real concurrency per model, provider and run. A node receives exactly what its `sees`
 allows (see `engine.run.prompt`). Route branches wait for their route's decision and
 are skipped when not chosen. A failed node stops new work from starting, lets calls in
-flight finish, and keeps every finished output on disk for `--resume`.
+flight finish, and keeps every finished output on disk for `--resume`. So does a step
+marked `tools: client` that answers with tool calls: those calls are the run's answer.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import time
 from typing import Any
 
 from engine.errors import RunCancelled, RunError
-from engine.model import Flow, Route
+from engine.model import Flow, Route, Step
 from engine.run import nodes
 from engine.run.calls import Caller
 from engine.run.events import RunEvents
@@ -44,6 +45,8 @@ class Executor:
         self.futures: dict[str, asyncio.Future[StepResult]] = {}
         self.decisions: dict[str, asyncio.Future[RouteDecision | None]] = {}
         self.failure: RunError | None = None
+        #: The step marked `tools: client` whose reply of tool calls ended the run (not the output step).
+        self.tool_calls_by: str | None = None
         self.deps = flow.plan.deps  # built once by the checker
 
     def emit(self, name: str, **fields: Any) -> None:
@@ -115,6 +118,7 @@ class Executor:
                 done = self.completed[name].model_copy(update={"resumed": True})
                 if isinstance(node, Route):
                     self.decisions[name].set_result(done.decision)
+                self._note_tool_calls(node, done)  # a resumed run ends where the recorded one did
                 await self._finish(done)
                 return
             guard = getattr(node, "guard", None)
@@ -126,9 +130,10 @@ class Executor:
                     await self._finish(result)
                     return
             blocked = [d.name for d in deps if d.status not in ("ok",)]
-            if blocked or self.failure is not None:
+            if blocked or self.failure is not None or self.tool_calls_by is not None:
                 result.status = "not_run"
-                result.reason = f"waiting on {', '.join(blocked)}, which did not finish" if blocked else "the run stopped before this step"
+                result.reason = (f"waiting on {', '.join(blocked)}, which did not finish" if blocked else "the run stopped before this step"
+                                 if self.failure is not None else f"step `{self.tool_calls_by}` answered with tool calls for the client")
                 if isinstance(node, Route):
                     self.decisions[name].set_result(None)
                 await self._finish(result)
@@ -145,6 +150,7 @@ class Executor:
                 await asyncio.gather(*(self.store.commit_step(m) for m in members.values()))
             result.latency_ms = (time.perf_counter() - t0) * 1000
             result.status = "ok"
+            self._note_tool_calls(node, result)
             await self._finish(result)
         except RunError as err:
             if result.started:  # it ran and failed: how long it tried is part of the record
@@ -162,6 +168,13 @@ class Executor:
                 result.error = "interrupted while it was running"
                 await self._finish(result)  # a failed result is not committed: nothing here suspends
             raise
+    def _note_tool_calls(self, node: object, result: StepResult) -> None:
+        """A step marked `tools: client` (not the output) that answered with tool calls ends the run: no new step
+        starts, and its calls are the run's answer (the output step's tool calls already are)."""
+        if (isinstance(node, Step) and node.client_tools and node.name != self.flow.output and self.tool_calls_by is None
+                and result.tool_calls):
+            self.tool_calls_by = node.name
+            self.emit("tool_calls", step=node.name, calls=[c["function"]["name"] for c in result.tool_calls])
 
 def summarise(summary: RunSummary, results: dict[str, StepResult], top_level: list[str]) -> None:
     """Fill a summary's totals from step results; loop members are counted through their loop."""

@@ -99,6 +99,12 @@ class RouteDecision(BaseModel):
     costs: dict[str, float] = Field(default_factory=dict)
 
 
+def answered_tool_calls(attempts: Iterable[Attempt]) -> list[dict[str, Any]]:
+    """The tool calls of the last attempt that answered: a step's or a call's answer when it called tools."""
+    answered = [a for a in attempts if a.answered]
+    return answered[-1].tool_calls if answered else []
+
+
 class StepResult(BaseModel):
     """What one node did: its output, which model produced it and why, and what it cost."""
 
@@ -126,6 +132,11 @@ class StepResult(BaseModel):
     resumed: bool = False
     #: The tools a client offered with a pass-through call (their names): what the model could call.
     tools: list[str] = Field(default_factory=list)
+
+    @property
+    def tool_calls(self) -> list[dict[str, Any]]:
+        """The tool calls of the reply that answered (none when it answered with text alone)."""
+        return answered_tool_calls(self.attempts)
 
     def add(self, attempt: Attempt) -> None:
         self.attempts.append(attempt)
@@ -189,6 +200,9 @@ class RunSummary(BaseModel):
     status: RunStatus = "running"
     output: str | None = None
     output_step: str = ""
+    #: The step whose reply of tool calls ended the run (a step marked `tools: client` other than the output): its
+    #: calls are the run's answer, and the steps after it did not run.
+    tool_calls_by: str | None = None
     error: str | None = None
     error_step: str | None = None
     #: Where the failed node is defined in the flow (`file:line:col`), when a node failed.
@@ -239,8 +253,7 @@ class CallResult:
     @property
     def tool_calls(self) -> list[dict[str, Any]]:
         """The tool calls of the reply that answered (none when it answered with text alone)."""
-        answered = [a for a in self.attempts if a.answered]
-        return answered[-1].tool_calls if answered else []
+        return answered_tool_calls(self.attempts)
 
     @property
     def cost(self) -> float:

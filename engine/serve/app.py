@@ -239,12 +239,14 @@ async def _serve(request: web.Request, wire: Wire) -> web.StreamResponse:
 
 
 def _check_tool_callers(state: ServerState, flow: Flow) -> None:
-    """Every model the output step may call must be served by a provider that calls tools (not the embedded models)."""
+    """Every model a step offered the tools may call must be served by a provider that calls tools (not the embedded models)."""
     pool = state.pool.with_models(flow.models)
-    for alias in node_models(flow.nodes[flow.output]):
-        if not pool.provider(pool.models[alias].provider).passes_tools:
-            raise mapping.RequestError(f"flow `{flow.name}` cannot take tools: its output step `{flow.output}` may call `{alias}`, "
-                                       "whose provider does not call tools (the embedded models, scripts and replays)", param="tools")
+    for name in mapping.tool_takers(flow):
+        for alias in node_models(flow.nodes[name]):
+            if not pool.provider(pool.models[alias].provider).passes_tools:
+                which = f"output step `{name}`" if name == flow.output else f"step `{name}` (tools: client)"
+                raise mapping.RequestError(f"flow `{flow.name}` cannot take tools: its {which} may call `{alias}`, whose provider "
+                                           "does not call tools (the embedded models, scripts and replays)", param="tools")
 
 
 def _dumps(data: Any) -> str:

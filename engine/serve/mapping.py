@@ -208,10 +208,29 @@ def tool_exchange(chat: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def tool_takers(flow: Flow) -> list[str]:
+    """The steps a client's tools are offered to: those the flow marks `tools: client`, or, when it marks none, its
+    output step (when that is a step). A reply of tool calls from any of them is the flow's answer. Marking is the
+    author's choice of who may act through the client: the output step of a flow that marks others is not offered them."""
+    marked = [name for name, node in flow.nodes.items() if isinstance(node, Step) and node.client_tools]
+    if marked:
+        return marked
+    return [flow.output] if isinstance(flow.nodes[flow.output], Step) else []
+
+
 def with_tools(flow: Flow, offer: ToolOffer) -> Flow:
-    """The flow with its output step offered a client's tools (a reply of tool calls is then the flow's answer)."""
-    return _with_output_params(flow, {"tools": tuple(dict(t) for t in offer.tools), "tool_choice": offer.choice},
-                               "cannot take tools", " is offered a client's tools", "tools")
+    """The flow with a client's tools offered to the steps that take them; a 400 when none does."""
+    takers = tool_takers(flow)
+    if not takers:
+        raise RequestError(f"flow `{flow.name}` cannot take tools: its output `{flow.output}` is a {flow.nodes[flow.output].kind}, "
+                           "and no step is marked `tools: client`", param="tools")
+    update = {"tools": tuple(dict(t) for t in offer.tools), "tool_choice": offer.choice}
+    nodes = dict(flow.nodes)
+    for name in takers:
+        node = nodes[name]
+        assert isinstance(node, Step)
+        nodes[name] = node.model_copy(update={"params": node.params.model_copy(update=update)})
+    return flow.model_copy(update={"nodes": nodes})
 
 
 def _with_output_params(flow: Flow, update: dict[str, Any], cannot: str, only: str, param: str) -> Flow:

@@ -102,10 +102,10 @@ def names(offer: ToolOffer | None) -> list[str]:
 
 
 def calls_of(summary: RunSummary) -> list[dict[str, Any]]:
-    """The tool calls of the reply that answered the run's output step (none for a text answer)."""
-    step = summary.steps.get(summary.output_step)
-    answered = [a for a in step.attempts if a.answered] if step is not None else []
-    return answered[-1].tool_calls if answered else []
+    """The tool calls that are the run's answer: those of its output step's reply, or of the step marked `tools:
+    client` whose reply of tool calls ended the run (none for a text answer)."""
+    step = summary.steps.get(summary.tool_calls_by or summary.output_step)
+    return step.tool_calls if step is not None else []
 
 
 def anthropic_input(arguments: str) -> dict[str, Any]:
