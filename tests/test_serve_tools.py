@@ -134,6 +134,7 @@ def test_responses_function_call_round_trip(served: BatonServer, stream: bool) -
             first = events.get_final_response()
     else:
         first = oa(served).responses.create(model="fast", input=QUESTION, tools=[tool])  # type: ignore[list-item]
+    assert [item.type for item in first.output] == ["function_call"]  # streamed too: no empty message item before it
     calls = [item for item in first.output if item.type == "function_call"]
     assert [(c.call_id, c.name, json.loads(c.arguments)) for c in calls] == [("call_w1", "get_weather", {"city": "Paris"})]  # type: ignore[union-attr]
     second = oa(served).responses.create(model="fast", tools=[tool], input=[  # type: ignore[list-item]
@@ -154,7 +155,7 @@ def test_messages_tool_use_round_trip(served: BatonServer, upstream: ChatServer,
     else:
         first = an(served).messages.create(model="fast", max_tokens=200, messages=question, tools=[tool],  # type: ignore[arg-type, list-item]
                                            tool_choice={"type": "tool", "name": "get_weather"})
-    assert first.stop_reason == "tool_use"
+    assert first.stop_reason == "tool_use" and [b.type for b in first.content] == ["tool_use"]  # streamed too: no empty text block
     uses = [b for b in first.content if b.type == "tool_use"]
     assert [(u.id, u.name, u.input) for u in uses] == [("call_w1", "get_weather", {"city": "Paris"})]  # type: ignore[union-attr]
     assert upstream.requests[before]["tools"] == [CHAT_TOOL]
@@ -245,7 +246,7 @@ def test_a_step_marked_tools_client_ends_the_run_with_its_calls_and_the_next_tur
         with an(served).messages.stream(model="flow/advisor", max_tokens=200, tools=[tool],  # type: ignore[list-item]
                                         messages=[{"role": "user", "content": QUESTION}]) as events:
             message = events.get_final_message()
-        assert message.stop_reason == "tool_use" and [b.type for b in message.content if b.type != "text"] == ["tool_use"]
+        assert message.stop_reason == "tool_use" and [b.type for b in message.content] == ["tool_use"]
         reply = an(served).messages.create(model="flow/advisor", max_tokens=200, tools=[tool], messages=[  # type: ignore[list-item]
             {"role": "user", "content": QUESTION},
             {"role": "assistant", "content": [{"type": "tool_use", "id": "call_w1", "name": "get_weather", "input": {"city": "Paris"}}]},

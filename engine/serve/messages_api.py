@@ -152,24 +152,35 @@ class MessageEvents:
         self.run_id = run_id
         self.model = model
         self.created = int(time.time())
+        #: Whether the text block was opened: at the first text, or at the end for a text answer, so that an answer
+        #: of tool calls alone is only `tool_use` blocks, as the unstreamed message is.
+        self.text_open = False
+
+    def _open_text(self) -> list[bytes]:
+        if self.text_open:
+            return []
+        self.text_open = True
+        return [event({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}, "content_block_start")]
 
     def opening(self) -> list[bytes]:
         message: dict[str, Any] = {"id": f"msg_{self.run_id}", "type": "message", "role": "assistant", "model": self.model, "content": [],
                    "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": 0, "output_tokens": 0}}
-        return [event({"type": "message_start", "message": message}, "message_start"),
-                event({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}, "content_block_start")]
+        return [event({"type": "message_start", "message": message}, "message_start")]
 
     def step(self, progress: dict[str, Any]) -> list[bytes]:
         """A `ping` (which the SDKs skip) carrying the step in `baton`, for a client that reads the events itself."""
         return [event({"type": "ping", "baton": progress}, "ping")]
 
     def text(self, piece: str) -> list[bytes]:
-        return [event({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}}, "content_block_delta")]
+        return [*self._open_text(),
+                event({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}}, "content_block_delta")]
 
     def finish(self, summary: RunSummary) -> list[bytes]:
         calls = tools.calls_of(summary)
-        out = [event({"type": "content_block_stop", "index": 0}, "content_block_stop")]
-        for index, call in enumerate(calls, start=1):
+        out: list[bytes] = []
+        if summary.output or not calls:
+            out += [*self._open_text(), event({"type": "content_block_stop", "index": 0}, "content_block_stop")]
+        for index, call in enumerate(calls, start=int(self.text_open)):
             block = {**tool_use_block(call), "input": {}}
             arguments = json.dumps(tools.anthropic_input(call["function"]["arguments"]), ensure_ascii=False)
             out += [event({"type": "content_block_start", "index": index, "content_block": block}, "content_block_start"),

@@ -153,12 +153,12 @@ def function_call_item(call: dict[str, Any], status: str = "completed") -> dict[
 
 
 def response_object(summary: RunSummary | None, run_id: str, model: str, created: int, status: str = "completed",
-                    error: dict[str, Any] | None = None, streamed: bool = False) -> dict[str, Any]:
-    """The `response` object; `streamed` keeps the message item even when empty (its events were sent)."""
+                    error: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The `response` object: a message item for a text answer, a `function_call` item for each tool call."""
     output: list[dict[str, Any]] = []
     if summary is not None and status == "completed":
         calls = tools.calls_of(summary)
-        if summary.output or streamed or not calls:
+        if summary.output or not calls:
             output.append(_message(run_id, summary.output or "", "completed"))
         output += [function_call_item(c) for c in calls]
     body: dict[str, Any] = {
@@ -181,6 +181,9 @@ class ResponseEvents:
         self.created = int(time.time())
         self.sequence = 0
         self.sent = ""
+        #: Whether the message item was opened: at the first text, or at the end for a text answer, so that an
+        #: answer of tool calls alone is only `function_call` items, as the response object says.
+        self.message_open = False
 
     def _event(self, kind: str, **fields: Any) -> bytes:
         data = {"type": kind, "sequence_number": self.sequence, **fields}
@@ -192,8 +195,13 @@ class ResponseEvents:
 
     def opening(self) -> list[bytes]:
         pending = response_object(None, self.run_id, self.model, self.created, status="in_progress")
-        return [self._event("response.created", response=pending), self._event("response.in_progress", response=pending),
-                self._event("response.output_item.added", output_index=0, item=_message(self.run_id, None, "in_progress")),
+        return [self._event("response.created", response=pending), self._event("response.in_progress", response=pending)]
+
+    def _open_message(self) -> list[bytes]:
+        if self.message_open:
+            return []
+        self.message_open = True
+        return [self._event("response.output_item.added", output_index=0, item=_message(self.run_id, None, "in_progress")),
                 self._event("response.content_part.added", **self._where(),
                             part={"type": "output_text", "text": "", "annotations": [], "logprobs": []})]
 
@@ -204,15 +212,18 @@ class ResponseEvents:
 
     def text(self, piece: str) -> list[bytes]:
         self.sent += piece
-        return [self._event("response.output_text.delta", **self._where(), delta=piece, logprobs=[])]
+        return [*self._open_message(), self._event("response.output_text.delta", **self._where(), delta=piece, logprobs=[])]
 
     def finish(self, summary: RunSummary) -> list[bytes]:
         text = summary.output or ""
-        part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
-        out = [self._event("response.output_text.done", **self._where(), text=text, logprobs=[]),
-               self._event("response.content_part.done", **self._where(), part=part),
-               self._event("response.output_item.done", output_index=0, item=_message(self.run_id, text, "completed"))]
-        for index, call in enumerate(tools.calls_of(summary), start=1):
+        calls = tools.calls_of(summary)
+        out: list[bytes] = []
+        if text or not calls:
+            part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+            out += [*self._open_message(), self._event("response.output_text.done", **self._where(), text=text, logprobs=[]),
+                    self._event("response.content_part.done", **self._where(), part=part),
+                    self._event("response.output_item.done", output_index=0, item=_message(self.run_id, text, "completed"))]
+        for index, call in enumerate(calls, start=int(self.message_open)):
             item_id = f"fc_{call['id']}"
             arguments = call["function"]["arguments"]
             out += [self._event("response.output_item.added", output_index=index, item=function_call_item(call, "in_progress")),
@@ -220,7 +231,7 @@ class ResponseEvents:
                     self._event("response.function_call_arguments.done", item_id=item_id, output_index=index, arguments=arguments,
                                 name=call["function"]["name"]),
                     self._event("response.output_item.done", output_index=index, item=function_call_item(call))]
-        completed = response_object(summary, self.run_id, self.model, self.created, streamed=True)
+        completed = response_object(summary, self.run_id, self.model, self.created)
         return [*out, self._event("response.completed", response=completed)]
 
     def failure(self, problem: RequestError) -> list[bytes]:
