@@ -4,8 +4,11 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -94,3 +97,49 @@ def test_strings_regexes_and_triple_quoted_text_across_lines(node_modules: Path,
     assert "string.regexp.flow" in scopes_of(tokens, 5, "/AN\\/SWER/i")
     assert "constant.character.escape.flow" in scopes_of(tokens, 6, '\\"')
     assert "comment.line.number-sign.flow" in scopes_of(tokens, 6, "# trailing comment")
+
+
+# -- Neovim ----------------------------------------------------------------------------------------------------------
+
+NVIM_CONFIG = ROOT / "editors" / "nvim" / "baton.lua"
+NVIM_CHECK = ROOT / "editors" / "test" / "nvim_check.lua"
+#: Starts with a comment, which Neovim 0.7's filetype.vim takes for `conf`; one unknown alias for a diagnostic.
+NVIM_FLOW = """# A flow as a person would start one.
+input question
+
+step answer {
+  model: smol
+  task: "{question}"
+
+}
+
+step second { model: nosuch  sees: answer  task: "Check: {answer}" }
+"""
+
+
+@pytest.mark.slow
+def test_the_neovim_config_gives_diagnostics_hover_and_completion_headless(tmp_path: Path) -> None:
+    """editors/nvim/baton.lua in Debian's Neovim (0.7.2 on bookworm), headless: `.flow` is the `flow` filetype, not
+    `conf`, and Neovim's own LSP client gets the server's diagnostics, hover and completion."""
+    nvim = shutil.which("nvim")
+    if nvim is None:
+        if os.environ.get("CI"):
+            pytest.fail("needs Neovim (apt-get install neovim)")
+        pytest.skip("needs Neovim")
+    (tmp_path / "models.toml").write_text((WORKFLOWS / "models.toml").read_text())
+    flow = tmp_path / "check.flow"
+    flow.write_text(NVIM_FLOW)
+    result = tmp_path / "nvim.json"
+    command = json.dumps([sys.executable, "-m", "engine.cli.main", "lsp"])
+    env = {**os.environ, "BATON_NVIM_OUT": str(result), "BATON_NVIM_HOVER": "5,10", "BATON_NVIM_COMPLETE": "7,2",
+           "XDG_CONFIG_HOME": str(tmp_path / "config"), "XDG_DATA_HOME": str(tmp_path / "data"), "XDG_STATE_HOME": str(tmp_path / "state"),
+           "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([nvim, "--headless", "-i", "NONE", "--cmd", f"lua vim.g.baton_command = vim.fn.json_decode([==[{command}]==])",
+                           "-u", str(NVIM_CONFIG), "-c", f"luafile {NVIM_CHECK}", str(flow)],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
+    assert result.exists() and "Error" not in proc.stderr, proc.stderr + proc.stdout
+    seen = json.loads(result.read_text())
+    assert seen["filetype"] == "flow" and seen["commentstring"] == "# %s" and seen["attached"]
+    assert any(d["code"] == "E202" and "nosuch" in d["message"] and d["line"] == 9 for d in seen["diagnostics"]), seen["diagnostics"]
+    assert "smol" in seen["hover"], seen["hover"]
+    assert {"expect", "fallback", "choices"} <= set(seen["completion"]), seen["completion"]
