@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -71,7 +72,7 @@ def test_every_reference_flow_gets_the_expected_scopes(node_modules: Path) -> No
                 checked += 1
             key = re.match(r"\s*(model|task|sees|panel|judge|max_tokens|expect|accept|budget)(?=\s*:)", line)
             if key:
-                assert "variable.other.property.flow" in scopes_of(tokens, i, key.group(1)), (path.name, i)
+                assert "entity.name.tag.property.flow" in scopes_of(tokens, i, key.group(1)), (path.name, i)
             for placeholder in re.findall(r"\{\w+\}", line.split("#")[0] if '"' not in line else line):
                 if '"' in line or '"""' in path.read_text():
                     hits = [t for t in tokens if t[0] == i and t[3] == placeholder]
@@ -143,3 +144,60 @@ def test_the_neovim_config_gives_diagnostics_hover_and_completion_headless(tmp_p
     assert any(d["code"] == "E202" and "nosuch" in d["message"] and d["line"] == 9 for d in seen["diagnostics"]), seen["diagnostics"]
     assert "smol" in seen["hover"], seen["hover"]
     assert {"expect", "fallback", "choices"} <= set(seen["completion"]), seen["completion"]
+
+
+# -- Shiki -----------------------------------------------------------------------------------------------------------
+
+SHIKI = ROOT / "editors" / "test" / "shiki_colours.mjs"
+#: Scopes a theme may leave in the text colour: punctuation, and the arrow of a route arm.
+PLAIN = ("punctuation.", "keyword.operator.arrow", "source.flow")
+
+
+@pytest.mark.slow
+def test_shiki_finds_the_grammar_as_flow_and_github_themes_colour_every_token_class(request: pytest.FixtureRequest) -> None:
+    """Every reference flow through Shiki with GitHub's light and dark themes: `lang: "flow"` finds the grammar, and
+    every token but punctuation (keywords, names, property keys, alias values, strings, placeholders, regexes,
+    numbers, amounts, durations, comments) is in a colour of its own, not the text colour."""
+    folder = npm_packages(request, "shiki", ("shiki@3",))
+    flows = sorted(WORKFLOWS.glob("*.flow"))
+    proc = subprocess.run(["node", str(SHIKI), str(GRAMMAR), *map(str, flows)], cwd=folder, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    for theme, result in json.loads(proc.stdout).items():
+        classes: set[str] = set()
+        for file, tokens in result["files"].items():
+            for line, text, colour, scope in tokens:
+                if scope.startswith(PLAIN):
+                    continue
+                assert colour.lower() != result["fg"].lower(), (theme, Path(file).name, line, text, scope)
+                classes.add(scope.rsplit(".flow", 1)[0])
+        assert {"keyword.control", "entity.name.function", "entity.name.tag.property", "variable.other.constant.name",
+                "string.quoted.double", "string.quoted.triple", "variable.parameter.template", "string.regexp", "constant.numeric",
+                "constant.numeric.money", "comment.line.number-sign"} <= classes, (theme, classes)
+
+
+# -- the VS Code extension -------------------------------------------------------------------------------------------
+
+VSCODE = ROOT / "editors" / "vscode"
+
+
+@pytest.mark.slow
+def test_the_vscode_extension_packages_cleanly_with_its_client_bundled(request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """`npm run package` (esbuild, then vsce) makes a .vsix with no warning: the licence, the grammar and one bundled
+    script, no node_modules. The bundle needs nothing but the `vscode` module VS Code provides."""
+    packages = npm_packages(request, "vscode-extension", ("@vscode/vsce@3", "esbuild@0.25", "vscode-languageclient@9"))
+    folder = tmp_path / "vscode"
+    shutil.copytree(VSCODE, folder, ignore=shutil.ignore_patterns("node_modules", "dist", "*.vsix"))
+    (folder / "node_modules").symlink_to(packages / "node_modules")
+    proc = subprocess.run(["npm", "run", "--silent", "package"], cwd=folder, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "WARNING" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+    version = json.loads((VSCODE / "package.json").read_text())["version"]
+    with zipfile.ZipFile(folder / f"baton-flow-{version}.vsix") as vsix:
+        names = set(vsix.namelist())
+    assert {"extension/LICENSE.txt", "extension/package.json", "extension/dist/extension.js", "extension/syntaxes/flow.tmLanguage.json",
+            "extension/language-configuration.json", "extension/readme.md"} <= names, names
+    assert not any("node_modules" in n or n.endswith("extension/extension.js") for n in names), names
+    builtins = set(json.loads(subprocess.run(["node", "-p", "JSON.stringify(require('module').builtinModules)"], capture_output=True,
+                                             text=True, timeout=60).stdout))
+    required = set(re.findall(r'require\("([^"]+)"\)', (folder / "dist" / "extension.js").read_text()))
+    assert required - builtins - {f"node:{b}" for b in builtins} == {"vscode"}, required - builtins  # all else is in the bundle

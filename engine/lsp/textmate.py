@@ -48,7 +48,8 @@ def textmate_grammar() -> dict[str, Any]:
         {"name": "string.regexp.flow", "match": terms["REGEX"].value},
         {"match": rf"\b({'|'.join(DEFINERS)})\s+([A-Za-z_][A-Za-z0-9_]*)",
          "captures": {"1": {"name": "keyword.control.flow"}, "2": {"name": "entity.name.function.flow"}}},
-        {"name": "variable.other.property.flow", "match": terms["KEY"].value.replace("[ \t]*:", "(?=[ \t]*:)")},
+        # keys as YAML's are scoped (GitHub's and most themes colour `entity.name.tag`; `variable.other` is left plain)
+        {"name": "entity.name.tag.property.flow", "match": terms["KEY"].value.replace("[ \t]*:", "(?=[ \t]*:)")},
         {"name": "keyword.control.flow", "match": rf"\b({'|'.join(keywords)})\b"},
         {"name": "keyword.other.flow", "match": rf"\b({'|'.join(sorted(RESERVED_NAMES | {'x'}))})\b"},
         {"name": "constant.numeric.money.flow", "match": terms["MONEY"].value},
@@ -57,10 +58,13 @@ def textmate_grammar() -> dict[str, Any]:
         {"name": "keyword.operator.arrow.flow", "match": terms["ARROW"].value},
         {"name": "punctuation.separator.flow", "match": terms["COMMA"].value},
         {"name": "punctuation.section.block.flow", "match": r"[{}]"},
+        # what is left of the names: aliases, steps a property names, route targets (a constant, which themes colour)
+        {"name": "variable.other.constant.name.flow", "match": rf"\b{terms['NAME'].value}\b"},
     ]
     return {
         "$schema": "https://raw.githubusercontent.com/martinring/tmlanguage/master/tmlanguage.json",
-        "name": "Baton flow",
+        "name": "flow",  # the language id: Shiki's `lang: "flow"`, GitHub's linguist name
+        "displayName": "Baton flow",
         "scopeName": SCOPE,
         "fileTypes": ["flow"],
         "comment": "Generated from grammar/flow.lark by `python -m engine.lsp.textmate`; do not edit by hand.",
