@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import html
 import json
 import os
 import subprocess
@@ -75,6 +76,9 @@ def test_compare_cli_on_all_items_writes_the_report(tmp_path: Path) -> None:
     parser = _Tags()
     parser.feed(page)
     assert {"html", "table", "svg", "circle", "polyline"} <= parser.tags
+    assert len(report["references"]) >= 3  # the best flow, random routing at some flow's cost, the oracle
+    for ref in report["references"]:  # the HTML report has the rows the CLI prints
+        assert f"<td>{html.escape(ref['row'])}</td><td>{ref['accuracy'] * 100:.1f}%</td><td>${ref['mean_cost']:.6f}</td>" in page
     assert "http" not in page.replace("http://www.w3.org/2000/svg", "")  # no network at view time
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -30,10 +32,12 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 from engine.records.explain import load_recorded_run  # noqa: E402
 from engine.records.run_page import render_run_page  # noqa: E402
 from engine.testing.chat_server import ChatServer, Reply  # noqa: E402
+from tests.conftest import ROOT  # noqa: E402
 from tests.serve_harness import BatonServer, write_pool  # noqa: E402
 from tests.viewer_runs import KEY, KEY_VARIABLE, XSS, record_run  # noqa: E402
 
 pytestmark = pytest.mark.slow
+EVAL = ROOT / "workflows" / "eval"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
 
@@ -228,11 +232,40 @@ def test_the_page_works_on_a_phone_and_a_desktop(browser: WebDriver, tmp_path: P
         assert graph["width"] > 200 and details["width"] > 200, (graph, details)
         assert graph["x"] + graph["width"] <= viewport + 1 and details["x"] + details["width"] <= viewport + 1
         assert browser.execute_script("return document.documentElement.scrollWidth") <= viewport + 1  # no sideways page
-        for name in ("triage", "solve_code", "solved"):
+        names = [str(n.get_attribute("data-step")) for n in browser.find_elements(By.CSS_SELECTOR, ".node")]
+        assert {"triage", "solve_code", "solved"} <= set(names)
+        for name in names:  # every node of the DAG, not only the ones in view: each is scrolled to and clicked
             target = node(browser, name)
             browser.execute_script("arguments[0].scrollIntoView({block: 'center', inline: 'center'})", target)
             target.click()
             assert shown_detail(browser) == f"detail-{name}"
         shoot(browser, tmp_path, f"route-{width}")
+    finally:
+        browser.set_window_size(1500, 1100)
+
+
+@pytest.mark.parametrize("width", [390, 1280])
+def test_the_compare_report_fits_a_phone_and_a_desktop(browser: WebDriver, tmp_path: Path, width: int) -> None:
+    """The compare report's 1056 px table ran off a phone's screen: the tables scroll inside their own box, the page
+    does not scroll sideways, and the chart is scaled to the screen; the reference rows are on the page."""
+    flows = [str(EVAL / f"{n}.flow") for n in ("solo_gpt4o", "solo_gpt4o_mini", "solo_haiku", "vote3")]
+    report = tmp_path / "report.html"
+    proc = subprocess.run([sys.executable, "-m", "engine.cli.main", "compare", *flows, "--dataset", str(EVAL / "gsm8k" / "items.jsonl"),
+                           "--scorer", "number", "--limit", "200", "--report", str(report), "--home", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300, env={k: v for k, v in os.environ.items() if k != "BATON_POOL"})
+    assert proc.returncode == 0, proc.stderr
+    browser.set_window_size(width, 900)
+    try:
+        browser.get(report.as_uri())
+        viewport = browser.execute_script("return document.documentElement.clientWidth")
+        assert browser.execute_script("return document.documentElement.scrollWidth") <= viewport + 1  # no sideways page
+        for table in ("flows", "references"):
+            box = browser.find_element(By.ID, table).find_element(By.XPATH, "..").rect
+            assert box["width"] > 200 and box["x"] + box["width"] <= viewport + 1, (table, box)
+        chart = browser.find_element(By.ID, "pareto-chart").rect
+        assert 200 < chart["width"] <= viewport
+        rows = [r.text for r in browser.find_elements(By.CSS_SELECTOR, "#references tr")]
+        assert any(r.startswith("best flow") for r in rows) and any(r.startswith("oracle") for r in rows), rows
+        shoot(browser, tmp_path, f"report-{width}")
     finally:
         browser.set_window_size(1500, 1100)

@@ -79,6 +79,22 @@ def _dollars(c: float) -> str:
     return f"${c:.{max(2, 1 - math.floor(math.log10(c)))}f}"
 
 
+def _references(report: EvalReport) -> str:
+    """The rows to judge the flows against, as the CLI prints them: the best flow, random routing between the cheapest
+    and the best flow at each other flow's cost (its expected accuracy, beside the flow's own), and the oracle."""
+    if not report.references:
+        return ""
+    rows = []
+    for ref in report.references:
+        own = f"{ref['flow_accuracy'] * 100:.1f}%" if "flow_accuracy" in ref else "–"
+        rows.append(f"<tr><td>{html.escape(ref['row'])}</td><td>{ref['accuracy'] * 100:.1f}%</td><td>${ref['mean_cost']:.6f}</td>"
+                    f"<td>{own}</td></tr>")
+    return ("<h2>Reference rows</h2><p>What each flow should beat: the best flow alone, random routing between the cheapest "
+            "and the best flow at the same mean cost (expected accuracy), and the oracle.</p>"
+            "<div class=\"scroll\"><table id=\"references\"><tr><th>reference</th><th>accuracy</th><th>mean cost</th>"
+            "<th>the flow at that cost</th></tr>\n" + "\n".join(rows) + "\n</table></div>")
+
+
 def render_html(report: EvalReport) -> str:
     rows = "\n".join(
         f"<tr><td>{html.escape(f.flow)}{' ★' if f.pareto else ''}</td><td>{f.n}</td><td>{f.accuracy * 100:.1f}%</td>"
@@ -89,21 +105,26 @@ def render_html(report: EvalReport) -> str:
     pairs = "\n".join(f"<tr><td>{html.escape(p['a'])}</td><td>{html.escape(p['b'])}</td><td>{p['a_only']}</td><td>{p['b_only']}</td>"
                       f"<td>{p['mcnemar_p']:.3g}</td></tr>" for p in report.pairs)
     oracle = f"<p>Oracle (an item counts if any flow got it right): {report.oracle * 100:.1f}%</p>" if report.oracle is not None else ""
+    references = _references(report)
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><title>Baton evaluation {html.escape(report.eval_id)}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1000px}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td{{white-space:nowrap}}td:first-child,th:first-child{{text-align:left}}</style></head>
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td{{white-space:nowrap}}td:first-child,th:first-child{{text-align:left}}
+.scroll{{overflow-x:auto;max-width:100%}}svg{{max-width:100%;height:auto}}
+p,h1{{overflow-wrap:anywhere}}#references td:first-child{{white-space:normal;min-width:12em}}
+@media (max-width:700px){{body{{margin:10px}}td,th{{padding:3px 5px}}}}</style></head>
 <body>
 <h1>Evaluation {html.escape(report.eval_id)}</h1>
 <p>Dataset: {html.escape(report.dataset)}; scorer: {html.escape(report.scorer)}; {report.duration_s:.1f}s.
 ★ marks the Pareto frontier (no other flow is both cheaper and more accurate).</p>
-<table><tr><th>flow</th><th>items</th><th>accuracy</th><th>95% CI</th><th>total cost</th><th>mean cost</th>
+<div class="scroll"><table id="flows"><tr><th>flow</th><th>items</th><th>accuracy</th><th>95% CI</th><th>total cost</th><th>mean cost</th>
 <th>cost per correct</th><th>p50 ms</th><th>p95 ms</th><th>calls/item</th><th>failures</th></tr>
 {rows}
-</table>
+</table></div>
 {oracle}
+{references}
 <h2>Cost versus accuracy</h2>
 {_chart(report)}
-{"<h2>Paired comparisons (McNemar's exact test)</h2><table><tr><th>A</th><th>B</th><th>only A right</th><th>only B right</th><th>p</th></tr>" + pairs + "</table>" if pairs else ""}
+{"<h2>Paired comparisons (McNemar's exact test)</h2><div class='scroll'><table><tr><th>A</th><th>B</th><th>only A right</th><th>only B right</th><th>p</th></tr>" + pairs + "</table></div>" if pairs else ""}
 </body></html>
 """
