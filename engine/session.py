@@ -235,7 +235,7 @@ class Session:
                             spent_calls=before.calls, estimated_usd=before.estimated_cost, parent=account)
         stream = TextStream(on_text, self.providers.secrets) if on_text is not None else None
         if self.observers:
-            store = ObservedRecord(store, self.observers, flow_obj, run_pool)
+            store = ObservedRecord(store, self.observers, flow_obj, run_pool, checked_inputs)
         events = RunEvents(store, progress)
         executor = Executor(flow_obj, self._caller(run_pool, guard, cache, events), store, checked_inputs, events, completed, stream)
         carried = summary.model_copy()  # while it runs, the summary on disk holds the earlier attempts' totals

@@ -187,7 +187,8 @@ def test_no_prompt_or_reply_text_is_exported_without_the_opt_in(server: ChatServ
     (out,) = json.loads(calls[0].attributes["gen_ai.output.messages"])
     assert out["role"] == "assistant" and out["finish_reason"] == "stop" and "answered:" in out["parts"][0]["content"]
     (root,) = [s for s in spans if s.name.startswith("invoke_workflow")]
-    assert root.attributes["output.value"] == _summary.output  # the trace list shows the run's answer
+    assert root.attributes["output.value"] == _summary.output  # the trace list shows the run's question and answer
+    assert root.attributes["input.value"] == QUESTION
     from engine.records.explain import load_recorded_run
     from engine.tracing.spans import run_spans
 

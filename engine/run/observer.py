@@ -10,7 +10,7 @@ watching a run never fails it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from engine.model import Flow
@@ -22,7 +22,8 @@ log = logging.getLogger("baton.observer")
 
 
 class RunObserver(Protocol):
-    def run_started(self, summary: RunSummary, flow: Flow, pool: Pool) -> None: ...
+    def run_started(self, summary: RunSummary, flow: Flow, pool: Pool, inputs: Mapping[str, str]) -> None:
+        """`inputs` are the run's checked inputs, secrets scrubbed (a tracer shows them only when asked to)."""
 
     def step_finished(self, run_id: str, step: StepResult) -> None: ...
 
@@ -32,8 +33,10 @@ class RunObserver(Protocol):
 class ObservedRecord:
     """A `RunRecord` that also tells `observers` what it records."""
 
-    def __init__(self, inner: RunRecord, observers: Sequence[RunObserver], flow: Flow, pool: Pool) -> None:
+    def __init__(self, inner: RunRecord, observers: Sequence[RunObserver], flow: Flow, pool: Pool,
+                 inputs: Mapping[str, str] | None = None) -> None:
         self.inner = inner
+        self.inputs = dict(inputs or {})
         self.observers = list(observers)
         self.flow = flow
         self.pool = pool
@@ -63,7 +66,7 @@ class ObservedRecord:
         self.inner.write_summary(summary, final)
         if not self._started:
             self._started = True
-            self._tell("run_started", summary, self.flow, self.pool)
+            self._tell("run_started", summary, self.flow, self.pool, self.inputs)
         if final:
             self._tell("run_finished", summary)
 

@@ -44,6 +44,7 @@ OI_PROVIDER = "llm.provider"
 OI_PROMPT_TOKENS = "llm.token_count.prompt"
 OI_COMPLETION_TOKENS = "llm.token_count.completion"
 OI_TOTAL_TOKENS = "llm.token_count.total"
+OI_COST = "llm.cost.total"  # OpenInference's cost attribute (Phoenix prices spans itself: docs/tracing.md)
 OI_INPUT = "input.value"
 OI_OUTPUT = "output.value"
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -143,13 +143,13 @@ class OtelObserver:
         self.content = content
         self.provider = _provider(BatchSpanProcessor(exporter or otlp_exporter()))
         self.tracer = self.provider.get_tracer(names.TRACER_NAME)
-        self._runs: dict[str, tuple[trace.Span, Any, set[str], Pool]] = {}
+        self._runs: dict[str, tuple[trace.Span, Any, set[str], Pool, Mapping[str, str]]] = {}
         self._lock = threading.Lock()
 
-    def run_started(self, summary: RunSummary, flow: Flow, pool: Pool) -> None:
-        span = emit(self.tracer, workflow_span(summary), end=False)
+    def run_started(self, summary: RunSummary, flow: Flow, pool: Pool, inputs: Mapping[str, str]) -> None:
+        span = emit(self.tracer, workflow_span(summary, content=self.content, inputs=inputs), end=False)
         with self._lock:
-            self._runs[summary.run_id] = (span, trace.set_span_in_context(span), set(flow.top_level()), pool)
+            self._runs[summary.run_id] = (span, trace.set_span_in_context(span), set(flow.top_level()), pool, inputs)
 
     def step_finished(self, run_id: str, step: StepResult) -> None:
         with self._lock:
@@ -166,7 +166,7 @@ class OtelObserver:
         if entry is None:
             return
         span = entry[0]
-        final = workflow_span(summary, content=self.content)
+        final = workflow_span(summary, content=self.content, inputs=entry[4])
         span.set_attributes(final.attributes)
         if final.error:
             span.set_status(Status(StatusCode.ERROR, final.error[:1000]))

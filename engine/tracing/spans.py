@@ -111,7 +111,7 @@ def call_span(step: StepResult, a: Attempt, why: str, pool: Pool | None, reply: 
         n.ALIAS: a.alias, n.CALL_ROLE: a.role, n.CALL_STATUS: a.status, n.CALL_WHY: why, n.CALL_CAUSE: a.cause,
         n.CACHE_HIT: a.status == "cache_hit", n.TRUNCATED: a.truncated or None, n.COST: round(a.cost, 10), n.COST_SOURCE: a.cost_source,
         n.OI_KIND: n.OI_LLM, n.OI_MODEL: model, n.OI_PROVIDER: provider, n.OI_PROMPT_TOKENS: a.input_tokens,
-        n.OI_COMPLETION_TOKENS: a.output_tokens, n.OI_TOTAL_TOKENS: a.input_tokens + a.output_tokens,
+        n.OI_COMPLETION_TOKENS: a.output_tokens, n.OI_TOTAL_TOKENS: a.input_tokens + a.output_tokens, n.OI_COST: round(a.cost, 10),
         n.LF_TYPE: n.LF_GENERATION, n.LF_COST: json.dumps({"total": round(a.cost, 10)}),
         n.LF_LEVEL: "ERROR" if a.status in ("fault", "refused") else "WARNING" if a.status == "rejected" else None,
     }
