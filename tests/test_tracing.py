@@ -186,6 +186,8 @@ def test_no_prompt_or_reply_text_is_exported_without_the_opt_in(server: ChatServ
     assert sent[-1]["role"] == "user" and sent[-1]["parts"][0]["type"] == "text" and "7f3a" in sent[-1]["parts"][0]["content"]
     (out,) = json.loads(calls[0].attributes["gen_ai.output.messages"])
     assert out["role"] == "assistant" and out["finish_reason"] == "stop" and "answered:" in out["parts"][0]["content"]
+    # and the call's own input and output, which a span list shows (Phoenix made `{"model": ...}` the output)
+    assert "7f3a" in calls[0].attributes["input.value"] and calls[0].attributes["output.value"] == out["parts"][0]["content"]
     (root,) = [s for s in spans if s.name.startswith("invoke_workflow")]
     assert root.attributes["output.value"] == _summary.output  # the trace list shows the run's question and answer
     assert root.attributes["input.value"] == QUESTION

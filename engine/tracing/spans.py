@@ -118,9 +118,14 @@ def call_span(step: StepResult, a: Attempt, why: str, pool: Pool | None, reply: 
     if content:
         sent = prompt_for(step, a)
         if sent is not None:
-            attrs[n.INPUT_MESSAGES] = json.dumps(input_messages(recorded_messages(sent)), ensure_ascii=False)
+            messages = recorded_messages(sent)
+            attrs[n.INPUT_MESSAGES] = json.dumps(input_messages(messages), ensure_ascii=False)
+            # a backend's span list shows `input.value`: Phoenix otherwise shows nothing there, and the response's
+            # model id (`{"model": ...}`, made from `gen_ai.response.model`) as the output
+            attrs[n.OI_INPUT] = str(messages[-1].get("content") or "") if messages else None
         if reply or a.tool_calls:
             attrs[n.OUTPUT_MESSAGES] = json.dumps(output_messages(reply or "", a), ensure_ascii=False)
+            attrs[n.OI_OUTPUT] = reply or json.dumps(a.tool_calls, ensure_ascii=False)
     failed = a.status in ("fault", "refused", "rejected")
     end = a.started + a.latency_ms / 1000 if a.started else step.finished
     return SpanSpec(n.CALL_SPAN.format(model=model), "client", a.started or step.started, end, _clean(attrs),
