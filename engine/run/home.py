@@ -111,6 +111,7 @@ class RunHome:
 
     def __init__(self, explicit: str | Path | None = None) -> None:
         self.root = usable_home(explicit)
+        self._runs_made = False  # `runs/` is made once, not checked again for every run a server records
 
     @property
     def runs(self) -> Path:
@@ -132,11 +133,27 @@ class RunHome:
         for _ in range(20):
             folder = self.runs / (run_id or new_run_id())
             try:
-                return self._created(folder, "a run folder", exist_ok=False)
+                if self._runs_made and self._made_in_runs(folder):
+                    return folder
+                self._created(folder, "a run folder", exist_ok=False)
+                self._runs_made = True
+                return folder
             except FileExistsError:
                 if run_id is not None:
                     raise HomeError(f"run {run_id} already exists in {self.root}") from None
         raise HomeError(f"cannot find a free run id in {self.root}")  # pragma: no cover - 20 clashes of 32 random bits
+
+    def _made_in_runs(self, folder: Path) -> bool:
+        """`folder` made inside `runs/`, which was there a moment ago; False if it has gone since (it is made again)."""
+        try:
+            folder.mkdir()
+        except FileNotFoundError:
+            return False
+        except FileExistsError:
+            raise
+        except OSError as err:
+            raise HomeError(f"cannot create a run folder in {self.root}: {err.strerror}") from None
+        return True
 
     def _created(self, folder: Path, what: str, exist_ok: bool = True) -> Path:
         try:

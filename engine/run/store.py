@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
@@ -48,13 +47,25 @@ class RunRecord(Protocol):
     def close(self) -> None: ...
 
 
-def _atomic_write(path: Path, text: str, durable: bool) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
+def _write_file(path: Path | str, text: str, flags: int = os.O_WRONLY | os.O_CREAT | os.O_TRUNC, durable: bool = False) -> None:
+    """`text` into `path` with plain system calls: a server writes a run's files on every request, and a buffered text
+    file (or a random temporary name) costs several times the write itself."""
+    fd = os.open(path, flags, 0o644)
+    try:
+        data = text.encode("utf-8")
+        while data:
+            data = data[os.write(fd, data):]
         if durable:
-            fh.flush()
-            os.fsync(fh.fileno())
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _atomic_write(path: Path, text: str, durable: bool) -> None:
+    """Replace `path` whole: written beside it, then renamed over it. The temporary name is fixed, because a run's
+    folder has one writer (the process that holds its lock)."""
+    tmp = f"{path.parent}/.{path.name}.tmp"
+    _write_file(tmp, text, durable=durable)
     os.replace(tmp, path)
 
 
@@ -90,6 +101,8 @@ class RunStore:
         self.dir = run_dir
         self.durable = durable
         self._unsynced_folders = False
+        #: Whether a summary is on disk: a resumed run's folder has one already (the next is written atomically).
+        self._summary_written = (run_dir / "summary.json").exists()
         self._lock = hold_run_lock(self.dir, self.run_id)  # released by close(), or by the OS when the process dies
         self._events: TextIO | None = open(self.dir / "events.jsonl", "a", encoding="utf-8")  # noqa: SIM115 - lives as long as the run
         self.journal = Journal(self.dir / STEP_JOURNAL, durable, before_write=self._events.flush, before_fsync=self._sync_setup)
@@ -116,10 +129,10 @@ class RunStore:
         same pool for every run); as files to read, and as the journal's first line, which resume reads. The line goes out with the first batch of finished steps (until a step
         has finished there is nothing to resume), so the three files need no fsync of their own."""
         # Written in place, not through a temporary file: the run's folder is new.
-        (self.dir / "flow.flow").write_text(flow_source, encoding="utf-8")
-        (self.dir / "inputs.json").write_text(json.dumps(inputs, ensure_ascii=False, indent=2), encoding="utf-8")
-        pool_text = pool_json if isinstance(pool_json, str) else json.dumps(pool_json, ensure_ascii=False, indent=2)
-        (self.dir / "pool.json").write_text(pool_text, encoding="utf-8")
+        folder = str(self.dir)
+        _write_file(f"{folder}/flow.flow", flow_source)
+        _write_file(f"{folder}/inputs.json", json.dumps(inputs, ensure_ascii=False, indent=2))
+        _write_file(f"{folder}/pool.json", pool_json if isinstance(pool_json, str) else json.dumps(pool_json, ensure_ascii=False, indent=2))
         self.journal.queue(json.dumps({SETUP_KEY: {"flow": flow_source, "inputs": inputs}}, ensure_ascii=False))
         self._unsynced_folders = self.durable
 
@@ -147,10 +160,11 @@ class RunStore:
         """The run's summary; the first one (status `running`) is not fsynced, the final one is."""
         path = self.dir / "summary.json"
         text = summary.model_dump_json(indent=2)
-        if not final and not path.exists():
-            path.write_text(text, encoding="utf-8")  # a new run's first summary: nothing to replace atomically
+        if not final and not self._summary_written:
+            _write_file(path, text)  # a new run's first summary: nothing to replace atomically
         else:
             _atomic_write(path, text, self.durable and final)
+        self._summary_written = True
 
     def close(self) -> None:
         """Write what is queued, then make the event log durable and close the files and the lock."""
