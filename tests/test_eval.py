@@ -6,9 +6,11 @@ import asyncio
 import csv
 import html
 import json
+import math
 import os
 import subprocess
 import sys
+from fractions import Fraction
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -207,6 +209,16 @@ def test_statistics() -> None:
     assert mcnemar(0, 0) == 1.0 and mcnemar(10, 10) == 1.0
     assert mcnemar(20, 5) == pytest.approx(0.004077, abs=1e-5)
     assert pareto([("a", 1.0, 0.9), ("b", 2.0, 0.8), ("c", 0.5, 0.7)]) == {"a", "c"}
+
+
+@pytest.mark.parametrize("b, c", [(600, 500), (520, 504), (5000, 4000), (1, 2_000), (0, 1_500)])
+def test_mcnemar_holds_for_any_number_of_discordant_items(b: int, c: int) -> None:
+    """Two flows that differ on 1,024 or more items: 2**n no longer fits a float, and the report crashed with an
+    OverflowError after everything was billed. The p-value is the exact binomial tail, computed in fractions here."""
+    n, k = b + c, min(b, c)
+    exact = float(min(Fraction(1), 2 * Fraction(sum(math.comb(n, i) for i in range(k + 1)), 2**n)))
+    assert mcnemar(b, c) == pytest.approx(exact, rel=1e-7, abs=1e-300)
+    assert mcnemar(c, b) == mcnemar(b, c)
 
 
 @pytest.mark.parametrize("text, code", [

@@ -17,13 +17,26 @@ def wilson(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
+#: Up to this many discordant items the tail is summed in exact integers; beyond, in log space (2**n no longer fits a
+#: float from n = 1,024, which crashed a comparison at the end of a long evaluation).
+EXACT_UP_TO = 1000
+
+
 def mcnemar(b: int, c: int) -> float:
-    """Two-sided exact McNemar p-value: b items only A got right, c only B got right."""
+    """Two-sided exact McNemar p-value: b items only A got right, c only B got right. The binomial tail
+    P(X <= min(b, c)) for X ~ Bin(b + c, 1/2), doubled; exact in integers for small counts, and summed in log space
+    (log-sum-exp of log C(n, i) - n log 2, relative error about 1e-12) for any larger count."""
     n = b + c
     if n == 0:
         return 1.0
     k = min(b, c)
-    tail = float(sum(math.comb(n, i) for i in range(k + 1))) / float(2**n)
+    if n <= EXACT_UP_TO:
+        tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n  # int / int: correctly rounded, never overflows
+    else:
+        log_half = n * math.log(2.0)
+        logs = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) - log_half for i in range(k + 1)]
+        top = max(logs)
+        tail = math.exp(top) * math.fsum(math.exp(v - top) for v in logs)
     return min(1.0, 2 * tail)
 
 
