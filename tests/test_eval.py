@@ -292,3 +292,25 @@ def test_judge_and_escalate_must_be_aliases() -> None:
     pool = Pool(models={"a1": ModelSpec(provider="openai", id="x")})
     result = check_source('input q\nfuse f { panel: a1  judge: "a1"  task: "{q}" }', pool)
     assert [(d.code, d.message) for d in result.errors] == [("E208", '`judge` takes a model alias, found `"a1"`')]
+
+
+def test_replay_answers_each_item_of_a_repeated_question_with_its_own_record(tmp_path: Path) -> None:
+    """Two items ask the same question (750 of MMLU-Pro's items share their text): each gets its own recorded answer,
+    not the first item's for both."""
+    data = tmp_path / "grid"
+    data.mkdir()
+    question = "Which option is right?"
+    (data / "items.jsonl").write_text("".join(json.dumps({"id": i, "question": question, "gold": gold, "prompt_tokens_o200k": 10}) + "\n"
+                                              for i, gold in (("q-a", "1"), ("q-b", "2"))))
+    (data / "answers.csv").write_text("id,m\nq-a,1\nq-b,2\n")
+    (data / "correct.csv").write_text("id,m\nq-a,1\nq-b,1\n")
+    (data / "output_tokens_o200k.csv").write_text("id,m\nq-a,3\nq-b,4\n")
+    (tmp_path / "models.toml").write_text(f'[providers.replay]\nkind = "replay"\noptions = {{ dataset = "{data}" }}\n'
+                                          '[models.m]\nprovider = "replay"\nid = "m"\ninput_price = 1.0\noutput_price = 1.0\n')
+    pool = load_pool(tmp_path / "models.toml")
+    flow = check_source('input question\nstep answer { model: m  task: "{question}" }', pool).flow
+    assert flow is not None
+    providers = {name: make_provider(name, spec) for name, spec in pool.providers.items()}
+    report = asyncio.run(evaluate([("solo", flow)], load_dataset(data / "items.jsonl"), pool, make_scorer("number"), providers=providers,
+                                  home=tmp_path / "home"))
+    assert report.flows[0].accuracy == 1.0 and report.flows[0].n == 2  # the first item's answer for both scored 50%

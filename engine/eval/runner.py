@@ -27,7 +27,7 @@ from engine.pool import Pool
 from engine.run.budget import BudgetGuard
 from engine.run.home import RESULTS_JOURNAL, RunHome
 from engine.run.journal import Journal, read_lines
-from engine.run.protocol import Provider
+from engine.run.protocol import DATASET_ITEM, Provider
 from engine.session import Session
 from engine.wiring import check_inputs
 
@@ -210,6 +210,7 @@ async def evaluate(flows: list[tuple[str, Flow]], items: list[Item], pool: Pool,
                 report.stopped = f"budget ${budget_usd:g} reached after ${spent:.4f}"
                 return
             inputs = flow_inputs(flow, item)
+            DATASET_ITEM.set(item.id)  # this item's own task: the run's calls see it, no other item's do
             started = time.perf_counter()
             while True:
                 try:

@@ -8,6 +8,7 @@ them to pool aliases. That keeps the dry run and the scheduler free of network c
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -138,6 +139,11 @@ class Provider(Protocol):
     async def complete(self, request: ChatRequest) -> ChatResponse: ...
 
     async def aclose(self) -> None: ...
+
+
+#: The id of the dataset item a run is answering, set by `baton eval` around each item's run (the run's tasks inherit
+#: it): a replay provider answers with that item's record, so two items that ask the same question each get their own.
+DATASET_ITEM: ContextVar[str | None] = ContextVar("baton_dataset_item", default=None)
 
 
 @runtime_checkable
