@@ -31,7 +31,7 @@ def mcnemar(b: int, c: int) -> float:
         return 1.0
     k = min(b, c)
     if n <= EXACT_UP_TO:
-        tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n  # int / int: correctly rounded, never overflows
+        tail = sum(math.comb(n, i) for i in range(k + 1)) / (1 << n)  # int / int: correctly rounded, never overflows
     else:
         log_half = n * math.log(2.0)
         logs = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) - log_half for i in range(k + 1)]
