@@ -135,6 +135,9 @@ class Fuse(CallSpec):
     fallbacks: tuple[str, ...] = ()
     vote: Literal["number", "text"] | None = None
     agree: int = 1
+    #: When two or more answers tie for the most votes: `first` takes the answer of the first-listed panel member among
+    #: them (so the panel's order decides, and the flow says so); `escalate` counts a tie as no agreement.
+    tie: Literal["first", "escalate"] = "first"
     escalate: str | None = None
 
 

@@ -226,6 +226,8 @@ def test_mcnemar_holds_for_any_number_of_discordant_items(b: int, c: int) -> Non
     ('input q\nfuse f { panel: a1, a2  agree: 2  task: "{q}" }', "E208"),
     ('input q\nfuse f { panel: a1, a2  vote: number  agree: 3  task: "{q}" }', "E306"),
     ('input q\nfuse f { panel: a1, a2  vote: maybe  task: "{q}" }', "E208"),
+    ('input q\nfuse f { panel: a1, a2  tie: escalate  task: "{q}" }', "E208"),
+    ('input q\nfuse f { panel: a1, a2  vote: number  tie: last  task: "{q}" }', "E208"),
 ])
 def test_vote_properties_are_checked(text: str, code: str) -> None:
     from engine.pool import ModelSpec, Pool
@@ -314,3 +316,25 @@ def test_replay_answers_each_item_of_a_repeated_question_with_its_own_record(tmp
     report = asyncio.run(evaluate([("solo", flow)], load_dataset(data / "items.jsonl"), pool, make_scorer("number"), providers=providers,
                                   home=tmp_path / "home"))
     assert report.flows[0].accuracy == 1.0 and report.flows[0].n == 2  # the first item's answer for both scored 50%
+
+
+@pytest.mark.parametrize("panel, tie, answer, why", [
+    ("a1, a2", "", "1", "tied with '2', tie: first"),  # the rule when the flow says nothing, now said in the record
+    ("a2, a1", "first", "2", "tied with '1', tie: first"),  # the panel's order decides, as the flow says
+    ("a1, a2", "escalate", "3", "escalated to `a3`: the vote tied"),
+])
+def test_a_tied_vote_follows_the_flows_rule(panel: str, tie: str, answer: str, why: str, tmp_path: Path) -> None:
+    """Two voters, two answers: a tie went silently to the first-listed member (reordering a panel moved a vote from
+    54.2% to 58.9%). `tie: first` says so; `tie: escalate` asks the `escalate` model."""
+    from engine.pool import ModelSpec, Pool, ProviderSpec
+    from engine.session import run_flow_sync
+    from engine.testing.chat_server import Reply
+
+    with ChatServer(responder=lambda body: Reply(text=f"ANSWER: {body['model'][-1]}")) as server:
+        pool = Pool(providers={"loop": ProviderSpec(kind="openai", base_url=server.url)},
+                    models={name: ModelSpec(provider="loop", id=name) for name in ("a1", "a2", "a3")})
+        flow = check_source(f'input q\nfuse f {{ panel: {panel}  vote: number  {"tie: " + tie if tie else ""}  escalate: a3  task: "{{q}}" }}',
+                            pool).flow
+        assert flow is not None
+        summary = run_flow_sync(flow, {"q": "1 or 2?"}, pool=pool, home=tmp_path)
+    assert summary.output == f"ANSWER: {answer}" and why in summary.steps["f"].reason, summary.steps["f"].reason

@@ -14,7 +14,7 @@ _CALL_KEYS = ("sees", "task", "system", "temperature", "max_tokens", "top_p", "r
 SCHEMAS: dict[str, tuple[str, ...]] = {
     "step": ("model", "fallback", "expect", "choices", "tools", *_CALL_KEYS),
     "verify": ("model", "fallback", "accept", "choices", *_CALL_KEYS),
-    "fuse": ("panel", "judge", "judge_task", "quorum", "vote", "agree", "escalate", "fallback", *_CALL_KEYS),
+    "fuse": ("panel", "judge", "judge_task", "quorum", "vote", "agree", "tie", "escalate", "fallback", *_CALL_KEYS),
     "loop": ("exhausted", "output"),
     "model": ("provider", "id", "input_price", "output_price", "context", "max_concurrency", "max_output_tokens", "description"),
 }
@@ -24,7 +24,7 @@ VALUE_KINDS: dict[str, str] = {
     "model": "chain", "fallback": "chain", "sees": "names", "task": "text", "system": "text", "judge_task": "text",
     "temperature": "number", "top_p": "number", "max_tokens": "int", "seed": "int", "retries": "int", "quorum": "int",
     "timeout": "duration", "reasoning": "choice:low|medium|high", "expect": "checks", "choices": "strings", "accept": "regex", "panel": "panel",
-    "tools": "choice:client",
+    "tools": "choice:client", "tie": "choice:first|escalate",
     "judge": "alias", "vote": "choice:number|text", "agree": "int", "escalate": "alias", "exhausted": "choice:last|fail|escalate", "output": "name", "provider": "name", "id": "text",
     "input_price": "number", "output_price": "number", "context": "int", "max_concurrency": "int",
     "max_output_tokens": "int", "description": "text",
@@ -61,6 +61,7 @@ PROPERTY_HELP: dict[str, str] = {
     "quorum": "how many panel members must answer (default: all)",
     "vote": "majority vote over the panel's extracted answers instead of a judge",
     "agree": "the votes the winning answer needs; below it the fuse escalates",
+    "tie": "when answers tie for the most votes: `first` (the default) takes the first-listed member's, `escalate` treats it as no agreement",
     "escalate": "the model asked when the vote does not agree",
     "exhausted": "what a loop does when its rounds run out: keep the `last` draft, `fail`, or `escalate`",
     "output": "which member's reply is the loop's output",

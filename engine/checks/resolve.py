@@ -399,12 +399,15 @@ class Resolver:
                     self.r.error("E208", "`agree` needs `vote`", props["agree"].key_span)
                 elif panel and agree > len(panel):
                     self.r.error("E306", f"agree {agree} is more than the panel of {len(panel)}", props["agree"].value.span)
+        tie = self.r.choice(props["tie"], ("first", "escalate")) if "tie" in props else None
+        if tie is not None and vote is None:
+            self.r.error("E208", "`tie` needs `vote` (it says what a tied vote does)", props["tie"].key_span)
         escalate = None
         if "escalate" in props:
             escalate = self._alias(props["escalate"], info)
             if vote is None:
                 self.r.error("E208", "`escalate` needs `vote` (it is called when the panel does not agree)", props["escalate"].key_span)
-        return Fuse(panel=tuple(panel), judge=judge, judge_task=judge_task, quorum=quorum, vote=vote,  # type: ignore[arg-type]
+        return Fuse(panel=tuple(panel), judge=judge, judge_task=judge_task, quorum=quorum, vote=vote, tie=tie or "first",  # type: ignore[arg-type]
                     agree=agree, escalate=escalate, **common)
 
     def _alias(self, prop: ast.Prop, info: NodeInfo) -> str | None:

@@ -169,24 +169,27 @@ async def _vote(ex: NodeContext, node: Fuse, result: StepResult, ok: Sequence[tu
                 messages: tuple[dict[str, str], ...]) -> None:
     """Majority vote over extracted answers (self-consistency); below `agree`, escalate (a FrugalGPT-style cascade)."""
     answers = [(i, alias, text or "", extract_answer(text or "", node.vote or "number")) for i, alias, text in ok]
-    counts = Counter(a for *_rest, a in answers if a)
+    counts = Counter(a for *_rest, a in answers if a)  # in panel order: the first-listed member's answer comes first
     winner, votes = counts.most_common(1)[0] if counts else ("", 0)
+    tied = [a for a, c in counts.items() if c == votes] if counts else []
     tally = ", ".join(f"{a!r} x{c}" for a, c in counts.most_common())
-    ex.emit("vote", step=node.name, tally=tally, winner=winner, votes=votes, agree=node.agree)
-    if votes >= node.agree:
+    ex.emit("vote", step=node.name, tally=tally, winner=winner, votes=votes, agree=node.agree, tied=len(tied) > 1)
+    tie_note = f"; tied with {', '.join(repr(a) for a in tied if a != winner)}, tie: {node.tie}" if len(tied) > 1 else ""
+    if votes >= node.agree and (len(tied) == 1 or node.tie == "first"):
         i, alias, text, _a = next(x for x in answers if x[3] == winner)
         result.output, result.model = text, alias
-        result.reason = f"vote: {winner!r} by {votes} of {len(node.panel)} ({tally})"
+        result.reason = f"vote: {winner!r} by {votes} of {len(node.panel)} ({tally}{tie_note})"
         result.verdict = f"agreement {votes}/{len(node.panel)} >= {node.agree}"
         return
+    why = (f"the vote tied ({tally}), and tie is escalate" if votes >= node.agree
+           else f"only {votes} of {len(node.panel)} agree ({tally}); agree is {node.agree}")
     if node.escalate is None:
-        raise VerificationFailed(f"fuse `{node.name}`: only {votes} of {len(node.panel)} agree ({tally}); agree is {node.agree}",
-                                 step=node.name)
+        raise VerificationFailed(f"fuse `{node.name}`: {why}", step=node.name)
     text, alias, _why = await ex.caller.chain(node.name, (node.escalate,), node.fallbacks, node.retries, messages, node.params,
                                                 node.timeout, role="escalate", record=result.add)
     result.output, result.model = text, alias
-    result.reason = f"escalated to `{alias}`: only {votes} of {len(node.panel)} agreed ({tally}); agree is {node.agree}"
-    result.verdict = f"agreement {votes}/{len(node.panel)} < {node.agree}"
+    result.reason = f"escalated to `{alias}`: {why}"
+    result.verdict = f"agreement {votes}/{len(node.panel)}: " + ("tied" if votes >= node.agree else f"< {node.agree}")
 
 
 def learned_decision(ex: NodeContext, route: Route) -> RouteDecision:
