@@ -7,6 +7,7 @@ import csv
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -218,3 +219,38 @@ def test_the_choice_rules() -> None:
     assert choose(predicted, costs, ["a", "b", "c"], tradeoff=0.0).alias == "c"  # quality only
     assert choose(predicted, costs, ["a", "b", "c"], tradeoff=1.0).alias == "b"  # 0.93 - 0.1 beats 0.97 - 1.0 and 0.80 - 0.01
     assert "cheapest with predicted accuracy >= 0.9" in choose(predicted, costs, ["a", "b"], threshold=0.9).why
+
+
+def test_vote_and_cascade_rows_compare_letter_answers(tmp_path: Path) -> None:
+    """A multiple-choice grid (MMLU-Pro's answers are letters): the report's vote row said 0.0% and its cascade row
+    "100% escalated", because both compared answers as numbers. All three models answer `B` (the gold), except the
+    cheap one, which answers `(C)` on every other item."""
+    folder = tmp_path / "grid"
+    folder.mkdir()
+    names = {"cheap": "m-cheap", "mid": "m-mid", "strong": "m-strong"}
+    rows: dict[str, list[dict[str, object]]] = {"correct.csv": [], "answers.csv": [], "output_tokens_o200k.csv": []}
+    items = []
+    for i in range(80):
+        cheap = "(C)" if i % 2 else "B"
+        items.append({"id": f"q{i}", "question": f"Which letter is right in question {i}? {'integral' if i % 2 else 'sum'}",
+                      "gold": "B", "prompt_tokens_o200k": 40})
+        rows["answers.csv"].append({"id": f"q{i}", "m-cheap": cheap, "m-mid": "b.", "m-strong": "B"})
+        rows["correct.csv"].append({"id": f"q{i}", "m-cheap": int(cheap == "B"), "m-mid": 1, "m-strong": 1})
+        rows["output_tokens_o200k.csv"].append({"id": f"q{i}", "m-cheap": 5, "m-mid": 20, "m-strong": 50})
+    (folder / "items.jsonl").write_text("".join(json.dumps(x) + "\n" for x in items))
+    for name, table in rows.items():
+        with open(folder / name, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=["id", *names.values()])
+            writer.writeheader()
+            writer.writerows(table)
+    (tmp_path / "models.toml").write_text(f'[providers.replay]\nkind = "replay"\noptions = {{ dataset = "{folder.name}" }}\n'
+                                          + "".join(f'[models.{a}]\nprovider = "replay"\nid = "{m}"\ninput_price = {p}\noutput_price = {p}\n'
+                                                    for (a, m), p in zip(names.items(), (0.1, 1.0, 5.0), strict=True)))
+    report = baton("router", "report", "--grid", "grid", "--pool", "models.toml", "--vote", "cheap,mid,strong",
+                   "--cascade", "cheap,mid,strong", cwd=tmp_path)
+    assert report.returncode == 0, report.stderr
+    vote = next(line for line in report.stdout.splitlines() if line.startswith("| majority vote"))
+    cascade = next(line for line in report.stdout.splitlines() if line.startswith("| cascade"))
+    assert "| 100.0%" in vote, vote
+    escalated = int(re.search(r"(\d+)% escalated", cascade).group(1))  # type: ignore[union-attr]
+    assert 30 <= escalated <= 70 and "| 100.0%" in cascade, cascade  # escalated where cheap said (C), about half the held-out items

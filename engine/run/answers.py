@@ -52,6 +52,26 @@ def extract_answer(text: str, mode: str = "number") -> str:
     return (field if field is not None else text).strip().lower()
 
 
+_EDGES = re.compile(r"""^[\s("'\[]+|[\s)"'\].]+$""")
+
+
+def answer_key(answer: str | None) -> str:
+    """What two recorded answers are compared by: a number's value (`18`, `18.0` and `$18` are one answer), else the
+    text without case, surrounding brackets, quotes or a final full stop (`(B)`, `b.` and `B` are one answer: a
+    multiple-choice letter). Empty for no answer."""
+    if answer is None:
+        return ""
+    number = first_number(answer)
+    if number is not None:
+        return str(int(number)) if number.is_integer() else repr(number)
+    return _EDGES.sub("", answer).lower()
+
+
+def answers_equal(a: str | None, b: str | None) -> bool:
+    key = answer_key(a)
+    return key != "" and key == answer_key(b)
+
+
 def numbers_equal(a: str | None, b: str | None) -> bool:
     x, y = first_number(a), first_number(b)
     return x is not None and y is not None and abs(x - y) < 1e-6

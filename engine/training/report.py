@@ -26,7 +26,7 @@ from engine.eval.stats import mcnemar, wilson
 from engine.pool import Pool
 from engine.router.model import Router
 from engine.router.policy import calibrate_strong_share, choose, strongest
-from engine.run.answers import numbers_equal
+from engine.run.answers import answer_key, answers_equal
 from engine.training.grid import GridItem
 
 
@@ -132,9 +132,9 @@ def build_router_report(router: Router, train: Sequence[GridItem], test: Sequenc
 def _vote_row(test: Sequence[GridItem], pool: Pool, panel: list[str]) -> Row:
     right, cost = [], 0.0
     for item in test:
-        tally = Counter(item.answers[a].strip() for a in panel if item.answers[a].strip())
+        tally = Counter(key for a in panel if (key := answer_key(item.answers[a])))  # numbers by value, letters by letter
         winner = tally.most_common(1)[0][0] if tally else ""
-        right.append(1 if numbers_equal(winner, item.gold) else 0)
+        right.append(1 if winner and winner == answer_key(item.gold) else 0)
         cost += sum(item_cost(item, a, pool) for a in panel)
     return Row(f"majority vote: {', '.join(panel)}", right, cost / len(test))
 
@@ -144,7 +144,7 @@ def _cascade_row(test: Sequence[GridItem], pool: Pool, cascade: tuple[str, str, 
     right, cost, escalated = [], 0.0, 0
     for item in test:
         cost += item_cost(item, first, pool) + item_cost(item, second, pool)
-        if item.answers[first].strip() and numbers_equal(item.answers[first], item.answers[second]):
+        if answers_equal(item.answers[first], item.answers[second]):
             right.append(item.example.right[first])
         else:
             escalated += 1
