@@ -132,6 +132,10 @@ def test_the_commands_and_a_learned_route_run_end_to_end(tmp_path: Path) -> None
     assert curve.returncode == 0 and "<svg" in (tmp_path / "c.svg").read_text(), curve.stderr
     report = baton("router", "report", "--grid", "grid", "--pool", "models.toml", "--learner", "logistic", cwd=tmp_path)
     assert report.returncode == 0 and "| oracle" in report.stdout and "APGR" in report.stdout and "McNemar" in report.stdout
+    assert "5 seeded splits (seeds 0-4)" in report.stdout and " ± " in report.stdout  # k splits by default
+    assert re.search(r"\| router over all 2, 50% to the strongest \| [\d.]+% ± [\d.]+% \| \$[\d.]+ \| \d of 5 splits \|", report.stdout), report.stdout
+    one = baton("router", "report", "--grid", "grid", "--pool", "models.toml", "--learner", "logistic", "--splits", "1", cwd=tmp_path)
+    assert one.returncode == 0 and "asked 50% to strong, got" in one.stdout, one.stdout  # what calibration achieved, said
     (tmp_path / "routed.flow").write_text(ROUTED)
     assert baton("validate", "routed.flow", cwd=tmp_path).returncode == 0
     pool = load_pool(tmp_path / "models.toml")
@@ -247,7 +251,7 @@ def test_vote_and_cascade_rows_compare_letter_answers(tmp_path: Path) -> None:
                                           + "".join(f'[models.{a}]\nprovider = "replay"\nid = "{m}"\ninput_price = {p}\noutput_price = {p}\n'
                                                     for (a, m), p in zip(names.items(), (0.1, 1.0, 5.0), strict=True)))
     report = baton("router", "report", "--grid", "grid", "--pool", "models.toml", "--vote", "cheap,mid,strong",
-                   "--cascade", "cheap,mid,strong", cwd=tmp_path)
+                   "--cascade", "cheap,mid,strong", "--splits", "1", cwd=tmp_path)
     assert report.returncode == 0, report.stderr
     vote = next(line for line in report.stdout.splitlines() if line.startswith("| majority vote"))
     cascade = next(line for line in report.stdout.splitlines() if line.startswith("| cascade"))
@@ -271,3 +275,17 @@ def test_the_fast_strong_share_curve_is_the_one_deciding_at_every_threshold() ->
         every = [sum(choose(p, costs, candidates, threshold=s / STEPS).alias == strong for p in predictions) / len(predictions)
                  for s in range(STEPS + 1)]
         assert strong_share_curve(predictions, costs, candidates, strong) == every
+
+
+def test_random_routing_mixes_over_every_model_at_equal_cost() -> None:
+    """The baseline a strategy must beat is the best random mix of any models at its cost: with a model above the
+    line from the cheapest to the best, mixing only those two (as the report did) understated random routing."""
+    from engine.training.report import Row, random_at_cost
+
+    cheap, middle, best = Row("cheap", [1] * 50 + [0] * 50, 1.0), Row("middle", [1] * 85 + [0] * 15, 2.0), Row("best", [1] * 90 + [0] * 10, 5.0)
+    accuracy, mix = random_at_cost([cheap, middle, best], 2.0)
+    assert accuracy == pytest.approx(0.85) and mix == "middle"  # the cheapest/best line gives 0.5 + 0.4 / 4 = 0.6 here
+    accuracy, mix = random_at_cost([cheap, middle, best], 3.5)
+    assert accuracy == pytest.approx(0.875) and mix == "50% middle, 50% best"
+    assert random_at_cost([cheap, middle, best], 0.5) == (0.5, "cheap")  # below every model's cost: the cheapest
+    assert random_at_cost([cheap, middle, best], 9.0)[0] == pytest.approx(0.9)

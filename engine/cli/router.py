@@ -12,7 +12,7 @@ from engine.providers.embeddings import pool_embedder
 from engine.router.files import load_router
 from engine.router.model import Router, RouterError, train_router
 from engine.training.grid import GridItem, grid_models, load_grid, split_grid
-from engine.training.report import build_router_report, render_router_report, router_curve
+from engine.training.report import KSplitReport, build_router_report, render_k_split_report, render_router_report, router_curve
 from engine.training.service import LEARNERS, calibrate, curve_svg, held_out_items, train_on_evals, train_on_grid, trained_grid
 
 
@@ -51,8 +51,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     report.add_argument("--models", metavar="A,B,...")
     report.add_argument("--learner", choices=LEARNERS, action="append", help="repeatable (default: both)")
     report.add_argument("--train-share", type=float, default=0.7)
-    report.add_argument("--seed", type=int, default=0)
-    report.add_argument("--thresholds", default="0.9,0.95,0.97", metavar="T,T,...")
+    report.add_argument("--seed", type=int, default=0, help="the first split's seed (the others follow it)")
+    report.add_argument("--splits", type=int, default=5, metavar="K",
+                        help="seeded train/test splits to average over (default 5; 1 prints that split's full table)")
+    report.add_argument("--thresholds", metavar="T,T,...",
+                        help="route over every model at these thresholds (default: those sending 25/50/75%% to the strongest)")
     report.add_argument("--vote", metavar="A,B,C", help="a majority-vote row over these aliases")
     report.add_argument("--cascade", metavar="A,B,STRONG", help="a cascade row: A and B, STRONG when they disagree")
     _common(report)
@@ -131,15 +134,24 @@ def _curve(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     pool = _pool(args, args.grid)
     models = grid_models(pool, args.grid, _names(args.models))
-    train, test = split_grid(load_grid(args.grid, models), args.train_share, args.seed)
-    thresholds = [float(t) for t in args.thresholds.split(",")]
+    grid = load_grid(args.grid, models)
+    thresholds = [float(t) for t in args.thresholds.split(",")] if args.thresholds else None
     cascade = _names(args.cascade)
     if cascade is not None and len(cascade) != 3:
         return fail("--cascade takes three aliases: A,B,STRONG", EXIT_USAGE)
+    if args.splits < 1:
+        return fail("--splits takes a whole number from 1", EXIT_USAGE)
+    seeds = list(range(args.seed, args.seed + args.splits))
     for learner in args.learner or list(LEARNERS):
-        router = train_router([i.example for i in train], models, learner, seed=args.seed)
-        report = build_router_report(router, train, test, pool, thresholds=thresholds, vote=_names(args.vote) or (),
-                                     cascade=(cascade[0], cascade[1], cascade[2]) if cascade else None)
-        print(render_router_report(report, f"{Path(args.grid).name}, router: {learner} (seed {args.seed})"))
+        reports = []
+        for seed in seeds:
+            train, test = split_grid(grid, args.train_share, seed)
+            router = train_router([i.example for i in train], models, learner, seed=seed)
+            reports.append(build_router_report(router, train, test, pool, thresholds=thresholds, vote=_names(args.vote) or (),
+                                               cascade=(cascade[0], cascade[1], cascade[2]) if cascade else None))
+        if len(seeds) == 1:
+            print(render_router_report(reports[0], f"{Path(args.grid).name}, router: {learner} (seed {args.seed})"))
+        else:
+            print(render_k_split_report(KSplitReport(reports, seeds), f"{Path(args.grid).name}, router: {learner}"))
         print()
     return EXIT_OK

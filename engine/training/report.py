@@ -3,12 +3,17 @@
 Rows, all on the test part only (the router never saw those items):
 
 - each single model, the best and the cheapest marked;
-- random routing between the cheapest and the best model at the router's cost (expected);
-- the learned router at a few thresholds, and at the threshold that sends 50% to the strong
-  model (for APGR);
+- the learned router at the thresholds that send 25%, 50% and 75% of the items to the
+  strongest model (what it was asked, and what it got), or at given thresholds, and the
+  cheapest/best pair at 50% (for PGR and APGR);
 - majority vote of three cheap models (self-consistency across models);
 - the cascade: two cheap models, the strong one when they disagree (FrugalGPT);
 - the oracle: the cheapest model that got the item right (an upper bound, not a strategy).
+
+Each strategy is set beside random routing over every model at its mean cost (the best
+expected accuracy a random mix of models reaches for that money). One split flatters or
+slights by chance, so `k_split_report` repeats it over seeded splits and reports each
+strategy's mean and standard deviation, and in how many splits it beat random.
 
 Accuracy has a 95% Wilson interval; cost is the recorded tokens at the pool's prices; the
 router is compared with the best single model by an exact McNemar test on the same items.
@@ -37,6 +42,12 @@ class Row:
     cost: float  # mean USD per item
     note: str = ""
     strong_share: float | None = None
+    #: What the row is across splits (its name carries numbers that change with the split, like a threshold).
+    key: str = ""
+    #: The expected accuracy of random routing over every model at this row's mean cost (None for a single model and
+    #: the oracle), and the mix that reaches it.
+    random: float | None = None
+    random_mix: str = ""
 
     @property
     def accuracy(self) -> float:
@@ -67,6 +78,28 @@ def item_cost(item: GridItem, alias: str, pool: Pool) -> float:
     return (item.example.prompt_tokens * (spec.input_price or 0.0) + item.example.output_tokens.get(alias, 0) * (spec.output_price or 0.0)) / 1e6
 
 
+def random_at_cost(singles: Sequence[Row], cost: float) -> tuple[float, str]:
+    """The best expected accuracy of random routing over every model at a mean cost of at most `cost`, and its mix.
+
+    Sending a share of the items to one model and the rest to another costs the shares' mix of their costs; the best
+    such mix at a cost is the upper envelope of the models' (cost, accuracy) points there. Mixing only the cheapest
+    and the best model, as the report did, is a weaker baseline whenever a model between them lies above that line."""
+    best, mix = -1.0, ""
+    for a in singles:
+        if a.cost <= cost + 1e-15 and a.accuracy > best:
+            best, mix = a.accuracy, a.name
+        for b in singles:
+            if a.cost < cost < b.cost:
+                share = (cost - a.cost) / (b.cost - a.cost)
+                value = (1 - share) * a.accuracy + share * b.accuracy
+                if value > best + 1e-12:
+                    best, mix = value, f"{1 - share:.0%} {a.name}, {share:.0%} {b.name}"
+    if best < 0:  # cheaper than every model: the cheapest is the least it can spend
+        cheapest = min(singles, key=lambda r: r.cost)
+        return cheapest.accuracy, cheapest.name
+    return best, mix
+
+
 def _routed(router: Router, test: Sequence[GridItem], predictions: Sequence[Mapping[str, float]], pool: Pool,
             candidates: Sequence[str], threshold: float) -> tuple[list[int], float, float]:
     costs = router.arm_costs(candidates, pool)
@@ -80,10 +113,17 @@ def _routed(router: Router, test: Sequence[GridItem], predictions: Sequence[Mapp
     return right, spent / len(test), sent / len(test)
 
 
+#: Without `--thresholds`, the router is run at the thresholds that send these shares of the held-out items to the
+#: strongest model, found from its predictions: fixed thresholds (0.9, 0.95) suited GSM8K's accuracies and sent
+#: nothing anywhere on harder grids.
+SHARES = (0.25, 0.5, 0.75)
+
+
 def build_router_report(router: Router, train: Sequence[GridItem], test: Sequence[GridItem], pool: Pool, *,
-                 thresholds: Sequence[float] = (0.9, 0.95), vote: Sequence[str] = (), cascade: tuple[str, str, str] | None = None) -> Report:
+                        thresholds: Sequence[float] | None = None, vote: Sequence[str] = (),
+                        cascade: tuple[str, str, str] | None = None) -> Report:
     aliases = list(router.models)
-    singles = [Row(a, [i.example.right[a] for i in test], sum(item_cost(i, a, pool) for i in test) / len(test)) for a in aliases]
+    singles = [Row(a, [i.example.right[a] for i in test], sum(item_cost(i, a, pool) for i in test) / len(test), key=a) for a in aliases]
     best = max(singles, key=lambda r: (r.accuracy, -r.cost))
     cheapest = min(singles, key=lambda r: (r.cost, -r.accuracy))
     best.note, cheapest.note = "best single", "cheapest" if cheapest is not best else best.note
@@ -94,34 +134,41 @@ def build_router_report(router: Router, train: Sequence[GridItem], test: Sequenc
     pair_costs = router.arm_costs(pair, pool)
     half = calibrate_strong_share(predictions, pair_costs, pair, strong, 0.5)
     router_rows = []
-    for t in thresholds:
-        right, cost, share = _routed(router, test, predictions, pool, aliases, t)
-        router_rows.append(Row(f"router over all {len(aliases)}, threshold {t:g}", right, cost, strong_share=share))
+    if thresholds is not None:
+        for t in thresholds:
+            right, cost, share = _routed(router, test, predictions, pool, aliases, t)
+            router_rows.append(Row(f"router over all {len(aliases)}, threshold {t:g}", right, cost, strong_share=share,
+                                   key=f"router over all {len(aliases)}, threshold {t:g}"))
+    else:
+        top = strongest({a: router.models[a].accuracy for a in aliases}, aliases)
+        for asked in SHARES:
+            t = calibrate_strong_share(predictions, router.arm_costs(aliases, pool), aliases, top, asked)
+            right, cost, share = _routed(router, test, predictions, pool, aliases, t)
+            router_rows.append(Row(f"router over all {len(aliases)}, {asked:.0%} to {top} (threshold {t:.3f})", right, cost,
+                                   note=f"asked {asked:.0%} to {top}, got {share:.0%}", key=f"router over all {len(aliases)}, {asked:.0%} to the strongest"))
     right, cost, share = _routed(router, test, predictions, pool, pair, half)
-    half_row = Row(f"router {weak}/{strong}, 50% strong (threshold {half:.3f})", right, cost, strong_share=share)
+    half_row = Row(f"router {weak}/{strong}, 50% strong (threshold {half:.3f})", right, cost, strong_share=share,
+                   key="router cheapest/best single model, 50% strong")
     router_rows.append(half_row)
     rows += router_rows
-    for r in router_rows:  # random routing between weak and strong at the same mean cost: its expected accuracy
-        p = min(1.0, max(0.0, (r.cost - cheapest.cost) / (best.cost - cheapest.cost))) if best.cost > cheapest.cost else 0.0
-        expected = round(sum((1 - p) * i.example.right[weak] + p * i.example.right[strong] for i in test))
-        rows.append(Row(f"random {weak}/{strong} at the cost of: {r.name}", [1] * expected + [0] * (len(test) - expected),
-                        cheapest.cost + p * (best.cost - cheapest.cost), note=f"{p:.0%} to {strong} (expected)"))
     if vote:
         rows.append(_vote_row(test, pool, list(vote)))
     if cascade:
         rows.append(_cascade_row(test, pool, cascade))
+    for r in rows[len(singles):]:  # every strategy against random routing over every model at its cost
+        r.random, r.random_mix = random_at_cost(singles, r.cost)
     oracle_right, oracle_cost = [], 0.0
     for item in test:
         ok = [a for a in aliases if item.example.right[a]]
         pick = min(ok, key=lambda a: item_cost(item, a, pool)) if ok else cheapest.name
         oracle_right.append(1 if ok else 0)
         oracle_cost += item_cost(item, pick, pool)
-    rows.append(Row("oracle (cheapest right model; an upper bound)", oracle_right, oracle_cost / len(test)))
+    rows.append(Row("oracle (cheapest right model; an upper bound)", oracle_right, oracle_cost / len(test), key="oracle"))
     gap = best.accuracy - cheapest.accuracy
     pgr = (half_row.accuracy - cheapest.accuracy) / gap if gap > 0 else 0.0
     shares = []
-    for s in range(11):
-        t = calibrate_strong_share(predictions, pair_costs, pair, strong, s / 10)
+    for step in range(11):
+        t = calibrate_strong_share(predictions, pair_costs, pair, strong, step / 10)
         acc = sum(_routed(router, test, predictions, pool, pair, t)[0]) / len(test)
         shares.append((acc - cheapest.accuracy) / gap if gap > 0 else 0.0)
     b = sum(1 for x, y in zip(half_row.right, best.right, strict=True) if x and not y)
@@ -136,7 +183,8 @@ def _vote_row(test: Sequence[GridItem], pool: Pool, panel: list[str]) -> Row:
         winner = tally.most_common(1)[0][0] if tally else ""
         right.append(1 if winner and winner == answer_key(item.gold) else 0)
         cost += sum(item_cost(item, a, pool) for a in panel)
-    return Row(f"majority vote: {', '.join(panel)}", right, cost / len(test))
+    name = f"majority vote: {', '.join(panel)}"
+    return Row(name, right, cost / len(test), key=name)
 
 
 def _cascade_row(test: Sequence[GridItem], pool: Pool, cascade: tuple[str, str, str]) -> Row:
@@ -150,17 +198,75 @@ def _cascade_row(test: Sequence[GridItem], pool: Pool, cascade: tuple[str, str, 
             escalated += 1
             cost += item_cost(item, strong, pool)
             right.append(item.example.right[strong])
-    return Row(f"cascade: {first} + {second}, else {strong}", right, cost / len(test), note=f"{escalated / len(test):.0%} escalated")
+    name = f"cascade: {first} + {second}, else {strong}"
+    return Row(name, right, cost / len(test), note=f"{escalated / len(test):.0%} escalated", key=name)
+
+
+@dataclass
+class Summary:
+    """One strategy over k splits."""
+
+    key: str
+    accuracy: list[float] = field(default_factory=list)
+    cost: list[float] = field(default_factory=list)
+    beat_random: int = 0
+    against_random: int = 0
+
+
+@dataclass
+class KSplitReport:
+    reports: list[Report]
+    seeds: list[int]
+
+    def summaries(self) -> list[Summary]:
+        out: dict[str, Summary] = {}
+        for report in self.reports:
+            for row in report.rows:
+                summary = out.setdefault(row.key or row.name, Summary(row.key or row.name))
+                summary.accuracy.append(row.accuracy)
+                summary.cost.append(row.cost)
+                if row.random is not None:
+                    summary.against_random += 1
+                    summary.beat_random += row.accuracy > row.random + 1e-12
+        return list(out.values())
+
+
+def _mean_sd(values: Sequence[float]) -> tuple[float, float]:
+    mean = sum(values) / len(values)
+    sd = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0.0
+    return mean, sd
+
+
+def render_k_split_report(k: KSplitReport, title: str) -> str:
+    first = k.reports[0]
+    out = [f"{title}: {len(k.seeds)} seeded splits (seeds {k.seeds[0]}-{k.seeds[-1]}), each {first.n_train} items to train and "
+           f"{first.n_test} held out; mean ± sd over the splits, on held-out items only", "",
+           "| strategy | accuracy | mean cost per item | beat random over every model at its cost |", "|---|---|---|---|"]
+    for s in k.summaries():
+        (acc, sd), (cost, _) = _mean_sd(s.accuracy), _mean_sd(s.cost)
+        beat = f"{s.beat_random} of {s.against_random} splits" if s.against_random else ""
+        missing = f" (in {len(s.accuracy)} of {len(k.seeds)} splits)" if len(s.accuracy) != len(k.seeds) else ""
+        out.append(f"| {s.key}{missing} | {acc:.1%} ± {sd:.1%} | ${cost:.6f} | {beat} |")
+    pgr, apgr = _mean_sd([r.pgr_at_half for r in k.reports]), _mean_sd([r.apgr for r in k.reports])
+    weak = {r.weak for r in k.reports}
+    strong = {r.strong for r in k.reports}
+    significant = sum(r.mcnemar_p < 0.05 for r in k.reports)
+    out += ["", f"weak {'/'.join(sorted(weak))}, strong {'/'.join(sorted(strong))}: PGR at 50% strong share {pgr[0]:.2f} ± {pgr[1]:.2f}; "
+                f"APGR {apgr[0]:.2f} ± {apgr[1]:.2f} (random routing between the two is 0.50)",
+            f"router (50% strong) vs the best single model: McNemar p < 0.05 in {significant} of {len(k.reports)} splits "
+            "(p >= 0.05 says the test could not tell them apart on this many items, not that they are equal)"]
+    return "\n".join(out)
 
 
 def render_router_report(report: Report, title: str) -> str:
     out = [f"{title}: {report.n_train} items to train, {report.n_test} held out (scores below are on those only)", "",
-           "| strategy | accuracy (95% CI) | mean cost per item | note |", "|---|---|---|---|"]
+           "| strategy | accuracy (95% CI) | mean cost per item | random over every model at that cost | note |", "|---|---|---|---|---|"]
     for r in report.rows:
         lo, hi = r.interval
-        share = f"{r.strong_share:.0%} to the strongest" if r.strong_share is not None else ""
+        share = f"{r.strong_share:.0%} to the strongest" if r.strong_share is not None and "asked" not in r.note else ""
         note = "; ".join(x for x in (r.note, share) if x)
-        out.append(f"| {r.name} | {r.accuracy:.1%} ({lo:.1%}-{hi:.1%}) | ${r.cost:.6f} | {note} |")
+        random = f"{r.random:.1%} ({r.random_mix}): {(r.accuracy - r.random) * 100:+.1f} pts" if r.random is not None else ""
+        out.append(f"| {r.name} | {r.accuracy:.1%} ({lo:.1%}-{hi:.1%}) | ${r.cost:.6f} | {random} | {note} |")
     b, c = report.mcnemar_counts
     out += ["", f"weak {report.weak}, strong {report.strong}: PGR at 50% strong share {report.pgr_at_half:.2f}; "
                 f"APGR over strong shares 0-100% {report.apgr:.2f}",
