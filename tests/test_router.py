@@ -289,3 +289,20 @@ def test_random_routing_mixes_over_every_model_at_equal_cost() -> None:
     assert accuracy == pytest.approx(0.875) and mix == "50% middle, 50% best"
     assert random_at_cost([cheap, middle, best], 0.5) == (0.5, "cheap")  # below every model's cost: the cheapest
     assert random_at_cost([cheap, middle, best], 9.0)[0] == pytest.approx(0.9)
+
+
+def test_a_grid_in_mmlu_pros_layout_is_read(tmp_path: Path) -> None:
+    """MMLU-Pro's grid names its ids `question_id`, its answers `preds.csv` and its key `answer`, lists the options
+    apart from the question, records no prompt sizes and marks items a run saw in another version."""
+    folder = tmp_path / "mmlu"
+    folder.mkdir()
+    items = [{"question_id": 70, "question": "Which is prime?", "options": ["4", "6", "7"], "answer": "C", "version_conflict": False},
+             {"question_id": 71, "question": "Which is even?", "options": ["3", "8"], "answer": "B", "version_conflict": True}]
+    (folder / "items.jsonl").write_text("".join(json.dumps(i) + "\n" for i in items))
+    (folder / "preds.csv").write_text("question_id,m-a,m-b\n70,C,A\n71,B,B\n")
+    (folder / "correct.csv").write_text("question_id,m-a,m-b\n70,1,0\n71,1,1\n")
+    (folder / "output_tokens_o200k.csv").write_text("question_id,m-a,m-b\n70,12,30\n71,5,6\n")
+    (item,) = load_grid(folder, {"a": "m-a", "b": "m-b"})  # 71 is left out: a version conflict
+    assert item.id == "70" and item.gold == "C" and item.answers == {"a": "C", "b": "A"}
+    assert item.example.text == "Which is prime?\nA. 4\nB. 6\nC. 7" and item.example.right == {"a": 1, "b": 0}
+    assert item.example.prompt_tokens == len(item.example.text) // 4 and item.example.output_tokens == {"a": 12, "b": 30}

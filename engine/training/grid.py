@@ -7,6 +7,13 @@ lengths). The replay provider reads the same folders (docs/eval.md), so a user's
 recorded outputs work for both. Aliases are bound to model ids by the pool (an alias's
 `id`); items any chosen model has no record for are left out, and the split into train and
 test is by a seeded hash of the item id, so it is the same on every machine.
+
+MMLU-Pro's layout is read too: `question_id` for `id`, `answer` (a letter) for `gold`,
+`options` appended to the question as `A. ...` lines (the text a model is shown),
+`preds.csv` for `answers.csv`, and items marked `version_conflict` (a run saw another
+version of the question) left out. It records no prompt sizes, so a prompt's tokens are
+estimated as a quarter of its characters (o200k averages about four characters a token on
+English text).
 """
 
 from __future__ import annotations
@@ -30,10 +37,16 @@ class GridItem:
     answers: dict[str, str]
 
 
+_ID_COLUMNS = ("id", "question_id")
+
+
 def _csv(path: Path) -> dict[str, dict[str, str]]:
+    if path.name == "answers.csv" and not path.exists() and (path.parent / "preds.csv").exists():
+        path = path.parent / "preds.csv"  # MMLU-Pro's name for the extracted answers
     try:
         with open(path, encoding="utf-8", newline="") as fh:
-            return {row["id"]: {k: v for k, v in row.items() if k != "id"} for row in csv.DictReader(fh)}
+            return {next(row[c] for c in _ID_COLUMNS if c in row): {k: v for k, v in row.items() if k not in _ID_COLUMNS}
+                    for row in csv.DictReader(fh)}
     except FileNotFoundError:
         raise RouterError(f"{path} is missing: a grid folder holds items.jsonl, correct.csv, answers.csv, output_tokens_o200k.csv") from None
 
@@ -57,14 +70,19 @@ def load_grid(folder: str | Path, models: Mapping[str, str]) -> list[GridItem]:
     with open(folder / "items.jsonl", encoding="utf-8") as fh:
         for line in fh:
             raw = json.loads(line)
-            row = correct.get(raw["id"], {})
+            if raw.get("version_conflict"):
+                continue
+            item_id = str(raw["id"] if "id" in raw else raw["question_id"])
+            row = correct.get(item_id, {})
             if any(row.get(mid, "") == "" for mid in models.values()):
                 continue
+            text = raw["question"] + "".join(f"\n{chr(65 + i)}. {option}" for i, option in enumerate(raw.get("options") or []))
             right = {a: int(float(row[mid])) for a, mid in models.items()}
-            tokens = {a: int(float(out_tokens.get(raw["id"], {}).get(mid) or 0)) for a, mid in models.items()}
-            example = Example(raw["question"], right, int(raw.get("prompt_tokens_o200k") or 0), tokens)
-            items.append(GridItem(raw["id"], example, str(raw.get("gold", "")),
-                                  {a: answers.get(raw["id"], {}).get(mid, "") for a, mid in models.items()}))
+            tokens = {a: int(float(out_tokens.get(item_id, {}).get(mid) or 0)) for a, mid in models.items()}
+            prompt_tokens = int(raw["prompt_tokens_o200k"]) if raw.get("prompt_tokens_o200k") else len(text) // 4
+            example = Example(text, right, prompt_tokens, tokens)
+            items.append(GridItem(item_id, example, str(raw.get("gold", raw.get("answer", ""))),
+                                  {a: answers.get(item_id, {}).get(mid, "") for a, mid in models.items()}))
     return items
 
 
