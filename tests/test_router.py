@@ -306,3 +306,24 @@ def test_a_grid_in_mmlu_pros_layout_is_read(tmp_path: Path) -> None:
     assert item.id == "70" and item.gold == "C" and item.answers == {"a": "C", "b": "A"}
     assert item.example.text == "Which is prime?\nA. 4\nB. 6\nC. 7" and item.example.right == {"a": 1, "b": 0}
     assert item.example.prompt_tokens == len(item.example.text) // 4 and item.example.output_tokens == {"a": 12, "b": 30}
+
+
+def test_a_weighted_vote_counts_a_reliable_voter_for_more_than_two_weak_ones() -> None:
+    """Voters weighted by the log-odds of their accuracy on the training items: two weak voters that agree on a wrong
+    answer are outvoted by one reliable voter, where a plain majority follows them."""
+    from engine.pool import ModelSpec, Pool
+    from engine.router.model import Example
+    from engine.training.grid import GridItem
+    from engine.training.report import _vote_row, voter_weights
+
+    def item(i: int, answers: dict[str, str], gold: str = "7") -> GridItem:
+        right = {a: int(v == gold) for a, v in answers.items()}
+        return GridItem(f"q{i}", Example("q", right, 10, {a: 1 for a in answers}), gold, answers)
+
+    train = [item(i, {"weak1": "7" if i % 2 else "1", "weak2": "7" if i % 3 else "2", "strong": "7" if i % 20 else "3"}) for i in range(100)]
+    weights = voter_weights(train, ["weak1", "weak2", "strong"])
+    assert weights["strong"] > weights["weak1"] + weights["weak2"]
+    test = [item(0, {"weak1": "5", "weak2": "5", "strong": "7"})]
+    pool = Pool(models={a: ModelSpec(provider="p", id=a) for a in ("weak1", "weak2", "strong")})
+    assert _vote_row(test, pool, ["weak1", "weak2", "strong"]).right == [0]  # the majority follows the weak pair
+    assert _vote_row(test, pool, ["weak1", "weak2", "strong"], weights).right == [1]

@@ -6,7 +6,8 @@ Rows, all on the test part only (the router never saw those items):
 - the learned router at the thresholds that send 25%, 50% and 75% of the items to the
   strongest model (what it was asked, and what it got), or at given thresholds, and the
   cheapest/best pair at 50% (for PGR and APGR);
-- majority vote of three cheap models (self-consistency across models);
+- majority vote of three cheap models (self-consistency across models), and the same vote
+  with each voter weighted by the log-odds of its accuracy on the training items;
 - the cascade: two cheap models, the strong one when they disagree (FrugalGPT);
 - the oracle: the cheapest model that got the item right (an upper bound, not a strategy).
 
@@ -23,7 +24,7 @@ PGR at 50% strong share is RouteLLM's "performance gap recovered": (router - wea
 
 from __future__ import annotations
 
-from collections import Counter
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -153,6 +154,7 @@ def build_router_report(router: Router, train: Sequence[GridItem], test: Sequenc
     rows += router_rows
     if vote:
         rows.append(_vote_row(test, pool, list(vote)))
+        rows.append(_vote_row(test, pool, list(vote), voter_weights(train, list(vote))))
     if cascade:
         rows.append(_cascade_row(test, pool, cascade))
     for r in rows[len(singles):]:  # every strategy against random routing over every model at its cost
@@ -176,15 +178,36 @@ def build_router_report(router: Router, train: Sequence[GridItem], test: Sequenc
     return Report(rows, len(train), len(test), weak, strong, pgr, sum(shares) / len(shares), mcnemar(b, c), (b, c), best.name)
 
 
-def _vote_row(test: Sequence[GridItem], pool: Pool, panel: list[str]) -> Row:
+def voter_weights(train: Sequence[GridItem], panel: Sequence[str]) -> dict[str, float]:
+    """Each voter's weight learned from the training items: log(p (K - 1) / (1 - p)), where p is its accuracy there
+    (with one right and one wrong answer added, so no weight is infinite) and K the number of different answers an
+    item may have (estimated as the different correct answers among the training items: 10 letters on MMLU-Pro,
+    hundreds of numbers on GSM8K). Summing them is the optimal vote of independent voters of known accuracy
+    (Nitzan and Paroush): a voter counts for less the weaker it is, and against only below chance (1 / K). Without
+    the K term a 44%-accurate voter on ten options counted against its answer, and the vote lost 1.5 points."""
+    k = max(2, len({answer_key(i.gold) for i in train}))
+    out = {}
+    for a in panel:
+        right = sum(i.example.right[a] for i in train)
+        p = (right + 1) / (len(train) + 2)
+        out[a] = math.log(p * (k - 1) / (1 - p))
+    return out
+
+
+def _vote_row(test: Sequence[GridItem], pool: Pool, panel: list[str], weights: Mapping[str, float] | None = None) -> Row:
     right, cost = [], 0.0
     for item in test:
-        tally = Counter(key for a in panel if (key := answer_key(item.answers[a])))  # numbers by value, letters by letter
-        winner = tally.most_common(1)[0][0] if tally else ""
+        tally: dict[str, float] = {}
+        for a in panel:  # numbers by value, letters by letter; ties go to the first-listed voter's answer (`tie: first`)
+            key = answer_key(item.answers[a])
+            if key:
+                tally[key] = tally.get(key, 0.0) + (weights[a] if weights is not None else 1.0)
+        winner = max(tally, key=lambda k: tally[k]) if tally else ""
         right.append(1 if winner and winner == answer_key(item.gold) else 0)
         cost += sum(item_cost(item, a, pool) for a in panel)
-    name = f"majority vote: {', '.join(panel)}"
-    return Row(name, right, cost / len(test), key=name)
+    name = f"{'weighted' if weights is not None else 'majority'} vote: {', '.join(panel)}"
+    note = "weights from the training items: " + ", ".join(f"{a} {w:.2f}" for a, w in weights.items()) if weights is not None else ""
+    return Row(name, right, cost / len(test), note=note, key=name)
 
 
 def _cascade_row(test: Sequence[GridItem], pool: Pool, cascade: tuple[str, str, str]) -> Row:
