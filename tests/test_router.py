@@ -133,7 +133,7 @@ def test_the_commands_and_a_learned_route_run_end_to_end(tmp_path: Path) -> None
     report = baton("router", "report", "--grid", "grid", "--pool", "models.toml", "--learner", "logistic", cwd=tmp_path)
     assert report.returncode == 0 and "| oracle" in report.stdout and "APGR" in report.stdout and "McNemar" in report.stdout
     assert "5 seeded splits (seeds 0-4)" in report.stdout and " ± " in report.stdout  # k splits by default
-    assert re.search(r"\| router over all 2, 50% to the strongest \| [\d.]+% ± [\d.]+% \| \$[\d.]+ \| \d of 5 splits \|", report.stdout), report.stdout
+    assert re.search(r"\| router over all 2, 50% to the strongest \| [\d.]+% ± [\d.]+% \| \$[\d.]+ \| 1.00 \| \d of 5 splits \|", report.stdout), report.stdout
     one = baton("router", "report", "--grid", "grid", "--pool", "models.toml", "--learner", "logistic", "--splits", "1", cwd=tmp_path)
     assert one.returncode == 0 and "asked 50% to strong, got" in one.stdout, one.stdout  # what calibration achieved, said
     (tmp_path / "routed.flow").write_text(ROUTED)
@@ -258,6 +258,8 @@ def test_vote_and_cascade_rows_compare_letter_answers(tmp_path: Path) -> None:
     assert "| 100.0%" in vote, vote
     escalated = int(re.search(r"(\d+)% escalated", cascade).group(1))  # type: ignore[union-attr]
     assert 30 <= escalated <= 70 and "| 100.0%" in cascade, cascade  # escalated where cheap said (C), about half the held-out items
+    assert re.search(r"\| 2\.[1-9]\d \|", cascade), cascade  # calls per item: the pair, and the strong model when escalated
+    assert "| 3.00 |" in vote  # three voters, three calls
 
 
 def test_the_fast_strong_share_curve_is_the_one_deciding_at_every_threshold() -> None:

@@ -49,6 +49,8 @@ class Row:
     #: the oracle), and the mix that reaches it.
     random: float | None = None
     random_mix: str = ""
+    #: Model calls per item: a control cost beside the money (latency and rate limits grow with it); None for the oracle.
+    calls: float | None = 1.0
 
     @property
     def accuracy(self) -> float:
@@ -165,7 +167,7 @@ def build_router_report(router: Router, train: Sequence[GridItem], test: Sequenc
         pick = min(ok, key=lambda a: item_cost(item, a, pool)) if ok else cheapest.name
         oracle_right.append(1 if ok else 0)
         oracle_cost += item_cost(item, pick, pool)
-    rows.append(Row("oracle (cheapest right model; an upper bound)", oracle_right, oracle_cost / len(test), key="oracle"))
+    rows.append(Row("oracle (cheapest right model; an upper bound)", oracle_right, oracle_cost / len(test), key="oracle", calls=None))
     gap = best.accuracy - cheapest.accuracy
     pgr = (half_row.accuracy - cheapest.accuracy) / gap if gap > 0 else 0.0
     shares = []
@@ -207,7 +209,7 @@ def _vote_row(test: Sequence[GridItem], pool: Pool, panel: list[str], weights: M
         cost += sum(item_cost(item, a, pool) for a in panel)
     name = f"{'weighted' if weights is not None else 'majority'} vote: {', '.join(panel)}"
     note = "weights from the training items: " + ", ".join(f"{a} {w:.2f}" for a, w in weights.items()) if weights is not None else ""
-    return Row(name, right, cost / len(test), note=note, key=name)
+    return Row(name, right, cost / len(test), note=note, key=name, calls=float(len(panel)))
 
 
 def _cascade_row(test: Sequence[GridItem], pool: Pool, cascade: tuple[str, str, str]) -> Row:
@@ -222,7 +224,7 @@ def _cascade_row(test: Sequence[GridItem], pool: Pool, cascade: tuple[str, str, 
             cost += item_cost(item, strong, pool)
             right.append(item.example.right[strong])
     name = f"cascade: {first} + {second}, else {strong}"
-    return Row(name, right, cost / len(test), note=f"{escalated / len(test):.0%} escalated", key=name)
+    return Row(name, right, cost / len(test), note=f"{escalated / len(test):.0%} escalated", key=name, calls=2 + escalated / len(test))
 
 
 @dataclass
@@ -232,6 +234,7 @@ class Summary:
     key: str
     accuracy: list[float] = field(default_factory=list)
     cost: list[float] = field(default_factory=list)
+    calls: list[float] = field(default_factory=list)
     beat_random: int = 0
     against_random: int = 0
 
@@ -248,6 +251,8 @@ class KSplitReport:
                 summary = out.setdefault(row.key or row.name, Summary(row.key or row.name))
                 summary.accuracy.append(row.accuracy)
                 summary.cost.append(row.cost)
+                if row.calls is not None:
+                    summary.calls.append(row.calls)
                 if row.random is not None:
                     summary.against_random += 1
                     summary.beat_random += row.accuracy > row.random + 1e-12
@@ -264,12 +269,13 @@ def render_k_split_report(k: KSplitReport, title: str) -> str:
     first = k.reports[0]
     out = [f"{title}: {len(k.seeds)} seeded splits (seeds {k.seeds[0]}-{k.seeds[-1]}), each {first.n_train} items to train and "
            f"{first.n_test} held out; mean ± sd over the splits, on held-out items only", "",
-           "| strategy | accuracy | mean cost per item | beat random over every model at its cost |", "|---|---|---|---|"]
+           "| strategy | accuracy | mean cost per item | calls per item | beat random over every model at its cost |", "|---|---|---|---|---|"]
     for s in k.summaries():
         (acc, sd), (cost, _) = _mean_sd(s.accuracy), _mean_sd(s.cost)
         beat = f"{s.beat_random} of {s.against_random} splits" if s.against_random else ""
         missing = f" (in {len(s.accuracy)} of {len(k.seeds)} splits)" if len(s.accuracy) != len(k.seeds) else ""
-        out.append(f"| {s.key}{missing} | {acc:.1%} ± {sd:.1%} | ${cost:.6f} | {beat} |")
+        calls = f"{_mean_sd(s.calls)[0]:.2f}" if s.calls else ""
+        out.append(f"| {s.key}{missing} | {acc:.1%} ± {sd:.1%} | ${cost:.6f} | {calls} | {beat} |")
     pgr, apgr = _mean_sd([r.pgr_at_half for r in k.reports]), _mean_sd([r.apgr for r in k.reports])
     weak = {r.weak for r in k.reports}
     strong = {r.strong for r in k.reports}
@@ -283,13 +289,15 @@ def render_k_split_report(k: KSplitReport, title: str) -> str:
 
 def render_router_report(report: Report, title: str) -> str:
     out = [f"{title}: {report.n_train} items to train, {report.n_test} held out (scores below are on those only)", "",
-           "| strategy | accuracy (95% CI) | mean cost per item | random over every model at that cost | note |", "|---|---|---|---|---|"]
+           "| strategy | accuracy (95% CI) | mean cost per item | calls per item | random over every model at that cost | note |",
+           "|---|---|---|---|---|---|"]
     for r in report.rows:
         lo, hi = r.interval
         share = f"{r.strong_share:.0%} to the strongest" if r.strong_share is not None and "asked" not in r.note else ""
         note = "; ".join(x for x in (r.note, share) if x)
         random = f"{r.random:.1%} ({r.random_mix}): {(r.accuracy - r.random) * 100:+.1f} pts" if r.random is not None else ""
-        out.append(f"| {r.name} | {r.accuracy:.1%} ({lo:.1%}-{hi:.1%}) | ${r.cost:.6f} | {random} | {note} |")
+        calls = f"{r.calls:.2f}" if r.calls is not None else ""
+        out.append(f"| {r.name} | {r.accuracy:.1%} ({lo:.1%}-{hi:.1%}) | ${r.cost:.6f} | {calls} | {random} | {note} |")
     b, c = report.mcnemar_counts
     out += ["", f"weak {report.weak}, strong {report.strong}: PGR at 50% strong share {report.pgr_at_half:.2f}; "
                 f"APGR over strong shares 0-100% {report.apgr:.2f}",
