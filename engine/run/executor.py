@@ -132,8 +132,9 @@ class Executor:
             blocked = [d.name for d in deps if d.status not in ("ok",)]
             if blocked or self.failure is not None or self.tool_calls_by is not None:
                 result.status = "not_run"
-                result.reason = (f"waiting on {', '.join(blocked)}, which did not finish" if blocked else "the run stopped before this step"
-                                 if self.failure is not None else f"step `{self.tool_calls_by}` answered with tool calls for the client")
+                result.reason = (f"waiting on {', '.join(blocked)}, which did not finish" if blocked
+                                 else "the run stopped before this step" if self.failure is not None
+                                 else f"step `{self.tool_calls_by}` answered with tool calls for the client")
                 if isinstance(node, Route):
                     self.decisions[name].set_result(None)
                 await self._finish(result)

@@ -14,7 +14,7 @@ import json
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
@@ -135,6 +135,16 @@ def export_run_to_file(run: RecordedRun, path: str | Path, content: bool = False
         return export_run(run, JsonLinesExporter(out), content)
 
 
+class _LiveRun(NamedTuple):
+    """What an observer keeps of a run in flight: its open workflow span, and what its node spans need."""
+
+    span: trace.Span
+    context: Any
+    top_level: set[str]
+    pool: Pool
+    inputs: Mapping[str, str]
+
+
 class OtelObserver:
     """Spans as a run goes, for every run of a `Session` (`Session(observers=[...])`): the workflow span opens when
     the run starts, each node's span (with its calls) is sent when the node finishes, the workflow span when it ends."""
@@ -143,30 +153,30 @@ class OtelObserver:
         self.content = content
         self.provider = _provider(BatchSpanProcessor(exporter or otlp_exporter()))
         self.tracer = self.provider.get_tracer(names.TRACER_NAME)
-        self._runs: dict[str, tuple[trace.Span, Any, set[str], Pool, Mapping[str, str]]] = {}
+        self._runs: dict[str, _LiveRun] = {}
         self._lock = threading.Lock()
 
     def run_started(self, summary: RunSummary, flow: Flow, pool: Pool, inputs: Mapping[str, str]) -> None:
         span = emit(self.tracer, workflow_span(summary, content=self.content, inputs=inputs), end=False)
         with self._lock:
-            self._runs[summary.run_id] = (span, trace.set_span_in_context(span), set(flow.top_level()), pool, inputs)
+            self._runs[summary.run_id] = _LiveRun(span, trace.set_span_in_context(span), set(flow.top_level()), pool, inputs)
 
     def step_finished(self, run_id: str, step: StepResult) -> None:
         with self._lock:
             entry = self._runs.get(run_id)
-        if entry is None or step.name not in entry[2]:
+        if entry is None or step.name not in entry.top_level:
             return
-        spec = node_span(step, entry[3], self.content)
+        spec = node_span(step, entry.pool, self.content)
         if spec is not None:
-            emit(self.tracer, spec, entry[1])
+            emit(self.tracer, spec, entry.context)
 
     def run_finished(self, summary: RunSummary) -> None:
         with self._lock:
             entry = self._runs.pop(summary.run_id, None)
         if entry is None:
             return
-        span = entry[0]
-        final = workflow_span(summary, content=self.content, inputs=entry[4])
+        span = entry.span
+        final = workflow_span(summary, content=self.content, inputs=entry.inputs)
         span.set_attributes(final.attributes)
         if final.error:
             span.set_status(Status(StatusCode.ERROR, final.error[:1000]))

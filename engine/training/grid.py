@@ -79,7 +79,7 @@ def load_grid(folder: str | Path, models: Mapping[str, str]) -> list[GridItem]:
             text = raw["question"] + "".join(f"\n{chr(65 + i)}. {option}" for i, option in enumerate(raw.get("options") or []))
             right = {a: int(float(row[mid])) for a, mid in models.items()}
             tokens = {a: int(float(out_tokens.get(item_id, {}).get(mid) or 0)) for a, mid in models.items()}
-            prompt_tokens = int(raw["prompt_tokens_o200k"]) if raw.get("prompt_tokens_o200k") else len(text) // 4
+            prompt_tokens = int(raw["prompt_tokens_o200k"] or 0) if "prompt_tokens_o200k" in raw else len(text) // 4  # MMLU-Pro records none
             example = Example(text, right, prompt_tokens, tokens)
             items.append(GridItem(item_id, example, str(raw.get("gold", raw.get("answer", ""))),
                                   {a: answers.get(item_id, {}).get(mid, "") for a, mid in models.items()}))
