@@ -32,6 +32,19 @@ CHAT_TOOL = {"type": "function", "function": {"name": "get_weather", "descriptio
 QUESTION = "What is the weather in Paris?"
 
 
+def chat_turns(result: str) -> list[dict[str, Any]]:
+    """The question, the assistant's `get_weather` call and its result, as chat completions sends them back."""
+    return [{"role": "user", "content": QUESTION}, {"role": "assistant", "content": None, "tool_calls": [CALL]},
+            {"role": "tool", "tool_call_id": "call_w1", "content": result}]
+
+
+def messages_turns(result: str) -> list[dict[str, Any]]:
+    """The same conversation as the Messages API sends it back: a `tool_use` block, then a `tool_result` block."""
+    return [{"role": "user", "content": QUESTION},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "call_w1", "name": "get_weather", "input": {"city": "Paris"}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "call_w1", "content": result}]}]
+
+
 def agent(body: dict[str, Any]) -> Reply:
     """Calls `get_weather` when offered tools and asked; answers from a tool's result when given one (as a `tool`
     message, or, for a flow's step, in its prompt)."""
@@ -110,8 +123,7 @@ def test_chat_completions_tool_call_round_trip_and_its_record(served: BatonServe
     assert record.steps["call"].tools == ["get_weather"] and record.steps["call"].attempts[-1].tool_calls == [CALL]
     shown = render_run(record)  # what `baton show` prints
     assert "tools offered: get_weather" in shown and 'tool call: get_weather({"city": "Paris"})' in shown
-    turns = [*question, {"role": "assistant", "content": None, "tool_calls": [CALL]},
-             {"role": "tool", "tool_call_id": "call_w1", "content": '{"celsius": 18}'}]
+    turns = chat_turns('{"celsius": 18}')
     second = oa(served).chat.completions.create(model="fast", messages=turns, tools=[CHAT_TOOL])  # type: ignore[arg-type]
     assert second.choices[0].message.content == "It is 18 degrees in Paris." and second.choices[0].finish_reason == "stop"
     assert upstream.requests[-1]["messages"][-2:] == turns[-2:]  # the call and its result went upstream as sent
@@ -161,9 +173,7 @@ def test_messages_tool_use_round_trip(served: BatonServer, upstream: ChatServer,
     assert upstream.requests[before]["tools"] == [CHAT_TOOL]
     if not stream:
         assert upstream.requests[before]["tool_choice"] == {"type": "function", "function": {"name": "get_weather"}}
-    second = an(served).messages.create(model="fast", max_tokens=200, tools=[tool], messages=[  # type: ignore[arg-type, list-item]
-        *question, {"role": "assistant", "content": [{"type": "tool_use", "id": "call_w1", "name": "get_weather", "input": {"city": "Paris"}}]},
-        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "call_w1", "content": '{"celsius": 18}'}]}])
+    second = an(served).messages.create(model="fast", max_tokens=200, tools=[tool], messages=messages_turns('{"celsius": 18}'))  # type: ignore[arg-type, list-item]
     assert second.content[0].text == "It is 18 degrees in Paris." and second.stop_reason == "end_turn"  # type: ignore[union-attr]
     tool_message = upstream.requests[-1]["messages"][-1]
     assert tool_message == {"role": "tool", "tool_call_id": "call_w1", "content": '{"celsius": 18}'}
@@ -180,9 +190,7 @@ def test_a_flows_output_step_is_offered_the_tools_and_sees_their_results_on_the_
                                                                      tools=[CHAT_TOOL])  # type: ignore[list-item]
         assert first.parse().choices[0].message.tool_calls[0].function.name == "get_weather"  # type: ignore[index]
         run_id = first.headers["x-baton-run-id"]
-        answer = oa(served).chat.completions.create(model="flow/solo", tools=[CHAT_TOOL], messages=[  # type: ignore[arg-type, list-item]
-            {"role": "user", "content": QUESTION}, {"role": "assistant", "content": None, "tool_calls": [CALL]},
-            {"role": "tool", "tool_call_id": "call_w1", "content": result}]).choices[0].message.content
+        answer = oa(served).chat.completions.create(model="flow/solo", tools=[CHAT_TOOL], messages=chat_turns(result)).choices[0].message.content  # type: ignore[arg-type, list-item]
     elif wire == "responses":
         tool = {"type": "function", "name": "get_weather", "parameters": SCHEMA}
         first_r = oa(served).responses.with_raw_response.create(model="flow/solo", input=QUESTION, tools=[tool])  # type: ignore[list-item]
@@ -198,10 +206,7 @@ def test_a_flows_output_step_is_offered_the_tools_and_sees_their_results_on_the_
                                                                messages=[{"role": "user", "content": QUESTION}])
         assert first_m.parse().stop_reason == "tool_use"
         run_id = first_m.headers["x-baton-run-id"]
-        reply = an(served).messages.create(model="flow/solo", max_tokens=200, tools=[tool], messages=[  # type: ignore[list-item]
-            {"role": "user", "content": QUESTION},
-            {"role": "assistant", "content": [{"type": "tool_use", "id": "call_w1", "name": "get_weather", "input": {"city": "Paris"}}]},
-            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "call_w1", "content": result}]}])
+        reply = an(served).messages.create(model="flow/solo", max_tokens=200, tools=[tool], messages=messages_turns(result))  # type: ignore[arg-type, list-item]
         answer = reply.content[0].text  # type: ignore[union-attr]
     assert answer == "It is 18 degrees in Paris.\nANSWER: 18"
     prompt = upstream.requests[-1]["messages"][-1]["content"]
@@ -235,22 +240,15 @@ def test_a_step_marked_tools_client_ends_the_run_with_its_calls_and_the_next_tur
         first = raw.parse().choices[0]
         assert first.finish_reason == "tool_calls" and first.message.tool_calls[0].function.name == "get_weather"  # type: ignore[index, union-attr]
         run_id = raw.headers["x-baton-run-id"]
-        answer = oa(served).chat.completions.create(model="flow/advisor", tools=[CHAT_TOOL], messages=[  # type: ignore[arg-type, list-item]
-            {"role": "user", "content": QUESTION}, {"role": "assistant", "content": None, "tool_calls": [CALL]},
-            {"role": "tool", "tool_call_id": "call_w1", "content": result}]).choices[0].message.content
+        answer = oa(served).chat.completions.create(model="flow/advisor", tools=[CHAT_TOOL], messages=chat_turns(result)).choices[0].message.content  # type: ignore[arg-type, list-item]
     else:
         tool = {"name": "get_weather", "input_schema": SCHEMA}
-        with an(served).messages.with_streaming_response.create(model="flow/advisor", max_tokens=200, tools=[tool], stream=True,  # type: ignore[list-item]
-                                                                 messages=[{"role": "user", "content": QUESTION}]) as streamed:
-            run_id = streamed.headers["x-baton-run-id"]
         with an(served).messages.stream(model="flow/advisor", max_tokens=200, tools=[tool],  # type: ignore[list-item]
                                         messages=[{"role": "user", "content": QUESTION}]) as events:
-            message = events.get_final_message()
+            message = events.get_final_message()  # one streamed run, read to its end: its id and its answer
+            run_id = events.response.headers["x-baton-run-id"]
         assert message.stop_reason == "tool_use" and [b.type for b in message.content] == ["tool_use"]
-        reply = an(served).messages.create(model="flow/advisor", max_tokens=200, tools=[tool], messages=[  # type: ignore[list-item]
-            {"role": "user", "content": QUESTION},
-            {"role": "assistant", "content": [{"type": "tool_use", "id": "call_w1", "name": "get_weather", "input": {"city": "Paris"}}]},
-            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "call_w1", "content": result}]}])
+        reply = an(served).messages.create(model="flow/advisor", max_tokens=200, tools=[tool], messages=messages_turns(result))  # type: ignore[arg-type, list-item]
         answer = reply.content[0].text  # type: ignore[union-attr]
     assert answer == "Take a light jacket: it is 18 degrees."
     assert "tools" in upstream.requests[before] and "tools" not in upstream.requests[-1]  # research is offered them, advise is not
