@@ -391,7 +391,7 @@ def render_run_page(run: explain.RecordedRun, *, live: bool = False, runs_href: 
     s = run.summary
     critical = explain.critical_path(run)
     g = run.graph
-    first = next((n for n in (s.error_step, s.output_step) if n and n in g), next(iter(g.nodes), ""))
+    first = next((n for n in (s.error_step, s.tool_calls_by, s.output_step) if n and n in g), next(iter(g.nodes), ""))
     started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(s.started)) if s.started else "?"
     header = (f'<header><h1>{esc(s.flow)} <span class="badge {esc(s.status)}">{esc(s.status.replace("_", " "))}</span></h1>'
               f'<div class="facts"><span>run <b class="run-id">{esc(s.run_id)}</b></span><span>started <b>{started}</b></span>'
