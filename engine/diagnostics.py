@@ -53,6 +53,8 @@ CODES: dict[str, tuple[Severity, str]] = {
     "E312": ("error", "router file cannot be used"),
     "E313": ("error", "router does not know a model"),
     "E314": ("error", "a step in a loop may not call the client's tools"),
+    "E315": ("error", "scorer file cannot be used"),
+    "E316": ("error", "scorer was trained for another panel"),
     "E501": ("error", "no Conductor plan found in the completion"),
     "E502": ("error", "Conductor lists of different lengths"),
     "E503": ("error", "Conductor model id not in the --map"),

@@ -139,6 +139,10 @@ class Fuse(CallSpec):
     #: them (so the panel's order decides, and the flow says so); `escalate` counts a tie as no agreement.
     tie: Literal["first", "escalate"] = "first"
     escalate: str | None = None
+    #: A learned answer scorer's file (resolved): the vote takes the answer it rates most likely right, and with
+    #: `escalate`, below `threshold` (else the file's calibrated one) the escalate model answers instead.
+    scorer: str | None = None
+    threshold: float | None = None
 
 
 class Arm(Frozen):

@@ -35,7 +35,7 @@ def test_docs_have_flow_examples() -> None:
 
 @pytest.mark.parametrize("doc, line, text", BLOCKS, ids=[f"{d}:{line}" for d, line, _ in BLOCKS])
 def test_doc_flow_example_is_valid(doc: str, line: int, text: str) -> None:
-    if 'by router "gsm8k.router"' in text:  # a learned route: as if it sat beside the GSM8K router, on its replay pool
+    if 'by router "gsm8k.router"' in text or 'scorer: "gsm8k.scorer"' in text:  # learned: as if beside the GSM8K files, on its pool
         result = check_source(text, load_pool(ROOT / "workflows" / "eval" / "models.toml"), str(ROOT / "workflows" / "eval" / "doc.flow"))
     else:
         result = check_source(text, POOL, f"{doc}:{line}")

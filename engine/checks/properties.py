@@ -14,7 +14,7 @@ _CALL_KEYS = ("sees", "task", "system", "temperature", "max_tokens", "top_p", "r
 SCHEMAS: dict[str, tuple[str, ...]] = {
     "step": ("model", "fallback", "expect", "choices", "tools", *_CALL_KEYS),
     "verify": ("model", "fallback", "accept", "choices", *_CALL_KEYS),
-    "fuse": ("panel", "judge", "judge_task", "quorum", "vote", "agree", "tie", "escalate", "fallback", *_CALL_KEYS),
+    "fuse": ("panel", "judge", "judge_task", "quorum", "vote", "agree", "tie", "scorer", "threshold", "escalate", "fallback", *_CALL_KEYS),
     "loop": ("exhausted", "output"),
     "model": ("provider", "id", "input_price", "output_price", "context", "max_concurrency", "max_output_tokens", "description"),
 }
@@ -24,7 +24,7 @@ VALUE_KINDS: dict[str, str] = {
     "model": "chain", "fallback": "chain", "sees": "names", "task": "text", "system": "text", "judge_task": "text",
     "temperature": "number", "top_p": "number", "max_tokens": "int", "seed": "int", "retries": "int", "quorum": "int",
     "timeout": "duration", "reasoning": "choice:low|medium|high", "expect": "checks", "choices": "strings", "accept": "regex", "panel": "panel",
-    "tools": "choice:client", "tie": "choice:first|escalate",
+    "tools": "choice:client", "tie": "choice:first|escalate", "scorer": "file", "threshold": "number",
     "judge": "alias", "vote": "choice:number|text", "agree": "int", "escalate": "alias", "exhausted": "choice:last|fail|escalate", "output": "name", "provider": "name", "id": "text",
     "input_price": "number", "output_price": "number", "context": "int", "max_concurrency": "int",
     "max_output_tokens": "int", "description": "text",
@@ -36,6 +36,7 @@ VALUE_WORDS: dict[str, str] = {
     "duration": "a duration like 60s", "checks": "`matches /re/` or `contains \"text\"`",
     "strings": "quoted strings, comma-separated (the only replies allowed)", "regex": "a /regex/",
     "panel": "aliases, comma-separated, each optionally `x N`", "alias": "an alias", "name": "a name",
+    "file": 'a "quoted path" to a file in the flow\'s folder',
 }
 #: What each property does, in one line (the editor's hover; docs/language.md has the long form).
 PROPERTY_HELP: dict[str, str] = {
@@ -62,7 +63,9 @@ PROPERTY_HELP: dict[str, str] = {
     "vote": "majority vote over the panel's extracted answers instead of a judge",
     "agree": "the votes the winning answer needs; below it the fuse escalates",
     "tie": "when answers tie for the most votes: `first` (the default) takes the first-listed member's, `escalate` treats it as no agreement",
-    "escalate": "the model asked when the vote does not agree",
+    "scorer": "a learned answer scorer (`baton router train-scorer`): the vote takes the answer it rates most likely right",
+    "threshold": "with `scorer` and `escalate`: below this probability the best answer is not trusted and `escalate` answers",
+    "escalate": "the model asked when the vote does not agree (or, with a `scorer`, is not trusted)",
     "exhausted": "what a loop does when its rounds run out: keep the `last` draft, `fail`, or `escalate`",
     "output": "which member's reply is the loop's output",
     "provider": "the pool provider this model is served by",

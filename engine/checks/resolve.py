@@ -11,17 +11,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
+from engine.checks.learned import fuse_scorer, learned_path
 from engine.checks.properties import MAX_LOOP_ROUNDS, MAX_PANEL, REQUIRED, RESERVED_NAMES, SCHEMAS, SUPPORTED_VERSIONS
 from engine.checks.values import Reader, rule_op
 from engine.diagnostics import did_you_mean
 from engine.model import Arm, Budget, Check, Fuse, InputSpec, Loop, Params, Route, Step, Verify
 from engine.pool import ModelSpec, Pool
-from engine.router.files import cached_router, inside
+from engine.router.files import cached_router
 from engine.router.model import RouterError
 from engine.syntax import ast
 from engine.syntax.ast import Atom, Span
@@ -407,8 +407,9 @@ class Resolver:
             escalate = self._alias(props["escalate"], info)
             if vote is None:
                 self.r.error("E208", "`escalate` needs `vote` (it is called when the panel does not agree)", props["escalate"].key_span)
+        scorer, threshold = fuse_scorer(self.r, props, panel, vote, escalate)
         return Fuse(panel=tuple(panel), judge=judge, judge_task=judge_task, quorum=quorum, vote=vote, tie=tie or "first",  # type: ignore[arg-type]
-                    agree=agree, escalate=escalate, **common)
+                    agree=agree, escalate=escalate, scorer=scorer, threshold=threshold, **common)
 
     def _alias(self, prop: ast.Prop, info: NodeInfo) -> str | None:
         """A property that names one model alias (`judge:`, `escalate:`)."""
@@ -450,11 +451,8 @@ class Resolver:
         if route.by != "router":
             self.r.error("E310", f"only `by router \"FILE\"` takes a file; `by {route.by}` names a step", route.by_span or route.span)
             return
-        base = Path(self.doc.filename).parent if not self.doc.filename.startswith("<") else Path.cwd()
-        path = (base / file_atom.value).resolve()
-        if not inside(path, base):  # a file a flow names is data from the flow's own folder, never ~/.ssh/id_rsa
-            self.r.error("E312", f"router file {file_atom.value} is outside the flow's folder", file_atom.span,
-                         "a router file is read only from the folder tree of the flow that names it (symbolic links resolved)")
+        path = learned_path(self.r, file_atom, "E312", "router file")
+        if path is None:
             return
         try:
             router = cached_router(str(path))

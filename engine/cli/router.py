@@ -1,4 +1,5 @@
-"""`baton router train | calibrate | curve | report`: routers learned from recorded outcomes (docs/economics.md)."""
+"""`baton router train | train-scorer | calibrate | curve | report`: routers and answer scorers learned from recorded outcomes
+(docs/economics.md)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from engine.pool import Pool, discover_pool
 from engine.providers.embeddings import pool_embedder
 from engine.router.files import load_router
 from engine.router.model import Router, RouterError, train_router
-from engine.training.grid import GridItem, grid_models, load_grid, split_grid
+from engine.training.grid import GridItem, grid_models, item_cost, load_grid, split_grid
 from engine.training.report import KSplitReport, build_router_report, render_k_split_report, render_router_report, router_curve
+from engine.training.scoring import Target, play, train_scorer_on_grid
 from engine.training.service import LEARNERS, calibrate, curve_svg, held_out_items, train_on_evals, train_on_grid, trained_grid
 
 
@@ -33,6 +35,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     train.add_argument("-o", "--output", metavar="FILE.router", required=True)
     train.add_argument("--held-out", metavar="FILE.jsonl", help="with --grid: write the held-out items as a dataset, to evaluate flows on")
     _common(train)
+    scorer = sub.add_parser("train-scorer", help="learn an answer scorer for a fuse's learned vote or cascade",
+                            description="learn an answer scorer from a recorded grid (docs/language.md, learned votes and cascades)")
+    scorer.add_argument("--grid", metavar="DIR", required=True, help="recorded outcomes in the ZeroEval layout (docs/eval.md)")
+    scorer.add_argument("--panel", metavar="A,B,...", required=True, help="the fuse's panel: the aliases that answer first")
+    scorer.add_argument("--escalate", metavar="ALIAS", help="the model asked when the best answer is rated below the threshold")
+    goal = scorer.add_mutually_exclusive_group()
+    goal.add_argument("--target-accuracy", type=float, metavar="A", help="the threshold escalating least that reaches this accuracy")
+    goal.add_argument("--escalate-share", type=float, metavar="S", help="escalate at most this share of the items")
+    goal.add_argument("--match-escalate", action="store_true", help="escalate least while reaching the escalate model's own accuracy")
+    scorer.add_argument("--train-share", type=float, default=0.7, help="share of items to train on; the rest is held out (default 0.7)")
+    scorer.add_argument("--seed", type=int, default=0)
+    scorer.add_argument("-o", "--output", metavar="FILE.scorer", required=True)
+    _common(scorer)
     calibrate = sub.add_parser("calibrate", help="set a router's default threshold", description="set a router's default threshold")
     calibrate.add_argument("router", metavar="FILE.router")
     target = calibrate.add_mutually_exclusive_group(required=True)
@@ -72,7 +87,7 @@ def _names(text: str | None) -> list[str] | None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        return {"train": _train, "calibrate": _calibrate, "curve": _curve, "report": _report}[args.action](args)
+        return {"train": _train, "train-scorer": _train_scorer, "calibrate": _calibrate, "curve": _curve, "report": _report}[args.action](args)
     except BrokenPipeError:
         raise
     except OSError as err:
@@ -99,6 +114,34 @@ def _train(args: argparse.Namespace) -> int:
                                    home=args.home, learner=args.learner, seed=args.seed, embeddings=embeddings)
     size = Path(args.output).stat().st_size
     print(f"wrote {args.output} ({size // 1024} KB): {args.learner} over {', '.join(router.models)}, {n} items")
+    return EXIT_OK
+
+
+def _train_scorer(args: argparse.Namespace) -> int:
+    if not 0 < args.train_share < 1:
+        return fail("--train-share is a share between 0 and 1", EXIT_USAGE)
+    for name, value in (("--target-accuracy", args.target_accuracy), ("--escalate-share", args.escalate_share)):
+        if value is not None and not 0 <= value <= 1:
+            return fail(f"{name} is a share between 0 and 1", EXIT_USAGE)
+    panel = _names(args.panel) or []
+    pool = _pool(args, args.grid)
+    target = Target(accuracy=args.target_accuracy, escalate_share=args.escalate_share, match_escalate=args.match_escalate)
+    scorer, n = train_scorer_on_grid(pool, args.grid, args.output, panel, args.escalate, target=target,
+                                     train_share=args.train_share, seed=args.seed)
+    print(f"wrote {args.output}: an answer scorer for the panel {', '.join(panel)}, trained on {n} items")
+    if scorer.escalate is not None:
+        c = scorer.calibration
+        print(f"threshold {scorer.threshold:.3f} ({c['rule']}): on the training items, out of fold, {c['accuracy']:.1%} "
+              f"with {c['escalated']:.0%} escalated to {scorer.escalate}")
+    test = split_grid(load_grid(args.grid, scorer.trained_on["models"]), args.train_share, args.seed)[1]
+    if test:
+        played = play(scorer, test, pool)
+        line = f"on the {len(test)} held-out items: {sum(played.right) / len(test):.1%} at ${played.cost:.6f} per item"
+        if scorer.escalate is not None:
+            alone = sum(i.example.right[scorer.escalate] for i in test) / len(test)
+            alone_cost = sum(item_cost(i, scorer.escalate, pool) for i in test) / len(test)
+            line += f" ({played.escalated:.0%} escalated); {scorer.escalate} alone: {alone:.1%} at ${alone_cost:.6f}"
+        print(line)
     return EXIT_OK
 
 

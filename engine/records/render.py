@@ -75,8 +75,10 @@ def _render_step(name: str, s: StepResult, full: bool) -> list[str]:
         out.append(f"  decision: {label}{d.matched} -> {d.chosen}; skipped: {', '.join(d.skipped) or 'none'}")
         if d.predictions:
             out.append("  router predicted: " + ", ".join(f"{a} {p:.3f} (${d.costs.get(a, 0.0):.6f})" for a, p in d.predictions.items()))
+    if s.scores:
+        out.append("  scorer rated: " + ", ".join(f"{answer!r} {p:.3f}" for answer, p in s.scores.items()))
     if s.verdict:
-        out.append(f"  verdict (round {s.rounds}): {_short(s.verdict)}")
+        out.append(f"  verdict (round {s.rounds}): {_short(s.verdict)}" if s.rounds is not None else f"  verdict: {_short(s.verdict)}")
     if s.status == "ok" or s.attempts:
         out.append(f"  tokens {s.input_tokens} in / {s.output_tokens} out  cost ${s.cost:.6f}  {s.latency_ms / 1000:.2f}s")
     for a in s.attempts:

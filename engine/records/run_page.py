@@ -310,6 +310,8 @@ def _detail(name: str, kind: str, step: StepResult | None, run: explain.Recorded
         if d.predictions:
             facts.append('<p class="why">router predicted: ' + ", ".join(
                 f"{esc(a)} {p:.3f} (${d.costs.get(a, 0.0):.6f})" for a, p in d.predictions.items()) + "</p>")
+    if step.scores:
+        facts.append('<p class="why">scorer rated: ' + ", ".join(f"{esc(repr(a))} {p:.3f}" for a, p in step.scores.items()) + "</p>")
     for i, verdict in enumerate(step.verdicts, 1):
         facts.append(f'<p class="why">round {i}: {esc(verdict)}</p>')
     if step.verdict and not step.verdicts:

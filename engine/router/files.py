@@ -1,7 +1,7 @@
-"""Reading a router file: data a flow names, never authority over where anything is sent.
+"""Reading a router or scorer file: data a flow names, never authority over where anything is sent.
 
-A flow may come from anyone (a shared repository, a planner), and the router file beside it
-with it, so the file is read as untrusted data:
+A flow may come from anyone (a shared repository, a planner), and the router or answer
+scorer file beside it with it, so the file is read as untrusted data:
 
 - only a regular file, only under `MAX_ROUTER_BYTES`: a FIFO hung `validate`, the language
   server and `serve` at start-up, and `/dev/zero` was read until memory ran out;
@@ -26,6 +26,8 @@ from engine.model import Flow, Route
 from engine.numbers import finite
 from engine.pool import Pool
 from engine.router.model import FORMAT, ModelStats, Router, RouterError, Vector
+from engine.router.scorer import FORMAT as SCORER_FORMAT
+from engine.router.scorer import Scorer
 
 #: The largest router file read: the committed GSM8K router is 154 KB; a kNN router over 100k items is ~40 MB.
 MAX_ROUTER_BYTES = 64 * 1024 * 1024
@@ -33,30 +35,30 @@ MAX_ROUTER_BYTES = 64 * 1024 * 1024
 AUTHORITY_KEYS = ("base_url", "api_key_env", "url", "headers", "api_key")
 
 
-def read_bounded(path: Path, limit: int | None = None) -> bytes:
+def read_bounded(path: Path, limit: int | None = None, what: str = "router file") -> bytes:
     """A regular file's bytes, at most `limit` (default `MAX_ROUTER_BYTES`); `RouterError` for anything else (a FIFO is
     never waited on)."""
     limit = MAX_ROUTER_BYTES if limit is None else limit
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
-        raise RouterError(f"no router file {path}") from None
+        raise RouterError(f"no {what} {path}") from None
     except OSError as err:
-        raise RouterError(f"router file {path} cannot be read: {err.strerror or err}") from None
+        raise RouterError(f"{what} {path} cannot be read: {err.strerror or err}") from None
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            raise RouterError(f"router file {path} is not a regular file (a FIFO, a device or a folder)")
+            raise RouterError(f"{what} {path} is not a regular file (a FIFO, a device or a folder)")
         if info.st_size > limit:
-            raise RouterError(f"router file {path} is {info.st_size} bytes, over the {limit // (1024 * 1024)} MB limit")
+            raise RouterError(f"{what} {path} is {info.st_size} bytes, over the {limit // (1024 * 1024)} MB limit")
         with os.fdopen(fd, "rb", closefd=False) as fh:
             data = fh.read(limit + 1)
     except OSError as err:
-        raise RouterError(f"router file {path} cannot be read: {err.strerror or err}") from None
+        raise RouterError(f"{what} {path} cannot be read: {err.strerror or err}") from None
     finally:
         os.close(fd)
     if len(data) > limit:
-        raise RouterError(f"router file {path} grew past the {limit // (1024 * 1024)} MB limit while it was read")
+        raise RouterError(f"{what} {path} grew past the {limit // (1024 * 1024)} MB limit while it was read")
     return data
 
 
@@ -83,17 +85,22 @@ def route_calls(flow: Flow, pool: Pool) -> list[str]:
     return out
 
 
-def cached_router(path: str) -> Router:
-    """The router at `path`, read once per version of the file (a run routes many items through one)."""
+def _stamp(path: str, what: str) -> tuple[int, int]:
+    """A regular file's version (modified time, size), checked before any cache: a FIFO is never opened."""
     try:
         info = Path(path).stat()
     except FileNotFoundError:
-        raise RouterError(f"no router file {path}") from None
+        raise RouterError(f"no {what} {path}") from None
     except OSError as err:
-        raise RouterError(f"router file {path} cannot be read: {err.strerror or err}") from None
-    if not stat.S_ISREG(info.st_mode):  # before the cache: never open a FIFO
-        raise RouterError(f"router file {path} is not a regular file (a FIFO, a device or a folder)")
-    return _cached(path, info.st_mtime_ns, info.st_size)
+        raise RouterError(f"{what} {path} cannot be read: {err.strerror or err}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise RouterError(f"{what} {path} is not a regular file (a FIFO, a device or a folder)")
+    return info.st_mtime_ns, info.st_size
+
+
+def cached_router(path: str) -> Router:
+    """The router at `path`, read once per version of the file (a run routes many items through one)."""
+    return _cached(path, *_stamp(path, "router file"))
 
 
 @lru_cache(maxsize=16)
@@ -101,21 +108,45 @@ def _cached(path: str, _stamp: int, _size: int) -> Router:
     return load_router(path)
 
 
-def load_router(path: str | Path) -> Router:
-    """A router file, every field checked; `RouterError` names the first one that is wrong."""
-    raw = read_bounded(Path(path))
+def cached_scorer(path: str) -> Scorer:
+    """The answer scorer at `path`, read once per version of the file."""
+    return _cached_scorer(path, *_stamp(path, "scorer file"))
+
+
+@lru_cache(maxsize=16)
+def _cached_scorer(path: str, _stamp: int, _size: int) -> Scorer:
+    return load_scorer(path)
+
+
+def _json_file(path: str | Path, what: str, fmt: str) -> dict[str, Any]:
+    raw = read_bounded(Path(path), what=what)
     try:
         data = json.loads(raw, parse_constant=_no_constant)
     except RecursionError:
-        raise RouterError(f"router file {path} is nested too deeply") from None
+        raise RouterError(f"{what} {path} is nested too deeply") from None
     except (ValueError, UnicodeDecodeError) as err:
-        raise RouterError(f"router file {path} cannot be read: {err}") from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise RouterError(f"{path} is not a Baton router file ({FORMAT})")
+        raise RouterError(f"{what} {path} cannot be read: {err}") from None
+    if not isinstance(data, dict) or data.get("format") != fmt:
+        raise RouterError(f"{path} is not a Baton {what} ({fmt})")
+    return data
+
+
+def load_router(path: str | Path) -> Router:
+    """A router file, every field checked; `RouterError` names the first one that is wrong."""
+    data = _json_file(path, "router file", FORMAT)
     try:
         return _router(data)
     except _Bad as err:
         raise RouterError(f"router file {path} is malformed: {err}") from None
+
+
+def load_scorer(path: str | Path) -> Scorer:
+    """An answer scorer file, every field checked; `RouterError` names the first one that is wrong."""
+    data = _json_file(path, "scorer file", SCORER_FORMAT)
+    try:
+        return _scorer(data)
+    except _Bad as err:
+        raise RouterError(f"scorer file {path} is malformed: {err}") from None
 
 
 class _Bad(Exception):
@@ -222,3 +253,26 @@ def _router(data: dict[str, Any]) -> Router:
     trained_on = _object(data.get("trained_on", {}), "trained_on")
     return Router(learner=learner, models=models, idf=idf, weights=weights, bias=bias, examples=examples, k=int(k),
                   trained_on=dict(trained_on), calibration=dict(calibration), features=features)
+
+
+def _text(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise _Bad(f"`{where}` must be text")
+    return value
+
+
+def _scorer(data: dict[str, Any]) -> Scorer:
+    panel = data.get("panel")
+    if not isinstance(panel, list) or not panel or len(panel) > 16:
+        raise _Bad("`panel` must list the 1 to 16 aliases the scorer was trained for")
+    panel = [_text(a, f"panel[{i}]") for i, a in enumerate(panel)]
+    if len(set(panel)) != len(panel):
+        raise _Bad("`panel` names an alias twice: a scorer tells members apart by alias")
+    models = {a: _text(m, f"models.{a}") for a, m in _object(data.get("models", {}), "models").items()}
+    escalate = data.get("escalate")
+    if escalate is not None:
+        escalate = _text(escalate, "escalate")
+    weights = {_text(k, "weights"): _number(v, f"weights.{k}") for k, v in _object(data.get("weights"), "weights").items()}
+    return Scorer(panel=panel, models=models, weights=weights, threshold=_number(data.get("threshold", 0.5), "threshold", 0, 1),
+                  escalate=escalate, calibration=dict(_object(data.get("calibration", {}), "calibration")),
+                  trained_on=dict(_object(data.get("trained_on", {}), "trained_on")))

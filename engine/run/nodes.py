@@ -18,11 +18,12 @@ from typing import Any
 
 from engine.errors import BudgetExceeded, RouteError, RunError, VerificationFailed
 from engine.model import Fuse, Loop, Route, Step, Verify
-from engine.router.files import cached_router
+from engine.router.files import cached_router, cached_scorer
 from engine.router.model import RouterError
 from engine.router.policy import choose
+from engine.router.scorer import PanelAnswers
 from engine.run import prompt
-from engine.run.answers import extract_answer
+from engine.run.answers import answer_key, extract_answer
 from engine.run.calls import Validator, check_reply
 from engine.run.choices import choice_of, choices_check, choices_grammar
 from engine.run.context import NodeContext
@@ -168,6 +169,9 @@ async def run_fuse(ex: NodeContext, node: Fuse, result: StepResult, visible: tup
 async def _vote(ex: NodeContext, node: Fuse, result: StepResult, ok: Sequence[tuple[int, str, str | None]],
                 messages: tuple[dict[str, str], ...]) -> None:
     """Majority vote over extracted answers (self-consistency); below `agree`, escalate (a FrugalGPT-style cascade)."""
+    if node.scorer is not None:
+        await _scored_vote(ex, node, result, ok, messages)
+        return
     answers = [(i, alias, text or "", extract_answer(text or "", node.vote or "number")) for i, alias, text in ok]
     counts = Counter(a for *_rest, a in answers if a)  # in panel order: the first-listed member's answer comes first
     winner, votes = counts.most_common(1)[0] if counts else ("", 0)
@@ -183,13 +187,50 @@ async def _vote(ex: NodeContext, node: Fuse, result: StepResult, ok: Sequence[tu
         return
     why = (f"the vote tied ({tally}), and tie is escalate" if votes >= node.agree
            else f"only {votes} of {len(node.panel)} agree ({tally}); agree is {node.agree}")
+    await _escalate(ex, node, result, messages, why, f"agreement {votes}/{len(node.panel)}: " + ("tied" if votes >= node.agree else f"< {node.agree}"))
+
+
+async def _escalate(ex: NodeContext, node: Fuse, result: StepResult, messages: tuple[dict[str, str], ...], why: str, verdict: str) -> None:
+    """The panel's answer is not trusted: the `escalate` model answers, or without one the step fails."""
     if node.escalate is None:
         raise VerificationFailed(f"fuse `{node.name}`: {why}", step=node.name)
     text, alias, _why = await ex.caller.chain(node.name, (node.escalate,), node.fallbacks, node.retries, messages, node.params,
                                                 node.timeout, role="escalate", record=result.add)
     result.output, result.model = text, alias
     result.reason = f"escalated to `{alias}`: {why}"
-    result.verdict = f"agreement {votes}/{len(node.panel)}: " + ("tied" if votes >= node.agree else f"< {node.agree}")
+    result.verdict = verdict
+
+
+async def _scored_vote(ex: NodeContext, node: Fuse, result: StepResult, ok: Sequence[tuple[int, str, str | None]],
+                       messages: tuple[dict[str, str], ...]) -> None:
+    """A learned vote: the answer scorer rates each distinct answer of the panel from who gave it and how; the best
+    stands, unless (with `escalate`) it is rated below the threshold, and then the escalate model answers."""
+    assert node.scorer is not None
+    scorer = cached_scorer(node.scorer)
+    answers: dict[str, str] = {}
+    tokens: dict[str, int] = {}
+    replies: dict[str, tuple[str, str]] = {}
+    for i, alias, text in ok:
+        member = node.panel[i]  # the scorer knows members by their panel alias, whichever fallback answered
+        answers[member] = answer_key(extract_answer(text or "", node.vote or "number"))
+        replies.setdefault(answers[member], (alias, text or ""))
+        tokens[member] = next((a.output_tokens for a in reversed(result.attempts) if a.role == f"panel[{i}]" and a.answered), 0)
+    question = "\n\n".join(ex.inputs.get(name, "") for name in ex.flow.inputs)  # what a grid records as the question
+    scored = scorer.score(PanelAnswers(question, answers, tokens))
+    result.scores = {c.answer: round(p, 4) for c, p in scored.ranked}
+    threshold = node.threshold if node.threshold is not None else scorer.threshold
+    rated = ", ".join(f"{c.answer!r} {p:.2f} by {'+'.join(c.members)}" for c, p in scored.ranked) or "no answer"
+    ex.emit("scored_vote", step=node.name, scores=result.scores, threshold=threshold)
+    best = scored.best
+    if best is not None and (node.escalate is None or best[1] >= threshold):
+        candidate, p = best
+        result.output, result.model = replies[candidate.answer][1], replies[candidate.answer][0]
+        bar = f" >= threshold {threshold:.2f}" if node.escalate is not None else ""
+        result.reason = f"scorer: {candidate.answer!r} rated {p:.2f}{bar} ({rated})"
+        result.verdict = f"score {p:.2f}{bar}"
+        return
+    why = f"the best answer is rated {best[1]:.2f} < threshold {threshold:.2f} ({rated})" if best else "no member gave an answer"
+    await _escalate(ex, node, result, messages, why, f"score {best[1]:.2f} < {threshold:.2f}" if best else "no answer")
 
 
 def learned_decision(ex: NodeContext, route: Route) -> RouteDecision:

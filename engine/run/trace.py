@@ -121,6 +121,8 @@ class StepResult(BaseModel):
     #: A loop's verdict of every round, first to last (`verdict` is the last of them).
     verdicts: list[str] = Field(default_factory=list)
     decision: RouteDecision | None = None
+    #: A fuse with an answer scorer: the probability it gave each distinct answer of the panel (best first).
+    scores: dict[str, float] = Field(default_factory=dict)
     rounds: int | None = None
     error: str | None = None
     input_tokens: int = 0

@@ -86,6 +86,12 @@ def load_grid(folder: str | Path, models: Mapping[str, str]) -> list[GridItem]:
     return items
 
 
+def item_cost(item: GridItem, alias: str, pool: Pool) -> float:
+    """What the item cost on `alias`: its recorded tokens at the pool's prices."""
+    spec = pool.models[alias]
+    return (item.example.prompt_tokens * (spec.input_price or 0.0) + item.example.output_tokens.get(alias, 0) * (spec.output_price or 0.0)) / 1e6
+
+
 def split_grid(items: list[GridItem], train_share: float = 0.7, seed: int = 0) -> tuple[list[GridItem], list[GridItem]]:
     """(train, test): an item is in train when the seeded hash of its id falls below `train_share`."""
     def u(item: GridItem) -> float:

@@ -9,6 +9,9 @@ Rows, all on the test part only (the router never saw those items):
 - majority vote of three cheap models (self-consistency across models), and the same vote
   with each voter weighted by the log-odds of its accuracy on the training items;
 - the cascade: two cheap models, the strong one when they disagree (FrugalGPT);
+- the learned vote and the learned cascade: an answer scorer (`engine.router.scorer`) trained on
+  the training items picks among the panel's answers, and escalates below its threshold (set
+  on out-of-fold scores of the training items, at the knee and to match the strong model);
 - the oracle: the cheapest model that got the item right (an upper bound, not a strategy).
 
 Each strategy is set beside random routing over every model at its mean cost (the best
@@ -33,7 +36,8 @@ from engine.pool import Pool
 from engine.router.model import Router
 from engine.router.policy import calibrate_strong_share, choose, strongest
 from engine.run.answers import answer_key, answers_equal
-from engine.training.grid import GridItem
+from engine.training.grid import GridItem, item_cost
+from engine.training.scoring import Target, fit, play
 
 
 @dataclass
@@ -74,11 +78,6 @@ class Report:
     mcnemar_counts: tuple[int, int]
     best_single: str
     notes: list[str] = field(default_factory=list)
-
-
-def item_cost(item: GridItem, alias: str, pool: Pool) -> float:
-    spec = pool.models[alias]
-    return (item.example.prompt_tokens * (spec.input_price or 0.0) + item.example.output_tokens.get(alias, 0) * (spec.output_price or 0.0)) / 1e6
 
 
 def random_at_cost(singles: Sequence[Row], cost: float) -> tuple[float, str]:
@@ -159,6 +158,8 @@ def build_router_report(router: Router, train: Sequence[GridItem], test: Sequenc
         rows.append(_vote_row(test, pool, list(vote), voter_weights(train, list(vote))))
     if cascade:
         rows.append(_cascade_row(test, pool, cascade))
+    models = {a: s.model_id for a, s in router.models.items()}
+    rows += _scorer_rows(train, test, pool, models, list(vote), cascade)
     for r in rows[len(singles):]:  # every strategy against random routing over every model at its cost
         r.random, r.random_mix = random_at_cost(singles, r.cost)
     oracle_right, oracle_cost = [], 0.0
@@ -225,6 +226,26 @@ def _cascade_row(test: Sequence[GridItem], pool: Pool, cascade: tuple[str, str, 
             right.append(item.example.right[strong])
     name = f"cascade: {first} + {second}, else {strong}"
     return Row(name, right, cost / len(test), note=f"{escalated / len(test):.0%} escalated", key=name, calls=2 + escalated / len(test))
+
+
+def _scorer_rows(train: Sequence[GridItem], test: Sequence[GridItem], pool: Pool, models: dict[str, str], vote: list[str],
+                 cascade: tuple[str, str, str] | None) -> list[Row]:
+    """The learned vote (an answer scorer picks among the vote panel's answers) and the learned cascade (the cascade's
+    pair answers; below the scorer's threshold, its strong model does), thresholds set on the training items only."""
+    rows = []
+    if vote:
+        played = play(fit(train, vote, models, None), test, pool, escalate=False)
+        name = f"learned vote (answer scorer): {', '.join(vote)}"
+        rows.append(Row(name, played.right, played.cost, key=name, calls=float(len(vote))))
+    if cascade:
+        first, second, strong = cascade
+        for target, how in ((Target(), "knee"), (Target(match_escalate=True), f"to match {strong} on the training items")):
+            scorer = fit(train, [first, second], models, strong, target)
+            played = play(scorer, test, pool)
+            name = f"learned cascade: {first} + {second} scored, else {strong} ({how})"
+            rows.append(Row(f"{name}, threshold {scorer.threshold:.3f}", played.right, played.cost, note=f"{played.escalated:.0%} escalated",
+                            key=name, calls=2 + played.escalated))
+    return rows
 
 
 @dataclass
