@@ -133,7 +133,7 @@ def test_the_commands_and_a_learned_route_run_end_to_end(tmp_path: Path) -> None
     report = baton("router", "report", "--grid", "grid", "--pool", "models.toml", "--learner", "logistic", cwd=tmp_path)
     assert report.returncode == 0 and "| oracle" in report.stdout and "APGR" in report.stdout and "McNemar" in report.stdout
     assert "5 seeded splits (seeds 0-4)" in report.stdout and " ± " in report.stdout  # k splits by default
-    assert re.search(r"\| router over all 2, 50% to the strongest \| [\d.]+% ± [\d.]+% \| \$[\d.]+ \| 1.00 \| \d of 5 splits \|", report.stdout), report.stdout
+    assert re.search(r"\| router over all 2, 50% to the strongest \| [\d.]+% ± [\d.]+% \| \$[\d.]+ \| 1.00 \| 1.00 \| when a model changes \(prices are read at run time\) \| \d of 5 splits \|", report.stdout), report.stdout
     one = baton("router", "report", "--grid", "grid", "--pool", "models.toml", "--learner", "logistic", "--splits", "1", cwd=tmp_path)
     assert one.returncode == 0 and "asked 50% to strong, got" in one.stdout, one.stdout  # what calibration achieved, said
     (tmp_path / "routed.flow").write_text(ROUTED)
@@ -329,3 +329,18 @@ def test_a_weighted_vote_counts_a_reliable_voter_for_more_than_two_weak_ones() -
     pool = Pool(models={a: ModelSpec(provider="p", id=a) for a in ("weak1", "weak2", "strong")})
     assert _vote_row(test, pool, ["weak1", "weak2", "strong"]).right == [0]  # the majority follows the weak pair
     assert _vote_row(test, pool, ["weak1", "weak2", "strong"], weights).right == [1]
+
+
+def test_the_curve_thresholds_come_from_the_data(tmp_path: Path) -> None:
+    """`baton router curve` sweeps the thresholds that send 0%..100% to the strongest model, not a fixed 0.80..1.00
+    (on a hard grid every prediction sat below 0.8, and the whole fixed range sent everything to one model)."""
+    from engine.training.report import curve_thresholds, router_curve
+
+    pool = load_pool(write_grid(tmp_path / "grid"))
+    items = load_grid(tmp_path / "grid", MODELS)
+    train, test = split_grid(items, 0.7, 0)
+    router = train_router([i.example for i in train], MODELS, "logistic")
+    thresholds = curve_thresholds(router, test, pool, list(MODELS))
+    shares = [s["strong"] for *_rest, s in router_curve(router, test, pool, list(MODELS), thresholds)]
+    assert len(thresholds) >= 3 and min(shares) <= 0.05 and max(shares) >= 0.95
+    assert shares == sorted(shares)  # a higher threshold never sends fewer items to the strongest

@@ -13,7 +13,14 @@ from engine.providers.embeddings import pool_embedder
 from engine.router.files import load_router
 from engine.router.model import Router, RouterError, train_router
 from engine.training.grid import GridItem, grid_models, item_cost, load_grid, split_grid
-from engine.training.report import KSplitReport, build_router_report, render_k_split_report, render_router_report, router_curve
+from engine.training.report import (
+    KSplitReport,
+    build_router_report,
+    curve_thresholds,
+    render_k_split_report,
+    render_router_report,
+    router_curve,
+)
 from engine.training.scoring import Target, play, train_scorer_on_grid
 from engine.training.service import LEARNERS, calibrate, curve_svg, held_out_items, train_on_evals, train_on_grid, trained_grid
 
@@ -164,10 +171,10 @@ def _calibrate(args: argparse.Namespace) -> int:
 def _curve(args: argparse.Namespace) -> int:
     router, pool, items = _router_and_items(args)
     aliases = list(router.models)
-    points = router_curve(router, items, pool, aliases, [t / 100 for t in range(80, 101)])
+    points = router_curve(router, items, pool, aliases, curve_thresholds(router, items, pool, aliases))
     print(f"{len(items)} items | threshold | accuracy | mean cost | share per model ({', '.join(aliases)})")
     for t, acc, cost, shares in points:
-        print(f"  {t:.2f}  {acc:.1%}  ${cost:.6f}  " + " ".join(f"{shares[a]:.0%}" for a in aliases))
+        print(f"  {t:.3f}  {acc:.1%}  ${cost:.6f}  " + " ".join(f"{shares[a]:.0%}" for a in aliases))
     if args.svg:
         Path(args.svg).write_text(curve_svg(points), encoding="utf-8")
         print(f"wrote {args.svg}")

@@ -55,6 +55,10 @@ class Row:
     random_mix: str = ""
     #: Model calls per item: a control cost beside the money (latency and rate limits grow with it); None for the oracle.
     calls: float | None = 1.0
+    #: Calls one after another per item (a panel answers at once; an escalation waits for it): what latency grows with.
+    rounds: float | None = 1.0
+    #: What must be learned again, and when, for the row to hold.
+    retrain: str = "nothing"
 
     @property
     def accuracy(self) -> float:
@@ -115,6 +119,9 @@ def _routed(router: Router, test: Sequence[GridItem], predictions: Sequence[Mapp
     return right, spent / len(test), sent / len(test)
 
 
+#: A router predicts each model's accuracy from recorded outcomes, and reads prices from the pool at run time.
+RETRAIN_ROUTER = "when a model changes (prices are read at run time)"
+
 #: Without `--thresholds`, the router is run at the thresholds that send these shares of the held-out items to the
 #: strongest model, found from its predictions: fixed thresholds (0.9, 0.95) suited GSM8K's accuracies and sent
 #: nothing anywhere on harder grids.
@@ -139,17 +146,17 @@ def build_router_report(router: Router, train: Sequence[GridItem], test: Sequenc
     if thresholds is not None:
         for t in thresholds:
             right, cost, share = _routed(router, test, predictions, pool, aliases, t)
-            router_rows.append(Row(f"router over all {len(aliases)}, threshold {t:g}", right, cost, strong_share=share,
+            router_rows.append(Row(f"router over all {len(aliases)}, threshold {t:g}", right, cost, strong_share=share, retrain=RETRAIN_ROUTER,
                                    key=f"router over all {len(aliases)}, threshold {t:g}"))
     else:
         top = strongest({a: router.models[a].accuracy for a in aliases}, aliases)
         for asked in SHARES:
             t = calibrate_strong_share(predictions, router.arm_costs(aliases, pool), aliases, top, asked)
             right, cost, share = _routed(router, test, predictions, pool, aliases, t)
-            router_rows.append(Row(f"router over all {len(aliases)}, {asked:.0%} to {top} (threshold {t:.3f})", right, cost,
+            router_rows.append(Row(f"router over all {len(aliases)}, {asked:.0%} to {top} (threshold {t:.3f})", right, cost, retrain=RETRAIN_ROUTER,
                                    note=f"asked {asked:.0%} to {top}, got {share:.0%}", key=f"router over all {len(aliases)}, {asked:.0%} to the strongest"))
     right, cost, share = _routed(router, test, predictions, pool, pair, half)
-    half_row = Row(f"router {weak}/{strong}, 50% strong (threshold {half:.3f})", right, cost, strong_share=share,
+    half_row = Row(f"router {weak}/{strong}, 50% strong (threshold {half:.3f})", right, cost, strong_share=share, retrain=RETRAIN_ROUTER,
                    key="router cheapest/best single model, 50% strong")
     router_rows.append(half_row)
     rows += router_rows
@@ -168,7 +175,7 @@ def build_router_report(router: Router, train: Sequence[GridItem], test: Sequenc
         pick = min(ok, key=lambda a: item_cost(item, a, pool)) if ok else cheapest.name
         oracle_right.append(1 if ok else 0)
         oracle_cost += item_cost(item, pick, pool)
-    rows.append(Row("oracle (cheapest right model; an upper bound)", oracle_right, oracle_cost / len(test), key="oracle", calls=None))
+    rows.append(Row("oracle (cheapest right model; an upper bound)", oracle_right, oracle_cost / len(test), key="oracle", calls=None, rounds=None, retrain=""))
     gap = best.accuracy - cheapest.accuracy
     pgr = (half_row.accuracy - cheapest.accuracy) / gap if gap > 0 else 0.0
     shares = []
@@ -210,7 +217,8 @@ def _vote_row(test: Sequence[GridItem], pool: Pool, panel: list[str], weights: M
         cost += sum(item_cost(item, a, pool) for a in panel)
     name = f"{'weighted' if weights is not None else 'majority'} vote: {', '.join(panel)}"
     note = "weights from the training items: " + ", ".join(f"{a} {w:.2f}" for a, w in weights.items()) if weights is not None else ""
-    return Row(name, right, cost / len(test), note=note, key=name, calls=float(len(panel)))
+    return Row(name, right, cost / len(test), note=note, key=name, calls=float(len(panel)),
+               retrain="when a panel model changes" if weights is not None else "nothing")
 
 
 def _cascade_row(test: Sequence[GridItem], pool: Pool, cascade: tuple[str, str, str]) -> Row:
@@ -225,7 +233,8 @@ def _cascade_row(test: Sequence[GridItem], pool: Pool, cascade: tuple[str, str, 
             cost += item_cost(item, strong, pool)
             right.append(item.example.right[strong])
     name = f"cascade: {first} + {second}, else {strong}"
-    return Row(name, right, cost / len(test), note=f"{escalated / len(test):.0%} escalated", key=name, calls=2 + escalated / len(test))
+    return Row(name, right, cost / len(test), note=f"{escalated / len(test):.0%} escalated", key=name, calls=2 + escalated / len(test),
+               rounds=1 + escalated / len(test))
 
 
 def _scorer_rows(train: Sequence[GridItem], test: Sequence[GridItem], pool: Pool, models: dict[str, str], vote: list[str],
@@ -236,7 +245,7 @@ def _scorer_rows(train: Sequence[GridItem], test: Sequence[GridItem], pool: Pool
     if vote:
         played = play(fit(train, vote, models, None), test, pool, escalate=False)
         name = f"learned vote (answer scorer): {', '.join(vote)}"
-        rows.append(Row(name, played.right, played.cost, key=name, calls=float(len(vote))))
+        rows.append(Row(name, played.right, played.cost, key=name, calls=float(len(vote)), retrain="when a panel model changes"))
     if cascade:
         first, second, strong = cascade
         for target, how in ((Target(), "knee"), (Target(match_escalate=True), f"to match {strong} on the training items")):
@@ -244,7 +253,8 @@ def _scorer_rows(train: Sequence[GridItem], test: Sequence[GridItem], pool: Pool
             played = play(scorer, test, pool)
             name = f"learned cascade: {first} + {second} scored, else {strong} ({how})"
             rows.append(Row(f"{name}, threshold {scorer.threshold:.3f}", played.right, played.cost, note=f"{played.escalated:.0%} escalated",
-                            key=name, calls=2 + played.escalated))
+                            key=name, calls=2 + played.escalated, rounds=1 + played.escalated,
+                            retrain="when a panel model or the escalate model changes"))
     return rows
 
 
@@ -256,6 +266,8 @@ class Summary:
     accuracy: list[float] = field(default_factory=list)
     cost: list[float] = field(default_factory=list)
     calls: list[float] = field(default_factory=list)
+    rounds: list[float] = field(default_factory=list)
+    retrain: str = ""
     beat_random: int = 0
     against_random: int = 0
 
@@ -274,6 +286,9 @@ class KSplitReport:
                 summary.cost.append(row.cost)
                 if row.calls is not None:
                     summary.calls.append(row.calls)
+                if row.rounds is not None:
+                    summary.rounds.append(row.rounds)
+                summary.retrain = row.retrain
                 if row.random is not None:
                     summary.against_random += 1
                     summary.beat_random += row.accuracy > row.random + 1e-12
@@ -290,13 +305,15 @@ def render_k_split_report(k: KSplitReport, title: str) -> str:
     first = k.reports[0]
     out = [f"{title}: {len(k.seeds)} seeded splits (seeds {k.seeds[0]}-{k.seeds[-1]}), each {first.n_train} items to train and "
            f"{first.n_test} held out; mean ± sd over the splits, on held-out items only", "",
-           "| strategy | accuracy | mean cost per item | calls per item | beat random over every model at its cost |", "|---|---|---|---|---|"]
+           "| strategy | accuracy | mean cost per item | calls per item | calls in sequence | retrain | beat random over every model at its cost |",
+           "|---|---|---|---|---|---|---|"]
     for s in k.summaries():
         (acc, sd), (cost, _) = _mean_sd(s.accuracy), _mean_sd(s.cost)
         beat = f"{s.beat_random} of {s.against_random} splits" if s.against_random else ""
         missing = f" (in {len(s.accuracy)} of {len(k.seeds)} splits)" if len(s.accuracy) != len(k.seeds) else ""
         calls = f"{_mean_sd(s.calls)[0]:.2f}" if s.calls else ""
-        out.append(f"| {s.key}{missing} | {acc:.1%} ± {sd:.1%} | ${cost:.6f} | {calls} | {beat} |")
+        rounds = f"{_mean_sd(s.rounds)[0]:.2f}" if s.rounds else ""
+        out.append(f"| {s.key}{missing} | {acc:.1%} ± {sd:.1%} | ${cost:.6f} | {calls} | {rounds} | {s.retrain} | {beat} |")
     pgr, apgr = _mean_sd([r.pgr_at_half for r in k.reports]), _mean_sd([r.apgr for r in k.reports])
     weak = {r.weak for r in k.reports}
     strong = {r.strong for r in k.reports}
@@ -310,21 +327,34 @@ def render_k_split_report(k: KSplitReport, title: str) -> str:
 
 def render_router_report(report: Report, title: str) -> str:
     out = [f"{title}: {report.n_train} items to train, {report.n_test} held out (scores below are on those only)", "",
-           "| strategy | accuracy (95% CI) | mean cost per item | calls per item | random over every model at that cost | note |",
-           "|---|---|---|---|---|---|"]
+           "| strategy | accuracy (95% CI) | mean cost per item | calls per item | calls in sequence | retrain | random over every model at that cost | note |",
+           "|---|---|---|---|---|---|---|---|"]
     for r in report.rows:
         lo, hi = r.interval
         share = f"{r.strong_share:.0%} to the strongest" if r.strong_share is not None and "asked" not in r.note else ""
         note = "; ".join(x for x in (r.note, share) if x)
         random = f"{r.random:.1%} ({r.random_mix}): {(r.accuracy - r.random) * 100:+.1f} pts" if r.random is not None else ""
         calls = f"{r.calls:.2f}" if r.calls is not None else ""
-        out.append(f"| {r.name} | {r.accuracy:.1%} ({lo:.1%}-{hi:.1%}) | ${r.cost:.6f} | {calls} | {random} | {note} |")
+        rounds = f"{r.rounds:.2f}" if r.rounds is not None else ""
+        out.append(f"| {r.name} | {r.accuracy:.1%} ({lo:.1%}-{hi:.1%}) | ${r.cost:.6f} | {calls} | {rounds} | {r.retrain} | {random} | {note} |")
     b, c = report.mcnemar_counts
     out += ["", f"weak {report.weak}, strong {report.strong}: PGR at 50% strong share {report.pgr_at_half:.2f}; "
                 f"APGR over strong shares 0-100% {report.apgr:.2f}",
             f"router (50% strong) vs the best single model ({report.best_single}), exact McNemar on the same items: "
             f"{b} only the router got right, {c} only {report.best_single}; p = {report.mcnemar_p:.3f}"]
     return "\n".join(out)
+
+
+def curve_thresholds(router: Router, items: Sequence[GridItem], pool: Pool, candidates: Sequence[str], points: int = 21) -> list[float]:
+    """Thresholds read off the data: those sending 0%, 5%, ..., 100% of the items to the strongest candidate.
+
+    A fixed range (0.80 to 1.00) suited GSM8K, where every model is right nine times in ten; on MATH level 5 the
+    predictions sit near 0.3-0.6 and every threshold in that range sent everything to one model."""
+    predictions = [router.predict(i.example.text) for i in items]
+    costs = router.arm_costs(candidates, pool)
+    top = strongest({a: router.models[a].accuracy for a in candidates}, candidates)
+    shares = [k / (points - 1) for k in range(points)]
+    return sorted({calibrate_strong_share(predictions, costs, candidates, top, s) for s in shares})
 
 
 def router_curve(router: Router, items: Sequence[GridItem], pool: Pool, candidates: Sequence[str],
