@@ -205,3 +205,31 @@ def test_the_report_scores_the_learned_vote_and_cascade_on_held_out_items(tmp_pa
     for name in ("| learned vote (answer scorer): weak, good, strong", "| learned cascade: weak + good scored, else strong (knee)",
                  "| learned cascade: weak + good scored, else strong (to match strong on the training items)"):
         assert any(line.startswith(name) and "of 3 splits" in line for line in lines), (name, report.stdout)
+
+
+def test_a_scorer_learns_from_baton_eval_runs_of_one_flow_per_member(tmp_path: Path) -> None:
+    """Users without a grid evaluate one solo flow per model; each item's recorded reply is that member's answer."""
+    write_grid(tmp_path / "grid")
+    items = [json.loads(line) for line in (tmp_path / "grid" / "items.jsonl").read_text().splitlines()]
+    (tmp_path / "data.jsonl").write_text("".join(json.dumps({"id": i["id"], "question": i["question"], "answer": i["gold"]}) + "\n"
+                                                 for i in items))
+    flows = []
+    for alias in IDS:
+        (tmp_path / f"solo_{alias}.flow").write_text(f'version 1\ninput question\nstep answer {{\n  model: {alias}\n  task: "{{question}}"\n}}\n')
+        flows.append(f"solo_{alias}.flow")
+    evaluated = baton("eval", *flows, "--dataset", "data.jsonl", "--scorer", "number", "--pool", "models.toml", "--home", "home", cwd=tmp_path)
+    assert evaluated.returncode == 0, evaluated.stderr
+    folder = next((tmp_path / "home" / "evals").iterdir())
+    eval_id = folder.name
+    results = [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines()]
+    assert all(r["output_tokens"] == 40 for r in results)  # the reply's tokens are recorded, as a grid records them
+    trained = baton("router", "train-scorer", "--from", eval_id, "--dataset", "data.jsonl", "--pool", "models.toml", "--home", "home",
+                    "--panel", "weak,good", "--escalate", "strong", "-o", "from_eval.scorer", cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr
+    from_eval = load_scorer(tmp_path / "from_eval.scorer")
+    assert from_eval.trained_on["flows"] == {a: f"solo_{a}" for a in IDS}
+    assert baton("router", "train-scorer", "--grid", "grid", "--pool", "models.toml", "--panel", "weak,good", "--escalate", "strong",
+                 "-o", "from_grid.scorer", cwd=tmp_path).returncode == 0
+    from_grid = load_scorer(tmp_path / "from_grid.scorer")
+    for feature in ("says:good", "says:weak", "unanimous"):  # the same items, the same answers: the same scorer
+        assert from_eval.weights[feature] == pytest.approx(from_grid.weights[feature], abs=1e-3), feature

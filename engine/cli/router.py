@@ -21,7 +21,7 @@ from engine.training.report import (
     render_router_report,
     router_curve,
 )
-from engine.training.scoring import Target, play, train_scorer_on_grid
+from engine.training.scoring import Target, play, train_scorer_on_evals, train_scorer_on_grid
 from engine.training.service import LEARNERS, calibrate, curve_svg, held_out_items, train_on_evals, train_on_grid, trained_grid
 
 
@@ -44,7 +44,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     _common(train)
     scorer = sub.add_parser("train-scorer", help="learn an answer scorer for a fuse's learned vote or cascade",
                             description="learn an answer scorer from a recorded grid (docs/language.md, learned votes and cascades)")
-    scorer.add_argument("--grid", metavar="DIR", required=True, help="recorded outcomes in the ZeroEval layout (docs/eval.md)")
+    scorer_source = scorer.add_mutually_exclusive_group(required=True)
+    scorer_source.add_argument("--grid", metavar="DIR", help="recorded outcomes in the ZeroEval layout (docs/eval.md)")
+    scorer_source.add_argument("--from", dest="from_eval", metavar="EVAL_ID", action="append",
+                               help="a `baton eval` run of one flow per member (repeatable)")
+    scorer.add_argument("--dataset", metavar="FILE", help="with --from: the dataset the evaluation ran on")
+    scorer.add_argument("--as", dest="mapping", metavar="LABEL=ALIAS,...", help="with --from: which flow stands for which alias")
     scorer.add_argument("--panel", metavar="A,B,...", required=True, help="the fuse's panel: the aliases that answer first")
     scorer.add_argument("--escalate", metavar="ALIAS", help="the model asked when the best answer is rated below the threshold")
     goal = scorer.add_mutually_exclusive_group()
@@ -133,14 +138,21 @@ def _train_scorer(args: argparse.Namespace) -> int:
     panel = _names(args.panel) or []
     pool = _pool(args, args.grid)
     target = Target(accuracy=args.target_accuracy, escalate_share=args.escalate_share, match_escalate=args.match_escalate)
-    scorer, n = train_scorer_on_grid(pool, args.grid, args.output, panel, args.escalate, target=target,
-                                     train_share=args.train_share, seed=args.seed)
-    print(f"wrote {args.output}: an answer scorer for the panel {', '.join(panel)}, trained on {n} items")
+    if args.grid:
+        scorer, train, test = train_scorer_on_grid(pool, args.grid, args.output, panel, args.escalate, target=target,
+                                                   train_share=args.train_share, seed=args.seed)
+    else:
+        if not args.dataset:
+            return fail("--from needs --dataset FILE (an evaluation records results, not questions)", EXIT_USAGE)
+        mapping = dict(pair.split("=", 1) for pair in _names(args.mapping) or [])
+        scorer, train, test = train_scorer_on_evals(pool, args.from_eval, args.dataset, args.output, panel, args.escalate,
+                                                    mapping=mapping, home=args.home, target=target, train_share=args.train_share,
+                                                    seed=args.seed)
+    print(f"wrote {args.output}: an answer scorer for the panel {', '.join(panel)}, trained on {len(train)} items")
     if scorer.escalate is not None:
         c = scorer.calibration
         print(f"threshold {scorer.threshold:.3f} ({c['rule']}): on the training items, out of fold, {c['accuracy']:.1%} "
               f"with {c['escalated']:.0%} escalated to {scorer.escalate}")
-    test = split_grid(load_grid(args.grid, scorer.trained_on["models"]), args.train_share, args.seed)[1]
     if test:
         played = play(scorer, test, pool)
         line = f"on the {len(test)} held-out items: {sum(played.right) / len(test):.1%} at ${played.cost:.6f} per item"

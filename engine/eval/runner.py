@@ -43,6 +43,8 @@ class ItemResult:
     output: str
     error: str | None = None
     scoring_cost: float = 0.0  # a judge scorer's calls for this item
+    #: The flow's reply tokens on this item: what an answer scorer learns how hard a model worked from.
+    output_tokens: int = 0
 
 
 @dataclass
@@ -216,6 +218,7 @@ async def evaluate(flows: list[tuple[str, Flow]], items: list[Item], pool: Pool,
                 try:
                     summary = await session.run(flow, inputs, record=False, cache=False, account=account)
                     output, cost, calls, error = summary.output or "", summary.cost, summary.calls, None
+                    output_tokens = summary.output_tokens
                     break
                 except RunCancelled:  # interrupted, not failed: nothing is recorded, so a resume runs the item again
                     raise asyncio.CancelledError from None
@@ -227,7 +230,7 @@ async def evaluate(flows: list[tuple[str, Flow]], items: list[Item], pool: Pool,
                             continue
                         report.stopped = f"budget ${budget_usd:g} reached after ${spent:.4f}"
                         return
-                    output, error = "", str(err)
+                    output, error, output_tokens = "", str(err), 0
                     cost = partial.cost if partial is not None else 0.0
                     calls = partial.calls if partial is not None else 0
                     break
@@ -240,7 +243,7 @@ async def evaluate(flows: list[tuple[str, Flow]], items: list[Item], pool: Pool,
             correct = score is not None and score.correct
             scoring_cost = score.cost if score is not None else failed_cost
             result = ItemResult(label, item.id, correct, cost, (time.perf_counter() - started) * 1000, calls, output[:500], error,
-                                scoring_cost)
+                                scoring_cost, output_tokens)
             spent += cost + scoring_cost
             done[(label, item.id)] = result
             await journal.append(json.dumps(asdict(result), ensure_ascii=False))

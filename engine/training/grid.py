@@ -87,7 +87,9 @@ def load_grid(folder: str | Path, models: Mapping[str, str]) -> list[GridItem]:
 
 
 def item_cost(item: GridItem, alias: str, pool: Pool) -> float:
-    """What the item cost on `alias`: its recorded tokens at the pool's prices."""
+    """What the item cost on `alias`: its recorded tokens at the pool's prices (or, from an evaluation, its recorded cost)."""
+    if alias in item.example.cost:
+        return item.example.cost[alias]
     spec = pool.models[alias]
     return (item.example.prompt_tokens * (spec.input_price or 0.0) + item.example.output_tokens.get(alias, 0) * (spec.output_price or 0.0)) / 1e6
 

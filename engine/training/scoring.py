@@ -12,11 +12,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from engine.pool import Pool
 from engine.router.model import RouterError
 from engine.router.scorer import Outcome, PanelAnswers, Scorer, out_of_fold_best, threshold_for, train_scorer
 from engine.run.answers import answer_key
+from engine.training.from_eval import items_from_eval
 from engine.training.grid import GridItem, grid_models, item_cost, load_grid, split_grid
 from engine.training.service import beside
 
@@ -62,22 +64,49 @@ def fit(train: Sequence[GridItem], panel: Sequence[str], models: dict[str, str],
     return scorer
 
 
-def train_scorer_on_grid(pool: Pool, grid: str | Path, output: str | Path, panel: list[str], escalate: str | None, *,
-                         target: Target = Target(), train_share: float = 0.7, seed: int = 0) -> tuple[Scorer, int]:
-    """A scorer for `panel` (and `escalate`) trained on a grid's training part and saved to `output`; (scorer, items)."""
+def _members(panel: list[str], escalate: str | None) -> list[str]:
     if escalate is not None and escalate in panel:
         raise RouterError(f"`{escalate}` is in the panel; the escalate model answers when the panel is not trusted")
     if len(set(panel)) != len(panel):
         raise RouterError("the panel names an alias twice: a scorer tells members apart by alias")
-    models = grid_models(pool, grid, [*panel, *([escalate] if escalate else [])])
-    train, test = split_grid(load_grid(grid, models), train_share, seed)
+    return [*panel, *([escalate] if escalate else [])]
+
+
+def _train_and_save(items: list[GridItem], models: dict[str, str], source: dict[str, Any], output: str | Path, panel: list[str],
+                    escalate: str | None, target: Target, train_share: float, seed: int) -> tuple[Scorer, list[GridItem], list[GridItem]]:
+    train, test = split_grid(items, train_share, seed)
     if not train:
-        raise RouterError(f"{grid}: no items to train on")
+        raise RouterError("no items to train on")
     scorer = fit(train, panel, models, escalate, target, seed)
-    scorer.trained_on = {"grid": beside(grid, output), "n_train": len(train), "n_test": len(test), "train_share": train_share,
-                         "seed": seed, "models": models, "date": time.strftime("%Y-%m-%d", time.gmtime())}
+    scorer.trained_on = {**source, "n_train": len(train), "n_test": len(test), "train_share": train_share, "seed": seed,
+                         "models": models, "date": time.strftime("%Y-%m-%d", time.gmtime())}
     scorer.save(output)
-    return scorer, len(train)
+    return scorer, train, test
+
+
+def train_scorer_on_grid(pool: Pool, grid: str | Path, output: str | Path, panel: list[str], escalate: str | None, *,
+                         target: Target = Target(), train_share: float = 0.7,
+                         seed: int = 0) -> tuple[Scorer, list[GridItem], list[GridItem]]:
+    """A scorer for `panel` (and `escalate`) trained on a grid's training part and saved to `output`; (scorer, train, test)."""
+    models = grid_models(pool, grid, _members(panel, escalate))
+    return _train_and_save(load_grid(grid, models), models, {"grid": beside(grid, output)}, output, panel, escalate, target,
+                           train_share, seed)
+
+
+def train_scorer_on_evals(pool: Pool, eval_ids: list[str], dataset: str | Path, output: str | Path, panel: list[str],
+                          escalate: str | None, *, mapping: dict[str, str] | None = None, home: str | Path | None = None,
+                          target: Target = Target(), train_share: float = 0.7,
+                          seed: int = 0) -> tuple[Scorer, list[GridItem], list[GridItem]]:
+    """A scorer trained on `baton eval` runs of one flow per member (a solo flow per alias, as for a router): each item's
+    recorded reply is that member's answer. Split into train and held-out parts as a grid is."""
+    members = _members(panel, escalate)
+    items, labels = items_from_eval(eval_ids, dataset, set(members), home, mapping)
+    missing = [a for a in members if a not in labels]
+    if missing:
+        raise RouterError(f"no flow of those evaluations stands for {', '.join(missing)} (name flows after aliases, or pass --as LABEL=ALIAS)")
+    models = {a: pool.models[a].id for a in members}
+    source = {"evals": eval_ids, "flows": labels, "dataset": beside(dataset, output)}
+    return _train_and_save(items, models, source, output, panel, escalate, target, train_share, seed)
 
 
 @dataclass
