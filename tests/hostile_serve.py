@@ -9,7 +9,8 @@ from engine.pool import ModelSpec, Pool, ProviderSpec
 from engine.serve.app import build_app, open_state
 from engine.serve.catalog import Catalog
 from engine.serve.guard import BrowserPolicy
-from engine.serve.keys import KeySpec, Ledger, hash_key
+from engine.serve.keys import KeySpec, hash_key
+from engine.serve.ledger import SqliteLedger
 from engine.session import Session
 from engine.testing.loopback import LoopbackApp
 
@@ -45,7 +46,7 @@ class InProcessServer:
 
     def booked(self, key: str) -> float:
         """What the server's ledger booked for `key` (all days)."""
-        ledger = Ledger(self.ledger_path)
+        ledger = SqliteLedger(self.ledger_path)
         try:
             return ledger.spent(key, "")[1]
         finally:

@@ -15,7 +15,8 @@ import openai
 import pytest
 
 from engine.run.reader import load_run
-from engine.serve.keys import Ledger, add_key
+from engine.serve.keys import add_key
+from engine.serve.ledger import SqliteLedger
 from engine.testing.chat_server import ChatServer, Reply
 from tests.conftest import WORKFLOWS
 from tests.helpers import smart_reply
@@ -243,7 +244,7 @@ def test_concurrent_requests_on_one_key_never_spend_past_its_cap(keyed: tuple[Ba
     spent = sum(b.usd(100.0, 100.0) for b in upstream.bills[before:] if b.model == "fast")
     assert 200 in statuses and 402 in statuses and set(statuses) <= {200, 402}
     assert spent <= 0.02 + 1e-12
-    ledger = Ledger(server.home / "serve-ledger.sqlite")
+    ledger = SqliteLedger(server.home / "serve-ledger.sqlite")
     try:
         assert ledger.spent("alice", time.strftime("%Y-%m-%d", time.gmtime()))[1] == pytest.approx(spent)
     finally:

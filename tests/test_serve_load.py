@@ -15,7 +15,8 @@ import aiohttp
 import pytest
 
 from engine.run.reader import load_run
-from engine.serve.keys import Ledger, add_key, utc_day
+from engine.serve.keys import add_key, utc_day
+from engine.serve.ledger import SqliteLedger
 from engine.testing.chat_server import ChatServer, Reply
 from tests.conftest import WORKFLOWS
 from tests.serve_harness import BatonServer, rss_kib, write_pool
@@ -147,7 +148,7 @@ def test_kill_9_under_load_keeps_the_ledger_and_every_finished_run(tmp_path: Pat
         asyncio.run(load_then_kill())
         finished_before = dict(tally.ok)
         assert len(finished_before) > 100
-        ledger = Ledger(server.home / "serve-ledger.sqlite")
+        ledger = SqliteLedger(server.home / "serve-ledger.sqlite")
         booked_before = ledger.spent("small", utc_day())[1]
         ledger.close()
         assert 0 < booked_before <= capped_spend(upstream) + 1e-12
@@ -162,7 +163,7 @@ def test_kill_9_under_load_keeps_the_ledger_and_every_finished_run(tmp_path: Pat
             assert not tally2.other, tally2.other[:5]
         finally:
             again.stop()
-        ledger = Ledger(again.home / "serve-ledger.sqlite")
+        ledger = SqliteLedger(again.home / "serve-ledger.sqlite")
         booked_after = ledger.spent("small", utc_day())[1]
         ledger.close()
         assert booked_after >= booked_before  # the restarted server went on from the ledger, not from zero

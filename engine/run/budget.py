@@ -55,6 +55,9 @@ class Reservation:
     tokens: int
     settled: bool = False
     parent: Reservation | None = None  # the same call's reservation against a shared account
+    #: A reservation held in a shared ledger (an API key's, across processes): its id there, and the day it counts on.
+    ref: str | None = None
+    day: str | None = None
 
 
 class BudgetGuard:

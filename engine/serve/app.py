@@ -33,7 +33,9 @@ from engine.serve import guard, mapping, pages, tools
 from engine.serve.catalog import Catalog
 from engine.serve.chat_api import ChatWire
 from engine.serve.guard import BrowserPolicy
-from engine.serve.keys import Accounts, KeySpec, Ledger, bearer_token, find_key
+from engine.serve.keys import Accounts, KeySpec, bearer_token, find_key
+from engine.serve.ledger import Ledger
+from engine.serve.ledgers import open_ledger
 from engine.serve.messages_api import MessagesWire
 from engine.serve.passthrough import CallRecord
 from engine.serve.responses_api import ResponsesWire
@@ -343,5 +345,5 @@ def _reloader(every: float) -> Any:
 
 def open_state(session: Session, catalog: Catalog, keys: dict[str, KeySpec] | None,
                ledger_path: str | Path | None = None) -> ServerState:
-    ledger = Ledger(ledger_path or session.home.root / "serve-ledger.sqlite", fsync=session.durable)
+    ledger = open_ledger(ledger_path or session.home.root / "serve-ledger.sqlite", fsync=session.durable)
     return ServerState(session=session, catalog=catalog, keys=keys, ledger=ledger, accounts=Accounts(ledger))

@@ -8,11 +8,10 @@ The keys file (TOML) stores only SHA-256 hashes: a leaked file lets nobody in.
     total_usd = 100.0    # optional: cap over the key's life
 
 `baton serve --new-key NAME --keys FILE` appends a key and prints it once. A key's
-allowance is a chain of budget guards (the run's own, then the key's day, then its
-total): every call reserves its worst case against each before it is sent and settles
-after, so concurrent requests on one key never spend past its caps. What each call
-cost is written to the SQLite ledger as it settles (WAL: a killed server loses nothing
-that was booked), and at start each key's guards begin from the ledger's figures.
+allowance (`KeyAllowance`) reserves every call's worst case in the shared ledger
+(`engine.serve.ledger`) before it is sent and settles it after, so concurrent requests on
+one key, in any number of processes, never spend past its caps; a killed server loses
+nothing that was booked.
 """
 
 from __future__ import annotations
@@ -21,16 +20,16 @@ import base64
 import hashlib
 import hmac
 import secrets as token_source
-import sqlite3
 import time
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.errors import BatonError
+from engine.errors import BatonError, BudgetExceeded
 from engine.model import Budget
 from engine.numbers import finite
 from engine.run.budget import BudgetGuard, Reservation
+from engine.serve.ledger import Ledger, Refusal
 
 KEY_PREFIX = "bk-"
 
@@ -127,78 +126,58 @@ def utc_day(now: float | None = None) -> str:
     return time.strftime("%Y-%m-%d", time.gmtime(now if now is not None else time.time()))
 
 
-class Ledger:
-    """Spend per key and day, and which key started which run; one SQLite file."""
+class KeyAllowance(BudgetGuard):
+    """A key's allowance, both caps, reserved and settled in the shared ledger: every process serving the key sees
+    every other's calls in flight, so together they never spend past a cap. The in-process counters say only what
+    this process did (messages, tests)."""
 
-    def __init__(self, path: str | Path, fsync: bool = False) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        # WAL with NORMAL: a killed process loses no committed row; FULL also survives a power cut (an fsync a commit)
-        self.db.execute("PRAGMA synchronous=" + ("FULL" if fsync else "NORMAL"))
-        self.db.execute("CREATE TABLE IF NOT EXISTS spend (key TEXT, day TEXT, usd REAL NOT NULL DEFAULT 0, calls INTEGER NOT NULL "
-                        "DEFAULT 0, PRIMARY KEY (key, day))")
-        self.db.execute("CREATE TABLE IF NOT EXISTS runs (run_id TEXT PRIMARY KEY, key TEXT, model TEXT, created REAL)")
+    def __init__(self, key: KeySpec, ledger: Ledger) -> None:
+        cap = key.daily_usd if key.daily_usd is not None else key.total_usd
+        super().__init__(Budget(usd=cap), label=f"API key `{key.name}`'s allowance", owner=key.name)
+        self.key, self.ledger = key, ledger
 
-    def book(self, key: str, day: str, usd: float) -> None:
-        self.db.execute("INSERT INTO spend (key, day, usd, calls) VALUES (?, ?, ?, 1) "
-                        "ON CONFLICT (key, day) DO UPDATE SET usd = usd + excluded.usd, calls = calls + 1", (key, day, usd))
-
-    def spent(self, key: str, day: str) -> tuple[float, float]:
-        """(that day's spend, all-time spend) of a key."""
-        row = self.db.execute("SELECT COALESCE(SUM(CASE WHEN day = ? THEN usd END), 0), COALESCE(SUM(usd), 0) FROM spend WHERE key = ?",
-                              (day, key)).fetchone()
-        return float(row[0]), float(row[1])
-
-    def own(self, run_id: str, key: str, model: str) -> None:
-        self.db.execute("INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?)", (run_id, key, model, time.time()))
-
-    def owned(self, key: str) -> set[str]:
-        """The ids of the runs a key started."""
-        return {str(row[0]) for row in self.db.execute("SELECT run_id FROM runs WHERE key = ?", (key,))}
-
-    def owner(self, run_id: str) -> str | None:
-        row = self.db.execute("SELECT key FROM runs WHERE run_id = ?", (run_id,)).fetchone()
-        return str(row[0]) if row else None
-
-    def close(self) -> None:
-        self.db.close()
-
-
-class BookedGuard(BudgetGuard):
-    """A key's allowance for one day: each settled call is also written to the ledger."""
-
-    def __init__(self, budget: Budget, spent_usd: float, parent: BudgetGuard | None, label: str, ledger: Ledger, key: str,
-                 day: str) -> None:
-        super().__init__(budget, spent_usd=spent_usd, parent=parent, label=label, owner=key)
-        self.ledger, self.key, self.day = ledger, key, day
+    def reserve(self, step: str, usd: float, tokens: int) -> Reservation:
+        day = utc_day()
+        ref: str | None = None
+        if self.key.daily_usd is not None or self.key.total_usd is not None:  # an uncapped key only books what it spent
+            got = self.ledger.reserve(self.key.name, day, usd, self.key.daily_usd, self.key.total_usd)
+            if isinstance(got, Refusal):
+                label = f"API key `{self.key.name}`'s {got.cap} allowance"
+                raise BudgetExceeded(f"{label} ${got.limit:g} would be exceeded: step `{step}` needs up to ${usd:.6f}; booked "
+                                     f"${got.booked:.6f}, ${got.held:.6f} reserved by calls in flight (in every process serving "
+                                     "this key)", step=step, cap="usd", limit=got.limit, spent=got.booked, budget=label)
+            ref = got
+        self.reserved_usd += usd
+        self.reserved_tokens += tokens
+        self.reserved_calls += 1
+        return Reservation(step, usd, tokens, ref=ref, day=day)
 
     def settle(self, r: Reservation, usd: float, tokens: int, called: bool = True, estimated: bool = False) -> str | None:
-        first = not r.settled
-        warning = super().settle(r, usd, tokens, called, estimated)
-        if first and called:
-            self.ledger.book(self.key, self.day, usd)
-        return warning
+        if r.settled:
+            return None
+        r.settled = True
+        self.ledger.settle(r.ref, self.key.name, r.day or utc_day(), usd if called else None)
+        self.reserved_usd -= r.usd
+        self.reserved_tokens -= r.tokens
+        self.reserved_calls -= 1
+        if called:
+            self.spent_usd += usd
+            self.spent_tokens += tokens
+            self.spent_calls += 1
+            if estimated:
+                self.estimated_usd += usd
+        return None
 
 
 class Accounts:
-    """One allowance per key, shared by all of its requests in this process."""
+    """One allowance per key for this process; the caps themselves are kept in the shared ledger."""
 
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
-        self._total: dict[str, BudgetGuard] = {}
-        self._daily: dict[str, BookedGuard] = {}
+        self._allowances: dict[str, KeyAllowance] = {}
 
     def account(self, key: KeySpec) -> BudgetGuard:
-        day = utc_day()
-        daily = self._daily.get(key.name)
-        if daily is None or daily.day != day:
-            today, total = self.ledger.spent(key.name, day)
-            parent = self._total.get(key.name)
-            if parent is None:
-                parent = self._total[key.name] = BudgetGuard(Budget(usd=key.total_usd), spent_usd=total,
-                                                             label=f"API key `{key.name}`'s total allowance", owner=key.name)
-            daily = self._daily[key.name] = BookedGuard(Budget(usd=key.daily_usd), today, parent,
-                                                        f"API key `{key.name}`'s daily allowance", self.ledger, key.name, day)
-        return daily
+        allowance = self._allowances.get(key.name)
+        if allowance is None or allowance.key != key:  # a reloaded keys file may change a key's caps
+            allowance = self._allowances[key.name] = KeyAllowance(key, self.ledger)
+        return allowance

@@ -20,7 +20,8 @@ from engine.records.runs_page import STATUSES, filter_runs, render_runs_page
 from engine.run.home import RunHome
 from engine.run.reader import read_run
 from engine.run.trace import RunSummary
-from engine.serve.keys import KeySpec, Ledger
+from engine.serve.keys import KeySpec
+from engine.serve.ledger import Ledger
 
 PAGE_LIMIT = 200
 LOGIN = {"WWW-Authenticate": 'Basic realm="baton runs", charset="UTF-8"'}

@@ -1,0 +1,258 @@
+"""The ledger every process serving one endpoint shares: spend per key and day, calls in flight, and who started which run.
+
+A key's caps must hold across every worker and replica, so a call's worst case is reserved
+*in the ledger*, in one transaction that reads the key's booked spend and the reservations
+in flight and refuses the call if they would pass a cap; settling deletes the reservation
+and books what the call cost in one transaction as well. Two processes can then never both
+take the last dollar of a key (each per-process guard alone let N processes overspend N
+times: LiteLLM's proxy bug).
+
+Two backends with one set of statements: SQLite (the default: a file in the run home, WAL,
+shared by the workers of one machine; `BEGIN IMMEDIATE` serialises writers) and PostgreSQL
+(`engine.serve.ledger_pg`, for replicas on several machines; a transaction-scoped advisory
+lock per key serialises its reservations).
+
+A process that dies holding reservations must not hold them forever. Every process is a
+*holder* with a heartbeat row it refreshes (`HEARTBEAT_S`); a reservation whose holder has not
+been seen for `STALE_S` is deleted by the next transaction of any process, so a `kill -9`ed
+replica's calls stop counting against the key within about half a minute. A reservation
+lives at most `MAX_HOLD_S` in any case (longer than any call's timeout).
+
+The schema is versioned (`schema_version`); `migrate` brings an older ledger up to date, the
+ledger files of Baton before versioning (spend and runs only) included.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from engine.errors import BatonError
+
+SCHEMA_VERSION = 2
+HEARTBEAT_S = 5.0
+STALE_S = 30.0
+MAX_HOLD_S = 3600.0
+
+#: Each version's statements, applied in order from the ledger's version to SCHEMA_VERSION. Version 1 is the ledger
+#: before versioning: `spend` and `runs`.
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: ("CREATE TABLE IF NOT EXISTS spend (key TEXT, day TEXT, usd REAL NOT NULL DEFAULT 0, calls INTEGER NOT NULL DEFAULT 0, "
+        "PRIMARY KEY (key, day))",
+        "CREATE TABLE IF NOT EXISTS runs (run_id TEXT PRIMARY KEY, key TEXT, model TEXT, created REAL)"),
+    2: ("CREATE TABLE IF NOT EXISTS reservations (id TEXT PRIMARY KEY, key TEXT NOT NULL, day TEXT NOT NULL, usd REAL NOT NULL, "
+        "holder TEXT NOT NULL, made REAL NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS reservations_by_key ON reservations (key)",
+        "CREATE TABLE IF NOT EXISTS holders (holder TEXT PRIMARY KEY, seen REAL NOT NULL)"),
+}
+
+
+class LedgerError(BatonError):
+    """A ledger that cannot be opened or migrated."""
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a reservation was refused: which cap, its limit, what is booked and what is held by calls in flight."""
+
+    cap: str  # "daily" or "total"
+    limit: float
+    booked: float
+    held: float
+
+
+class Cursor(Protocol):
+    def fetchone(self) -> Any: ...
+    def fetchall(self) -> list[Any]: ...
+
+
+def new_holder() -> str:
+    """This process's name in the ledger: host, process id and a random part (a reused pid is another holder)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class Ledger:
+    """The statements and the rules; a backend says how to run a statement and a transaction."""
+
+    backend = "abstract"
+
+    def __init__(self) -> None:
+        self.holder = new_holder()
+        self.stale_s = STALE_S
+        self._last_beat = 0.0
+
+    # -- what a backend provides -----------------------------------------------------------------
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
+        raise NotImplementedError
+
+    @contextmanager
+    def transaction(self, key: str | None = None) -> Iterator[None]:
+        """One transaction; with `key`, serialised with every other transaction on that key, in any process."""
+        raise NotImplementedError
+        yield
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    # -- schema ------------------------------------------------------------------------------------
+
+    def version(self) -> int:
+        """The schema version the ledger is at: 0 for an empty database, 1 for a ledger from before versioning."""
+        raise NotImplementedError
+
+    def migrate(self) -> tuple[int, int]:
+        """Bring the schema up to `SCHEMA_VERSION`; (from, to). Idempotent; safe when processes start at once."""
+        with self.transaction(" schema"):  # a lock name no key can have (key names are words)
+            start = self.version()
+            if start > SCHEMA_VERSION:
+                raise LedgerError(f"the ledger's schema is version {start}, newer than this Baton's {SCHEMA_VERSION}: upgrade Baton")
+            for version in range(max(start, 0) + 1, SCHEMA_VERSION + 1):
+                for statement in MIGRATIONS[version]:
+                    self.execute(statement)
+            self.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            self.execute("DELETE FROM schema_version")
+            self.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+        return start, SCHEMA_VERSION
+
+    # -- spend -------------------------------------------------------------------------------------
+
+    def heartbeat(self, now: float | None = None) -> None:
+        """Say this process is alive (at most every `HEARTBEAT_S`), so its reservations are not reclaimed."""
+        now = time.time() if now is None else now
+        if now - self._last_beat < HEARTBEAT_S:
+            return
+        self._last_beat = now
+        with self.transaction():
+            self._upsert_holder(now)
+
+    def _upsert_holder(self, now: float) -> None:
+        self.execute("INSERT INTO holders (holder, seen) VALUES (?, ?) ON CONFLICT (holder) DO UPDATE SET seen = excluded.seen",
+                     (self.holder, now))
+
+    def _reclaim(self, key: str, now: float) -> None:
+        """Inside a key's transaction: drop its reservations whose holder is gone (no heartbeat for `STALE_S`) or too old."""
+        self.execute("DELETE FROM reservations WHERE key = ? AND (made < ? OR holder NOT IN "
+                     "(SELECT holder FROM holders WHERE seen >= ?))", (key, now - MAX_HOLD_S, now - self.stale_s))
+
+    def reserve(self, key: str, day: str, usd: float, daily_cap: float | None, total_cap: float | None) -> str | Refusal:
+        """Hold `usd` of a key's allowance for one call: the reservation's id, or the `Refusal` if a cap would be passed."""
+        now = time.time()
+        self.heartbeat(now)
+        rid = uuid.uuid4().hex
+        with self.transaction(key):
+            self._reclaim(key, now)
+            today, total = self.spent(key, day)
+            held_today, held_total = self.execute(
+                "SELECT COALESCE(SUM(CASE WHEN day = ? THEN usd END), 0), COALESCE(SUM(usd), 0) FROM reservations WHERE key = ?",
+                (day, key)).fetchone()
+            if daily_cap is not None and today + float(held_today) + usd > daily_cap + 1e-12:
+                return Refusal("daily", daily_cap, today, float(held_today))
+            if total_cap is not None and total + float(held_total) + usd > total_cap + 1e-12:
+                return Refusal("total", total_cap, total, float(held_total))
+            self.execute("INSERT INTO reservations (id, key, day, usd, holder, made) VALUES (?, ?, ?, ?, ?, ?)",
+                         (rid, key, day, usd, self.holder, now))
+            self._upsert_holder(now)  # a holder with a reservation is one that was just seen
+        return rid
+
+    def settle(self, rid: str | None, key: str, day: str, usd: float | None) -> None:
+        """Replace a reservation by what the call cost (`usd`; None: it was never sent, nothing is booked), atomically."""
+        with self.transaction(key):
+            if rid is not None:
+                self.execute("DELETE FROM reservations WHERE id = ?", (rid,))
+            if usd is not None:
+                self.book(key, day, usd)
+
+    def book(self, key: str, day: str, usd: float) -> None:
+        self.execute("INSERT INTO spend (key, day, usd, calls) VALUES (?, ?, ?, 1) "
+                     "ON CONFLICT (key, day) DO UPDATE SET usd = spend.usd + excluded.usd, calls = spend.calls + 1", (key, day, usd))
+
+    def spent(self, key: str, day: str) -> tuple[float, float]:
+        """(that day's spend, all-time spend) of a key."""
+        row = self.execute("SELECT COALESCE(SUM(CASE WHEN day = ? THEN usd END), 0), COALESCE(SUM(usd), 0) FROM spend WHERE key = ?",
+                           (day, key)).fetchone()
+        return float(row[0]), float(row[1])
+
+    def held(self, key: str) -> float:
+        """What a key's calls in flight hold now, in every process."""
+        return float(self.execute("SELECT COALESCE(SUM(usd), 0) FROM reservations WHERE key = ?", (key,)).fetchone()[0])
+
+    # -- runs --------------------------------------------------------------------------------------
+
+    def own(self, run_id: str, key: str, model: str) -> None:
+        self.execute("INSERT INTO runs (run_id, key, model, created) VALUES (?, ?, ?, ?) ON CONFLICT (run_id) DO UPDATE SET "
+                     "key = excluded.key, model = excluded.model, created = excluded.created", (run_id, key, model, time.time()))
+
+    def owned(self, key: str) -> set[str]:
+        """The ids of the runs a key started."""
+        return {str(row[0]) for row in self.execute("SELECT run_id FROM runs WHERE key = ?", (key,)).fetchall()}
+
+    def owner(self, run_id: str) -> str | None:
+        row = self.execute("SELECT key FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        return str(row[0]) if row else None
+
+
+class SqliteLedger(Ledger):
+    """The ledger in one SQLite file (WAL): shared by every process on one machine that opens it."""
+
+    backend = "sqlite"
+
+    def __init__(self, path: str | Path, fsync: bool = False, migrate: bool = True) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30.0)
+        self._lock = threading.RLock()  # one connection, used from the event loop and from threads
+        self.db.execute("PRAGMA journal_mode=WAL")
+        # WAL with NORMAL: a killed process loses no committed row; FULL also survives a power cut (an fsync a commit)
+        self.db.execute("PRAGMA synchronous=" + ("FULL" if fsync else "NORMAL"))
+        self._depth = 0
+        if migrate:
+            self.migrate()
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
+        with self._lock:
+            return self.db.execute(sql, tuple(params))
+
+    @contextmanager
+    def transaction(self, key: str | None = None) -> Iterator[None]:
+        with self._lock:
+            if self._depth:  # nested: part of the transaction already open
+                self._depth += 1
+                try:
+                    yield
+                finally:
+                    self._depth -= 1
+                return
+            self.db.execute("BEGIN IMMEDIATE")  # the write lock now: no other process can read-then-write between
+            self._depth = 1
+            try:
+                yield
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            else:
+                self.db.execute("COMMIT")
+            finally:
+                self._depth = 0
+
+    def version(self) -> int:
+        tables = {row[0] for row in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "schema_version" in tables:
+            row = self.db.execute("SELECT MAX(version) FROM schema_version").fetchone()
+            return int(row[0] or 0)
+        return 1 if "spend" in tables else 0
+
+    def close(self) -> None:
+        with self._lock:
+            self.db.close()
+

@@ -1,0 +1,163 @@
+"""The shared ledger, one suite for both backends: SQLite (a file) and PostgreSQL (a real server from Debian's packages).
+
+A key's caps must hold across processes: many processes reserving on one key at once never book past its cap; a
+process killed holding reservations stops holding them once its heartbeat is stale; migrations bring an empty
+database and a ledger from before versioning to the current schema without losing a row."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from engine.serve.ledger import SCHEMA_VERSION, Ledger, Refusal, SqliteLedger
+from engine.serve.ledgers import open_ledger
+from engine.testing.postgres import PostgresServer, postgres_bin
+from tests.conftest import ROOT
+
+DAY = "2026-12-03"
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[PostgresServer]:
+    if postgres_bin() is None:
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL is not installed: .ci/run installs it")
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
+    with PostgresServer() as server:
+        yield server
+
+
+_databases = iter(range(1, 10_000))
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
+def location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where a fresh ledger lives: a SQLite file, or a new database on the test's PostgreSQL server."""
+    if request.param == "sqlite":
+        return str(tmp_path / "ledger.sqlite")
+    server: PostgresServer = request.getfixturevalue("postgres")
+    name = f"t{next(_databases)}"
+    subprocess.run([str(server.bin / "psql"), server.url, "-c", f"CREATE DATABASE {name}"], check=True, capture_output=True)
+    return server.url.rsplit("/", 1)[0] + f"/{name}"
+
+
+def test_a_reservation_counts_until_it_is_settled_and_a_cap_refuses_what_would_pass_it(location: str) -> None:
+    ledger = open_ledger(location)
+    try:
+        first = ledger.reserve("k", DAY, 0.6, 1.0, None)
+        assert isinstance(first, str) and ledger.held("k") == pytest.approx(0.6)
+        refused = ledger.reserve("k", DAY, 0.5, 1.0, None)
+        assert refused == Refusal("daily", 1.0, 0.0, pytest.approx(0.6))  # 0.6 held + 0.5 > 1.0
+        ledger.settle(first, "k", DAY, 0.2)  # it cost less than its worst case: the rest is free again
+        assert ledger.spent("k", DAY) == (pytest.approx(0.2), pytest.approx(0.2)) and ledger.held("k") == 0
+        assert isinstance(ledger.reserve("k", DAY, 0.5, 1.0, None), str)
+        never_sent = ledger.reserve("k", "2026-12-04", 0.1, None, 0.9)  # the total cap spans the days
+        assert isinstance(never_sent, str)
+        assert ledger.reserve("k", "2026-12-04", 0.2, None, 0.9) == Refusal("total", 0.9, pytest.approx(0.2), pytest.approx(0.6))
+        ledger.settle(never_sent, "k", "2026-12-04", None)
+        assert ledger.spent("k", "2026-12-04") == (0.0, pytest.approx(0.2))
+        ledger.own("run-1", "k", "m")
+        assert ledger.owner("run-1") == "k" and ledger.owned("k") == {"run-1"} and ledger.owner("other") is None
+    finally:
+        ledger.close()
+
+
+def _spend(location: str, calls: int, results: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    ledger = open_ledger(location)
+    granted = 0
+    for _ in range(calls):
+        got = ledger.reserve("k", DAY, 0.03, 1.0, None)
+        if isinstance(got, str):
+            granted += 1
+            ledger.settle(got, "k", DAY, 0.03)
+    ledger.close()
+    results.put(granted)
+
+
+def test_processes_reserving_at_once_never_book_past_the_cap(location: str) -> None:
+    """Four processes, 40 calls of $0.03 each against a $1 cap: exactly 33 are granted, whatever the interleaving."""
+    open_ledger(location).close()  # migrated once, before the race
+    results: multiprocessing.Queue = multiprocessing.get_context("spawn").Queue()  # type: ignore[type-arg]
+    workers = [multiprocessing.get_context("spawn").Process(target=_spend, args=(location, 40, results)) for _ in range(4)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(120)
+    granted = sum(results.get(timeout=10) for _ in workers)
+    ledger = open_ledger(location)
+    booked = ledger.spent("k", DAY)[0]
+    ledger.close()
+    assert granted == 33 and booked == pytest.approx(0.99) and booked <= 1.0
+
+
+HOLD = """
+import sys, time
+from engine.serve.ledgers import open_ledger
+ledger = open_ledger(sys.argv[1])
+print(ledger.reserve("k", "2026-12-03", 0.9, 1.0, None), flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_killed_process_stops_holding_its_reservations_once_its_heartbeat_is_stale(location: str) -> None:
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, location], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert holder.stdout is not None and len(holder.stdout.readline().strip()) == 32
+        holder.send_signal(signal.SIGKILL)  # no chance to settle or release anything
+        holder.wait(30)
+        ledger = open_ledger(location)
+        ledger.stale_s = 1.0  # the default (30 s) made quick for the test
+        assert isinstance(ledger.reserve("k", DAY, 0.5, 1.0, None), Refusal)  # its heartbeat is fresh: it still holds
+        time.sleep(1.5)
+        assert isinstance(ledger.reserve("k", DAY, 0.5, 1.0, None), str)  # reclaimed by the next transaction on the key
+        assert ledger.held("k") == pytest.approx(0.5)
+        ledger.close()
+    finally:
+        holder.kill()
+
+
+def _old_ledger(location: str) -> None:
+    """A ledger as Baton wrote it before the schema had versions: spend and runs only."""
+    if location.startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(location, autocommit=True) as conn:
+            conn.execute("CREATE TABLE spend (key TEXT, day TEXT, usd DOUBLE PRECISION NOT NULL DEFAULT 0, calls INTEGER NOT NULL "
+                         "DEFAULT 0, PRIMARY KEY (key, day))")
+            conn.execute("CREATE TABLE runs (run_id TEXT PRIMARY KEY, key TEXT, model TEXT, created DOUBLE PRECISION)")
+            conn.execute("INSERT INTO spend VALUES ('k', '2026-12-03', 0.25, 3)")
+            conn.execute("INSERT INTO runs VALUES ('run-0', 'k', 'm', 0)")
+        return
+    db = sqlite3.connect(location)
+    db.execute("CREATE TABLE spend (key TEXT, day TEXT, usd REAL NOT NULL DEFAULT 0, calls INTEGER NOT NULL DEFAULT 0, "
+               "PRIMARY KEY (key, day))")
+    db.execute("CREATE TABLE runs (run_id TEXT PRIMARY KEY, key TEXT, model TEXT, created REAL)")
+    db.execute("INSERT INTO spend VALUES ('k', '2026-12-03', 0.25, 3)")
+    db.execute("INSERT INTO runs VALUES ('run-0', 'k', 'm', 0)")
+    db.commit()
+    db.close()
+
+
+def test_migrations_from_an_empty_database_and_from_the_ledger_before_versions(location: str, tmp_path: Path) -> None:
+    _old_ledger(location)
+    ledger: Ledger = open_ledger(location)
+    try:
+        assert ledger.version() == SCHEMA_VERSION
+        assert ledger.spent("k", DAY) == (0.25, 0.25) and ledger.owner("run-0") == "k"  # nothing lost
+        assert ledger.migrate() == (SCHEMA_VERSION, SCHEMA_VERSION)  # again: nothing to do
+        assert isinstance(ledger.reserve("k", DAY, 0.7, 1.0, None), str) and isinstance(ledger.reserve("k", DAY, 0.1, 1.0, None), Refusal)
+    finally:
+        ledger.close()
+    empty = SqliteLedger(tmp_path / "empty.sqlite", migrate=False)
+    assert empty.version() == 0 and empty.migrate() == (0, SCHEMA_VERSION) and empty.version() == SCHEMA_VERSION
+    empty.close()
