@@ -161,3 +161,19 @@ def test_migrations_from_an_empty_database_and_from_the_ledger_before_versions(l
     empty = SqliteLedger(tmp_path / "empty.sqlite", migrate=False)
     assert empty.version() == 0 and empty.migrate() == (0, SCHEMA_VERSION) and empty.version() == SCHEMA_VERSION
     empty.close()
+
+
+def test_a_process_in_one_long_call_keeps_its_reservation(location: str) -> None:
+    """Its heartbeat goes on while the call runs (a stream of minutes), so no one reclaims a call still being billed."""
+    streaming, other = open_ledger(location), open_ledger(location)
+    streaming.heartbeat_s, other.stale_s = 0.2, 1.0
+    try:
+        assert isinstance(streaming.reserve("k", DAY, 0.9, 1.0, None), str)
+        time.sleep(2.0)  # twice the staleness, with no reservation of its own since
+        assert isinstance(other.reserve("k", DAY, 0.5, 1.0, None), Refusal)
+        streaming.stop_heartbeat()  # as if it died now
+        time.sleep(1.5)
+        assert isinstance(other.reserve("k", DAY, 0.5, 1.0, None), str)
+    finally:
+        streaming.close()
+        other.close()

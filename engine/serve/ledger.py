@@ -88,7 +88,10 @@ class Ledger:
     def __init__(self) -> None:
         self.holder = new_holder()
         self.stale_s = STALE_S
+        self.heartbeat_s = HEARTBEAT_S
         self._last_beat = 0.0
+        self._beating: threading.Thread | None = None
+        self._stopped = threading.Event()
 
     # -- what a backend provides -----------------------------------------------------------------
 
@@ -129,11 +132,29 @@ class Ledger:
     def heartbeat(self, now: float | None = None) -> None:
         """Say this process is alive (at most every `HEARTBEAT_S`), so its reservations are not reclaimed."""
         now = time.time() if now is None else now
-        if now - self._last_beat < HEARTBEAT_S:
+        if now - self._last_beat < self.heartbeat_s * 0.9:
             return
         self._last_beat = now
         with self.transaction():
             self._upsert_holder(now)
+
+    def _keep_beating(self) -> None:
+        """While this process holds reservations it says it is alive, even during one long call (a stream of minutes):
+        a heartbeat only at each reservation would let other processes reclaim a call that is still running."""
+        if self._beating is None:
+            self._beating = threading.Thread(target=self._beat_loop, name="ledger-heartbeat", daemon=True)
+            self._beating.start()
+
+    def _beat_loop(self) -> None:
+        while not self._stopped.wait(self.heartbeat_s):
+            try:
+                self.heartbeat()
+            except Exception:  # a closed or unreachable database: the next reservation says so, this thread must not
+                if self._stopped.is_set():
+                    return
+
+    def stop_heartbeat(self) -> None:
+        self._stopped.set()
 
     def _upsert_holder(self, now: float) -> None:
         self.execute("INSERT INTO holders (holder, seen) VALUES (?, ?) ON CONFLICT (holder) DO UPDATE SET seen = excluded.seen",
@@ -148,6 +169,7 @@ class Ledger:
         """Hold `usd` of a key's allowance for one call: the reservation's id, or the `Refusal` if a cap would be passed."""
         now = time.time()
         self.heartbeat(now)
+        self._keep_beating()
         rid = uuid.uuid4().hex
         with self.transaction(key):
             self._reclaim(key, now)
@@ -253,6 +275,7 @@ class SqliteLedger(Ledger):
         return 1 if "spend" in tables else 0
 
     def close(self) -> None:
+        self.stop_heartbeat()
         with self._lock:
             self.db.close()
 

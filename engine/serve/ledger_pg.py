@@ -70,6 +70,7 @@ class PostgresLedger(Ledger):
         return 1 if "spend" in tables else 0
 
     def close(self) -> None:
+        self.stop_heartbeat()
         self.pool.close()
 
 
