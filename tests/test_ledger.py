@@ -177,3 +177,33 @@ def test_a_process_in_one_long_call_keeps_its_reservation(location: str) -> None
     finally:
         streaming.close()
         other.close()
+
+
+def test_a_ledger_at_the_previous_schema_version_migrates(location: str) -> None:
+    from engine.serve.ledger import MIGRATIONS
+
+    previous = open_ledger(location)  # build the previous version's schema by its own statements, then mark it so
+    try:
+        for statement in ("DROP TABLE records", "DROP TABLE schema_version"):
+            previous.execute(statement)
+        previous.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        previous.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION - 1,))
+        assert previous.version() == SCHEMA_VERSION - 1 and len(MIGRATIONS[SCHEMA_VERSION]) >= 1
+        previous.book("k", DAY, 0.5)
+        assert previous.migrate() == (SCHEMA_VERSION - 1, SCHEMA_VERSION)
+        previous.keep_record("r1", "f", "ok", 0.1, 5, 1.0, 2.0, "{}", "{}")  # the new version's table is there
+        assert previous.record("r1") == ("{}", "{}") and previous.spent("k", DAY)[0] == 0.5
+    finally:
+        previous.close()
+
+
+def test_kept_records_are_listed_newest_first_and_filtered(location: str) -> None:
+    ledger = open_ledger(location)
+    try:
+        for i, (flow, status) in enumerate([("a", "ok"), ("b", "failed"), ("a", "failed"), ("a", "ok")]):
+            ledger.keep_record(f"r{i}", flow, status, 0.0, 0, float(i), float(i) + 1, f'{{"i": {i}}}', "{}")
+        assert ledger.recent_records(10) == ['{"i": 3}', '{"i": 2}', '{"i": 1}', '{"i": 0}']
+        assert ledger.recent_records(10, flow="a", status="ok") == ['{"i": 3}', '{"i": 0}']
+        assert ledger.recent_records(1, status="failed") == ['{"i": 2}']
+    finally:
+        ledger.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -21,7 +22,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a free one)")
     p.add_argument("--keys", metavar="FILE", help="require bearer keys from FILE (TOML of hashed keys and spend caps)")
     p.add_argument("--home", metavar="DIR", help="where runs and the spend ledger are kept (default $BATON_HOME or ./.baton)")
-    p.add_argument("--ledger", metavar="FILE", help="the spend ledger's SQLite file (default HOME/serve-ledger.sqlite)")
+    p.add_argument("--ledger", "--db", dest="ledger", metavar="FILE|URL", default=os.environ.get("BATON_DB_URL") or None,
+                   help="the spend ledger every process serving these keys shares: a SQLite file (default HOME/serve-ledger.sqlite) "
+                        "or a postgresql:// URL (replicas on several machines; needs baton[postgres]); default $BATON_DB_URL")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="answer with N processes on one port (SO_REUSEPORT), sharing the ledger and the run home (default 1)")
     p.add_argument("--reload", action="store_true", help="re-read changed flow files; a broken one keeps its last good version")
     p.add_argument("--cache", action="store_true", help="answer repeated temperature-0 requests from the response cache")
     p.add_argument("--fsync", action="store_true",
@@ -57,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         serve(pool, args.flows, host=args.host, port=args.port, keys_file=args.keys, home=args.home, reload=args.reload,
               ledger=args.ledger, cache=args.cache, fsync=args.fsync, announce=lambda line: print(line, file=sys.stderr, flush=True),
-              observers=observers, allow_origins=args.allow_origin, allow_hosts=args.allow_host)
+              observers=observers, allow_origins=args.allow_origin, allow_hosts=args.allow_host, workers=args.workers)
     except CatalogError as err:
         print(str(err), file=sys.stderr)
         return fail("the server did not start: the flows above do not check", EXIT_FAILED)

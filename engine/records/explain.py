@@ -74,6 +74,11 @@ def read_recorded_run(run_dir: Path) -> RecordedRun:
         pool = Pool.model_validate_json((run_dir / "pool.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return RecordedRun(summary, None, None, inputs, "the run's pool.json cannot be read")
+    return recorded_run_from(summary, source, inputs, pool)
+
+
+def recorded_run_from(summary: RunSummary, source: str, inputs: dict[str, str], pool: Pool) -> RecordedRun:
+    """A run's record from its parts, wherever they were kept (a run folder, or a replica's shared ledger)."""
     if not source.strip():  # a pool alias called through `baton serve`: one step, its messages are its input
         return RecordedRun(summary, None, pool, inputs)
     flow, problems = recheck_flow(source, pool, summary.flow_file)

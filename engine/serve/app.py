@@ -39,6 +39,7 @@ from engine.serve.ledgers import open_ledger
 from engine.serve.messages_api import MessagesWire
 from engine.serve.passthrough import CallRecord
 from engine.serve.responses_api import ResponsesWire
+from engine.serve.shared_records import SharedRecords
 from engine.serve.stream import SSEAnswer
 from engine.serve.wire import MESSAGES_PATH, Wire, error_response
 from engine.session import Session
@@ -56,6 +57,8 @@ class ServerState:
     keys: dict[str, KeySpec] | None = None
     ledger: Ledger | None = None
     accounts: Accounts | None = None
+    #: Replicas on several machines: finished runs' records kept in the shared ledger (`engine.serve.shared_records`).
+    shared: SharedRecords | None = None
     started: float = field(default_factory=time.time)
     served: int = 0
 
@@ -157,7 +160,10 @@ async def run_summary(request: web.Request) -> web.Response:
     try:
         summary = load_run(run_id, state.session.home.root)
     except (LookupError, RunError, PoolError, OSError):
-        raise not_found from None
+        shared = pages.shared_record(state.ledger, run_id)  # finished on another replica
+        if shared is None:
+            raise not_found from None
+        summary = shared.summary
     if summary.run_id != run_id:  # a unique prefix finds a run in `baton show`; here the id must be exact
         raise not_found
     return web.json_response(summary.model_dump(mode="json"))
@@ -289,15 +295,23 @@ async def _call_alias(state: ServerState, alias: str, chat: list[dict[str, Any]]
         await state.session.call(alias, chat, params=Params(**params), budget_usd=max_cost, account=account,
                                  on_text=answer.text if answer else None, step="call", into=record.call, tools=offer)
     except RunError as err:
-        err.summary = record.close(error=err)
+        err.summary = _closed(state, record, err)
         raise
     except asyncio.CancelledError:  # the client went away mid-call: the record keeps what was sent and what it cost
-        record.close(error=RunCancelled("the client disconnected before the reply was complete"))
+        _closed(state, record, RunCancelled("the client disconnected before the reply was complete"))
         raise
     except BaseException as err:
-        record.close(error=RunError(f"the call failed: {type(err).__name__}"))
+        _closed(state, record, RunError(f"the call failed: {type(err).__name__}"))
         raise
-    return record.close()
+    return _closed(state, record)
+
+
+def _closed(state: ServerState, record: CallRecord, error: RunError | None = None) -> RunSummary:
+    """The call's final record, also kept in the shared ledger when replicas share records."""
+    summary = record.close(error=error)
+    if state.shared is not None:
+        state.shared.keep_call(summary, json.dumps(record.messages, ensure_ascii=False), json.loads(state.session.pool_record()))
+    return summary
 
 
 def build_app(state: ServerState, reload_every: float | None = None, policy: BrowserPolicy | None = None) -> web.Application:
@@ -346,4 +360,7 @@ def _reloader(every: float) -> Any:
 def open_state(session: Session, catalog: Catalog, keys: dict[str, KeySpec] | None,
                ledger_path: str | Path | None = None) -> ServerState:
     ledger = open_ledger(ledger_path or session.home.root / "serve-ledger.sqlite", fsync=session.durable)
-    return ServerState(session=session, catalog=catalog, keys=keys, ledger=ledger, accounts=Accounts(ledger))
+    shared = SharedRecords(ledger) if ledger.shares_records else None  # replicas elsewhere: runs kept where all of them read
+    if shared is not None:
+        session.observers.append(shared)
+    return ServerState(session=session, catalog=catalog, keys=keys, ledger=ledger, accounts=Accounts(ledger), shared=shared)

@@ -18,6 +18,12 @@ been seen for `STALE_S` is deleted by the next transaction of any process, so a 
 replica's calls stop counting against the key within about half a minute. A reservation
 lives at most `MAX_HOLD_S` in any case (longer than any call's timeout).
 
+Replicas on several machines (PostgreSQL) also keep each finished run's record here
+(`records`: the summary, and the flow, inputs and pool it ran), so any replica lists and shows
+any run; the run folders stay where the writing process wrote them (`baton show`, `--resume`
+and a person reading files work as on one machine). On one machine (SQLite) the workers share
+the run home, and the files alone are enough.
+
 The schema is versioned (`schema_version`); `migrate` brings an older ledger up to date, the
 ledger files of Baton before versioning (spend and runs only) included.
 """
@@ -37,8 +43,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from engine.errors import BatonError
+from engine.numbers import finite
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 HEARTBEAT_S = 5.0
 STALE_S = 30.0
 MAX_HOLD_S = 3600.0
@@ -53,6 +60,10 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "holder TEXT NOT NULL, made REAL NOT NULL)",
         "CREATE INDEX IF NOT EXISTS reservations_by_key ON reservations (key)",
         "CREATE TABLE IF NOT EXISTS holders (holder TEXT PRIMARY KEY, seen REAL NOT NULL)"),
+    3: ("CREATE TABLE IF NOT EXISTS records (run_id TEXT PRIMARY KEY, flow TEXT NOT NULL, status TEXT NOT NULL, cost REAL NOT NULL, "
+        "tokens INTEGER NOT NULL, started REAL NOT NULL, finished REAL NOT NULL, host TEXT NOT NULL, summary TEXT NOT NULL, "
+        "setup TEXT NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS records_by_finished ON records (finished)"),
 }
 
 
@@ -75,6 +86,17 @@ class Cursor(Protocol):
     def fetchall(self) -> list[Any]: ...
 
 
+def _seconds_from_env(name: str, default: float) -> float:
+    """A duration an operator may set in the environment (how soon a dead replica's reservations are reclaimed)."""
+    text = os.environ.get(name)
+    if not text:
+        return default
+    try:
+        return finite(float(text), name, low=0.5, high=86400.0)
+    except ValueError as err:
+        raise LedgerError(f"${name}: {err}") from None
+
+
 def new_holder() -> str:
     """This process's name in the ledger: host, process id and a random part (a reused pid is another holder)."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -87,7 +109,7 @@ class Ledger:
 
     def __init__(self) -> None:
         self.holder = new_holder()
-        self.stale_s = STALE_S
+        self.stale_s = _seconds_from_env("BATON_LEDGER_STALE_S", STALE_S)
         self.heartbeat_s = HEARTBEAT_S
         self._last_beat = 0.0
         self._beating: threading.Thread | None = None
@@ -221,6 +243,27 @@ class Ledger:
     def owner(self, run_id: str) -> str | None:
         row = self.execute("SELECT key FROM runs WHERE run_id = ?", (run_id,)).fetchone()
         return str(row[0]) if row else None
+
+    #: Whether finished runs' records are kept here, for replicas that do not share a run home.
+    shares_records = False
+
+    def keep_record(self, run_id: str, flow: str, status: str, cost: float, tokens: int, started: float, finished: float,
+                    summary_json: str, setup_json: str) -> None:
+        self.execute("INSERT INTO records (run_id, flow, status, cost, tokens, started, finished, host, summary, setup) "
+                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id) DO UPDATE SET status = excluded.status, "
+                     "cost = excluded.cost, tokens = excluded.tokens, finished = excluded.finished, summary = excluded.summary",
+                     (run_id, flow, status, cost, tokens, started, finished, socket.gethostname(), summary_json, setup_json))
+
+    def record(self, run_id: str) -> tuple[str, str] | None:
+        """A finished run's (summary JSON, setup JSON), from whichever replica ran it."""
+        row = self.execute("SELECT summary, setup FROM records WHERE run_id = ?", (run_id,)).fetchone()
+        return (str(row[0]), str(row[1])) if row else None
+
+    def recent_records(self, limit: int, flow: str | None = None, status: str | None = None) -> list[str]:
+        """The newest finished runs' summaries (JSON), newest first; only of `flow` and with `status` when given."""
+        rows = self.execute("SELECT summary FROM records WHERE (CAST(? AS TEXT) IS NULL OR flow = ?) AND (CAST(? AS TEXT) IS NULL OR status = ?) "
+                            "ORDER BY started DESC LIMIT ?", (flow, flow, status, status, limit)).fetchall()
+        return [str(r[0]) for r in rows]
 
 
 class SqliteLedger(Ledger):

@@ -13,11 +13,27 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg_pool import ConnectionPool
 
 from engine.serve.ledger import Cursor, Ledger, LedgerError
+
+
+def redact(url: str) -> str:
+    """The URL without its password: what may appear in a message or a log."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _first_line(err: BaseException, url: str) -> str:
+    text = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    password = urlsplit(url).password
+    return text.replace(password, "***") if password else text
 
 
 def _pg(sql: str) -> str:
@@ -26,15 +42,20 @@ def _pg(sql: str) -> str:
 
 class PostgresLedger(Ledger):
     backend = "postgresql"
+    shares_records = True  # replicas on other machines do not share a run home
 
     def __init__(self, url: str, migrate: bool = True, max_connections: int = 8) -> None:
         super().__init__()
         self.url = url
+        try:  # once directly, so a database that is down is one clear error, not a pool retrying in the background
+            psycopg.connect(url, connect_timeout=10).close()
+        except (psycopg.Error, OSError) as err:
+            raise LedgerError(f"cannot connect to the PostgreSQL ledger {redact(url)}: {_first_line(err, url)}") from None
+        self.pool = ConnectionPool(url, min_size=1, max_size=max_connections, kwargs={"autocommit": True}, open=False)
         try:
-            self.pool = ConnectionPool(url, min_size=1, max_size=max_connections, kwargs={"autocommit": True}, open=False)
             self.pool.open(wait=True, timeout=10.0)
-        except (psycopg.Error, OSError) as err:  # the pool's timeout names no secret; psycopg's messages may name the URL
-            raise LedgerError(f"cannot connect to the PostgreSQL ledger: {type(err).__name__}") from None
+        except (psycopg.Error, OSError) as err:
+            raise LedgerError(f"cannot connect to the PostgreSQL ledger {redact(url)}: {_first_line(err, url)}") from None
         self._local = threading.local()
         if migrate:
             self.migrate()

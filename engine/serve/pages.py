@@ -8,13 +8,15 @@ password): a 401 from these paths asks for it, so the pages open from an address
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 from aiohttp import web
 
 from engine.errors import UnknownRun
-from engine.records.explain import read_recorded_run
+from engine.pool import Pool
+from engine.records.explain import RecordedRun, read_recorded_run, recorded_run_from
 from engine.records.run_page import esc, render_run_page
 from engine.records.runs_page import STATUSES, filter_runs, render_runs_page
 from engine.run.home import RunHome
@@ -50,8 +52,7 @@ def runs_list(home: RunHome, ledger: Ledger | None, key: KeySpec | None, query: 
     status = query.get("status") if query.get("status") in STATUSES else None
     runs: list[RunSummary] = []
     flows: set[str] = set()
-    for folder in _visible_folders(home, ledger, key):
-        summary = read_run(folder)
+    for summary in _visible_runs(home, ledger, key, flow, status):
         flows.add(summary.flow)
         if filter_runs([summary], flow, status) and len(runs) < PAGE_LIMIT:
             runs.append(summary)
@@ -59,14 +60,37 @@ def runs_list(home: RunHome, ledger: Ledger | None, key: KeySpec | None, query: 
     return web.Response(text=page, content_type="text/html", headers=NO_STORE)
 
 
+def _visible_runs(home: RunHome, ledger: Ledger | None, key: KeySpec | None, flow: str | None,
+                  status: str | None) -> list[RunSummary]:
+    """This machine's runs and (replicas sharing records) the other machines' finished ones, newest first."""
+    local = [read_run(folder) for folder in _visible_folders(home, ledger, key)]
+    if ledger is None or not ledger.shares_records:
+        return local
+    seen = {s.run_id for s in local}
+    owned = ledger.owned(key.name) if key is not None else None
+    shared = [RunSummary.model_validate_json(text) for text in ledger.recent_records(PAGE_LIMIT, flow, status)]
+    others = [s for s in shared if s.run_id not in seen and (owned is None or s.run_id in owned)]
+    return sorted(local + others, key=lambda s: -s.started)
+
+
+def shared_record(ledger: Ledger | None, run_id: str) -> RecordedRun | None:
+    """A run another replica finished, from the shared ledger; None when it holds none."""
+    kept = ledger.record(run_id) if ledger is not None and ledger.shares_records else None
+    if kept is None:
+        return None
+    setup = json.loads(kept[1])
+    return recorded_run_from(RunSummary.model_validate_json(kept[0]), setup["flow"], setup["inputs"], Pool.model_validate(setup["pool"]))
+
+
 def run_page(home: RunHome, ledger: Ledger | None, key: KeySpec | None, run_id: str) -> web.Response:
     if key is not None and (ledger is None or ledger.owner(run_id) != key.name):
         return _not_found(run_id)
     try:
         folder = home.find_run(run_id)
+        recorded = read_recorded_run(folder) if folder.name == run_id else None  # a unique prefix finds a run in `baton view`, not here
     except UnknownRun:
+        recorded = shared_record(ledger, run_id)
+    if recorded is None:
         return _not_found(run_id)
-    if folder.name != run_id:  # a unique prefix finds a run in `baton view`; here the id must be exact
-        return _not_found(run_id)
-    page = render_run_page(read_recorded_run(folder), live=True, runs_href="/runs")
+    page = render_run_page(recorded, live=True, runs_href="/runs")
     return web.Response(text=page, content_type="text/html", headers=NO_STORE)

@@ -1,0 +1,50 @@
+"""Finished runs' records in the shared ledger, so that any replica lists and shows any run (`Ledger.shares_records`).
+
+An observer of the server's session: it keeps what a run started with (the flow's source,
+the inputs, the pool) until the run finishes, then writes the summary and that setup in one
+row. The run's folder is still written as on one machine; this is the copy other machines read.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from engine.model import Flow
+from engine.pool import Pool
+from engine.run.trace import RunSummary, StepResult
+from engine.serve.ledger import Ledger
+from engine.wiring import pool_snapshot
+
+
+class SharedRecords:
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+        self._setups: dict[str, str] = {}
+
+    def run_started(self, summary: RunSummary, flow: Flow, pool: Pool, inputs: Mapping[str, str]) -> None:
+        self._setups[summary.run_id] = _setup(flow.source, inputs, pool_snapshot(pool))
+
+    def step_finished(self, run_id: str, step: StepResult) -> None:
+        pass
+
+    def run_finished(self, summary: RunSummary) -> None:
+        setup = self._setups.pop(summary.run_id, None)
+        if setup is None or summary.status == "running":
+            return
+        self._keep(summary, setup)
+
+    def keep_call(self, summary: RunSummary, messages: str, pool: dict[str, Any]) -> None:
+        """A pass-through call's record (it has no flow: its messages are its input)."""
+        self._keep(summary, _setup("", {"messages": messages}, pool))
+
+    def _keep(self, summary: RunSummary, setup: str) -> None:
+        self.ledger.keep_record(summary.run_id, summary.flow, summary.status, summary.cost, summary.input_tokens + summary.output_tokens,
+                                summary.started, summary.started + summary.duration_s, summary.model_dump_json(), setup)
+
+
+def _setup(source: str, inputs: Mapping[str, str], pool: dict[str, Any]) -> str:
+    """What a run started with, as the run page rebuilds it: the flow, the inputs, and the pool as runs record it (key
+    variable names, never values)."""
+    return json.dumps({"flow": source, "inputs": dict(inputs), "pool": pool}, ensure_ascii=False)

@@ -1,0 +1,189 @@
+"""Several processes serving one endpoint: `baton serve --workers 2` on one SQLite ledger, and two replicas (separate run
+homes, as on two machines) on one real PostgreSQL. A key's cap holds on the upstream's own ledger however requests are
+spread; any replica shows any run; a replica killed mid-load does not take the endpoint down or hold its reservations.
+Real processes on loopback (marked slow; CI runs them)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from engine.run.reader import load_run
+from engine.serve.keys import add_key, utc_day
+from engine.serve.ledger import SqliteLedger
+from engine.serve.ledgers import open_ledger
+from engine.testing.chat_server import ChatServer, Reply
+from engine.testing.postgres import PostgresServer, postgres_bin
+from tests.serve_harness import BatonServer, write_pool
+
+pytestmark = pytest.mark.slow
+PRICES = {"coder": (50.0, 50.0)}  # USD per million tokens: each call costs about $0.001
+
+
+@dataclass
+class Tally:
+    ok: dict[str, tuple[str, str]] = field(default_factory=dict)  # marker -> (run id, the server's URL)
+    refused: int = 0
+    failed: list[str] = field(default_factory=list)  # anything else: a status, an error, a broken connection
+
+
+async def load(urls: list[str], token: str, clients: int, seconds: float, tally: Tally, stop: asyncio.Event | None = None) -> None:
+    """`clients` clients, each sending to one of `urls` in turn, one request at a time, until the time is up."""
+    deadline = time.monotonic() + seconds
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=clients), timeout=aiohttp.ClientTimeout(total=30)) as http:
+        async def client(i: int) -> None:
+            k = 0
+            while time.monotonic() < deadline and not (stop is not None and stop.is_set()):
+                k += 1
+                url, marker = urls[(i + k) % len(urls)], f"m{i}x{k}"
+                body = {"model": "coder", "max_tokens": 16, "messages": [{"role": "user", "content": f"please answer {marker}"}]}
+                try:
+                    async with http.post(f"{url}/chat/completions", json=body, headers={"Authorization": f"Bearer {token}"}) as resp:
+                        text = await resp.text()
+                        if resp.status == 402:
+                            tally.refused += 1
+                        elif resp.status == 200 and marker in text:
+                            tally.ok[marker] = (resp.headers["x-baton-run-id"], url)
+                        else:
+                            tally.failed.append(f"{url} {resp.status} {text[:120]}")
+                except (TimeoutError, aiohttp.ClientError) as err:
+                    tally.failed.append(f"{url} {type(err).__name__}")
+                    await asyncio.sleep(0.05)
+
+        await asyncio.gather(*(client(i) for i in range(clients)))
+
+
+def capped_spend(upstream: ChatServer) -> float:
+    """What the upstream could bill for the capped alias: its own record of every reply it sent."""
+    return sum(b.usd(*PRICES["coder"]) for b in upstream.bills if b.model == "coder")
+
+
+def answering(body: dict[str, object]) -> Reply:
+    messages = body["messages"]
+    assert isinstance(messages, list)
+    return Reply(text="answer: " + str(messages[-1]["content"])[-40:])
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[PostgresServer]:
+    if postgres_bin() is None:
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL is not installed: .ci/run installs it")
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
+    with PostgresServer() as server:
+        yield server
+
+
+def test_two_workers_on_one_port_share_the_ledger_and_keep_the_cap(tmp_path: Path) -> None:
+    cap = 0.05
+    with ChatServer(latency=0.02, responder=answering) as upstream:
+        token = add_key(tmp_path / "keys.toml", "small", total_usd=cap)
+        pool = write_pool(upstream.url, tmp_path / "pool.toml", prices=PRICES)
+        server = BatonServer("--pool", str(pool), "--keys", str(tmp_path / "keys.toml"), "--workers", "2", home=tmp_path / "home").start()
+        try:
+            tally = Tally()
+            asyncio.run(load([server.url], token, 100, 6.0, tally))
+        finally:
+            server.stop()
+        assert not tally.failed, tally.failed[:5]
+        assert tally.refused and tally.ok, "the cap was never reached: the test did not test it"
+        assert capped_spend(upstream) <= cap + 1e-9  # on the upstream's books, with two processes reserving at once
+        ledger = SqliteLedger(tmp_path / "home" / "serve-ledger.sqlite")
+        holders = {row[0].rsplit(":", 1)[0] for row in ledger.execute("SELECT holder FROM holders").fetchall()}
+        assert ledger.spent("small", utc_day())[1] == pytest.approx(capped_spend(upstream))  # booked what was billed
+        ledger.close()
+        assert len(holders) == 2, holders  # both workers reserved (host:pid, one per process)
+        for run_id, _url in list(tally.ok.values())[:50]:
+            assert load_run(run_id, tmp_path / "home").status == "ok"  # both wrote into the one run home
+
+
+def _database(server: PostgresServer, name: str) -> str:
+    import psycopg
+
+    with psycopg.connect(server.url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return server.url.rsplit("/", 1)[0] + f"/{name}"
+
+
+def test_two_replicas_on_postgresql_keep_the_cap_and_show_each_others_runs(tmp_path: Path, postgres: PostgresServer) -> None:
+    cap = 0.05
+    db = _database(postgres, "replicas")
+    with ChatServer(latency=0.02, responder=answering) as upstream:
+        token = add_key(tmp_path / "keys.toml", "small", total_usd=cap)
+        pool = write_pool(upstream.url, tmp_path / "pool.toml", prices=PRICES)
+        replicas = [BatonServer("--pool", str(pool), "--keys", str(tmp_path / "keys.toml"), "--db", db, home=tmp_path / f"home{i}").start()
+                    for i in range(2)]
+        try:
+            tally = Tally()
+            asyncio.run(load([r.url for r in replicas], token, 100, 6.0, tally))
+            assert not tally.failed, tally.failed[:5]
+            assert tally.refused and tally.ok
+            assert capped_spend(upstream) <= cap + 1e-9
+            asyncio.run(_each_shows_every_run(replicas, token, tally))
+        finally:
+            for r in replicas:
+                r.stop()
+
+
+async def _each_shows_every_run(replicas: list[BatonServer], token: str, tally: Tally) -> None:
+    bearer = {"Authorization": f"Bearer {token}"}
+    basic = {"Authorization": "Basic " + base64.b64encode(f"me:{token}".encode()).decode()}
+    async with aiohttp.ClientSession() as http:
+        for marker, (run_id, made_on) in list(tally.ok.items())[:40]:
+            for replica in replicas:
+                async with http.get(f"{replica.url}/runs/{run_id}", headers=bearer) as resp:
+                    assert resp.status == 200, (replica.url, made_on, run_id)
+                    summary = await resp.json()
+                assert summary["status"] == "ok" and marker in summary["output"]
+        other = next(run_id for run_id, made_on in tally.ok.values() if made_on == replicas[1].url)
+        async with http.get(replicas[0].url.removesuffix("/v1") + "/runs?status=ok", headers=basic) as resp:
+            assert resp.status == 200 and other in await resp.text()  # the list on one replica holds the other's runs
+        async with http.get(replicas[0].url.removesuffix("/v1") + f"/runs/{other}", headers=basic) as resp:
+            assert resp.status == 200 and other in await resp.text()  # and its page draws it
+
+
+def test_a_replica_killed_mid_load_leaves_the_other_serving_and_its_reservations_reclaimed(tmp_path: Path,
+                                                                                           postgres: PostgresServer) -> None:
+    db = _database(postgres, "killed")
+    with ChatServer(latency=0.3, responder=answering) as upstream:  # slow replies: calls are in flight at the kill
+        token = add_key(tmp_path / "keys.toml", "small", total_usd=100.0)  # a cap, so every call reserves in the ledger
+        pool = write_pool(upstream.url, tmp_path / "pool.toml", prices=PRICES)
+        env = {"BATON_LEDGER_STALE_S": "2"}
+        doomed, survivor = (BatonServer("--pool", str(pool), "--keys", str(tmp_path / "keys.toml"), "--db", db, home=tmp_path / f"h{i}",
+                                        env=env).start() for i in range(2))
+        try:
+            tally = Tally()
+
+            async def kill_midway() -> None:
+                task = asyncio.ensure_future(load([doomed.url, survivor.url], token, 40, 8.0, tally))
+                await asyncio.sleep(3.0)
+                doomed.kill()  # SIGKILL: no reservation settled, nothing closed
+                ok_at_kill = sum(1 for _r, url in tally.ok.values() if url == survivor.url)
+                await task
+                assert sum(1 for _r, url in tally.ok.values() if url == survivor.url) > ok_at_kill + 20  # it kept serving
+
+            asyncio.run(kill_midway())
+            assert all(doomed.url in f for f in tally.failed), tally.failed[:5]  # only the dead replica's requests failed
+            ledger = open_ledger(db)
+            try:
+                time.sleep(2.5)  # the dead replica's heartbeat is stale now
+                probe = ledger.reserve("small", utc_day(), 0.001, None, 100.0)  # any transaction on the key reclaims
+                assert isinstance(probe, str)
+                assert ledger.held("small") == pytest.approx(0.001)  # only the probe: the dead one holds nothing
+                ledger.settle(probe, "small", utc_day(), None)
+            finally:
+                ledger.close()
+            done_before = [(run_id, url) for run_id, url in tally.ok.values() if url == doomed.url]
+            assert done_before
+            for run_id, _url in done_before[:20]:  # nothing the dead replica finished is lost: its record is on disk
+                assert load_run(run_id, tmp_path / "h0").status == "ok"
+        finally:
+            survivor.stop()
