@@ -8,9 +8,12 @@ three ways to reach it, each its own process on this machine, measured in one ru
 
 - direct:        the upstream itself;
 - baton serve:   the pool alias `fast` (a pass-through call) and `flow/one` (a one-step flow),
-                 with a bearer key (hashed, checked per request, its spend written to the
-                 ledger per call) and a run record written per request;
-                 Once more with `--fsync` (every record and ledger entry fsynced);
+                 with a bearer key with a daily cap (hashed, checked per request, each call's
+                 worst case reserved in the ledger and settled there) and a run record written
+                 per request; once more with `--fsync` (every record and ledger entry fsynced);
+                 with `--workers 2` (one port, one SQLite ledger); and as two replicas on one
+                 PostgreSQL (`--db`; separate run homes; the client alternates between them, as a
+                 load balancer would), when PostgreSQL is installed;
 - litellm proxy: `litellm --config` with the same upstream as model `fast` and a master key
                  (no database: it keeps no spend ledger and no per-request record).
 
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import json
 import os
 import signal
@@ -85,8 +89,9 @@ def start_upstream(latency: float) -> tuple[subprocess.Popen[str], str]:
     return proc, url
 
 
-def start_baton(upstream: str, tmp: Path, fsync: bool = False) -> tuple[subprocess.Popen[str], str, str]:
-    tmp = tmp / ("fsync" if fsync else "default")
+def start_baton(upstream: str, tmp: Path, fsync: bool = False, workers: int = 1, db: str | None = None,
+                name: str = "default") -> tuple[subprocess.Popen[str], str, str]:
+    tmp = tmp / name
     tmp.mkdir()
     flows = tmp / "flows"
     flows.mkdir(exist_ok=True)
@@ -97,10 +102,17 @@ def start_baton(upstream: str, tmp: Path, fsync: bool = False) -> tuple[subproce
     sys.path.insert(0, str(ROOT))
     from engine.serve.keys import add_key
 
-    token = add_key(tmp / "keys.toml", "bench")
+    token = add_key(tmp / "keys.toml", "bench", daily_usd=1e6)  # a cap: every call reserves in the ledger, as capped keys do
+    if db is not None:  # replicas share one key: the second is given the first's keys file
+        first = tmp.parent / "replica0" / "keys.toml"
+        if name != "replica0":
+            (tmp / "keys.toml").write_text(first.read_text())
+            token = (tmp.parent / "replica0" / "token").read_text()
+        (tmp / "token").write_text(token)
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "engine.cli.main", "serve", "--flows", str(flows), "--port", str(port),
-                             "--home", str(tmp / "home"), "--keys", str(tmp / "keys.toml"), *(["--fsync"] if fsync else [])],
+                             "--home", str(tmp / "home"), "--keys", str(tmp / "keys.toml"), *(["--fsync"] if fsync else []),
+                             "--workers", str(workers), *(["--db", db] if db else [])],
                             stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
     url = f"http://127.0.0.1:{port}/v1"
     wait_for(url)
@@ -141,12 +153,13 @@ async def sequential(url: str, model: str, n: int, token: str) -> list[float]:
     return out
 
 
-async def saturate(url: str, model: str, seconds: float, concurrency: int, token: str) -> int:
+async def saturate(urls: list[str], model: str, seconds: float, concurrency: int, token: str) -> int:
+    """`concurrency` clients for `seconds`, client i sending to urls[i % len(urls)] (a load balancer over replicas)."""
     body = json.dumps({**BODY, "model": model})
     done = 0
     deadline = time.perf_counter() + seconds
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as http:
-        async def worker() -> None:
+        async def worker(url: str) -> None:
             nonlocal done
             while time.perf_counter() < deadline:
                 async with http.post(f"{url}/chat/completions", data=body, headers={"Content-Type": "application/json",
@@ -154,18 +167,39 @@ async def saturate(url: str, model: str, seconds: float, concurrency: int, token
                     await resp.read()
                     if resp.status == 200:
                         done += 1
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        await asyncio.gather(*(worker(urls[i % len(urls)]) for i in range(concurrency)))
     return done
 
 
-def measure(name: str, url: str, model: str, pid: int, args: argparse.Namespace, token: str = "none") -> dict[str, float | str]:
-    asyncio.run(sequential(url, model, 20, token))  # warm up
-    lat = sorted(asyncio.run(sequential(url, model, args.sequential, token)))
-    cpu0 = cpu_seconds(pid)
-    n = asyncio.run(saturate(url, model, args.seconds, args.concurrency, token))
-    cpu = cpu_seconds(pid) - cpu0
+def measure(name: str, url: str | list[str], model: str, pid: int | list[int], args: argparse.Namespace,
+            token: str = "none") -> dict[str, float | str]:
+    urls, pids = (url if isinstance(url, list) else [url]), (pid if isinstance(pid, list) else [pid])
+    asyncio.run(sequential(urls[0], model, 20, token))  # warm up
+    lat = sorted(asyncio.run(sequential(urls[0], model, args.sequential, token)))
+    cpu0 = sum(cpu_seconds(p) for p in pids)
+    n = asyncio.run(saturate(urls, model, args.seconds, args.concurrency, token))
+    cpu = sum(cpu_seconds(p) for p in pids) - cpu0
+    print(f"  measured {name}: {n / args.seconds:.0f} req/s", file=sys.stderr, flush=True)
     return {"name": name, "p50": statistics.median(lat) * 1000, "p99": lat[int(len(lat) * 0.99) - 1] * 1000,
             "rps": n / args.seconds, "cpu_ms": cpu / max(n, 1) * 1000}
+
+
+def start_replicas(upstream: str, tmp: Path, procs: list[subprocess.Popen[str]]) -> tuple[list[str], list[int], str] | None:
+    """Two `baton serve` processes on one PostgreSQL (a cluster started for the run), or None without PostgreSQL."""
+    sys.path.insert(0, str(ROOT))
+    from engine.testing.postgres import PostgresServer, postgres_bin
+
+    if postgres_bin() is None:
+        return None
+    server = PostgresServer().start()
+    atexit.register(server.stop)
+    urls, pids, token = [], [], ""
+    for i in range(2):
+        proc, url, token = start_baton(upstream, tmp, db=server.url, name=f"replica{i}")
+        procs.append(proc)
+        urls.append(url)
+        pids.append(proc.pid)
+    return urls, pids, token
 
 
 def main() -> None:
@@ -183,13 +217,21 @@ def main() -> None:
             try:
                 baton, baton_url, token = start_baton(up_url, tmp)
                 procs.append(baton)
-                durable, durable_url, durable_token = start_baton(up_url, tmp, fsync=True)
+                durable, durable_url, durable_token = start_baton(up_url, tmp, fsync=True, name="fsync")
                 procs.append(durable)
+                workers, workers_url, workers_token = start_baton(up_url, tmp, workers=2, name="workers")
+                procs.append(workers)
                 litellm = start_litellm(up_url, tmp)
                 rows = [measure("direct", up_url, "fast", upstream.pid, args)]
                 rows.append(measure("baton serve (alias)", baton_url, "fast", baton.pid, args, token))
                 rows.append(measure("baton serve (flow/one)", baton_url, "flow/one", baton.pid, args, token))
                 rows.append(measure("  the same, --fsync", durable_url, "flow/one", durable.pid, args, durable_token))
+                rows.append(measure("  --workers 2 (alias)", workers_url, "fast", workers.pid, args, workers_token))
+                rows.append(measure("  --workers 2 (flow/one)", workers_url, "flow/one", workers.pid, args, workers_token))
+                replicas = start_replicas(up_url, tmp, procs)
+                if replicas is not None:
+                    urls, pids, replica_token = replicas
+                    rows.append(measure("  2 replicas, PostgreSQL", urls, "fast", pids, args, replica_token))
                 if litellm is not None:
                     procs.append(litellm[0])
                     rows.append(measure("litellm proxy", litellm[1], "fast", litellm[0].pid, args, LITELLM_KEY))

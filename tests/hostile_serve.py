@@ -10,7 +10,7 @@ from engine.serve.app import build_app, open_state
 from engine.serve.catalog import Catalog
 from engine.serve.guard import BrowserPolicy
 from engine.serve.keys import KeySpec, hash_key
-from engine.serve.ledger import SqliteLedger
+from engine.serve.ledgers import open_ledger
 from engine.session import Session
 from engine.testing.loopback import LoopbackApp
 
@@ -27,9 +27,10 @@ class InProcessServer:
     """`url` is the server's base (no /v1); `ledger` its spend ledger; `home` its run home."""
 
     def __init__(self, pool: Pool, home: Path, keys: dict[str, KeySpec] | None = None, cache: bool = False,
-                 policy: BrowserPolicy | None = None, flows: Path | None = None) -> None:
+                 policy: BrowserPolicy | None = None, flows: Path | None = None, ledger: str | None = None) -> None:
+        """`ledger`: a SQLite file or a PostgreSQL URL (default: a file in `home`)."""
         self.home = home
-        self.ledger_path = home / "ledger.sqlite"
+        self.ledger_path: str | Path = ledger or home / "ledger.sqlite"
         session = Session(pool, home=home, cache=cache, durable=False)
         catalog = Catalog.load(flows, pool)
         self.state = open_state(session, catalog, keys, self.ledger_path)
@@ -46,7 +47,7 @@ class InProcessServer:
 
     def booked(self, key: str) -> float:
         """What the server's ledger booked for `key` (all days)."""
-        ledger = SqliteLedger(self.ledger_path)
+        ledger = open_ledger(self.ledger_path)
         try:
             return ledger.spent(key, "")[1]
         finally:

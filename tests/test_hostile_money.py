@@ -1,12 +1,14 @@
 """The hostile suite, money: what a hostile provider could bill is never more than what Baton booked, and a key's
 admitted calls stop at its cap, whatever the client does (drops the stream at any chunk, many at once) and whatever the
 provider sends (usage beyond range). Asserted on the provider's own ledger (`ChatServer.bills`), never on Baton's books alone.
+The tests that book against a key's cap run once per ledger backend (SQLite, and a real PostgreSQL: `new_ledger`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -37,12 +39,13 @@ def request_body() -> dict[str, object]:
     return {"model": "m", "messages": [{"role": "user", "content": "why is the sky blue?"}], "max_tokens": MAX_TOKENS}
 
 
-def test_a_client_that_drops_its_stream_is_charged_and_cannot_pass_its_keys_cap(tmp_path: Path) -> None:
+def test_a_client_that_drops_its_stream_is_charged_and_cannot_pass_its_keys_cap(tmp_path: Path, new_ledger: Callable[[], str]) -> None:
     """Finding 1: 12 requests dropped after the first content chunk were admitted at $0 each; the upstream billed them all."""
     cap = 0.002
     with ChatServer() as upstream:
         upstream.script["m"] = [Reply(text=LONG, chunk_delay=0.15, cost=0.0002)]
-        with InProcessServer(hostile_pool(upstream.url), tmp_path / "home", keys=key_spec("alice", TOKEN, daily_usd=cap)) as served:
+        with InProcessServer(hostile_pool(upstream.url), tmp_path / "home", keys=key_spec("alice", TOKEN, daily_usd=cap),
+                             ledger=new_ledger()) as served:
             auth = {"Authorization": f"Bearer {TOKEN}"}
             for _ in range(12):
                 stream_and_drop(served.url, request_body(), after_events=2, headers=auth)  # the role chunk, then one of text
@@ -66,13 +69,14 @@ def test_a_client_that_drops_its_stream_is_charged_and_cannot_pass_its_keys_cap(
     ("/v1/responses", {"model": "m", "input": "why is the sky blue?", "max_output_tokens": MAX_TOKENS}),
     ("/v1/messages", {"model": "m", "max_tokens": MAX_TOKENS, "messages": [{"role": "user", "content": "why is the sky blue?"}]})])
 def test_a_client_that_drops_a_responses_or_messages_stream_is_charged_and_cannot_pass_its_keys_cap(
-        tmp_path: Path, path: str, body: dict[str, object]) -> None:
+        tmp_path: Path, path: str, body: dict[str, object], new_ledger: Callable[[], str]) -> None:
     """The new wire formats, as finding 1 for chat completions: dropped streams are booked, and the key's cap holds on
     what the upstream could bill."""
     cap = 0.002
     with ChatServer() as upstream:
         upstream.script["m"] = [Reply(text=LONG, chunk_delay=0.15, cost=0.0002)]
-        with InProcessServer(hostile_pool(upstream.url), tmp_path / "home", keys=key_spec("alice", TOKEN, daily_usd=cap)) as served:
+        with InProcessServer(hostile_pool(upstream.url), tmp_path / "home", keys=key_spec("alice", TOKEN, daily_usd=cap),
+                             ledger=new_ledger()) as served:
             for _ in range(12):  # the opening events, then one piece of text
                 stream_and_drop(served.url, body, after_events=5, headers={"Authorization": f"Bearer {TOKEN}"}, path=path)
             served.settled()
@@ -88,12 +92,12 @@ def test_a_client_that_drops_a_responses_or_messages_stream_is_charged_and_canno
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(after=st.integers(min_value=0, max_value=12), concurrency=st.integers(min_value=1, max_value=4))
 def test_for_any_disconnect_point_and_concurrency_the_provider_never_bills_more_than_was_booked(
-        tmp_path_factory: pytest.TempPathFactory, after: int, concurrency: int) -> None:
+        tmp_path_factory: pytest.TempPathFactory, new_ledger: Callable[[], str], after: int, concurrency: int) -> None:
     cap = 0.0015
     home = tmp_path_factory.mktemp("drop")
     with ChatServer() as upstream:
         upstream.script["m"] = [Reply(text=LONG, chunk_delay=0.01)]
-        with InProcessServer(hostile_pool(upstream.url), home, keys=key_spec("bob", TOKEN, daily_usd=cap)) as served:
+        with InProcessServer(hostile_pool(upstream.url), home, keys=key_spec("bob", TOKEN, daily_usd=cap), ledger=new_ledger()) as served:
             auth = {"Authorization": f"Bearer {TOKEN}"}
             with ThreadPoolExecutor(concurrency) as pool:
                 list(pool.map(lambda _: stream_and_drop(served.url, request_body(), after, auth), range(concurrency * 2)))

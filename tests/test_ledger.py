@@ -13,41 +13,22 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from engine.serve.ledger import SCHEMA_VERSION, Ledger, Refusal, SqliteLedger
 from engine.serve.ledgers import open_ledger
-from engine.testing.postgres import PostgresServer, postgres_bin
 from tests.conftest import ROOT
 
 DAY = "2026-12-03"
 
 
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[PostgresServer]:
-    if postgres_bin() is None:
-        if os.environ.get("CI"):
-            pytest.fail("PostgreSQL is not installed: .ci/run installs it")
-        pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
-    with PostgresServer() as server:
-        yield server
-
-
-_databases = iter(range(1, 10_000))
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
-def location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """Where a fresh ledger lives: a SQLite file, or a new database on the test's PostgreSQL server."""
-    if request.param == "sqlite":
-        return str(tmp_path / "ledger.sqlite")
-    server: PostgresServer = request.getfixturevalue("postgres")
-    name = f"t{next(_databases)}"
-    subprocess.run([str(server.bin / "psql"), server.url, "-c", f"CREATE DATABASE {name}"], check=True, capture_output=True)
-    return server.url.rsplit("/", 1)[0] + f"/{name}"
+@pytest.fixture
+def location(new_ledger: Callable[[], str]) -> str:
+    """Where a fresh ledger lives: a SQLite file, or a new database on the session's PostgreSQL server."""
+    return new_ledger()
 
 
 def test_a_reservation_counts_until_it_is_settled_and_a_cap_refuses_what_would_pass_it(location: str) -> None:
@@ -207,3 +188,21 @@ def test_kept_records_are_listed_newest_first_and_filtered(location: str) -> Non
         assert ledger.recent_records(1, status="failed") == ['{"i": 2}']
     finally:
         ledger.close()
+
+
+def test_baton_db_migrate_says_from_which_version_and_keeps_a_password_out_of_sight(tmp_path: Path) -> None:
+    old = tmp_path / "old.sqlite"
+    _old_ledger(str(old))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    migrate = [sys.executable, "-m", "engine.cli.main", "db", "migrate", "--db", str(old)]
+    first = subprocess.run(migrate, capture_output=True, text=True, env=env, timeout=60)
+    assert first.returncode == 0 and f"schema version 1 -> {SCHEMA_VERSION}" in first.stdout, first.stderr
+    again = subprocess.run(migrate, capture_output=True, text=True, env=env, timeout=60)
+    assert f"already at version {SCHEMA_VERSION}" in again.stdout
+    status = subprocess.run([sys.executable, "-m", "engine.cli.main", "db", "status", "--db", str(old)], capture_output=True, text=True,
+                            env=env, timeout=60)
+    assert "sqlite, schema version" in status.stdout and "1 runs owned by keys" in status.stdout
+    unreachable = subprocess.run([sys.executable, "-m", "engine.cli.main", "db", "status", "--db",
+                                  "postgresql://baton:hunter2secret@127.0.0.1:1/baton"], capture_output=True, text=True, env=env, timeout=60)
+    assert unreachable.returncode != 0 and "Traceback" not in unreachable.stderr and "cannot connect" in unreachable.stderr
+    assert "hunter2secret" not in unreachable.stderr + unreachable.stdout and "baton:***@" in unreachable.stderr

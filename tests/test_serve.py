@@ -254,7 +254,7 @@ def test_concurrent_requests_on_one_key_never_spend_past_its_cap(keyed: tuple[Ba
 def test_without_keys_only_loopback_is_allowed(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "engine.cli.main", "serve", "--host", "0.0.0.0", "--port", "0", "--home", str(tmp_path)],
                           capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 2 and "without --keys" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and "without keys" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_a_broken_flow_stops_the_server_with_validate_diagnostics(tmp_path: Path) -> None:

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +21,8 @@ from engine.serve.keys import add_key, utc_day
 from engine.serve.ledger import SqliteLedger
 from engine.serve.ledgers import open_ledger
 from engine.testing.chat_server import ChatServer, Reply
-from engine.testing.postgres import PostgresServer, postgres_bin
+from engine.testing.postgres import PostgresServer
+from tests.conftest import new_database
 from tests.serve_harness import BatonServer, write_pool
 
 pytestmark = pytest.mark.slow
@@ -72,16 +73,6 @@ def answering(body: dict[str, object]) -> Reply:
     return Reply(text="answer: " + str(messages[-1]["content"])[-40:])
 
 
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[PostgresServer]:
-    if postgres_bin() is None:
-        if os.environ.get("CI"):
-            pytest.fail("PostgreSQL is not installed: .ci/run installs it")
-        pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
-    with PostgresServer() as server:
-        yield server
-
-
 def test_two_workers_on_one_port_share_the_ledger_and_keep_the_cap(tmp_path: Path) -> None:
     cap = 0.05
     with ChatServer(latency=0.02, responder=answering) as upstream:
@@ -105,17 +96,9 @@ def test_two_workers_on_one_port_share_the_ledger_and_keep_the_cap(tmp_path: Pat
             assert load_run(run_id, tmp_path / "home").status == "ok"  # both wrote into the one run home
 
 
-def _database(server: PostgresServer, name: str) -> str:
-    import psycopg
-
-    with psycopg.connect(server.url, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    return server.url.rsplit("/", 1)[0] + f"/{name}"
-
-
 def test_two_replicas_on_postgresql_keep_the_cap_and_show_each_others_runs(tmp_path: Path, postgres: PostgresServer) -> None:
     cap = 0.05
-    db = _database(postgres, "replicas")
+    db = new_database(postgres)
     with ChatServer(latency=0.02, responder=answering) as upstream:
         token = add_key(tmp_path / "keys.toml", "small", total_usd=cap)
         pool = write_pool(upstream.url, tmp_path / "pool.toml", prices=PRICES)
@@ -131,6 +114,23 @@ def test_two_replicas_on_postgresql_keep_the_cap_and_show_each_others_runs(tmp_p
         finally:
             for r in replicas:
                 r.stop()
+    # from the command line of the first machine: its own runs and the second's, through the ledger
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    other = next(run_id for run_id, made_on in tally.ok.values() if made_on == replicas[1].url)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    shown = subprocess.run([sys.executable, "-m", "engine.cli.main", "show", other, "--home", str(tmp_path / "home0"), "--db", db],
+                           capture_output=True, text=True, env=env, timeout=60)
+    assert shown.returncode == 0 and other in shown.stdout and "alias:coder" in shown.stdout, shown.stderr
+    alone = subprocess.run([sys.executable, "-m", "engine.cli.main", "show", other, "--home", str(tmp_path / "home0")],
+                           capture_output=True, text=True, env={**env, "BATON_DB_URL": ""}, timeout=60)
+    assert alone.returncode != 0  # without the ledger, the first machine has no such run
+    listed = subprocess.run([sys.executable, "-m", "engine.cli.main", "runs", "--home", str(tmp_path / "home0"), "--db", db, "--limit",
+                             "5000"], capture_output=True, text=True, env=env, timeout=60)
+    assert other in listed.stdout
 
 
 async def _each_shows_every_run(replicas: list[BatonServer], token: str, tally: Tally) -> None:
@@ -152,7 +152,7 @@ async def _each_shows_every_run(replicas: list[BatonServer], token: str, tally: 
 
 def test_a_replica_killed_mid_load_leaves_the_other_serving_and_its_reservations_reclaimed(tmp_path: Path,
                                                                                            postgres: PostgresServer) -> None:
-    db = _database(postgres, "killed")
+    db = new_database(postgres)
     with ChatServer(latency=0.3, responder=answering) as upstream:  # slow replies: calls are in flight at the kill
         token = add_key(tmp_path / "keys.toml", "small", total_usd=100.0)  # a cap, so every call reserves in the ledger
         pool = write_pool(upstream.url, tmp_path / "pool.toml", prices=PRICES)
@@ -187,3 +187,47 @@ def test_a_replica_killed_mid_load_leaves_the_other_serving_and_its_reservations
                 assert load_run(run_id, tmp_path / "h0").status == "ok"
         finally:
             survivor.stop()
+
+
+def test_keys_stored_in_the_shared_ledger_are_honoured_by_every_replica(tmp_path: Path, postgres: PostgresServer) -> None:
+    """`--db URL --new-key NAME` stores only the key's hash in the database; replicas require keys from then on, and a key
+    added while they run is honoured by all of them within seconds, without a restart."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    db = new_database(postgres)
+
+    def new_key(name: str) -> str:
+        made = subprocess.run([sys.executable, "-m", "engine.cli.main", "serve", "--db", db, "--new-key", name, "--daily-usd", "1"],
+                              capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        assert made.returncode == 0 and "shared ledger" in made.stderr, made.stderr
+        return made.stdout.strip()
+
+    first = new_key("alice")
+    import psycopg
+
+    with psycopg.connect(db) as conn:
+        assert first not in json.dumps(conn.execute("SELECT * FROM keys").fetchall())  # only its hash is stored
+    with ChatServer(responder=answering) as upstream:
+        pool = write_pool(upstream.url, tmp_path / "pool.toml", prices=PRICES)
+        replicas = [BatonServer("--pool", str(pool), "--db", db, home=tmp_path / f"home{i}").start() for i in range(2)]
+        try:
+            async def ask(url: str, token: str | None) -> int:
+                headers = {"Authorization": f"Bearer {token}"} if token else {}
+                body = {"model": "coder", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}
+                async with aiohttp.ClientSession() as http, http.post(f"{url}/chat/completions", json=body, headers=headers) as resp:
+                    return resp.status
+
+            for replica in replicas:
+                assert asyncio.run(ask(replica.url, None)) == 401 and asyncio.run(ask(replica.url, first)) == 200
+            second = new_key("bob")  # while they run
+            assert "already holds" in subprocess.run(
+                [sys.executable, "-m", "engine.cli.main", "serve", "--db", db, "--new-key", "bob"], capture_output=True, text=True,
+                timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)}).stderr
+            time.sleep(6.0)  # KEYS_REFRESH_S, and a second
+            assert [asyncio.run(ask(r.url, second)) for r in replicas] == [200, 200]
+        finally:
+            for r in replicas:
+                r.stop()

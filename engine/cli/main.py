@@ -41,6 +41,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("evaluate", "run flows over a dataset: accuracy, cost and latency"),
     "compare": ("compare", "evaluate flows on the same items, with paired tests"),
     "serve": ("serve", "serve flows and aliases behind an OpenAI-compatible endpoint"),
+    "db": ("db", "the ledger serve's processes and replicas share: migrate it, see its state"),
 }
 
 

@@ -11,7 +11,8 @@ from engine.cli.common import add_pool_argument, fail, parse_budget, pool_for
 from engine.cli.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from engine.cli.tracing import add_otel_arguments, close_observers, observers_for
 from engine.serve.catalog import CatalogError
-from engine.serve.keys import add_key
+from engine.serve.keys import add_key, add_stored_key
+from engine.serve.ledgers import open_ledger
 from engine.serve.server import serve
 
 
@@ -37,7 +38,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-host", metavar="NAME", action="append", default=[],
                    help="answer requests whose Host is NAME (a DNS name the server is reached by); repeatable "
                         "(by default only the address it listens on: this stops DNS rebinding)")
-    p.add_argument("--new-key", metavar="NAME", help="add a key named NAME to --keys FILE, print it once, and exit")
+    p.add_argument("--new-key", metavar="NAME", help="add a key named NAME to --keys FILE (or, without it, to the --db ledger), "
+                                                     "print it once, and exit")
     p.add_argument("--daily-usd", metavar="USD", help="with --new-key: the key's spend cap per UTC day")
     p.add_argument("--total-usd", metavar="USD", help="with --new-key: the key's spend cap in total")
     add_otel_arguments(p)
@@ -45,12 +47,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.new_key:
-        if not args.keys:
-            return fail("--new-key needs --keys FILE (the file the key's hash is added to)", EXIT_USAGE)
+        if not args.keys and not args.ledger:
+            return fail("--new-key needs --keys FILE, or --db URL to store the key in the shared ledger", EXIT_USAGE)
         daily, total = parse_budget(args.daily_usd, "--daily-usd"), parse_budget(args.total_usd, "--total-usd")
-        token = add_key(args.keys, args.new_key, daily, total)
+        if args.keys:
+            token, where = add_key(args.keys, args.new_key, daily, total), args.keys
+        else:
+            ledger = open_ledger(args.ledger)
+            try:
+                token, where = add_stored_key(ledger, args.new_key, daily, total), "the shared ledger (every replica reads it)"
+            finally:
+                ledger.close()
         print(token)
-        print(f"baton serve: key `{args.new_key}` added to {args.keys} (only its hash is stored; this is the only time it is shown)",
+        print(f"baton serve: key `{args.new_key}` added to {where} (only its hash is stored; this is the only time it is shown)",
               file=sys.stderr)
         return EXIT_OK
     if args.flows and not Path(args.flows).is_dir():

@@ -6,8 +6,8 @@ import argparse
 
 from engine.cli.common import fail, for_stream
 from engine.cli.exits import EXIT_FAILED, EXIT_USAGE
+from engine.cli.ledger_runs import add_db_argument, find_summary
 from engine.records.render import render_run, run_json
-from engine.run.reader import load_run
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -15,10 +15,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", metavar="STEP", help="print only STEP's output, in full")
     p.add_argument("--json", action="store_true")
     p.add_argument("--home", metavar="DIR")
+    add_db_argument(p)
 
 
 def run(args: argparse.Namespace) -> int:
-    summary = load_run(args.run_id, args.home)  # an unknown run or home: cli.main says so
+    summary = find_summary(args.run_id, args.home, args.db)  # an unknown run or home: cli.main says so
     if args.output:
         step = summary.steps.get(args.output)
         if step is None:

@@ -8,10 +8,9 @@ from pathlib import Path
 
 from engine.cli.common import at_least, fail
 from engine.cli.exits import EXIT_FAILED
-from engine.records.explain import load_recorded_run
+from engine.cli.ledger_runs import add_db_argument, find_recorded, recent
 from engine.records.run_page import render_run_page
 from engine.records.runs_page import filter_runs, render_runs_page
-from engine.run.reader import list_runs
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -23,15 +22,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the run list: only runs that ended so")
     p.add_argument("--limit", type=at_least(1), default=200, help="the run list: at most this many runs (default 200)")
     p.add_argument("--home", metavar="DIR")
+    add_db_argument(p)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.run_id:
-        recorded = load_recorded_run(args.run_id, args.home)
+        recorded = find_recorded(args.run_id, args.home, args.db)
         page = render_run_page(recorded)
         target = Path(args.output or f"{recorded.summary.run_id}.html")
     else:
-        runs = filter_runs(list_runs(args.home, args.limit), args.flow, args.status)
+        runs = filter_runs(recent(args.home, args.db, args.limit), args.flow, args.status)
         # the list links to each run's page, written beside it (as `baton view RUN` would write it)
         page = render_runs_page(runs, lambda run_id: f"{run_id}.html", flow=args.flow, status=args.status)
         target = Path(args.output or "runs.html")
@@ -39,8 +39,8 @@ def run(args: argparse.Namespace) -> int:
         target.write_text(page, encoding="utf-8")
         if not args.run_id:
             for listed in runs:
-                (target.parent / f"{listed.run_id}.html").write_text(render_run_page(load_recorded_run(listed.run_id, args.home)),
-                                                                     encoding="utf-8")
+                (target.parent / f"{listed.run_id}.html").write_text(
+                    render_run_page(find_recorded(listed.run_id, args.home, args.db)), encoding="utf-8")
     except OSError as err:
         return fail(f"cannot write {target}: {err.strerror or err}", EXIT_FAILED)
     print(target if args.run_id else f"{target} (and the page of each of its {len(runs)} runs beside it)")

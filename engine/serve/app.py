@@ -33,13 +33,13 @@ from engine.serve import guard, mapping, pages, tools
 from engine.serve.catalog import Catalog
 from engine.serve.chat_api import ChatWire
 from engine.serve.guard import BrowserPolicy
-from engine.serve.keys import Accounts, KeySpec, bearer_token, find_key
+from engine.serve.keys import Accounts, KeySpec, bearer_token, find_key, stored_keys
 from engine.serve.ledger import Ledger
 from engine.serve.ledgers import open_ledger
 from engine.serve.messages_api import MessagesWire
 from engine.serve.passthrough import CallRecord
 from engine.serve.responses_api import ResponsesWire
-from engine.serve.shared_records import SharedRecords
+from engine.serve.shared_records import SharedRecords, shared_record
 from engine.serve.stream import SSEAnswer
 from engine.serve.wire import MESSAGES_PATH, Wire, error_response
 from engine.session import Session
@@ -160,7 +160,7 @@ async def run_summary(request: web.Request) -> web.Response:
     try:
         summary = load_run(run_id, state.session.home.root)
     except (LookupError, RunError, PoolError, OSError):
-        shared = pages.shared_record(state.ledger, run_id)  # finished on another replica
+        shared = shared_record(state.ledger, run_id)  # finished on another replica
         if shared is None:
             raise not_found from None
         summary = shared.summary
@@ -330,6 +330,8 @@ def build_app(state: ServerState, reload_every: float | None = None, policy: Bro
     app.router.add_get("/runs/{run_id}", run_page)
     if reload_every:
         app.cleanup_ctx.append(_reloader(reload_every))
+    if state.keys is not None and state.ledger is not None:
+        app.cleanup_ctx.append(_stored_keys_refresher(state.keys, KEYS_REFRESH_S))
 
     async def close(_app: web.Application) -> None:
         await state.session.aclose()
@@ -338,6 +340,35 @@ def build_app(state: ServerState, reload_every: float | None = None, policy: Bro
 
     app.on_cleanup.append(close)
     return app
+
+
+#: How soon a key stored in the shared ledger (`baton serve --db URL --new-key NAME`) is honoured by running replicas.
+KEYS_REFRESH_S = 5.0
+
+
+def _stored_keys_refresher(file_keys: dict[str, KeySpec], every: float) -> Any:
+    """Keep the keys the ledger stores up to date beside the keys file's: a key added from any machine is honoured by
+    every replica within `every` seconds, without a restart."""
+    async def ctx(app: web.Application) -> Any:
+        state = app[STATE]
+        ledger = state.ledger
+        assert ledger is not None
+
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(every)
+                try:
+                    stored = await asyncio.to_thread(stored_keys, ledger)
+                except Exception as err:  # noqa: BLE001 - the database away for a moment: keep the keys known so far
+                    log.warning("the ledger's keys could not be read (%s); the known keys stay in force", type(err).__name__)
+                    continue
+                state.keys = {**file_keys, **stored}
+
+        task = asyncio.create_task(loop())
+        yield
+        task.cancel()
+
+    return ctx
 
 
 def _reloader(every: float) -> Any:

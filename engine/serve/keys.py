@@ -73,14 +73,36 @@ def load_keys(path: str | Path) -> dict[str, KeySpec]:
     return keys
 
 
-def add_key(path: str | Path, name: str, daily_usd: float | None = None, total_usd: float | None = None) -> str:
-    """Append a new key to the keys file (created if need be) and return it: the only time it is shown."""
+def _check_name(name: str) -> None:
     if not name.replace("-", "").replace("_", "").isalnum():
         raise KeysError(f"key name {name!r}: use letters, digits, - and _")
+
+
+def new_token() -> str:
+    return KEY_PREFIX + token_source.token_urlsafe(32)
+
+
+def add_stored_key(ledger: Ledger, name: str, daily_usd: float | None = None, total_usd: float | None = None) -> str:
+    """Store a new key's hash in the shared ledger (every replica reads it) and return the key: the only time it is shown."""
+    _check_name(name)
+    token = new_token()
+    if not ledger.add_key(name, hash_key(token), daily_usd, total_usd):
+        raise KeysError(f"the ledger already holds a key named `{name}`")
+    return token
+
+
+def stored_keys(ledger: Ledger) -> dict[str, KeySpec]:
+    """The keys stored in the shared ledger, by hash."""
+    return {sha: KeySpec(name, sha, daily, total) for name, sha, daily, total in ledger.stored_keys()}
+
+
+def add_key(path: str | Path, name: str, daily_usd: float | None = None, total_usd: float | None = None) -> str:
+    """Append a new key to the keys file (created if need be) and return it: the only time it is shown."""
+    _check_name(name)
     target = Path(path)
     if target.exists() and any(k.name == name for k in load_keys(target).values()):
         raise KeysError(f"{path}: there is already a key named `{name}`")
-    token = KEY_PREFIX + token_source.token_urlsafe(32)
+    token = new_token()
     lines = [f"\n[keys.{name}]", f'sha256 = "{hash_key(token)}"']
     lines += [f"daily_usd = {daily_usd!r}"] if daily_usd is not None else []
     lines += [f"total_usd = {total_usd!r}"] if total_usd is not None else []

@@ -41,6 +41,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 from engine.errors import BatonError
 from engine.numbers import finite
@@ -63,7 +64,9 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     3: ("CREATE TABLE IF NOT EXISTS records (run_id TEXT PRIMARY KEY, flow TEXT NOT NULL, status TEXT NOT NULL, cost REAL NOT NULL, "
         "tokens INTEGER NOT NULL, started REAL NOT NULL, finished REAL NOT NULL, host TEXT NOT NULL, summary TEXT NOT NULL, "
         "setup TEXT NOT NULL)",
-        "CREATE INDEX IF NOT EXISTS records_by_finished ON records (finished)"),
+        "CREATE INDEX IF NOT EXISTS records_by_finished ON records (finished)",
+        "CREATE TABLE IF NOT EXISTS keys (name TEXT PRIMARY KEY, sha256 TEXT NOT NULL UNIQUE, daily_usd REAL, total_usd REAL, "
+        "created REAL NOT NULL)"),
 }
 
 
@@ -84,6 +87,15 @@ class Refusal:
 class Cursor(Protocol):
     def fetchone(self) -> Any: ...
     def fetchall(self) -> list[Any]: ...
+
+
+def redact(url: str) -> str:
+    """The URL without its password: what may appear in a message or a log."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _seconds_from_env(name: str, default: float) -> float:
@@ -243,6 +255,22 @@ class Ledger:
     def owner(self, run_id: str) -> str | None:
         row = self.execute("SELECT key FROM runs WHERE run_id = ?", (run_id,)).fetchone()
         return str(row[0]) if row else None
+
+    # -- keys ----------------------------------------------------------------------------------------
+
+    def add_key(self, name: str, sha256: str, daily_usd: float | None, total_usd: float | None) -> bool:
+        """Store a key's hash and caps for every process that reads this ledger; False if the name is taken."""
+        with self.transaction(" keys"):
+            if self.execute("SELECT 1 FROM keys WHERE name = ?", (name,)).fetchone():
+                return False
+            self.execute("INSERT INTO keys (name, sha256, daily_usd, total_usd, created) VALUES (?, ?, ?, ?, ?)",
+                         (name, sha256, daily_usd, total_usd, time.time()))
+        return True
+
+    def stored_keys(self) -> list[tuple[str, str, float | None, float | None]]:
+        """Every stored key: (name, SHA-256 hex, daily cap, total cap)."""
+        rows = self.execute("SELECT name, sha256, daily_usd, total_usd FROM keys ORDER BY name").fetchall()
+        return [(str(r[0]), str(r[1]), None if r[2] is None else float(r[2]), None if r[3] is None else float(r[3])) for r in rows]
 
     #: Whether finished runs' records are kept here, for replicas that do not share a run home.
     shares_records = False

@@ -8,16 +8,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.serve.ledger import Ledger, SqliteLedger
+from engine.serve.ledger import Ledger, LedgerError, SqliteLedger
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
-def open_ledger(url_or_path: str | Path, fsync: bool = False) -> Ledger:
-    """The ledger at a `postgresql://` URL (needs `baton[postgres]`) or in a SQLite file, migrated to the current schema."""
+def open_ledger(url_or_path: str | Path, fsync: bool = False, migrate: bool = True) -> Ledger:
+    """The ledger at a `postgresql://` URL (needs `baton[postgres]`) or in a SQLite file, migrated to the current schema
+    unless `migrate` is False."""
     text = str(url_or_path)
     if text.startswith(POSTGRES_SCHEMES):
-        from engine.serve.ledger_pg import PostgresLedger  # only with the extra installed, only when asked for
-
-        return PostgresLedger(text)
-    return SqliteLedger(url_or_path, fsync=fsync)
+        try:
+            from engine.serve.ledger_pg import PostgresLedger  # only with the extra installed, only when asked for
+        except ImportError:
+            raise LedgerError("a postgresql:// ledger needs the postgres extra: pip install 'baton[postgres]'") from None
+        return PostgresLedger(text, migrate=migrate)
+    return SqliteLedger(url_or_path, fsync=fsync, migrate=migrate)

@@ -8,15 +8,13 @@ password): a 401 from these paths asks for it, so the pages open from an address
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
 from aiohttp import web
 
 from engine.errors import UnknownRun
-from engine.pool import Pool
-from engine.records.explain import RecordedRun, read_recorded_run, recorded_run_from
+from engine.records.explain import read_recorded_run
 from engine.records.run_page import esc, render_run_page
 from engine.records.runs_page import STATUSES, filter_runs, render_runs_page
 from engine.run.home import RunHome
@@ -24,6 +22,7 @@ from engine.run.reader import read_run
 from engine.run.trace import RunSummary
 from engine.serve.keys import KeySpec
 from engine.serve.ledger import Ledger
+from engine.serve.shared_records import shared_record
 
 PAGE_LIMIT = 200
 LOGIN = {"WWW-Authenticate": 'Basic realm="baton runs", charset="UTF-8"'}
@@ -71,15 +70,6 @@ def _visible_runs(home: RunHome, ledger: Ledger | None, key: KeySpec | None, flo
     shared = [RunSummary.model_validate_json(text) for text in ledger.recent_records(PAGE_LIMIT, flow, status)]
     others = [s for s in shared if s.run_id not in seen and (owned is None or s.run_id in owned)]
     return sorted(local + others, key=lambda s: -s.started)
-
-
-def shared_record(ledger: Ledger | None, run_id: str) -> RecordedRun | None:
-    """A run another replica finished, from the shared ledger; None when it holds none."""
-    kept = ledger.record(run_id) if ledger is not None and ledger.shares_records else None
-    if kept is None:
-        return None
-    setup = json.loads(kept[1])
-    return recorded_run_from(RunSummary.model_validate_json(kept[0]), setup["flow"], setup["inputs"], Pool.model_validate(setup["pool"]))
 
 
 def run_page(home: RunHome, ledger: Ledger | None, key: KeySpec | None, run_id: str) -> web.Response:

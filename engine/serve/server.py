@@ -22,7 +22,7 @@ from engine.run.observer import RunObserver
 from engine.serve.app import build_app, open_state
 from engine.serve.catalog import Catalog
 from engine.serve.guard import BrowserPolicy
-from engine.serve.keys import load_keys
+from engine.serve.keys import load_keys, stored_keys
 from engine.serve.ledger import LedgerError
 from engine.serve.ledgers import open_ledger
 from engine.serve.workers import reserve_port, supervise, worker_socket
@@ -61,9 +61,6 @@ def serve(pool: Pool, flows: str | Path | None = None, *, host: str = "127.0.0.1
     if workers > 1 and observers:
         raise ServeError("--workers with tracing is not supported yet: each worker would need its own exporter; "
                          "run one process per port, or trace without --workers")
-    if keys_file is None and not is_loopback(host):
-        raise ServeError(f"refusing to listen on {host} without --keys: anyone who can reach it would spend the pool's provider "
-                         "keys; pass --keys FILE (create one with --new-key NAME), or listen on 127.0.0.1")
     try:
         policy = BrowserPolicy.build(host, allow_hosts, allow_origins)
     except ValueError as err:
@@ -72,9 +69,17 @@ def serve(pool: Pool, flows: str | Path | None = None, *, host: str = "127.0.0.1
     catalog = Catalog.load(flows, pool)
     ledger = ledger or RunHome(home).root / "serve-ledger.sqlite"
     try:  # opened and migrated once, before any worker: an unreachable database is said here, not in N tracebacks
-        open_ledger(ledger, fsync=fsync).close()
+        opened = open_ledger(ledger, fsync=fsync)
+        stored = stored_keys(opened)  # keys kept in the shared ledger (`--db URL --new-key NAME`) count as the file's do
+        opened.close()
     except (LedgerError, sqlite3.Error, OSError) as err:
         raise ServeError(f"the ledger cannot be opened: {err}") from None
+    if stored:
+        keys = {**(keys or {}), **stored}
+    if keys is None and not is_loopback(host):
+        raise ServeError(f"refusing to listen on {host} without keys: anyone who can reach it would spend the pool's provider "
+                         "keys; pass --keys FILE (create one with --new-key NAME), store keys in the ledger (--db URL --new-key "
+                         "NAME), or listen on 127.0.0.1")
     logging.basicConfig(level=logging.INFO, format="baton serve: %(message)s")
     try:
         sock = socket.create_server((host, port), reuse_port=False, backlog=2048) if workers == 1 else reserve_port(host, port)

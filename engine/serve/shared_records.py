@@ -13,6 +13,7 @@ from typing import Any
 
 from engine.model import Flow
 from engine.pool import Pool
+from engine.records.explain import RecordedRun, recorded_run_from
 from engine.run.trace import RunSummary, StepResult
 from engine.serve.ledger import Ledger
 from engine.wiring import pool_snapshot
@@ -48,3 +49,17 @@ def _setup(source: str, inputs: Mapping[str, str], pool: dict[str, Any]) -> str:
     """What a run started with, as the run page rebuilds it: the flow, the inputs, and the pool as runs record it (key
     variable names, never values)."""
     return json.dumps({"flow": source, "inputs": dict(inputs), "pool": pool}, ensure_ascii=False)
+
+
+def shared_record(ledger: Ledger | None, run_id: str) -> RecordedRun | None:
+    """A run another replica finished, from the shared ledger; None when it holds none."""
+    kept = ledger.record(run_id) if ledger is not None and ledger.shares_records else None
+    if kept is None:
+        return None
+    setup = json.loads(kept[1])
+    return recorded_run_from(RunSummary.model_validate_json(kept[0]), setup["flow"], setup["inputs"], Pool.model_validate(setup["pool"]))
+
+
+def shared_summaries(ledger: Ledger, limit: int) -> list[RunSummary]:
+    """The newest runs the ledger keeps, newest first (what `baton runs --db` lists)."""
+    return [RunSummary.model_validate_json(text) for text in ledger.recent_records(limit)]
