@@ -27,7 +27,7 @@ from engine.model import Budget, Flow, Params
 from engine.pool import Pool, discover_pool
 from engine.providers.embeddings import pool_embedder
 from engine.run.budget import BudgetGuard, usd_cap
-from engine.run.cache import ResponseCache
+from engine.run.cache import CacheStore, ResponseCache
 from engine.run.calls import Caller, Limits, Observed, RetryPolicy
 from engine.run.events import Progress, RunEvents
 from engine.run.executor import Executor, summarise
@@ -55,7 +55,7 @@ class Session:
         self.sleep = sleep
         self.providers = ProviderSet(self.pool, providers)
         self.limits = Limits(self.pool)
-        self.cache = ResponseCache(self.home.cache) if cache else None
+        self.cache: CacheStore | None = ResponseCache(self.home.cache) if cache else None
         #: What replies showed beyond the pool's figures, per alias: reservations of later runs account for it too.
         self.observed: dict[str, Observed] = {}
         self._observed_by_owner: dict[str, dict[str, Observed]] = {}

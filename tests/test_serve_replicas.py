@@ -231,3 +231,28 @@ def test_keys_stored_in_the_shared_ledger_are_honoured_by_every_replica(tmp_path
         finally:
             for r in replicas:
                 r.stop()
+
+
+def test_with_cache_replicas_share_one_response_cache_and_keys_never_share_hits(tmp_path: Path, postgres: PostgresServer) -> None:
+    db = new_database(postgres)
+    with ChatServer(responder=answering) as upstream:
+        tokens = {name: add_key(tmp_path / "keys.toml", name, daily_usd=1.0) for name in ("alice", "bob")}
+        pool = write_pool(upstream.url, tmp_path / "pool.toml", prices=PRICES)
+        replicas = [BatonServer("--pool", str(pool), "--keys", str(tmp_path / "keys.toml"), "--db", db, "--cache",
+                                home=tmp_path / f"home{i}").start() for i in range(2)]
+        try:
+            async def ask(url: str, token: str) -> str:
+                body = {"model": "coder", "max_tokens": 8, "temperature": 0, "messages": [{"role": "user", "content": "same question"}]}
+                headers = {"Authorization": f"Bearer {token}"}
+                async with aiohttp.ClientSession() as http, http.post(f"{url}/chat/completions", json=body, headers=headers) as resp:
+                    assert resp.status == 200
+                    return str((await resp.json())["choices"][0]["message"]["content"])
+
+            first = asyncio.run(ask(replicas[0].url, tokens["alice"]))
+            assert upstream.count("coder") == 1
+            assert asyncio.run(ask(replicas[1].url, tokens["alice"])) == first and upstream.count("coder") == 1  # a hit, elsewhere
+            asyncio.run(ask(replicas[1].url, tokens["bob"]))
+            assert upstream.count("coder") == 2  # another key asked it again: its own call, never alice's reply
+        finally:
+            for r in replicas:
+                r.stop()

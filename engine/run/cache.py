@@ -15,8 +15,30 @@ import shutil
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
+from typing import Protocol
 
 from engine.run.protocol import ChatRequest, ChatResponse
+
+
+class CacheStore(Protocol):
+    """Where cached replies are kept: files in the run home (`ResponseCache`), or a table replicas share
+    (`engine.serve.shared_cache`). Keys come from `ResponseCache.key`, which holds the tenant's partition."""
+
+    def get(self, key: str) -> ChatResponse | None: ...
+
+    def put(self, key: str, response: ChatResponse) -> None: ...
+
+
+def encode_response(response: ChatResponse) -> str:
+    return json.dumps(asdict(response), ensure_ascii=False)
+
+
+def decode_response(text: str) -> ChatResponse | None:
+    """A stored reply, or None for one that no longer reads (written by another version, cut short)."""
+    try:
+        return ChatResponse(**json.loads(text))
+    except (ValueError, TypeError):
+        return None
 
 
 class ResponseCache:
@@ -45,9 +67,8 @@ class ResponseCache:
 
     def get(self, key: str) -> ChatResponse | None:
         try:
-            data = json.loads(self._path(key).read_text(encoding="utf-8"))
-            return ChatResponse(**data)
-        except (OSError, ValueError, TypeError):
+            return decode_response(self._path(key).read_text(encoding="utf-8"))
+        except OSError:
             return None
 
     def put(self, key: str, response: ChatResponse) -> None:
@@ -55,7 +76,7 @@ class ResponseCache:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(asdict(response), fh, ensure_ascii=False)
+            fh.write(encode_response(response))
         os.replace(tmp, path)
 
     def clear(self) -> int:

@@ -28,7 +28,7 @@ from engine.model import Check, Params
 from engine.pool import ModelSpec, Pool
 from engine.router.model import Embedder
 from engine.run.budget import BudgetGuard, Reservation, prompt_token_bound
-from engine.run.cache import ResponseCache
+from engine.run.cache import CacheStore, ResponseCache
 from engine.run.protocol import ChatRequest, ChatResponse, Provider, ProviderFault, StreamingProvider, ToolOffer
 from engine.run.secrets import Secrets
 from engine.run.streaming import StreamMismatch, TextStream
@@ -129,7 +129,7 @@ class Caller:
     providers: Callable[[str], Provider]
     budget: BudgetGuard
     limits: Limits
-    cache: ResponseCache | None = None
+    cache: CacheStore | None = None
     cache_all: bool = False
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     rng: random.Random = field(default_factory=lambda: random.Random(0))

@@ -39,6 +39,7 @@ from engine.serve.ledgers import open_ledger
 from engine.serve.messages_api import MessagesWire
 from engine.serve.passthrough import CallRecord
 from engine.serve.responses_api import ResponsesWire
+from engine.serve.shared_cache import LedgerCache
 from engine.serve.shared_records import SharedRecords, shared_record
 from engine.serve.stream import SSEAnswer
 from engine.serve.wire import MESSAGES_PATH, Wire, error_response
@@ -394,4 +395,6 @@ def open_state(session: Session, catalog: Catalog, keys: dict[str, KeySpec] | No
     shared = SharedRecords(ledger) if ledger.shares_records else None  # replicas elsewhere: runs kept where all of them read
     if shared is not None:
         session.observers.append(shared)
+        if session.cache is not None:  # `--cache`: one cache for every replica, in the same database
+            session.cache = LedgerCache(ledger)
     return ServerState(session=session, catalog=catalog, keys=keys, ledger=ledger, accounts=Accounts(ledger), shared=shared)

@@ -66,7 +66,8 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "setup TEXT NOT NULL)",
         "CREATE INDEX IF NOT EXISTS records_by_finished ON records (finished)",
         "CREATE TABLE IF NOT EXISTS keys (name TEXT PRIMARY KEY, sha256 TEXT NOT NULL UNIQUE, daily_usd REAL, total_usd REAL, "
-        "created REAL NOT NULL)"),
+        "created REAL NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, response TEXT NOT NULL, created REAL NOT NULL)"),
 }
 
 
@@ -271,6 +272,16 @@ class Ledger:
         """Every stored key: (name, SHA-256 hex, daily cap, total cap)."""
         rows = self.execute("SELECT name, sha256, daily_usd, total_usd FROM keys ORDER BY name").fetchall()
         return [(str(r[0]), str(r[1]), None if r[2] is None else float(r[2]), None if r[3] is None else float(r[3])) for r in rows]
+
+    # -- the response cache of replicas ------------------------------------------------------------
+
+    def cached(self, key: str) -> str | None:
+        row = self.execute("SELECT response FROM responses WHERE key = ?", (key,)).fetchone()
+        return str(row[0]) if row else None
+
+    def cache(self, key: str, response: str) -> None:
+        self.execute("INSERT INTO responses (key, response, created) VALUES (?, ?, ?) ON CONFLICT (key) DO NOTHING",
+                     (key, response, time.time()))
 
     #: Whether finished runs' records are kept here, for replicas that do not share a run home.
     shares_records = False
