@@ -55,6 +55,8 @@ CODES: dict[str, tuple[Severity, str]] = {
     "E314": ("error", "a step in a loop may not call the client's tools"),
     "E315": ("error", "scorer file cannot be used"),
     "E316": ("error", "scorer was trained for another panel"),
+    "E317": ("error", "`returns` is not a declaration of fields"),
+    "E318": ("error", "a template names a field a step does not return"),
     "E501": ("error", "no Conductor plan found in the completion"),
     "E502": ("error", "Conductor lists of different lengths"),
     "E503": ("error", "Conductor model id not in the --map"),

@@ -94,6 +94,10 @@ class CallSpec(Frozen):
     loop: str | None = None
     guard: Guard | None = None
     span: SpanTuple = (0, 0, 0, 0, 0, 0)
+    #: `returns:` — the JSON Schema the reply must match (also the node's `params.response_format`), and each top-level
+    #: field's type in words: what `{step.field}` in a template may name.
+    returns: dict[str, Any] | None = None
+    fields: dict[str, str] = Field(default_factory=dict)
 
 
 class Step(CallSpec):

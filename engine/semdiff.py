@@ -21,7 +21,7 @@ from engine.model import Flow
 
 #: Node fields compared, in the order changes are reported; `sees` first (visibility).
 FIELDS = ("sees", "kind", "models", "panel", "judge", "escalate", "fallbacks", "task", "judge_task", "system", "expect", "choices",
-          "accept", "quorum", "vote", "agree", "by", "arms", "members", "max_rounds", "verifier", "result", "exhausted", "loop",
+          "fields", "returns", "accept", "quorum", "vote", "agree", "tie", "scorer", "threshold", "by", "arms", "members", "max_rounds", "verifier", "result", "exhausted", "loop",
           "guard", "temperature", "max_tokens", "top_p", "reasoning", "seed", "retries", "timeout")
 TEXT_FIELDS = {"task", "judge_task", "system"}
 RENAME_SIMILARITY = 0.8
@@ -80,6 +80,10 @@ def _show(key: str, value: Any) -> str:
     if key in ("sees", "models", "panel", "fallbacks", "members", "choices"):
         joiner = " then " if key == "models" else ", "
         return joiner.join(str(v) for v in value)
+    if key == "fields":
+        return ", ".join(f"{name} {kind}" for name, kind in value.items()) if value else "text (no fields)"
+    if key == "returns":
+        return "a JSON Schema" if value else "-"
     if key == "expect":
         return ", ".join(f"{c['kind']} {c['pattern']!r}" if c.get("pattern") else c["kind"] for c in value)
     if key == "arms":
@@ -154,7 +158,11 @@ def diff_flows(old: Flow, new: Flow, worst_before: WorstCase | None = None, wors
         change = NodeChange(target, new.nodes[target].kind, renamed_from=name if target != name else None)
         for key in FIELDS:
             if before.get(key) != after.get(key):
-                if key in TEXT_FIELDS:
+                if key == "returns" and before.get("fields") != after.get("fields"):
+                    continue  # the fields' change says it
+                if key == "returns" and before.get(key) and after.get(key):
+                    change.changes.append((key, "a JSON Schema", "a changed JSON Schema (its nested fields or constraints)"))
+                elif key in TEXT_FIELDS:
                     change.changes.append((key, str(before.get(key) or ""), str(after.get(key) or "")))
                 else:
                     change.changes.append((key, _show(key, before.get(key)), _show(key, after.get(key))))

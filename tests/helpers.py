@@ -55,6 +55,9 @@ def smart_reply(body: dict[str, Any]) -> str:
     """A responder that answers the reference flows the way a competent model would."""
     content = body["messages"][-1]["content"]
     task = content.rsplit("Your assigned subtask:", 1)[-1]
+    schema = ((body.get("response_format") or {}).get("json_schema") or {}).get("schema")
+    if schema:  # a step that `returns:` fields: an object that fits its schema
+        return json.dumps({name: _fitting(sub) for name, sub in schema.get("properties", {}).items()})
     if "Reply with the label only" in task:
         return "code"
     if "Reply easy, hard or hardest" in task:
@@ -66,6 +69,12 @@ def smart_reply(body: dict[str, Any]) -> str:
     if "ANSWER:" in task:
         return "Four.\nANSWER: 4"
     return f"[{body['model']}] {task.strip()[:60]}"
+
+
+def _fitting(schema: dict[str, Any]) -> Any:
+    if "enum" in schema:
+        return schema["enum"][0]
+    return {"string": "databases", "number": 0.5, "integer": 3, "boolean": True, "array": [], "object": {}}.get(schema.get("type", ""))
 
 
 def npm_packages(request: pytest.FixtureRequest, name: str, packages: tuple[str, ...]) -> Path:

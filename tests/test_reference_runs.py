@@ -34,7 +34,7 @@ def test_reference_flow_on_loopback_server(path: Path, home: Path, snapshot) -> 
 @pytest.mark.parametrize("path", FLOWS, ids=lambda p: p.stem)
 def test_reference_flow_in_process(path: Path, home: Path, snapshot) -> None:  # type: ignore[no-untyped-def]
     def reply(request: ChatRequest) -> str:
-        return smart_reply({"model": request.alias, "messages": list(request.messages)})
+        return smart_reply({"model": request.alias, "messages": list(request.messages), "response_format": request.response_format})
 
     provider = ScriptedProvider(default=reply)
     summary = run(path, INPUTS, load_pool(WORKFLOWS / "models.toml"), home, providers={"*": provider})

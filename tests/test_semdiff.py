@@ -77,7 +77,7 @@ PLANNED = Path(__file__).parent / "planner_outputs"
 
 
 @pytest.mark.parametrize("pair", ["edited_conductor", "layout_only", "route_label_to_rules", "fuse_panel_to_self", "planner_rounds",
-                                  "two_planners_one_task"])
+                                  "two_planners_one_task", "returns_changed"])
 def test_semantic_diffs(pair: str, snapshot) -> None:  # type: ignore[no-untyped-def]
     old, new = {
         "edited_conductor": (CONDUCTOR, EDITED),
@@ -88,6 +88,9 @@ def test_semantic_diffs(pair: str, snapshot) -> None:  # type: ignore[no-untyped
         "planner_rounds": (PLANNER_V1, PLANNER_V2),
         # what the two embedded planners really wrote for the same task (`baton plan ... --planner smol|local`)
         "two_planners_one_task": ((PLANNED / "sky_smol.flow").read_text(), (PLANNED / "sky_local.flow").read_text()),
+        # a typed step's fields: a value added to an enumeration, a field added
+        "returns_changed": (ref("triage.flow"), ref("triage.flow").replace('"high" "low"', '"high" "medium" "low"')
+                            .replace("needs_human boolean", "needs_human boolean, confidence number")),
     }[pair]
     assert semantic(old, new) == snapshot
 

@@ -12,8 +12,8 @@ RESERVED_NAMES = {"all", "none", "feedback", "then", "not", "matches", "contains
 
 _CALL_KEYS = ("sees", "task", "system", "temperature", "max_tokens", "top_p", "reasoning", "seed", "retries", "timeout")
 SCHEMAS: dict[str, tuple[str, ...]] = {
-    "step": ("model", "fallback", "expect", "choices", "tools", *_CALL_KEYS),
-    "verify": ("model", "fallback", "accept", "choices", *_CALL_KEYS),
+    "step": ("model", "fallback", "expect", "choices", "returns", "tools", *_CALL_KEYS),
+    "verify": ("model", "fallback", "accept", "choices", "returns", *_CALL_KEYS),
     "fuse": ("panel", "judge", "judge_task", "quorum", "vote", "agree", "tie", "scorer", "threshold", "escalate", "fallback", *_CALL_KEYS),
     "loop": ("exhausted", "output"),
     "model": ("provider", "id", "input_price", "output_price", "context", "max_concurrency", "max_output_tokens", "description"),
@@ -24,7 +24,7 @@ VALUE_KINDS: dict[str, str] = {
     "model": "chain", "fallback": "chain", "sees": "names", "task": "text", "system": "text", "judge_task": "text",
     "temperature": "number", "top_p": "number", "max_tokens": "int", "seed": "int", "retries": "int", "quorum": "int",
     "timeout": "duration", "reasoning": "choice:low|medium|high", "expect": "checks", "choices": "strings", "accept": "regex", "panel": "panel",
-    "tools": "choice:client", "tie": "choice:first|escalate", "scorer": "file", "threshold": "number",
+    "tools": "choice:client", "tie": "choice:first|escalate", "scorer": "file", "threshold": "number", "returns": "fields",
     "judge": "alias", "vote": "choice:number|text", "agree": "int", "escalate": "alias", "exhausted": "choice:last|fail|escalate", "output": "name", "provider": "name", "id": "text",
     "input_price": "number", "output_price": "number", "context": "int", "max_concurrency": "int",
     "max_output_tokens": "int", "description": "text",
@@ -37,6 +37,7 @@ VALUE_WORDS: dict[str, str] = {
     "strings": "quoted strings, comma-separated (the only replies allowed)", "regex": "a /regex/",
     "panel": "aliases, comma-separated, each optionally `x N`", "alias": "an alias", "name": "a name",
     "file": 'a "quoted path" to a file in the flow\'s folder',
+    "fields": 'fields and their types, comma-separated (`topic text, priority one of "high" "low"`), or a "schema.json"',
 }
 #: What each property does, in one line (the editor's hover; docs/language.md has the long form).
 PROPERTY_HELP: dict[str, str] = {
@@ -54,6 +55,7 @@ PROPERTY_HELP: dict[str, str] = {
     "timeout": "per attempt (default 120s)",
     "expect": "checks on the reply; a reply that fails one is rejected and the step escalates",
     "choices": "the only replies allowed (embedded models are constrained to them)",
+    "returns": "the reply is an object with these typed fields (enforced, and checked); templates read them as {step.field}",
     "tools": "`client`: when served, the step is offered the client's tools, and a reply of tool calls is the run's answer",
     "accept": "a verifier's regex: a verdict that matches accepts the round",
     "panel": "the models that answer in parallel (`m x 4` samples one model four times)",

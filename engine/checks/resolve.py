@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from engine.checks.learned import fuse_scorer, learned_path
 from engine.checks.properties import MAX_LOOP_ROUNDS, MAX_PANEL, REQUIRED, RESERVED_NAMES, SCHEMAS, SUPPORTED_VERSIONS
+from engine.checks.returns import read_returns
 from engine.checks.values import Reader, rule_op
 from engine.diagnostics import did_you_mean
 from engine.model import Arm, Budget, Check, Fuse, InputSpec, Loop, Params, Route, Step, Verify
@@ -311,6 +312,13 @@ class Resolver:
         shared = self._params.get(params_key)
         if shared is None:
             shared = self._params[params_key] = Params(**dict(params_key))  # frozen, so nodes with equal parameters share one
+        if "returns" in props:
+            declared = read_returns(self.r, props["returns"])
+            if declared is not None:
+                common["returns"], common["fields"] = declared.schema, declared.fields
+                shared = shared.model_copy(update={"response_format": declared.response_format(block.name)})
+                if "choices" in props:
+                    self.r.error("E208", "a step takes `choices` (a label) or `returns` (fields), not both", props["returns"].key_span)
         common["params"] = shared
         return common
 

@@ -250,13 +250,18 @@ class Structure:
         inputs = self.res.inputs
         for text, atom in fields:
             for part in templates.scan(text):
+                span = _template_span(atom, part) if atom else info.name_span
+                if isinstance(part, templates.Placeholder) and "." in part.name:
+                    base = self._field_reference(part, span, inputs, visible)
+                    if base is None:
+                        continue
+                    part = base
                 if isinstance(part, templates.Placeholder):
                     if part.name in inputs:
                         self.used_inputs.add(part.name)
                         continue
                     if part.name in visible:
                         continue
-                span = _template_span(atom, part) if atom else info.name_span
                 if isinstance(part, templates.TemplateProblem):
                     self.r.error("E105", f"`{part.text}` is not a placeholder", span, "write {name} for a value, {{ and }} for literal braces")
                 elif part.name in self.info or part.name == "feedback":
@@ -265,6 +270,24 @@ class Structure:
                 else:
                     hint = did_you_mean(part.name, list(self.info) + list(inputs))
                     self.r.error("E201", f"`{{{part.name}}}` names nothing: no input or step is called `{part.name}`", span, hint)
+
+    def _field_reference(self, part: templates.Placeholder, span: Span, inputs: Any,
+                         visible: set[str]) -> templates.Placeholder | None:
+        """`{step.field}`: the step must be visible (checked as `{step}` is, by returning it) and declare the field."""
+        base, field = part.name.split(".", 1)
+        if base in inputs:
+            self.r.error("E318", f"input `{base}` is text: it has no field `{field}`", span, f"write {{{base}}}")
+            return None
+        if base not in visible:
+            return templates.Placeholder(base, part.offset)  # not visible, or nothing: said as for `{base}`
+        fields = getattr(self.nodes.get(base), "fields", None) or {}
+        if not fields:
+            self.r.error("E318", f"step `{base}` returns text, not fields: `{{{part.name}}}` names nothing", span,
+                         f"declare what it returns (`returns: {field} text`), or write {{{base}}}")
+        elif field not in fields:
+            hint = did_you_mean(field, list(fields)) or f"`{base}` returns: {', '.join(fields)}"
+            self.r.error("E318", f"step `{base}` returns no field `{field}`", span, hint)
+        return None
 
     # -- loops ----------------------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""Task templates: `{name}` placeholders, `{{` and `}}` for literal braces.
+"""Task templates: `{name}` placeholders (`{step.field}` for a field of a step that `returns:` fields), `{{` and `}}` for
+literal braces.
 
 Substitution is one pass over the *template* only: text that came from a model or a user
 input is inserted verbatim and never scanned again, so a reply containing `{question}`
@@ -11,7 +12,7 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-_PART = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}|\{[^{}]*\}?|\}")
+_PART = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)?)\}|\{[^{}]*\}?|\}")
 
 
 @dataclass(frozen=True, slots=True)

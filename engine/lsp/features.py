@@ -65,6 +65,12 @@ def hover(a: Analysis, line: int, column: int) -> tuple[str, Span] | None:
             return _alias_hover(a, hit.name), hit.span
         if hit is not None and hit.name in a.index.definitions:
             return _name_hover(a, a.index.definitions[hit.name]), hit.span
+    field_ref = _field_at(a.source, line, column)
+    if field_ref is not None:
+        step, name, span = field_ref
+        kind = _fields_of(a, step).get(name)
+        text = f"**field `{name}`** of step `{step}`: {kind}" if kind else f"step `{step}` declares no field `{name}`"
+        return text, span
     word = _word_at(a.source, line, column)
     if word is not None and word[0] in PROPERTY_HELP and _followed_by_colon(a.source, line, word[2]):
         key = word[0]
@@ -132,7 +138,7 @@ def _followed_by_colon(source: str, line: int, end_column: int) -> bool:
 @dataclass(frozen=True)
 class Completion:
     label: str
-    kind: str  # keyword, property, alias, name, value
+    kind: str  # keyword, property, alias, name, value, field
     detail: str = ""
 
 
@@ -172,6 +178,9 @@ def complete(a: Analysis, line: int, column: int) -> list[Completion]:
     prefix = "\n".join([*lines[: line - 1], current])
     blocks = _blocks_open(prefix)
     inside = blocks[-1] if blocks else None
+    field = re.search(r"\{([A-Za-z_]\w*)\.(\w*)$", current)
+    if field and inside and _open_template(prefix, current[: field.start()] + "{"):
+        return [Completion(name, "field", kind) for name, kind in _fields_of(a, field.group(1)).items()]
     template = _open_template(prefix, current)
     if template and inside:
         return [Completion(n, "name", "visible here") for n in _visible(a, prefix, inside[1], blocks)]
@@ -207,6 +216,35 @@ def complete(a: Analysis, line: int, column: int) -> list[Completion]:
     if re.fullmatch(r"[A-Za-z_]*", stripped):
         return [Completion(k, "keyword") for k in KEYWORDS]
     return []
+
+
+def _fields_of(a: Analysis, step: str) -> dict[str, str]:
+    """The fields a step `returns:` (name -> type in words): from the checked flow, or, while it does not check, from
+    what its `returns:` line says."""
+    node = a.check.flow.nodes.get(step) if a.check.flow is not None else None
+    if node is not None:
+        return dict(getattr(node, "fields", {}) or {})
+    block = re.search(rf"\b(?:step|verify)\s+{re.escape(step)}\b[^{{]*\{{(.*?)(?:\n\s*\}}|\Z)", a.source, re.S)
+    declared = re.search(r"^\s*returns\s*:\s*([^\n#]*)", block.group(1), re.M) if block else None
+    if declared is None or declared.group(1).strip().startswith('"'):
+        return {}
+    out = {}
+    for part in declared.group(1).split(","):
+        words = part.split(None, 1)
+        if words and re.fullmatch(r"[A-Za-z_]\w*", words[0]):
+            out[words[0]] = words[1].strip() if len(words) > 1 else ""
+    return out
+
+
+def _field_at(source: str, line: int, column: int) -> tuple[str, str, Span] | None:
+    """`{step.field}` under the (1-based) position: (step, field, the reference's span)."""
+    lines = source.splitlines()
+    if not 1 <= line <= len(lines):
+        return None
+    for m in re.finditer(r"\{([A-Za-z_]\w*)\.([A-Za-z_]\w*)\}", lines[line - 1]):
+        if m.start() + 1 <= column <= m.end():
+            return m.group(1), m.group(2), Span(line, m.start() + 1, line, m.end() + 1)
+    return None
 
 
 def _open_template(prefix: str, current: str) -> bool:

@@ -30,7 +30,8 @@ SEVERITY = {"error": lsp.DiagnosticSeverity.Error, "warning": lsp.DiagnosticSeve
 SYMBOL_KIND = {"step": lsp.SymbolKind.Function, "verify": lsp.SymbolKind.Boolean, "fuse": lsp.SymbolKind.Class,
                "route": lsp.SymbolKind.Enum, "loop": lsp.SymbolKind.Namespace}
 COMPLETION_KIND = {"keyword": lsp.CompletionItemKind.Keyword, "property": lsp.CompletionItemKind.Property,
-                   "alias": lsp.CompletionItemKind.Module, "name": lsp.CompletionItemKind.Variable, "value": lsp.CompletionItemKind.EnumMember}
+                   "alias": lsp.CompletionItemKind.Module, "name": lsp.CompletionItemKind.Variable, "value": lsp.CompletionItemKind.EnumMember,
+                   "field": lsp.CompletionItemKind.Field}
 
 
 class FlowServer(LanguageServer):

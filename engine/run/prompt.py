@@ -11,6 +11,7 @@ one. Templates are rendered once; inserted text is never re-read as a template.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -86,8 +87,32 @@ def recorded_messages(p: Prompt) -> tuple[dict[str, str], ...]:
 
 
 def render_task(template: str, values: dict[str, str]) -> str:
-    """Substitute `{name}` once from `values` (inputs and visible outputs); inserted text stays inert."""
-    return templates.render(template, lambda name: values.get(name, "{" + name + "}"))
+    """Substitute `{name}` once from `values` (inputs and visible outputs), and `{step.field}` from a visible step's
+    reply (JSON, checked against its `returns:` before it became the output); inserted text stays inert."""
+    def lookup(name: str) -> str:
+        if name in values:
+            return values[name]
+        base, dot, field = name.partition(".")
+        if dot and base in values:
+            return field_text(values[base], field, name)
+        return "{" + name + "}"
+
+    return templates.render(template, lookup)
+
+
+def field_text(reply: str, field: str, name: str) -> str:
+    """A field of a JSON reply as text: a string as it is, `true`/`false`, a whole number without `.0`, others as JSON."""
+    try:
+        value = json.loads(reply)[field]
+    except (ValueError, TypeError, KeyError):
+        return "{" + name + "}"  # a reply from before its step declared fields (a resumed run): left as written
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return json.dumps(value, ensure_ascii=False)
 
 
 def render_system(template: str | None, values: dict[str, str]) -> str | None:

@@ -1,0 +1,119 @@
+"""Typed outputs: `returns:` declares a step's fields; the provider is asked for them, every reply is checked against them
+(a reply that does not fit is a failed attempt, retried), templates read them as `{step.field}`, and the checker holds
+every field reference to the declaration. Against the loopback server, and on the embedded model with its grammar."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from engine.loading import check_source
+from engine.pool import default_pool, load_pool
+from engine.testing.chat_server import ChatServer, Reply
+from tests.conftest import WORKFLOWS, loopback_pool
+from tests.helpers import run
+
+TRIAGE = (WORKFLOWS / "triage.flow").read_text()
+
+
+def checked(source: str, folder: Path | None = None) -> tuple[object, list[str]]:
+    result = check_source(source, load_pool(WORKFLOWS / "models.toml"), str((folder or WORKFLOWS) / "t.flow"))
+    return result.flow, [f"{d.code} {d.message}" for d in result.diagnostics]
+
+
+def test_an_inline_declaration_is_a_strict_json_schema_and_the_steps_response_format() -> None:
+    flow, problems = checked(TRIAGE)
+    assert flow is not None and not problems
+    triage = flow.nodes["triage"]  # type: ignore[attr-defined]
+    assert triage.returns == {"type": "object", "required": ["priority", "topic", "needs_human"], "additionalProperties": False,
+                              "properties": {"priority": {"type": "string", "enum": ["high", "low"]}, "topic": {"type": "string"},
+                                             "needs_human": {"type": "boolean"}}}
+    assert triage.params.response_format == {"type": "json_schema", "json_schema": {"name": "triage", "strict": True,
+                                                                                    "schema": triage.returns}}
+    assert triage.fields == {"priority": 'one of "high" "low"', "topic": "text", "needs_human": "boolean"}
+    assert flow.nodes["answer"].params.response_format is None  # type: ignore[attr-defined]  # only the step that declares
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    (("needs_human boolean", "needs_human yes"), "E317 `yes` is not a type"),
+    (("topic text", "topic text, topic number"), "E317 field `topic` is declared twice"),
+    (('one of "high" "low"', 'one of "high" "high"'), "E317 an enumeration names a value twice"),
+    (("{triage.topic}", "{triage.topik}"), "E318 step `triage` returns no field `topik`"),
+    (("{triage.topic}", "{question.topic}"), "E318 input `question` is text: it has no field `topic`"),
+    (("  sees: question, triage\n", "  sees: question\n"), "E302 `answer` cannot see `triage`"),
+    (("  max_tokens: 120\n", '  max_tokens: 120\n  choices: "a", "b"\n'), "E208 a step takes `choices` (a label) or `returns`"),
+])
+def test_what_a_declaration_or_a_field_reference_gets_wrong_is_said_where(change: tuple[str, str], expected: str) -> None:
+    flow, problems = checked(TRIAGE.replace(*change))
+    assert flow is None and any(p.startswith(expected) for p in problems), problems
+
+
+def test_a_step_without_fields_has_none_to_name() -> None:
+    source = TRIAGE.replace("  returns: priority one of \"high\" \"low\", topic text, needs_human boolean\n", "")
+    _flow, problems = checked(source)
+    assert any(p.startswith("E318 step `triage` returns text, not fields") for p in problems), problems
+
+
+def test_a_schema_file_declares_nested_fields_and_is_read_as_untrusted_data(tmp_path: Path) -> None:
+    (tmp_path / "triage.schema.json").write_text(json.dumps({
+        "type": "object", "required": ["priority", "owner"], "additionalProperties": False,
+        "properties": {"priority": {"enum": ["high", "low"]}, "owner": {"type": "object", "properties": {"team": {"type": "string"}}}}}))
+    source = TRIAGE.replace('priority one of "high" "low", topic text, needs_human boolean', '"triage.schema.json"').replace(
+        "{triage.topic}", "{triage.owner}")
+    flow, problems = checked(source, tmp_path)
+    assert flow is not None and not problems, problems
+    assert flow.nodes["triage"].fields == {"priority": 'one of "high" "low"', "owner": "object"}  # type: ignore[attr-defined]
+    os.mkfifo(tmp_path / "fifo.json")
+    (tmp_path / "nan.json").write_text('{"type": "object", "properties": {"x": {"maximum": NaN}}}')
+    (tmp_path / "list.json").write_text('{"type": "array"}')
+    (tmp_path.parent / "outside.json").write_text('{"type": "object", "properties": {}}')
+    for name, words in (("fifo.json", "not a regular file"), ("nan.json", "not JSON"), ("list.json", "must describe an object"),
+                        ("../outside.json", "outside the flow's folder"), ("missing.json", "no schema file")):
+        _flow, problems = checked(source.replace("triage.schema.json", name), tmp_path)
+        assert any(p.startswith("E317") and words in p for p in problems), (name, problems)
+
+
+def test_against_a_real_server_a_reply_that_does_not_fit_is_retried_and_the_fields_reach_the_next_step(home: Path) -> None:
+    replies = iter([Reply(text='{"priority": "urgent", "topic": "billing"}'),  # not the enum, a field missing: not an answer
+                    Reply(text='{"priority": "high", "topic": "billing", "needs_human": false}')])
+    with ChatServer(responder=lambda body: next(replies) if body["model"] == "fast" else Reply(text="Refund it.")) as server:
+        summary = run(WORKFLOWS / "triage.flow", {"question": "I was charged twice"}, loopback_pool(server.url), home)
+        bodies = list(server.requests)
+    assert summary.status == "ok" and summary.output == "Refund it."
+    first, second, answer = bodies
+    assert first["response_format"]["json_schema"]["schema"]["properties"]["priority"]["enum"] == ["high", "low"]  # asked for
+    attempts = summary.steps["triage"].attempts
+    assert [a.status for a in attempts] == ["fault", "ok"] and "does not match the schema" in attempts[0].reason
+    assert "high-priority question about billing" in answer["messages"][-1]["content"]  # the fields, in the next step's task
+    assert "response_format" not in answer
+
+
+@pytest.mark.model
+def test_the_embedded_model_is_held_to_the_declaration_by_a_grammar(tmp_path: Path) -> None:
+    pytest.importorskip("llama_cpp", reason="needs the `local` extra")
+    source = TRIAGE.replace("model: fast", "model: local").replace("model: strong", "model: local").replace(
+        "max_tokens: 120", "max_tokens: 60")
+    (tmp_path / "t.flow").write_text(source)
+    summary = run(tmp_path / "t.flow", {"question": "Our database is down and nobody can log in."}, default_pool(), tmp_path / "home")
+    assert summary.status == "ok"
+    reply = json.loads(summary.steps["triage"].output)
+    assert set(reply) == {"priority", "topic", "needs_human"} and reply["priority"] in ("high", "low")
+    assert isinstance(reply["topic"], str) and isinstance(reply["needs_human"], bool)
+
+
+def test_the_language_server_completes_and_hovers_fields() -> None:
+    from engine.lsp.features import analyse, complete, hover
+
+    pool = load_pool(WORKFLOWS / "models.toml")
+    lines = TRIAGE.split("\n")
+    at = next(i for i, text in enumerate(lines) if "{triage.topic}" in text)
+    column = lines[at].index("{triage.topic}") + len("{triage.") + 1
+    shown = hover(analyse(TRIAGE, pool, "triage.flow"), at + 1, column)
+    assert shown is not None and shown[0] == "**field `topic`** of step `triage`: text"
+    typing = "\n".join([*lines[:at], lines[at][: lines[at].index("{triage.topic}")] + "{triage.", *lines[at + 1:]])
+    typed = typing.split("\n")[at]
+    offered = complete(analyse(typing, pool, "triage.flow"), at + 1, len(typed) + 1)  # mid-edit: the flow does not check
+    assert [(c.label, c.detail) for c in offered] == [("priority", 'one of "high" "low"'), ("topic", "text"), ("needs_human", "boolean")]
