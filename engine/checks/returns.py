@@ -107,8 +107,6 @@ def _from_file(r: Reader, atom: ast.Atom) -> Returns | None:
     except (ValueError, UnicodeDecodeError, RecursionError) as err:
         r.error("E317", f"schema file {atom.value} is not JSON: {str(err)[:200]}", atom.span)
         return None
-    from engine.run.structured import schema_error  # jsonschema, imported only when a flow names a schema file
-
     problem = schema_error(schema) if isinstance(schema, dict) else "the schema is not a JSON object"
     if problem is None and (schema.get("type") != "object" or not isinstance(schema.get("properties"), dict)):
         problem = "the schema must describe an object with `properties` (the fields templates may name)"
@@ -117,6 +115,17 @@ def _from_file(r: Reader, atom: ast.Atom) -> Returns | None:
         return None
     fields = {name: _words(sub) for name, sub in schema["properties"].items()}
     return Returns(schema, fields)
+
+
+def schema_error(schema: dict[str, Any]) -> str | None:
+    """Why a schema is not a usable JSON Schema, or None (for a request to be refused before any call)."""
+    from jsonschema import SchemaError, validators
+
+    try:
+        validators.validator_for(schema).check_schema(schema)
+    except SchemaError as err:
+        return f"the schema is not valid JSON Schema: {err.message}"
+    return None
 
 
 def _words(schema: Any) -> str:

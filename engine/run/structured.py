@@ -23,17 +23,6 @@ def schema_of(response_format: Mapping[str, Any]) -> dict[str, Any] | None:
     return schema if isinstance(schema, dict) else None
 
 
-def schema_error(schema: dict[str, Any]) -> str | None:
-    """Why a schema is not a usable JSON Schema, or None (for a request to be refused before any call)."""
-    from jsonschema import SchemaError, validators
-
-    try:
-        validators.validator_for(schema).check_schema(schema)
-    except SchemaError as err:
-        return f"the schema is not valid JSON Schema: {err.message}"
-    return None
-
-
 def reply_problem(text: str, response_format: Mapping[str, Any]) -> str | None:
     """Why `text` is not the structured output asked for, or None when it is."""
     if response_format.get("type") not in ("json_object", "json_schema"):

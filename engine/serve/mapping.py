@@ -16,12 +16,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from engine.checks.returns import schema_error
 from engine.errors import InputError
 from engine.model import HISTORY, Flow, Fuse, Node, Params, Step, Verify
 from engine.numbers import finite
 from engine.run.budget import usd_cap
 from engine.run.protocol import ToolOffer, normal_tool_calls
-from engine.run.structured import schema_error
 from engine.run.trace import RunSummary
 
 #: The response header that names the run behind an answer (or behind a failure that was recorded).
