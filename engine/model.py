@@ -178,6 +178,8 @@ class Route(Frozen):
     kind: Literal["route"] = "route"
     name: str
     by: str | None = None
+    #: `by triage.priority`: the field of `by`'s reply (it `returns:` fields) whose value picks the arm, exactly.
+    by_field: str | None = None
     arms: tuple[Arm, ...]
     #: A learned route: the router file (resolved path) that picks among the arms' models, and its rule.
     router: str | None = None

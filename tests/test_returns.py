@@ -34,7 +34,9 @@ def test_an_inline_declaration_is_a_strict_json_schema_and_the_steps_response_fo
     assert triage.params.response_format == {"type": "json_schema", "json_schema": {"name": "triage", "strict": True,
                                                                                     "schema": triage.returns}}
     assert triage.fields == {"priority": 'one of "high" "low"', "topic": "text", "needs_human": "boolean"}
-    assert flow.nodes["answer"].params.response_format is None  # type: ignore[attr-defined]  # only the step that declares
+    assert flow.nodes["urgent"].params.response_format is None  # type: ignore[attr-defined]  # only the step that declares
+    route = flow.nodes["answer"]  # type: ignore[attr-defined]
+    assert (route.by, route.by_field) == ("triage", "priority")
 
 
 @pytest.mark.parametrize(("change", "expected"), [
@@ -43,7 +45,10 @@ def test_an_inline_declaration_is_a_strict_json_schema_and_the_steps_response_fo
     (('one of "high" "low"', 'one of "high" "high"'), "E317 an enumeration names a value twice"),
     (("{triage.topic}", "{triage.topik}"), "E318 step `triage` returns no field `topik`"),
     (("{triage.topic}", "{question.topic}"), "E318 input `question` is text: it has no field `topic`"),
-    (("  sees: question, triage\n", "  sees: question\n"), "E302 `answer` cannot see `triage`"),
+    (("  sees: question, triage\n  task: \"Answer this q", "  sees: question\n  task: \"Answer this q"), "E302 `routine` cannot see `triage`"),
+    (('"low" -> routine', '"lo" -> routine'), 'E319 `triage.priority` is never "lo"'),
+    (('  "low" -> routine\n', ""), 'E319 route `answer` has no arm for "low" of `triage.priority`, and no `else`'),
+    (("by triage.priority", "by triage.prio"), "E318 step `triage` returns no field `prio`"),
     (("  max_tokens: 120\n", '  max_tokens: 120\n  choices: "a", "b"\n'), "E208 a step takes `choices` (a label) or `returns`"),
 ])
 def test_what_a_declaration_or_a_field_reference_gets_wrong_is_said_where(change: tuple[str, str], expected: str) -> None:
@@ -55,6 +60,15 @@ def test_a_step_without_fields_has_none_to_name() -> None:
     source = TRIAGE.replace("  returns: priority one of \"high\" \"low\", topic text, needs_human boolean\n", "")
     _flow, problems = checked(source)
     assert any(p.startswith("E318 step `triage` returns text, not fields") for p in problems), problems
+    assert any(p.startswith("E318 step `triage` returns no field `priority`") for p in problems), problems  # the route's by
+
+
+def test_a_route_by_free_text_or_with_else_is_not_held_to_values() -> None:
+    flow, problems = checked(TRIAGE.replace("by triage.priority", "by triage.topic").replace('"high" -> urgent', '"billing" -> urgent')
+                             .replace('"low" -> routine', 'else -> routine'))
+    assert flow is not None and not problems, problems
+    _flow, warnings = checked(TRIAGE.replace("by triage.priority", "by triage.topic").replace('"high"', '"billing"').replace('"low"', '"tech"'))
+    assert [w.split(":")[0] for w in warnings] == ["W400 route `answer` has no `else`"]  # free text: nothing is exhaustive
 
 
 def test_a_schema_file_declares_nested_fields_and_is_read_as_untrusted_data(tmp_path: Path) -> None:
@@ -63,6 +77,7 @@ def test_a_schema_file_declares_nested_fields_and_is_read_as_untrusted_data(tmp_
         "properties": {"priority": {"enum": ["high", "low"]}, "owner": {"type": "object", "properties": {"team": {"type": "string"}}}}}))
     source = TRIAGE.replace('priority one of "high" "low", topic text, needs_human boolean', '"triage.schema.json"').replace(
         "{triage.topic}", "{triage.owner}")
+    assert source.count("{triage.owner}") == 2
     flow, problems = checked(source, tmp_path)
     assert flow is not None and not problems, problems
     assert flow.nodes["triage"].fields == {"priority": 'one of "high" "low"', "owner": "object"}  # type: ignore[attr-defined]
@@ -79,7 +94,7 @@ def test_a_schema_file_declares_nested_fields_and_is_read_as_untrusted_data(tmp_
 def test_against_a_real_server_a_reply_that_does_not_fit_is_retried_and_the_fields_reach_the_next_step(home: Path) -> None:
     replies = iter([Reply(text='{"priority": "urgent", "topic": "billing"}'),  # not the enum, a field missing: not an answer
                     Reply(text='{"priority": "high", "topic": "billing", "needs_human": false}')])
-    with ChatServer(responder=lambda body: next(replies) if body["model"] == "fast" else Reply(text="Refund it.")) as server:
+    with ChatServer(responder=lambda body: next(replies) if "response_format" in body else Reply(text="Refund it.")) as server:
         summary = run(WORKFLOWS / "triage.flow", {"question": "I was charged twice"}, loopback_pool(server.url), home)
         bodies = list(server.requests)
     assert summary.status == "ok" and summary.output == "Refund it."
@@ -87,6 +102,9 @@ def test_against_a_real_server_a_reply_that_does_not_fit_is_retried_and_the_fiel
     assert first["response_format"]["json_schema"]["schema"]["properties"]["priority"]["enum"] == ["high", "low"]  # asked for
     attempts = summary.steps["triage"].attempts
     assert [a.status for a in attempts] == ["fault", "ok"] and "does not match the schema" in attempts[0].reason
+    decision = summary.steps["answer"].decision
+    assert decision is not None and decision.chosen == "urgent" and decision.matched == "field triage.priority = 'high'"
+    assert summary.steps["routine"].status == "skipped"
     assert "high-priority question about billing" in answer["messages"][-1]["content"]  # the fields, in the next step's task
     assert "response_format" not in answer
 
@@ -102,6 +120,7 @@ def test_the_embedded_model_is_held_to_the_declaration_by_a_grammar(tmp_path: Pa
     reply = json.loads(summary.steps["triage"].output)
     assert set(reply) == {"priority", "topic", "needs_human"} and reply["priority"] in ("high", "low")
     assert isinstance(reply["topic"], str) and isinstance(reply["needs_human"], bool)
+    assert summary.steps["answer"].decision.chosen == {"high": "urgent", "low": "routine"}[reply["priority"]]  # type: ignore[union-attr]
 
 
 def test_the_language_server_completes_and_hovers_fields() -> None:
@@ -109,7 +128,7 @@ def test_the_language_server_completes_and_hovers_fields() -> None:
 
     pool = load_pool(WORKFLOWS / "models.toml")
     lines = TRIAGE.split("\n")
-    at = next(i for i, text in enumerate(lines) if "{triage.topic}" in text)
+    at = next(i for i, text in enumerate(lines) if "{triage.topic}" in text and "briefly" in text)
     column = lines[at].index("{triage.topic}") + len("{triage.") + 1
     shown = hover(analyse(TRIAGE, pool, "triage.flow"), at + 1, column)
     assert shown is not None and shown[0] == "**field `topic`** of step `triage`: text"

@@ -90,7 +90,8 @@ def test_semantic_diffs(pair: str, snapshot) -> None:  # type: ignore[no-untyped
         "two_planners_one_task": ((PLANNED / "sky_smol.flow").read_text(), (PLANNED / "sky_local.flow").read_text()),
         # a typed step's fields: a value added to an enumeration, a field added
         "returns_changed": (ref("triage.flow"), ref("triage.flow").replace('"high" "low"', '"high" "medium" "low"')
-                            .replace("needs_human boolean", "needs_human boolean, confidence number")),
+                            .replace("needs_human boolean", "needs_human boolean, confidence number")
+                            .replace('"low" -> routine', '"medium", "low" -> routine')),
     }[pair]
     assert semantic(old, new) == snapshot
 

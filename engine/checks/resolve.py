@@ -452,7 +452,9 @@ class Resolver:
                     arms.append(Arm(kind="rule", subject=subject, op=op, pattern=pattern, target=arm.target))  # type: ignore[arg-type]
             else:
                 arms.append(Arm(kind="else", target=arm.target))
-        self.out.nodes[route.name] = Route(name=route.name, by=route.by, arms=tuple(arms), span=_span6(route.span))
+        by, _dot, field = (route.by or "").partition(".")
+        self.out.nodes[route.name] = Route(name=route.name, by=by or None, by_field=field or None, arms=tuple(arms),
+                                           span=_span6(route.span))
 
     def _learned_route(self, route: ast.RouteNode, file_atom: Atom) -> None:
         """`route NAME by router "FILE" [threshold N | tradeoff N] { "alias" -> STEP ... }`: the router must load and know every arm's alias."""

@@ -73,10 +73,13 @@ class Structure:
             ast_route = self.res.arms_ast[name]
             deps: dict[str, None] = {}
             takes: dict[str, None] = {}
+            closed = False  # a route by an enumerated field: every value has an arm (or E319 said which has not)
             if node.by is not None:
                 by_span = ast_route.by_span or ast_route.name_span
                 if self._known_top_level(node.by, by_span, f"route `{name}` by"):
                     deps[node.by] = None
+                    if node.by_field is not None:
+                        closed = self._route_by_field(node, by_span)
             arm_asts = [a for a in ast_route.arms]
             has_else = False
             seen_labels: set[str] = set()
@@ -98,7 +101,7 @@ class Structure:
                 has_else = has_else or arm.kind == "else"
             if node.router is not None:  # a learned route reads the flow's inputs and always picks one of its arms
                 self.used_inputs.update(self.res.inputs)
-            elif not has_else:
+            elif not has_else and not closed:
                 self.r.error("W400", f"route `{name}` has no `else`: a reply that matches no arm fails the run", ast_route.name_span,
                              "add `else -> STEP`")
             self.deps[name] = deps
@@ -270,6 +273,35 @@ class Structure:
                 else:
                     hint = did_you_mean(part.name, list(self.info) + list(inputs))
                     self.r.error("E201", f"`{{{part.name}}}` names nothing: no input or step is called `{part.name}`", span, hint)
+
+    def _route_by_field(self, route: Route, span: Span) -> bool:
+        """`route NAME by STEP.FIELD`: the step returns the field; over an enumeration or a boolean, every arm's label is
+        a value the field can take, and without `else` every value has an arm (E319). True when the field's values are a
+        closed set (no reply can miss every arm, so no W400)."""
+        assert route.by is not None and route.by_field is not None
+        node = self.nodes.get(route.by)
+        fields = getattr(node, "fields", None) or {}
+        if route.by_field not in fields:
+            hint = did_you_mean(route.by_field, list(fields)) or (f"`{route.by}` returns: {', '.join(fields)}" if fields else
+                                                                   f"declare what `{route.by}` returns (`returns: {route.by_field} text`)")
+            self.r.error("E318", f"step `{route.by}` returns no field `{route.by_field}`", span, hint)
+            return True
+        schema = (getattr(node, "returns", None) or {}).get("properties", {}).get(route.by_field, {})
+        values = [str(v) for v in schema["enum"]] if "enum" in schema else ["true", "false"] if schema.get("type") == "boolean" else None
+        if values is None:
+            return False  # free text: an `else` is advised (W400), as for any label route
+        labels = [label for arm in route.arms if arm.kind == "label" for label in arm.labels]
+        for arm_ast in self.res.arms_ast[route.name].arms:
+            for atom in arm_ast.labels:
+                if atom.value not in values:
+                    self.r.error("E319", f"`{route.by}.{route.by_field}` is never \"{atom.value}\": it is one of "
+                                         + ", ".join(f'"{v}"' for v in values), atom.span, did_you_mean(atom.value, values))
+        if not any(arm.kind == "else" for arm in route.arms):
+            missing = [v for v in values if v not in labels]
+            if missing:
+                self.r.error("E319", f"route `{route.name}` has no arm for " + ", ".join(f'"{v}"' for v in missing)
+                             + f" of `{route.by}.{route.by_field}`, and no `else`", span, "add an arm for each value, or `else -> STEP`")
+        return True
 
     def _field_reference(self, part: templates.Placeholder, span: Span, inputs: Any,
                          visible: set[str]) -> templates.Placeholder | None:

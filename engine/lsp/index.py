@@ -89,7 +89,9 @@ def build_index(doc: ast.Document) -> FlowIndex:
         elif isinstance(item, ast.RouteNode):
             _define(index, Definition(item.name, "route", item.name_span, item.span))
             if item.by and item.by_span and item.router is None:  # `by router "FILE"` names no step
-                index.uses.append(Use(item.by, item.by_span, "by"))
+                step = item.by.split(".", 1)[0]  # `by triage.priority` uses the step `triage`
+                index.uses.append(Use(step, Span(item.by_span.line, item.by_span.column, item.by_span.line,
+                                                 item.by_span.column + len(step), item.by_span.start, item.by_span.start + len(step)), "by"))
             for arm in item.arms:
                 index.uses.append(Use(arm.target, arm.target_span, "target"))
                 if arm.condition is not None:

@@ -253,9 +253,26 @@ def learned_decision(ex: NodeContext, route: Route) -> RouteDecision:
                          skipped=[t for t in targets if t != arm.target and ex.flow.guarded_by(t, route.name)])
 
 
+def _field_decision(ex: NodeContext, route: Route) -> RouteDecision:
+    assert route.by is not None and route.by_field is not None
+    value = prompt.field_text(ex.results[route.by].output, route.by_field, f"{route.by}.{route.by_field}")
+    arm = next((a for a in route.arms if a.kind == "label" and value in a.labels), None)
+    matched = f"field {route.by}.{route.by_field} = {value!r}"
+    if arm is None:
+        arm = next((a for a in route.arms if a.kind == "else"), None)
+        matched += " (no arm: else)"
+    if arm is None:
+        raise RouteError(f"route `{route.name}`: {route.by}.{route.by_field} is {value!r}, and no arm takes it", step=route.name)
+    targets = list(dict.fromkeys(a.target for a in route.arms))
+    return RouteDecision(route=route.name, label=value, matched=matched, chosen=arm.target,
+                         skipped=[t for t in targets if t != arm.target and ex.flow.guarded_by(t, route.name)])
+
+
 def decide_route(ex: NodeContext, route: Route) -> RouteDecision:
     if route.router is not None:
         return learned_decision(ex, route)
+    if route.by and route.by_field:  # a field's value picks the arm, exactly as written
+        return _field_decision(ex, route)
     label = normalise_label(ex.results[route.by].output) if route.by else None
     chosen_arm = None
     matched = ""

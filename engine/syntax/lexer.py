@@ -21,7 +21,7 @@ from engine.syntax.ast import Comment, Span
 
 #: Order of alternatives in the master regex (earlier wins at the same position).
 _ORDER = (
-    "COMMENT", "LONG_STRING", "STRING", "KEY", "NAME", "MONEY", "DURATION",
+    "COMMENT", "LONG_STRING", "STRING", "KEY", "FIELD", "NAME", "MONEY", "DURATION",
     "NUMBER", "REGEX", "ARROW", "LBRACE", "RBRACE", "COMMA",
 )
 #: Catch-alls that turn a bad character into a precise error instead of a skip.

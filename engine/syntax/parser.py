@@ -133,11 +133,19 @@ class _ToAst(Transformer[Token, Any]):
         return self._block("verify", c)
 
     def route(self, c: list[Any]) -> ast.RouteNode:
-        kw, name, _by, by, router, rule, number, _lb, *arms, rb = c
+        # read by kind, not position: the optional `by` part (a step, a step's field, or a router file and its rule) is
+        # given with a different number of placeholders for each of its alternatives
+        kw, name, rb = c[0], c[1], c[-1]
+        arms = [x for x in c if isinstance(x, ast.Arm)]
+        head = [t for t in c[2:-1] if isinstance(t, Token) and t.type not in ("LBRACE", "BY")]
+        by = head[0] if head and head[0].type in ("NAME", "FIELD") else None
+        router = next((t for t in head if t.type == "STRING"), None)
+        rest = head[head.index(router) + 1:] if router is not None else []
+        rule, number = (rest[0], rest[1]) if len(rest) == 2 else (None, None)
         return ast.RouteNode(
             str(name), _span(name), str(by) if by is not None else None, _span(by) if by is not None else None,
             tuple(arms), _span(kw).cover(_span(rb)), _atom(router) if router is not None else None,
-            (_atom(rule), _atom(number)) if rule is not None else None,
+            (_atom(rule), _atom(number)) if rule is not None and number is not None else None,
         )
 
     def label_arm(self, c: list[Any]) -> ast.Arm:
