@@ -81,7 +81,7 @@ def test_two_workers_on_one_port_share_the_ledger_and_keep_the_cap(tmp_path: Pat
         server = BatonServer("--pool", str(pool), "--keys", str(tmp_path / "keys.toml"), "--workers", "2", home=tmp_path / "home").start()
         try:
             tally = Tally()
-            asyncio.run(load([server.url], token, 100, 6.0, tally))
+            asyncio.run(load([server.url], token, 100, 4.0, tally))
         finally:
             server.stop()
         assert not tally.failed, tally.failed[:5]
@@ -106,7 +106,7 @@ def test_two_replicas_on_postgresql_keep_the_cap_and_show_each_others_runs(tmp_p
                     for i in range(2)]
         try:
             tally = Tally()
-            asyncio.run(load([r.url for r in replicas], token, 100, 6.0, tally))
+            asyncio.run(load([r.url for r in replicas], token, 100, 4.0, tally))
             assert not tally.failed, tally.failed[:5]
             assert tally.refused and tally.ok
             assert capped_spend(upstream) <= cap + 1e-9
@@ -163,7 +163,7 @@ def test_a_replica_killed_mid_load_leaves_the_other_serving_and_its_reservations
             tally = Tally()
 
             async def kill_midway() -> None:
-                task = asyncio.ensure_future(load([doomed.url, survivor.url], token, 40, 8.0, tally))
+                task = asyncio.ensure_future(load([doomed.url, survivor.url], token, 40, 6.5, tally))
                 await asyncio.sleep(3.0)
                 doomed.kill()  # SIGKILL: no reservation settled, nothing closed
                 ok_at_kill = sum(1 for _r, url in tally.ok.values() if url == survivor.url)
