@@ -136,3 +136,42 @@ def test_the_language_server_completes_and_hovers_fields() -> None:
     typed = typing.split("\n")[at]
     offered = complete(analyse(typing, pool, "triage.flow"), at + 1, len(typed) + 1)  # mid-edit: the flow does not check
     assert [(c.label, c.detail) for c in offered] == [("priority", 'one of "high" "low"'), ("topic", "text"), ("needs_human", "boolean")]
+
+
+FUSED = """version 1
+input question
+
+fuse merged {
+  panel: gpt, claude
+  judge: strong
+  task: "Estimate: {question}"
+  returns: estimate number, confidence one of "low" "high"
+}
+
+step report {
+  model: fast
+  sees: merged
+  task: "Report an estimate of {merged.estimate} ({merged.confidence} confidence)."
+}
+
+output report
+"""
+
+
+def test_a_fuse_declares_its_judges_reply_and_only_the_judge_is_held_to_it(home: Path, tmp_path: Path) -> None:
+    _flow, problems = checked(FUSED.replace("  judge: strong\n", "  vote: number\n"))
+    assert any(p.startswith("E208 `returns` on a fuse declares its judge's reply") for p in problems), problems
+    (tmp_path / "fused.flow").write_text(FUSED)
+
+    def reply(body: dict[str, object]) -> Reply:
+        if "response_format" in body:
+            return Reply(text='{"estimate": 42, "confidence": "high"}')
+        return Reply(text="about 40" if body["model"] in ("gpt", "claude") else "done")
+
+    with ChatServer(responder=reply) as server:
+        summary = run(tmp_path / "fused.flow", {"question": "how many?"}, loopback_pool(server.url), home)
+        bodies = list(server.requests)
+    assert summary.status == "ok" and json.loads(summary.steps["merged"].output) == {"estimate": 42, "confidence": "high"}
+    formatted = [b["model"] for b in bodies if "response_format" in b]
+    assert formatted == ["strong"]  # the panel answers freely; the judge is asked for the fields
+    assert "Report an estimate of 42 (high confidence)." in bodies[-1]["messages"][-1]["content"]

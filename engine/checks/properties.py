@@ -14,7 +14,8 @@ _CALL_KEYS = ("sees", "task", "system", "temperature", "max_tokens", "top_p", "r
 SCHEMAS: dict[str, tuple[str, ...]] = {
     "step": ("model", "fallback", "expect", "choices", "returns", "tools", *_CALL_KEYS),
     "verify": ("model", "fallback", "accept", "choices", "returns", *_CALL_KEYS),
-    "fuse": ("panel", "judge", "judge_task", "quorum", "vote", "agree", "tie", "scorer", "threshold", "escalate", "fallback", *_CALL_KEYS),
+    "fuse": ("panel", "judge", "judge_task", "quorum", "vote", "agree", "tie", "scorer", "threshold", "escalate", "returns", "fallback",
+             *_CALL_KEYS),
     "loop": ("exhausted", "output"),
     "model": ("provider", "id", "input_price", "output_price", "context", "max_concurrency", "max_output_tokens", "description"),
 }

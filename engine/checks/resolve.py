@@ -316,7 +316,8 @@ class Resolver:
             declared = read_returns(self.r, props["returns"])
             if declared is not None:
                 common["returns"], common["fields"] = declared.schema, declared.fields
-                shared = shared.model_copy(update={"response_format": declared.response_format(block.name)})
+                if block.kind != "fuse":  # a fuse's judge writes its output: only the judge is asked for the fields
+                    shared = shared.model_copy(update={"response_format": declared.response_format(block.name)})
                 if "choices" in props:
                     self.r.error("E208", "a step takes `choices` (a label) or `returns` (fields), not both", props["returns"].key_span)
         common["params"] = shared
@@ -416,6 +417,9 @@ class Resolver:
             if vote is None:
                 self.r.error("E208", "`escalate` needs `vote` (it is called when the panel does not agree)", props["escalate"].key_span)
         scorer, threshold = fuse_scorer(self.r, props, panel, vote, escalate)
+        if "returns" in props and judge is None:
+            self.r.error("E208", "`returns` on a fuse declares its judge's reply: it needs a `judge` (a vote's output is a member's "
+                                 "reply)", props["returns"].key_span)
         return Fuse(panel=tuple(panel), judge=judge, judge_task=judge_task, quorum=quorum, vote=vote, tie=tie or "first",  # type: ignore[arg-type]
                     agree=agree, escalate=escalate, scorer=scorer, threshold=threshold, **common)
 

@@ -44,7 +44,12 @@ class Returns:
     fields: dict[str, str]
 
     def response_format(self, name: str) -> dict[str, Any]:
-        return {"type": "json_schema", "json_schema": {"name": name, "strict": True, "schema": self.schema}}
+        return response_format(name, self.schema)
+
+
+def response_format(name: str, schema: dict[str, Any]) -> dict[str, Any]:
+    """A declaration as the structured-output request every provider is sent (chat completions' form)."""
+    return {"type": "json_schema", "json_schema": {"name": name, "strict": True, "schema": schema}}
 
 
 def read_returns(r: Reader, prop: ast.Prop) -> Returns | None:

@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+from engine.checks.returns import response_format
 from engine.errors import BudgetExceeded, RouteError, RunError, VerificationFailed
 from engine.model import Fuse, Loop, Route, Step, Verify
 from engine.router.files import cached_router, cached_scorer
@@ -161,6 +162,8 @@ async def run_fuse(ex: NodeContext, node: Fuse, result: StepResult, visible: tup
     judge_messages = prompt.messages(system, judge_blocks, judge_full_task)
     result.prompts.append(prompt.record("judge", system, judge_blocks, judge_full_task))
     judge_params = node.params.model_copy(update={"temperature": 0.0})
+    if node.returns is not None:  # the judge writes the fuse's output: it, not the panel, is held to the declared fields
+        judge_params = judge_params.model_copy(update={"response_format": response_format(node.name, node.returns)})
     text, alias, _why = await ex.caller.chain(node.name, (node.judge,), (), node.retries, judge_messages, judge_params,
                                                 node.timeout, role="judge", record=result.add, stream=ex.stream_for(node.name))
     result.output, result.model = text, alias
