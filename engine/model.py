@@ -125,6 +125,8 @@ class Verify(CallSpec):
     models: tuple[str, ...]
     fallbacks: tuple[str, ...] = ()
     accept: str = "ACCEPT"
+    #: `accept: verdict "accept"` on a verifier that `returns:` fields: accepted when that field has that value.
+    accept_field: tuple[str, str] | None = None
     choices: tuple[str, ...] = ()
 
 

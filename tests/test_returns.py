@@ -175,3 +175,40 @@ def test_a_fuse_declares_its_judges_reply_and_only_the_judge_is_held_to_it(home:
     formatted = [b["model"] for b in bodies if "response_format" in b]
     assert formatted == ["strong"]  # the panel answers freely; the judge is asked for the fields
     assert "Report an estimate of 42 (high confidence)." in bodies[-1]["messages"][-1]["content"]
+
+
+LOOPED = """version 1
+input question
+
+loop refine max 3 {
+  step draft {
+    model: fast
+    sees: question, feedback
+    task: "Answer; if there is feedback, fix the answer."
+  }
+  verify check {
+    model: strong
+    sees: question, draft
+    task: "Judge the draft."
+    returns: verdict one of "accept" "revise", reason text
+    accept: verdict "accept"
+  }
+}
+
+output refine
+"""
+
+
+def test_a_verifier_accepts_by_a_field_it_returns(home: Path, tmp_path: Path) -> None:
+    for change, expected in ((('accept: verdict "accept"', 'accept: verdikt "accept"'), "E318 the verifier returns no field `verdikt`"),
+                             (('accept: verdict "accept"', 'accept: verdict "ok"'), 'E319 `verdict` is never "ok"')):
+        _flow, problems = checked(LOOPED.replace(*change))
+        assert any(p.startswith(expected) for p in problems), problems
+    (tmp_path / "looped.flow").write_text(LOOPED)
+    verdicts = iter(['{"verdict": "revise", "reason": "the answer says ACCEPT nowhere, but it is wrong"}',
+                     '{"verdict": "accept", "reason": "right"}'])
+    drafts = iter(["a draft", "a better draft"])  # different drafts: the verifier is asked anew, not answered from the cache
+    with ChatServer(responder=lambda body: Reply(text=next(verdicts) if "response_format" in body else next(drafts))) as server:
+        summary = run(tmp_path / "looped.flow", {"question": "q"}, loopback_pool(server.url), home)
+    assert summary.status == "ok" and summary.steps["refine"].rounds == 2
+    assert summary.steps["refine"].verdicts[0].startswith("REJECTED") and summary.steps["refine"].verdicts[1].startswith("ACCEPTED")

@@ -58,7 +58,7 @@ PROPERTY_HELP: dict[str, str] = {
     "choices": "the only replies allowed (embedded models are constrained to them)",
     "returns": "the reply is an object with these typed fields (enforced, and checked); templates read them as {step.field}",
     "tools": "`client`: when served, the step is offered the client's tools, and a reply of tool calls is the run's answer",
-    "accept": "a verifier's regex: a verdict that matches accepts the round",
+    "accept": "a verifier's regex (a verdict that matches accepts the round), or a field it `returns` and the value that accepts",
     "panel": "the models that answer in parallel (`m x 4` samples one model four times)",
     "judge": "the model that merges the panel's answers",
     "judge_task": "the judge's instruction (a template)",

@@ -9,6 +9,7 @@ in `engine.checks.structure`, using the `NodeInfo` side table built here.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -355,11 +356,13 @@ class Resolver:
                         common["client_tools"] = True
                 node = Step(models=tuple(models), expect=tuple(expect), **common)
             else:
-                accept = "ACCEPT"
+                accept, accept_field = "ACCEPT", None
                 if "accept" in props:
-                    atom = self.r.single(props["accept"], "a /regex/")
-                    accept = (self.r.regex(atom) if atom is not None else None) or accept
-                node = Verify(models=tuple(models), accept=accept, **common)
+                    accept_field = self._accept_field(props["accept"], common.get("fields") or {})
+                    if accept_field is None:
+                        atom = self.r.single(props["accept"], "a /regex/, or a field and its value")
+                        accept = (self.r.regex(atom) if atom is not None else None) or accept
+                node = Verify(models=tuple(models), accept=accept, accept_field=accept_field, **common)
         else:
             node = self._fuse(block, props, common, info)
         if node is not None:
@@ -422,6 +425,21 @@ class Resolver:
                                  "reply)", props["returns"].key_span)
         return Fuse(panel=tuple(panel), judge=judge, judge_task=judge_task, quorum=quorum, vote=vote, tie=tie or "first",  # type: ignore[arg-type]
                     agree=agree, escalate=escalate, scorer=scorer, threshold=threshold, **common)
+
+    def _accept_field(self, prop: ast.Prop, fields: dict[str, str]) -> tuple[str, str] | None:
+        """`accept: verdict "accept"`: a verifier that `returns:` fields accepts when a field has a value; None when the
+        value is not of that form (it is then read as a regex)."""
+        atoms = prop.value.phrases[0].atoms if len(prop.value.phrases) == 1 else ()
+        if len(atoms) != 2 or atoms[0].kind != "NAME" or atoms[1].kind != "STRING":
+            return None
+        name, value = atoms[0].value, atoms[1].value
+        if name not in fields:
+            hint = did_you_mean(name, list(fields)) or ("declare the verifier's fields with `returns:`" if not fields else
+                                                        f"it returns: {', '.join(fields)}")
+            self.r.error("E318", f"the verifier returns no field `{name}`", atoms[0].span, hint)
+        elif fields[name].startswith("one of ") and json.dumps(value) not in fields[name].split(" ", 2)[2].split(" "):
+            self.r.error("E319", f"`{name}` is never \"{value}\": it is {fields[name]}", atoms[1].span)
+        return name, value
 
     def _alias(self, prop: ast.Prop, info: NodeInfo) -> str | None:
         """A property that names one model alias (`judge:`, `escalate:`)."""

@@ -350,7 +350,13 @@ async def run_loop(ex: NodeContext, loop: Loop, result: StepResult) -> dict[str,
             result.prompts.extend(p.model_copy(update={"role": f"r{round_no} {member}"}) for p in mres.prompts)
             scope[member] = mres
         verdict = scope[loop.verifier].output
-        accepted = re.search(ex.flow.nodes[loop.verifier].accept, verdict) is not None  # type: ignore[union-attr]
+        verifier = ex.flow.nodes[loop.verifier]
+        assert isinstance(verifier, Verify)
+        if verifier.accept_field is not None:
+            name, value = verifier.accept_field
+            accepted = prompt.field_text(verdict, name, f"{verifier.name}.{name}") == value
+        else:
+            accepted = re.search(verifier.accept, verdict) is not None
         ex.emit("verdict", step=loop.name, round=round_no, verifier=loop.verifier, accepted=accepted, verdict=verdict[:500])
         result.rounds = round_no
         result.verdict = ("ACCEPTED: " if accepted else "REJECTED: ") + verdict[:500]
