@@ -123,6 +123,11 @@ def test_chat_completions_tool_call_round_trip_and_its_record(served: BatonServe
     assert record.steps["call"].tools == ["get_weather"] and record.steps["call"].attempts[-1].tool_calls == [CALL]
     shown = render_run(record)  # what `baton show` prints
     assert "tools offered: get_weather" in shown and 'tool call: get_weather({"city": "Paris"})' in shown
+    from engine.records.explain import load_recorded_run
+    from engine.records.run_page import render_run_page
+
+    page = render_run_page(load_recorded_run(raw.headers["x-baton-run-id"], served.home))  # the run page's calls table says it too
+    assert "tool calls:</span> <code>get_weather({&quot;city&quot;: &quot;Paris&quot;})</code>" in page
     turns = chat_turns('{"celsius": 18}')
     second = oa(served).chat.completions.create(model="fast", messages=turns, tools=[CHAT_TOOL])  # type: ignore[arg-type]
     assert second.choices[0].message.content == "It is 18 degrees in Paris." and second.choices[0].finish_reason == "stop"

@@ -268,6 +268,11 @@ def _attempts_table(step: StepResult) -> str:
                     f'<td class="num nowrap">{_seconds(a.latency_ms)}</td></tr>')
         if a.reason and not a.answered:
             rows.append(f'<tr class="{esc(a.status)}"><td></td><td colspan="5">{esc(a.reason)}</td></tr>')
+        if a.tool_calls:  # what the model asked the client's tools to do (arguments scrubbed like any provider text)
+            calls = "; ".join(f"{(c.get('function') or {}).get('name', '?')}({(c.get('function') or {}).get('arguments', '')})"
+                              for c in a.tool_calls)
+            rows.append(f'<tr class="{esc(a.status)}"><td></td><td colspan="5"><span class="hint">tool calls:</span> '
+                        f'<code>{esc(_short(calls, 300))}</code></td></tr>')
     rows.append("</table>")
     return "".join(rows)
 
