@@ -212,3 +212,23 @@ def test_a_verifier_accepts_by_a_field_it_returns(home: Path, tmp_path: Path) ->
         summary = run(tmp_path / "looped.flow", {"question": "q"}, loopback_pool(server.url), home)
     assert summary.status == "ok" and summary.steps["refine"].rounds == 2
     assert summary.steps["refine"].verdicts[0].startswith("REJECTED") and summary.steps["refine"].verdicts[1].startswith("ACCEPTED")
+
+
+def test_a_served_flow_whose_output_returns_fields_says_its_schema_and_answers_with_the_object(tmp_path: Path) -> None:
+    import httpx
+
+    from tests.serve_harness import BatonServer, write_pool
+
+    flows = tmp_path / "flows"
+    flows.mkdir()
+    (flows / "extract.flow").write_text('version 1\ninput question\nstep extract {\n  model: fast\n  task: "Extract: {question}"\n'
+                                        '  returns: city text, celsius number\n}\noutput extract\n')
+    with ChatServer(responder=lambda body: Reply(text='{"city": "Paris", "celsius": 18}')) as upstream:
+        pool = write_pool(upstream.url, tmp_path / "pool.toml")
+        with BatonServer("--flows", str(flows), "--pool", str(pool), home=tmp_path / "home") as served:
+            listed = {m["id"]: m["baton"] for m in httpx.get(f"{served.url}/models").json()["data"]}
+            answer = httpx.post(f"{served.url}/chat/completions", json={"model": "flow/extract", "messages": [
+                {"role": "user", "content": "It is 18 degrees in Paris."}]}, timeout=30).json()
+    assert listed["flow/extract"]["output_schema"]["properties"] == {"city": {"type": "string"}, "celsius": {"type": "number"}}
+    assert json.loads(answer["choices"][0]["message"]["content"]) == {"city": "Paris", "celsius": 18}
+    assert upstream.requests[0]["response_format"]["json_schema"]["name"] == "extract"

@@ -143,7 +143,9 @@ async def models(request: web.Request) -> web.Response:
         data.append({"id": name, "object": "model", "created": int(offered.mtime_ns // 1_000_000_000), "owned_by": "baton",
                      "baton": {"kind": "flow", "flow": offered.flow.name, "description": offered.flow.description,
                                "inputs": list(offered.flow.inputs), "worst_case": offered.worst.to_json(),
-                               "budget_usd": offered.flow.budget.usd}})
+                               "budget_usd": offered.flow.budget.usd,
+                               # a flow whose output step `returns:` fields answers with that JSON object: say its schema
+                               "output_schema": getattr(offered.flow.nodes.get(offered.flow.output), "returns", None)}})
     for alias, spec in sorted(state.pool.models.items()):
         data.append({"id": alias, "object": "model", "created": int(state.started), "owned_by": spec.provider,
                      "baton": {"kind": "alias", "model_id": spec.id, "description": spec.description,
