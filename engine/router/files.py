@@ -18,9 +18,10 @@ from __future__ import annotations
 import json
 import os
 import stat
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from engine.model import Flow, Route
 from engine.numbers import finite
@@ -28,6 +29,8 @@ from engine.pool import Pool
 from engine.router.model import FORMAT, ModelStats, Router, RouterError, Vector
 from engine.router.scorer import FORMAT as SCORER_FORMAT
 from engine.router.scorer import Scorer
+
+T = TypeVar("T")
 
 #: The largest router file read: the committed GSM8K router is 154 KB; a kNN router over 100k items is ~40 MB.
 MAX_ROUTER_BYTES = 64 * 1024 * 1024
@@ -133,20 +136,20 @@ def _json_file(path: str | Path, what: str, fmt: str) -> dict[str, Any]:
 
 def load_router(path: str | Path) -> Router:
     """A router file, every field checked; `RouterError` names the first one that is wrong."""
-    data = _json_file(path, "router file", FORMAT)
-    try:
-        return _router(data)
-    except _Bad as err:
-        raise RouterError(f"router file {path} is malformed: {err}") from None
+    return _load(path, "router file", FORMAT, _router)
 
 
 def load_scorer(path: str | Path) -> Scorer:
     """An answer scorer file, every field checked; `RouterError` names the first one that is wrong."""
-    data = _json_file(path, "scorer file", SCORER_FORMAT)
+    return _load(path, "scorer file", SCORER_FORMAT, _scorer)
+
+
+def _load(path: str | Path, what: str, fmt: str, build: Callable[[dict[str, Any]], T]) -> T:
+    data = _json_file(path, what, fmt)
     try:
-        return _scorer(data)
+        return build(data)
     except _Bad as err:
-        raise RouterError(f"scorer file {path} is malformed: {err}") from None
+        raise RouterError(f"{what} {path} is malformed: {err}") from None
 
 
 class _Bad(Exception):
