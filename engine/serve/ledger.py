@@ -203,22 +203,20 @@ class Ledger:
     def reserve(self, key: str, day: str, usd: float, daily_cap: float | None, total_cap: float | None) -> str | Refusal:
         """Hold `usd` of a key's allowance for one call: the reservation's id, or the `Refusal` if a cap would be passed."""
         now = time.time()
-        self.heartbeat(now)
         self._keep_beating()
         rid = uuid.uuid4().hex
         with self.transaction(key):
             self._reclaim(key, now)
             today, total = self.spent(key, day)
-            held_today, held_total = self.execute(
-                "SELECT COALESCE(SUM(CASE WHEN day = ? THEN usd END), 0), COALESCE(SUM(usd), 0) FROM reservations WHERE key = ?",
-                (day, key)).fetchone()
-            if daily_cap is not None and today + float(held_today) + usd > daily_cap + 1e-12:
-                return Refusal("daily", daily_cap, today, float(held_today))
-            if total_cap is not None and total + float(held_total) + usd > total_cap + 1e-12:
-                return Refusal("total", total_cap, total, float(held_total))
+            held_today, held_total = self._sums("reservations", key, day)
+            if daily_cap is not None and today + held_today + usd > daily_cap + 1e-12:
+                return Refusal("daily", daily_cap, today, held_today)
+            if total_cap is not None and total + held_total + usd > total_cap + 1e-12:
+                return Refusal("total", total_cap, total, held_total)
             self.execute("INSERT INTO reservations (id, key, day, usd, holder, made) VALUES (?, ?, ?, ?, ?, ?)",
                          (rid, key, day, usd, self.holder, now))
-            self._upsert_holder(now)  # a holder with a reservation is one that was just seen
+            self._upsert_holder(now)  # a holder with a reservation is one that was just seen: this is its heartbeat
+        self._last_beat = now
         return rid
 
     def settle(self, rid: str | None, key: str, day: str, usd: float | None) -> None:
@@ -235,7 +233,11 @@ class Ledger:
 
     def spent(self, key: str, day: str) -> tuple[float, float]:
         """(that day's spend, all-time spend) of a key."""
-        row = self.execute("SELECT COALESCE(SUM(CASE WHEN day = ? THEN usd END), 0), COALESCE(SUM(usd), 0) FROM spend WHERE key = ?",
+        return self._sums("spend", key, day)
+
+    def _sums(self, table: str, key: str, day: str) -> tuple[float, float]:
+        """(that day's, all days') sum of `usd` of a key in `spend` (booked) or `reservations` (held)."""
+        row = self.execute(f"SELECT COALESCE(SUM(CASE WHEN day = ? THEN usd END), 0), COALESCE(SUM(usd), 0) FROM {table} WHERE key = ?",
                            (day, key)).fetchone()
         return float(row[0]), float(row[1])
 

@@ -142,13 +142,13 @@ class PostgresLedger(Ledger):
 
     def reserve(self, key: str, day: str, usd: float, daily_cap: float | None, total_cap: float | None) -> str | Refusal:
         now = time.time()
-        self.heartbeat(now)
         self._keep_beating()
         rid = uuid.uuid4().hex
         row = self.execute("SELECT * FROM baton_reserve(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                            (rid, key, day, usd, daily_cap, total_cap, self.holder, now, self.stale_s, MAX_HOLD_S)).fetchone()
         if row is not None:
             return Refusal(str(row[0]), float(row[1]), float(row[2]), float(row[3]))
+        self._last_beat = now  # the function recorded the holder as seen with the reservation
         return rid
 
     def settle(self, rid: str | None, key: str, day: str, usd: float | None) -> None:
