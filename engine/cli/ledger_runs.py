@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from engine.errors import UnknownRun
 from engine.records.explain import RecordedRun, load_recorded_run
 from engine.run.reader import list_runs, load_run
 from engine.run.trace import RunSummary
+from engine.serve.ledger import Ledger
 from engine.serve.ledgers import open_ledger
-from engine.serve.shared_records import shared_record, shared_summaries
+from engine.serve.shared_records import shared_record, shared_summaries, shared_summary
+
+T = TypeVar("T")
 
 
 def add_db_argument(p: argparse.ArgumentParser) -> None:
@@ -24,25 +29,34 @@ def add_db_argument(p: argparse.ArgumentParser) -> None:
 
 
 def find_recorded(run_id: str, home: str | Path | None, db: str | None) -> RecordedRun:
+    """A run with its flow and pool (what a page draws): from this machine, else from the shared ledger."""
     try:
         return load_recorded_run(run_id, home)
     except UnknownRun:
         if db is None:
             raise
+    return _from_ledger(db, run_id, shared_record)
+
+
+def find_summary(run_id: str, home: str | Path | None, db: str | None) -> RunSummary:
+    """A run's summary (what `baton show` prints): from this machine, else from the shared ledger."""
+    try:
+        return load_run(run_id, home)
+    except UnknownRun:
+        if db is None:
+            raise
+    return _from_ledger(db, run_id, shared_summary)
+
+
+def _from_ledger(db: str, run_id: str, read: Callable[[Ledger, str], T | None]) -> T:
     ledger = open_ledger(db, migrate=False)
     try:
-        found = shared_record(ledger, run_id)
+        found = read(ledger, run_id)
     finally:
         ledger.close()
     if found is None:
         raise UnknownRun(f"no run {run_id!r} here or in the shared ledger")
     return found
-
-
-def find_summary(run_id: str, home: str | Path | None, db: str | None) -> RunSummary:
-    if db is None:
-        return load_run(run_id, home)
-    return find_recorded(run_id, home, db).summary
 
 
 def recent(home: str | Path | None, db: str | None, limit: int) -> list[RunSummary]:

@@ -40,7 +40,7 @@ from engine.serve.messages_api import MessagesWire
 from engine.serve.passthrough import CallRecord
 from engine.serve.responses_api import ResponsesWire
 from engine.serve.shared_cache import LedgerCache
-from engine.serve.shared_records import SharedRecords, shared_record
+from engine.serve.shared_records import SharedRecords, shared_summary
 from engine.serve.stream import SSEAnswer
 from engine.serve.wire import MESSAGES_PATH, Wire, error_response
 from engine.session import Session
@@ -163,10 +163,10 @@ async def run_summary(request: web.Request) -> web.Response:
     try:
         summary = load_run(run_id, state.session.home.root)
     except (LookupError, RunError, PoolError, OSError):
-        shared = shared_record(state.ledger, run_id)  # finished on another replica
+        shared = shared_summary(state.ledger, run_id)  # finished on another replica
         if shared is None:
             raise not_found from None
-        summary = shared.summary
+        summary = shared
     if summary.run_id != run_id:  # a unique prefix finds a run in `baton show`; here the id must be exact
         raise not_found
     return web.json_response(summary.model_dump(mode="json"))

@@ -60,6 +60,12 @@ def shared_record(ledger: Ledger | None, run_id: str) -> RecordedRun | None:
     return recorded_run_from(RunSummary.model_validate_json(kept[0]), setup["flow"], setup["inputs"], Pool.model_validate(setup["pool"]))
 
 
+def shared_summary(ledger: Ledger | None, run_id: str) -> RunSummary | None:
+    """A run another replica finished, its summary alone (its flow is not checked again, as a page needs it to be)."""
+    kept = ledger.record(run_id) if ledger is not None and ledger.shares_records else None
+    return RunSummary.model_validate_json(kept[0]) if kept is not None else None
+
+
 def shared_summaries(ledger: Ledger, limit: int) -> list[RunSummary]:
     """The newest runs the ledger keeps, newest first (what `baton runs --db` lists)."""
     return [RunSummary.model_validate_json(text) for text in ledger.recent_records(limit)]
