@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import csv
 import json
 import os
 import shutil
 import subprocess
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +71,18 @@ def smart_reply(body: dict[str, Any]) -> str:
     if "ANSWER:" in task:
         return "Four.\nANSWER: 4"
     return f"[{body['model']}] {task.strip()[:60]}"
+
+
+def write_grid_files(folder: Path, items: Sequence[Mapping[str, object]], tables: Mapping[str, Sequence[Mapping[str, object]]],
+                     model_ids: Sequence[str]) -> None:
+    """A recorded grid in the ZeroEval layout: `items.jsonl`, and each table as a CSV of `id` and a column per model id."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "items.jsonl").write_text("".join(json.dumps(item) + "\n" for item in items))
+    for name, rows in tables.items():
+        with open(folder / name, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=["id", *model_ids])
+            writer.writeheader()
+            writer.writerows(rows)
 
 
 def _fitting(schema: dict[str, Any]) -> Any:

@@ -3,7 +3,6 @@ the `route ... by router` construct checked and run through replay; `baton route
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import random
@@ -22,6 +21,7 @@ from engine.router.policy import calibrate_strong_share, choose
 from engine.session import run_flow_sync
 from engine.training.grid import grid_models, load_grid, split_grid
 from tests.conftest import ROOT, WORKFLOWS
+from tests.helpers import write_grid_files
 
 MODELS = {"cheap": "m-cheap", "strong": "m-strong"}
 TOPICS = {  # questions about sums: both models right; about integrals: only the strong one
@@ -33,7 +33,6 @@ TOPICS = {  # questions about sums: both models right; about integrals: only the
 
 def write_grid(folder: Path, n: int = 300, seed: int = 1) -> Path:
     rng = random.Random(seed)
-    folder.mkdir(parents=True, exist_ok=True)
     items, correct, answers, tokens = [], [], [], []
     for i in range(n):
         topic = "sum" if i % 2 else "integral"
@@ -43,12 +42,8 @@ def write_grid(folder: Path, n: int = 300, seed: int = 1) -> Path:
         correct.append({"id": f"q{i}", "m-cheap": cheap_right, "m-strong": 1})
         answers.append({"id": f"q{i}", "m-cheap": "1" if cheap_right else "2", "m-strong": "1"})
         tokens.append({"id": f"q{i}", "m-cheap": 20, "m-strong": 200})
-    (folder / "items.jsonl").write_text("".join(json.dumps(x) + "\n" for x in items))
-    for name, rows in (("correct.csv", correct), ("answers.csv", answers), ("output_tokens_o200k.csv", tokens)):
-        with open(folder / name, "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=["id", "m-cheap", "m-strong"])
-            w.writeheader()
-            w.writerows(rows)
+    write_grid_files(folder, items, {"correct.csv": correct, "answers.csv": answers, "output_tokens_o200k.csv": tokens},
+                     ["m-cheap", "m-strong"])
     pool = folder.parent / "models.toml"
     pool.write_text(f'[providers.replay]\nkind = "replay"\noptions = {{ dataset = "{folder.name}" }}\n\n'
                     '[models.cheap]\nprovider = "replay"\nid = "m-cheap"\ninput_price = 0.1\noutput_price = 0.4\n\n'
@@ -230,7 +225,6 @@ def test_vote_and_cascade_rows_compare_letter_answers(tmp_path: Path) -> None:
     "100% escalated", because both compared answers as numbers. All three models answer `B` (the gold), except the
     cheap one, which answers `(C)` on every other item."""
     folder = tmp_path / "grid"
-    folder.mkdir()
     names = {"cheap": "m-cheap", "mid": "m-mid", "strong": "m-strong"}
     rows: dict[str, list[dict[str, object]]] = {"correct.csv": [], "answers.csv": [], "output_tokens_o200k.csv": []}
     items = []
@@ -241,12 +235,7 @@ def test_vote_and_cascade_rows_compare_letter_answers(tmp_path: Path) -> None:
         rows["answers.csv"].append({"id": f"q{i}", "m-cheap": cheap, "m-mid": "b.", "m-strong": "B"})
         rows["correct.csv"].append({"id": f"q{i}", "m-cheap": int(cheap == "B"), "m-mid": 1, "m-strong": 1})
         rows["output_tokens_o200k.csv"].append({"id": f"q{i}", "m-cheap": 5, "m-mid": 20, "m-strong": 50})
-    (folder / "items.jsonl").write_text("".join(json.dumps(x) + "\n" for x in items))
-    for name, table in rows.items():
-        with open(folder / name, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=["id", *names.values()])
-            writer.writeheader()
-            writer.writerows(table)
+    write_grid_files(folder, items, rows, list(names.values()))
     (tmp_path / "models.toml").write_text(f'[providers.replay]\nkind = "replay"\noptions = {{ dataset = "{folder.name}" }}\n'
                                           + "".join(f'[models.{a}]\nprovider = "replay"\nid = "{m}"\ninput_price = {p}\noutput_price = {p}\n'
                                                     for (a, m), p in zip(names.items(), (0.1, 1.0, 5.0), strict=True)))

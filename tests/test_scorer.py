@@ -5,7 +5,6 @@ untrusted data, checked like a router's."""
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import random
@@ -24,6 +23,7 @@ from engine.session import run_flow_sync
 from engine.training.grid import grid_models, load_grid, split_grid
 from engine.training.scoring import play
 from tests.conftest import ROOT
+from tests.helpers import write_grid_files
 
 IDS = {"weak": "m-weak", "good": "m-good", "strong": "m-strong"}
 ACCURACY = {"weak": 0.35, "good": 0.8, "strong": 0.95}
@@ -47,7 +47,6 @@ def write_grid(folder: Path, n: int = 400, seed: int = 3) -> Path:
     """Three models: `weak` right 35% of the time, `good` 80%, `strong` 95%; a wrong answer is off by a random amount,
     so two wrong answers seldom agree. The pool binds each alias to its column and prices `strong` 30x the others."""
     rng = random.Random(seed)
-    folder.mkdir(parents=True, exist_ok=True)
     items, rows = [], {"correct.csv": [], "answers.csv": [], "output_tokens_o200k.csv": []}  # type: ignore[var-annotated]
     for i in range(n):
         gold = rng.randint(10, 999)
@@ -56,12 +55,7 @@ def write_grid(folder: Path, n: int = 400, seed: int = 3) -> Path:
         rows["correct.csv"].append({"id": f"q{i}", **{IDS[a]: r for a, r in right.items()}})
         rows["answers.csv"].append({"id": f"q{i}", **{IDS[a]: gold if r else gold + rng.randint(1, 50) for a, r in right.items()}})
         rows["output_tokens_o200k.csv"].append({"id": f"q{i}", **{m: 40 for m in IDS.values()}})
-    (folder / "items.jsonl").write_text("".join(json.dumps(x) + "\n" for x in items))
-    for name, table in rows.items():
-        with open(folder / name, "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=["id", *IDS.values()])
-            w.writeheader()
-            w.writerows(table)
+    write_grid_files(folder, items, rows, list(IDS.values()))
     pool = folder.parent / "models.toml"
     pool.write_text(f'[providers.replay]\nkind = "replay"\noptions = {{ dataset = "{folder.name}" }}\n\n'
                     + "".join(f'[models.{a}]\nprovider = "replay"\nid = "{m}"\ninput_price = {30.0 if a == "strong" else 1.0}\n'
