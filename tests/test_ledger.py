@@ -90,21 +90,21 @@ time.sleep(600)
 
 
 def test_a_killed_process_stops_holding_its_reservations_once_its_heartbeat_is_stale(location: str) -> None:
+    ledger = open_ledger(location)  # opened (and migrated) before the holder reserves: the checks below follow its kill at once
+    ledger.stale_s = 2.0  # the default (30 s) made quick for the test
     holder = subprocess.Popen([sys.executable, "-c", HOLD, location], stdout=subprocess.PIPE, text=True,
                               env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:
         assert holder.stdout is not None and len(holder.stdout.readline().strip()) == 32
         holder.send_signal(signal.SIGKILL)  # no chance to settle or release anything
         holder.wait(30)
-        ledger = open_ledger(location)
-        ledger.stale_s = 1.0  # the default (30 s) made quick for the test
         assert isinstance(ledger.reserve("k", DAY, 0.5, 1.0, None), Refusal)  # its heartbeat is fresh: it still holds
-        time.sleep(1.5)
+        time.sleep(ledger.stale_s + 0.5)
         assert isinstance(ledger.reserve("k", DAY, 0.5, 1.0, None), str)  # reclaimed by the next transaction on the key
         assert ledger.held("k") == pytest.approx(0.5)
-        ledger.close()
     finally:
         holder.kill()
+        ledger.close()
 
 
 def _old_ledger(location: str) -> None:

@@ -17,6 +17,7 @@ import aiohttp
 import pytest
 
 from engine.run.reader import load_run
+from engine.serve.app import KEYS_REFRESH_S
 from engine.serve.keys import add_key, utc_day
 from engine.serve.ledger import SqliteLedger
 from engine.serve.ledgers import open_ledger
@@ -27,6 +28,7 @@ from tests.serve_harness import BatonServer, write_pool
 
 pytestmark = pytest.mark.slow
 PRICES = {"coder": (50.0, 50.0)}  # USD per million tokens: each call costs about $0.001
+TIMEOUT = aiohttp.ClientTimeout(total=30)  # no request of these tests waits longer than this
 
 
 @dataclass
@@ -39,7 +41,7 @@ class Tally:
 async def load(urls: list[str], token: str, clients: int, seconds: float, tally: Tally, stop: asyncio.Event | None = None) -> None:
     """`clients` clients, each sending to one of `urls` in turn, one request at a time, until the time is up."""
     deadline = time.monotonic() + seconds
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=clients), timeout=aiohttp.ClientTimeout(total=30)) as http:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=clients), timeout=TIMEOUT) as http:
         async def client(i: int) -> None:
             k = 0
             while time.monotonic() < deadline and not (stop is not None and stop.is_set()):
@@ -136,7 +138,7 @@ def test_two_replicas_on_postgresql_keep_the_cap_and_show_each_others_runs(tmp_p
 async def _each_shows_every_run(replicas: list[BatonServer], token: str, tally: Tally) -> None:
     bearer = {"Authorization": f"Bearer {token}"}
     basic = {"Authorization": "Basic " + base64.b64encode(f"me:{token}".encode()).decode()}
-    async with aiohttp.ClientSession() as http:
+    async with aiohttp.ClientSession(timeout=TIMEOUT) as http:
         for marker, (run_id, made_on) in list(tally.ok.items())[:40]:
             for replica in replicas:
                 async with http.get(f"{replica.url}/runs/{run_id}", headers=bearer) as resp:
@@ -173,6 +175,7 @@ def test_a_replica_killed_mid_load_leaves_the_other_serving_and_its_reservations
             asyncio.run(kill_midway())
             assert all(doomed.url in f for f in tally.failed), tally.failed[:5]  # only the dead replica's requests failed
             ledger = open_ledger(db)
+            ledger.stale_s = 2.0  # as the replicas were told (BATON_LEDGER_STALE_S)
             try:
                 time.sleep(2.5)  # the dead replica's heartbeat is stale now
                 probe = ledger.reserve("small", utc_day(), 0.001, None, 100.0)  # any transaction on the key reclaims
@@ -217,7 +220,8 @@ def test_keys_stored_in_the_shared_ledger_are_honoured_by_every_replica(tmp_path
             async def ask(url: str, token: str | None) -> int:
                 headers = {"Authorization": f"Bearer {token}"} if token else {}
                 body = {"model": "coder", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}
-                async with aiohttp.ClientSession() as http, http.post(f"{url}/chat/completions", json=body, headers=headers) as resp:
+                async with aiohttp.ClientSession(timeout=TIMEOUT) as http, \
+                        http.post(f"{url}/chat/completions", json=body, headers=headers) as resp:
                     return resp.status
 
             for replica in replicas:
@@ -226,7 +230,9 @@ def test_keys_stored_in_the_shared_ledger_are_honoured_by_every_replica(tmp_path
             assert "already holds" in subprocess.run(
                 [sys.executable, "-m", "engine.cli.main", "serve", "--db", db, "--new-key", "bob"], capture_output=True, text=True,
                 timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)}).stderr
-            time.sleep(6.0)  # KEYS_REFRESH_S, and a second
+            deadline = time.monotonic() + 3 * KEYS_REFRESH_S  # each replica reads the ledger's keys every KEYS_REFRESH_S
+            while [asyncio.run(ask(r.url, second)) for r in replicas] != [200, 200] and time.monotonic() < deadline:
+                time.sleep(0.5)
             assert [asyncio.run(ask(r.url, second)) for r in replicas] == [200, 200]
         finally:
             for r in replicas:
@@ -244,7 +250,8 @@ def test_with_cache_replicas_share_one_response_cache_and_keys_never_share_hits(
             async def ask(url: str, token: str) -> str:
                 body = {"model": "coder", "max_tokens": 8, "temperature": 0, "messages": [{"role": "user", "content": "same question"}]}
                 headers = {"Authorization": f"Bearer {token}"}
-                async with aiohttp.ClientSession() as http, http.post(f"{url}/chat/completions", json=body, headers=headers) as resp:
+                async with aiohttp.ClientSession(timeout=TIMEOUT) as http, \
+                        http.post(f"{url}/chat/completions", json=body, headers=headers) as resp:
                     assert resp.status == 200
                     return str((await resp.json())["choices"][0]["message"]["content"])
 
