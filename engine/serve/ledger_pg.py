@@ -34,10 +34,13 @@ FUNCTIONS = (
         PERFORM pg_advisory_xact_lock(hashtextextended(p_key, 0));
         DELETE FROM reservations r WHERE r.key = p_key AND (r.made < p_now - p_max_hold
             OR r.holder NOT IN (SELECT h.holder FROM holders h WHERE h.seen >= p_now - p_stale));
-        SELECT COALESCE(SUM(CASE WHEN s.day = p_day THEN s.usd END), 0), COALESCE(SUM(s.usd), 0) INTO spent_today, spent_total
-            FROM spend s WHERE s.key = p_key;
-        SELECT COALESCE(SUM(CASE WHEN r.day = p_day THEN r.usd END), 0), COALESCE(SUM(r.usd), 0) INTO held_today, held_total
-            FROM reservations r WHERE r.key = p_key;
+        -- one statement, so one snapshot: a settlement committed between two reads would be missing from both
+        -- (its booking not yet seen, its reservation already gone), and the cap would let one more call through
+        SELECT (SELECT COALESCE(SUM(CASE WHEN s.day = p_day THEN s.usd END), 0) FROM spend s WHERE s.key = p_key),
+               (SELECT COALESCE(SUM(s.usd), 0) FROM spend s WHERE s.key = p_key),
+               (SELECT COALESCE(SUM(CASE WHEN r.day = p_day THEN r.usd END), 0) FROM reservations r WHERE r.key = p_key),
+               (SELECT COALESCE(SUM(r.usd), 0) FROM reservations r WHERE r.key = p_key)
+            INTO spent_today, spent_total, held_today, held_total;
         IF p_daily IS NOT NULL AND spent_today + held_today + p_usd > p_daily + 1e-12 THEN
             RETURN QUERY SELECT 'daily'::TEXT, p_daily, spent_today, held_today;
             RETURN;
@@ -49,7 +52,7 @@ FUNCTIONS = (
         INSERT INTO reservations (id, key, day, usd, holder, made) VALUES (p_id, p_key, p_day, p_usd, p_holder, p_now);
         INSERT INTO holders (holder, seen) VALUES (p_holder, p_now) ON CONFLICT (holder) DO UPDATE SET seen = EXCLUDED.seen;
     END $$ LANGUAGE plpgsql""",
-    # no lock: the deletion and the booking commit together, and a reservation's reads see both or neither
+    # no lock: the deletion and the booking commit together, and a reservation reads both in one snapshot
     """CREATE OR REPLACE FUNCTION baton_settle(p_id TEXT, p_key TEXT, p_day TEXT, p_usd DOUBLE PRECISION) RETURNS VOID AS $$
     BEGIN
         IF p_id IS NOT NULL THEN
