@@ -19,6 +19,7 @@ from engine.model import Flow
 from engine.pool import Pool, discover_pool
 from engine.syntax.ast import Span
 from engine.syntax.parser import parse
+from engine.syntax.source import decode_flow
 
 #: Flows larger than this are refused before parsing (a generated 10,000-step flow is ~1.2 MB).
 MAX_FLOW_BYTES = 16 * 1024 * 1024
@@ -39,15 +40,7 @@ def read_flow_text(path: str | Path) -> str:
         raise FlowError([Diagnostic("E106", "is a folder, not a flow file", where, None, str(p))]) from None
     except OSError as err:
         raise FlowError([Diagnostic("E106", f"cannot read file: {err.strerror}", where, None, str(p))]) from None
-    if b"\x00" in data:
-        raise FlowError([Diagnostic("E106", "file is binary (it contains NUL bytes), not a flow", where, None, str(p))])
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = data[: err.start].count(b"\n") + 1
-        col = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
-        raise FlowError([Diagnostic("E106", f"file is not UTF-8 text (byte 0x{data[err.start]:02x})", Span(line, col, line, col + 1), None, str(p))]) from None
-    return text.removeprefix("\ufeff")
+    return decode_flow(data, str(p))
 
 
 @contextmanager

@@ -208,10 +208,40 @@ class Loop(Frozen):
     span: SpanTuple = (0, 0, 0, 0, 0, 0)
 
 
-Node = Annotated[Step | Verify | Fuse | Route | Loop, Field(discriminator="kind")]
+class Use(Frozen):
+    """Another flow run as one node (`use "FILE" as NAME { ... }`), with what it is given and nothing else.
+
+    `flow` is the sub-flow as checked in its own file, its model aliases renamed to the ones the caller bound them to.
+    Each of its inputs is given either a caller's input or node (`inputs`: its output text, never its prompt) or a
+    literal text (`texts`). Its result is its own output node's; its steps are recorded as `NAME/STEP`.
+    """
+
+    kind: Literal["use"] = "use"
+    name: str
+    #: The sub-flow as written (`"critique"`, `"review.flow"`) and the file it was read from.
+    source: str
+    path: str
+    flow: Flow
+    inputs: dict[str, str] = Field(default_factory=dict)
+    texts: dict[str, str] = Field(default_factory=dict)
+    #: The caller's names it is given (its dependencies), in binding order.
+    sees: tuple[str, ...] = ()
+    #: What its output returns: the sub-flow output node's declaration, so `{NAME.field}` and routes on fields work.
+    returns: dict[str, Any] | None = None
+    fields: dict[str, str] = Field(default_factory=dict)
+    guard: Guard | None = None
+    loop: str | None = None
+    span: SpanTuple = (0, 0, 0, 0, 0, 0)
 
 
-def node_models(node: Step | Verify | Fuse | Route | Loop) -> list[str]:
+#: How a sub-flow's node is named in its caller's record: `review/critique`.
+SUBFLOW_SEPARATOR = "/"
+
+
+Node = Annotated[Step | Verify | Fuse | Route | Loop | Use, Field(discriminator="kind")]
+
+
+def node_models(node: Step | Verify | Fuse | Route | Loop | Use) -> list[str]:
     """Every alias a node may call, in policy order, each once: models, fallbacks, panel, judge, escalate."""
     # isinstance, not getattr with a default: a pydantic model's missing attribute is a slow exception.
     if isinstance(node, Step | Verify):
@@ -220,6 +250,8 @@ def node_models(node: Step | Verify | Fuse | Route | Loop) -> list[str]:
         aliases = [*node.fallbacks, *node.panel]
         aliases += [a for a in (node.judge, node.escalate) if a]
         return list(dict.fromkeys(aliases))
+    if isinstance(node, Use):
+        return node.flow.aliases()
     return []
 
 
@@ -285,6 +317,18 @@ class Flow(Frozen):
             return None
         return f"{self.filename}:{node.span[0]}:{node.span[1]}"
 
+    def uses(self) -> list[Use]:
+        """Its sub-flow nodes, top-level (a loop holds only steps and a verifier)."""
+        return [n for n in self.nodes.values() if isinstance(n, Use)]
+
+    def counted(self) -> list[str]:
+        """The names whose calls a run's totals count: its top-level nodes, and, nested, its sub-flows' (a sub-flow's
+        steps are counted in its use once the use has finished, and by themselves while it runs or after a crash)."""
+        names = self.top_level()
+        for use in self.uses():
+            names += [f"{use.name}{SUBFLOW_SEPARATOR}{n}" for n in use.flow.counted()]
+        return names
+
     def top_level(self) -> list[str]:
         """Names of the nodes outside any loop, in source order."""
         return [n for n in self.order if self.nodes[n].loop is None]
@@ -292,3 +336,6 @@ class Flow(Frozen):
     def aliases(self) -> list[str]:
         """Every model alias the flow may call (models, fallbacks, panels, judges, escalations), sorted, each once."""
         return sorted({a for n in self.nodes.values() for a in node_models(n)})
+
+
+Use.model_rebuild()

@@ -230,7 +230,7 @@ class Session:
         resumed = attempts_of_run > 1
         summary = RunSummary(run_id=store.run_id, flow=flow_obj.name, flow_file=flow_file, started=time.time(),
                              attempts_of_run=attempts_of_run, budget=budget.model_dump(), output_step=flow_obj.output, warnings=warnings)
-        before = _totals_so_far(previous, completed, flow_obj.top_level()) if resumed else RunSummary(run_id="", flow="")
+        before = _totals_so_far(previous, completed, flow_obj.counted()) if resumed else RunSummary(run_id="", flow="")
         guard = BudgetGuard(budget, spent_usd=before.cost, spent_tokens=before.input_tokens + before.output_tokens,
                             spent_calls=before.calls, estimated_usd=before.estimated_cost, parent=account)
         stream = TextStream(on_text, self.providers.secrets) if on_text is not None else None

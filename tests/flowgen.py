@@ -8,7 +8,7 @@ from tests.conftest import WORKFLOWS
 
 NAMES = st.from_regex(r"[a-z][a-z0-9_]{0,6}", fullmatch=True).filter(
     lambda n: n not in {"version", "flow", "input", "budget", "output", "models", "step", "fuse", "verify", "route",
-                        "loop", "by", "when", "else", "max"})
+                        "loop", "by", "when", "else", "max", "use", "as"})
 SAFE_TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters='"\\{}'), max_size=30)
 WS = st.sampled_from([" ", "  ", "\n", "\n  ", "\t", " \n\n "])
 
@@ -83,7 +83,7 @@ def loop(draw: st.DrawFn) -> str:
 
 @st.composite
 def item(draw: st.DrawFn) -> str:
-    kind = draw(st.sampled_from(["input", "budget", "output", "flow", "version", "step", "fuse", "route", "loop", "models"]))
+    kind = draw(st.sampled_from(["input", "budget", "output", "flow", "version", "step", "fuse", "route", "loop", "models", "use"]))
     if kind == "input":
         return f"input {draw(NAMES)}" + (f' "{draw(SAFE_TEXT)}"' if draw(st.booleans()) else "")
     if kind == "budget":
@@ -100,6 +100,9 @@ def item(draw: st.DrawFn) -> str:
         return draw(route())
     if kind == "loop":
         return draw(loop())
+    if kind == "use":
+        props = draw(st.lists(prop(), max_size=3))
+        return f'use "{draw(NAMES)}" as {draw(NAMES)} {{ ' + draw(WS).join(props) + " }"
     defs = draw(st.lists(block("step"), max_size=2))
     return "models { " + " ".join(d.replace("step ", "", 1) for d in defs) + " }"
 

@@ -39,7 +39,7 @@ class CheckResult:
 def check_document(doc: ast.Document, pool: Pool) -> CheckResult:
     """Run every semantic pass over `doc` against `pool`."""
     reader = Reader(doc.filename)
-    resolved = Resolver(doc, pool, reader).run()
+    resolved = Resolver(doc, pool, reader, check_document).run()
     structure = Structure(resolved, reader)
     nodes, output = structure.run()
     flow: Flow | None = None

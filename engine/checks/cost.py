@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from engine.model import Flow, Fuse, Loop, Route, Step, Verify
+from engine.model import Flow, Fuse, Loop, Route, Step, Use, Verify
 from engine.pool import ModelSpec, Pool
 
 #: Assumed size of one named input when estimating a prompt statically.
@@ -45,9 +45,10 @@ def text_tokens(text: str) -> int:
 class CostModel:
     """Computes worst cases node by node, memoised, over a checked flow."""
 
-    def __init__(self, flow: Flow, pool: Pool) -> None:
+    def __init__(self, flow: Flow, pool: Pool, models: dict[str, ModelSpec] | None = None) -> None:
         self.flow = flow
-        self.models: dict[str, ModelSpec] = {**pool.models, **flow.models}
+        self.pool = pool
+        self.models: dict[str, ModelSpec] = models if models is not None else {**pool.models, **flow.models}
         self._memo: dict[str, WorstCase] = {}
 
     def output_tokens(self, name: str) -> int:
@@ -56,6 +57,8 @@ class CostModel:
             return node.params.max_tokens
         if isinstance(node, Loop):
             return self.output_tokens(node.result) if node.result in self.flow.nodes else 0
+        if isinstance(node, Use):
+            return CostModel(node.flow, self.pool, self.models).output_tokens(node.flow.output)
         if isinstance(node, Route):
             return max((self.output_tokens(a.target) for a in node.arms if a.target in self.flow.nodes), default=0)
         return 0
@@ -111,6 +114,8 @@ class CostModel:
                     levels = max(levels, len(m.models))
             rounds = node.max_rounds + (levels - 1 if node.exhausted == "escalate" else 0)
             result = per_round.times(rounds)
+        elif isinstance(node, Use):  # its aliases are the caller's: the caller's prices
+            result = CostModel(node.flow, self.pool, self.models).flow_total()
         elif isinstance(node, Route):
             branches = [self.node(a.target) for a in node.arms if a.target in self.flow.nodes and self.flow.guarded_by(a.target, name)]
             if branches:

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from engine.checks.learned import fuse_scorer, learned_path
 from engine.checks.properties import MAX_LOOP_ROUNDS, MAX_PANEL, REQUIRED, RESERVED_NAMES, SCHEMAS, SUPPORTED_VERSIONS
 from engine.checks.returns import read_returns
+from engine.checks.subflows import CheckFlow, UseReader
 from engine.checks.values import Reader, rule_op
 from engine.diagnostics import did_you_mean
 from engine.model import Arm, Budget, Check, Fuse, InputSpec, Loop, Params, Route, Step, Verify
@@ -90,8 +91,9 @@ _PARAM_READERS: dict[str, Callable[[Reader, ast.Prop], Any]] = {
 class Resolver:
     """Reads a `Document` into a `Resolved`, recording diagnostics in its `Reader`."""
 
-    def __init__(self, doc: ast.Document, pool: Pool, reader: Reader) -> None:
+    def __init__(self, doc: ast.Document, pool: Pool, reader: Reader, check_sub: CheckFlow) -> None:
         self.doc = doc
+        self.check_sub = check_sub  # how a sub-flow a `use` names is checked in its own file
         self.pool = pool
         self.r = reader
         self.out = Resolved(name=_stem(doc.filename))
@@ -114,12 +116,15 @@ class Resolver:
             elif isinstance(item, ast.RouteNode):
                 self._declare(item.name, "route", item.span, item.name_span, None)
                 self.out.arms_ast[item.name] = item
+            elif isinstance(item, ast.UseNode):
+                self._declare(item.name, "use", item.span, item.name_span, None)
             elif isinstance(item, ast.LoopNode):
                 self._declare(item.name, "loop", item.span, item.name_span, None)
                 self.out.loops_ast[item.name] = item
                 for member in item.members:
                     self._declare(member.name, member.kind, member.span, member.name_span, item.name)
         self._known_aliases = set(self.pool.models) | set(self.out.models)
+        uses = UseReader(self.r, self.pool, dict(self.out.models), self.check_sub)
         for item in self.doc.items:
             if isinstance(item, ast.Block):
                 self._block(item, None)
@@ -129,6 +134,9 @@ class Resolver:
                 for member in item.members:
                     self._block(member, item.name)
                 self._loop(item)
+            elif isinstance(item, ast.UseNode):
+                self._use(item, uses)
+        self.out.models.update(uses.brought)
         return self.out
 
     # -- declarations ---------------------------------------------------------------------
@@ -323,6 +331,14 @@ class Resolver:
                     self.r.error("E208", "a step takes `choices` (a label) or `returns` (fields), not both", props["returns"].key_span)
         common["params"] = shared
         return common
+
+    def _use(self, node: ast.UseNode, uses: UseReader) -> None:
+        info = self.out.info.get(node.name)
+        if info is None or info.span != node.span:
+            return  # a duplicate, already reported
+        read = uses.read(node)
+        if read is not None:
+            self.out.nodes[node.name], info.sees_atoms = read
 
     def _block(self, block: ast.Block, loop: str | None) -> None:
         info = self.out.info.get(block.name)

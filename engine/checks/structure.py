@@ -17,7 +17,7 @@ from engine.checks.plan import topological
 from engine.checks.resolve import NodeInfo, Resolved
 from engine.checks.values import Reader
 from engine.diagnostics import did_you_mean
-from engine.model import ExecutionPlan, Fuse, Guard, Loop, Route, Step, Verify
+from engine.model import ExecutionPlan, Fuse, Guard, Loop, Route, Step, Use, Verify
 from engine.syntax.ast import Atom, Span
 
 CALLING = (Step, Verify, Fuse)
@@ -44,6 +44,8 @@ class Structure:
         for name, node in list(self.nodes.items()):
             if isinstance(node, CALLING):
                 self._visibility(name, node)
+            elif isinstance(node, Use):
+                self._given(name, node)
         self._loops()
         guards = self._guards()
         for name, (route, arm) in guards.items():
@@ -202,6 +204,14 @@ class Structure:
         self._check_templates(info, node, set(visible))
         self.nodes[name] = node.model_copy(update={"sees": tuple(visible)})
         self.deps[name] = {v: None for v in visible if v in self.info}
+
+    def _given(self, name: str, node: Use) -> None:
+        """A sub-flow is given caller's names as its inputs: each must be one this node could see, as `sees` would."""
+        info = self.info[name]
+        given = [a.value for a in info.sees_atoms if self._may_see(info, a)]
+        self.used_inputs.update(g for g in given if g in self.res.inputs)
+        self.nodes[name] = node.model_copy(update={"sees": tuple(dict.fromkeys(given))})
+        self.deps[name] = {g: None for g in given if g in self.info}
 
     def _all_before(self, info: NodeInfo) -> list[str]:
         out = list(self.res.inputs)

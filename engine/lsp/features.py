@@ -22,9 +22,9 @@ from engine.syntax.ast import Span
 from engine.syntax.fmt import format_source
 from engine.syntax.parser import parse
 
-KEYWORDS = ("version", "flow", "input", "budget", "output", "models", "step", "fuse", "verify", "route", "loop")
+KEYWORDS = ("version", "flow", "input", "budget", "output", "models", "step", "fuse", "verify", "route", "loop", "use")
 #: Words the lexer keeps for itself (docs/language.md), beyond the names the checker reserves.
-KEYWORD_NAMES = {*KEYWORDS, "by", "when", "else", "max"}
+KEYWORD_NAMES = {*KEYWORDS, "by", "when", "else", "max", "as"}
 CHOICES = {key: tuple(kind.split(":", 1)[1].split("|")) for key, kind in VALUE_KINDS.items() if kind.startswith("choice:")}
 
 

@@ -85,7 +85,7 @@ def recorded_run_from(summary: RunSummary, source: str, inputs: dict[str, str], 
     if flow is None:
         return RecordedRun(summary, None, pool, inputs, f"the recorded flow does not check: {problems}")
     if summary.status == "running":
-        summary = totals_so_far(summary, flow.top_level())
+        summary = totals_so_far(summary, flow.counted())
     return RecordedRun(summary, flow, pool, inputs)
 
 

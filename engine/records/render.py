@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 
 from engine.run.reader import list_runs, load_run
-from engine.run.trace import RunSummary, StepResult
+from engine.run.trace import RunSummary, StepResult, is_nested, nested_in
 from engine.terminal import for_terminal
 
 __all__ = ["list_runs", "load_run", "render_run", "run_json", "runs_table"]
@@ -46,7 +46,8 @@ def render_run(summary: RunSummary, full_output_step: str | None = None) -> str:
         lines.append(f"  at: {summary.error_at} (step `{summary.error_step}`)")
     lines.append("")
     for name, step in summary.steps.items():
-        lines.extend(_render_step(name, step, full_output_step == name))
+        if not is_nested(name):
+            lines.extend(_render_nested(summary, step, full_output_step, 0))
     why = {"budget_exhausted": "the budget ran out", "interrupted": "the run was interrupted",
            "running": "the run has not finished"}.get(summary.status, f"the run {summary.status}")
     shown = _short(summary.output, 300) if summary.output is not None else f"none ({why})"
@@ -56,6 +57,14 @@ def render_run(summary: RunSummary, full_output_step: str | None = None) -> str:
     else:
         lines.append(f"output ({summary.output_step}): {shown}")
     return for_terminal("\n".join(lines))
+
+
+def _render_nested(summary: RunSummary, step: StepResult, full_output_step: str | None, depth: int) -> list[str]:
+    """A step, then (for a `use`) the steps of its sub-run under it, indented."""
+    lines = [("    " * depth + line) if line else line for line in _render_step(step.name, step, full_output_step == step.name)]
+    for inner in nested_in(summary.steps, step.name):
+        lines.extend(_render_nested(summary, inner, full_output_step, depth + 1))
+    return lines
 
 
 def _render_step(name: str, s: StepResult, full: bool) -> list[str]:
@@ -81,7 +90,7 @@ def _render_step(name: str, s: StepResult, full: bool) -> list[str]:
         out.append(f"  verdict (round {s.rounds}): {_short(s.verdict)}" if s.rounds is not None else f"  verdict: {_short(s.verdict)}")
     if s.status == "ok" or s.attempts:
         out.append(f"  tokens {s.input_tokens} in / {s.output_tokens} out  cost ${s.cost:.6f}  {s.latency_ms / 1000:.2f}s")
-    for a in s.attempts:
+    for a in s.attempts if s.kind != "use" else ():  # a sub-flow's calls are listed under its steps
         cause = f" {a.cause}" if a.cause else ""
         finish = f"  finish {a.finish_reason}" if a.finish_reason else ""
         truncated = "  TRUNCATED at max_tokens" if a.truncated else ""

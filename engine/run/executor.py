@@ -19,8 +19,8 @@ import time
 from typing import Any
 
 from engine.errors import RunCancelled, RunError
-from engine.model import Flow, Route, Step
-from engine.run import nodes
+from engine.model import Flow, Route, Step, Use
+from engine.run import nodes, subflow
 from engine.run.calls import Caller
 from engine.run.events import RunEvents
 from engine.run.store import RunRecord
@@ -116,6 +116,9 @@ class Executor:
             deps = [await self.futures[d] for d in self.deps[name]]
             if name in self.completed:
                 done = self.completed[name].model_copy(update={"resumed": True})
+                if isinstance(node, Use):  # its sub-run's steps are on record too
+                    prefix = subflow.prefix_of(name)
+                    self.results.update({k: r.model_copy(update={"resumed": True}) for k, r in self.completed.items() if k.startswith(prefix)})
                 if isinstance(node, Route):
                     self.decisions[name].set_result(done.decision)
                 self._note_tool_calls(node, done)  # a resumed run ends where the recorded one did
@@ -145,6 +148,8 @@ class Executor:
             t0 = time.perf_counter()
             if isinstance(node, Route):
                 await self._route(node, result)
+            elif isinstance(node, Use):
+                await self._use(node, result)
             else:
                 members = await nodes.run_node(self, node, result)
                 self.results.update(members)  # a loop's members, from its last round
@@ -169,6 +174,21 @@ class Executor:
                 result.error = "interrupted while it was running"
                 await self._finish(result)  # a failed result is not committed: nothing here suspends
             raise
+    async def _use(self, use: Use, result: StepResult) -> None:
+        """Run a sub-flow inside this run: its own scheduler over the same budget, cache and record, its steps named
+        `use/step`. It is given exactly the texts its `use` binds."""
+        child = Executor(use.flow, subflow.sub_caller(self.caller, use.name), subflow.SubflowRecord(self.store, use.name),
+                         subflow.given_inputs(use, self.flow, self.inputs, self.results), subflow.SubflowEvents(self.events, use.name),
+                         subflow.completed_inside(use.name, self.completed), self.stream_for(use.name))
+        try:
+            await child.run()
+        finally:  # finished or failed, its steps and what they spent are on the caller's record
+            self.results.update(subflow.nested_results(use.name, child.results))
+            subflow.count_calls(use, result, child.results)
+        if child.failure is not None:
+            raise child.failure
+        subflow.finish_use(use, result, child.results)
+
     def _note_tool_calls(self, node: object, result: StepResult) -> None:
         """A step marked `tools: client` (not the output) that answered with tool calls ends the run: no new step
         starts, and its calls are the run's answer (the output step's tool calls already are)."""

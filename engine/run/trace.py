@@ -191,8 +191,26 @@ def in_flight_totals(summary: RunSummary, steps: Mapping[str, StepResult], top_l
     of a killed one both count them this way (a killed attempt's failed calls are in no journal: docs/reliability.md).
     """
     since = summary.started
-    return sum((Totals.of(steps[n].attempts) for n in top_level
-                if n in steps and not steps[n].resumed and steps[n].started >= since), Totals())
+    counted = list(top_level)
+    # a sub-flow's step (`review/draft`) is counted by itself only while its `use` has not finished: then the use counts it
+    return sum((Totals.of(steps[n].attempts) for n in counted
+                if n in steps and not steps[n].resumed and steps[n].started >= since and not _inside_finished(n, steps)), Totals())
+
+
+def nested_in(steps: Mapping[str, StepResult], name: str) -> list[StepResult]:
+    """The steps of the sub-flow a `use` named `name` ran (`name/draft`, not deeper), in the order they started."""
+    prefix = name + "/"
+    return sorted((s for n, s in steps.items() if n.startswith(prefix) and "/" not in n[len(prefix):]), key=lambda s: s.started)
+
+
+def is_nested(name: str) -> bool:
+    """Whether a recorded step belongs to a sub-flow (`review/draft`)."""
+    return "/" in name
+
+
+def _inside_finished(name: str, steps: Mapping[str, StepResult]) -> bool:
+    parts = name.split("/")
+    return any("/".join(parts[:i]) in steps for i in range(1, len(parts)))
 
 
 class RunSummary(BaseModel):

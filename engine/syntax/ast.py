@@ -106,6 +106,16 @@ class LoopNode(NamedTuple):
     span: Span
 
 
+class UseNode(NamedTuple):
+    """`use "FILE" as NAME { bindings }`: another flow run as one node."""
+
+    path: Atom
+    name: str
+    name_span: Span
+    props: tuple[Prop, ...]
+    span: Span
+
+
 class ModelDef(NamedTuple):
     name: str
     name_span: Span
@@ -129,7 +139,7 @@ class Decl(NamedTuple):
     span: Span
 
 
-Item = Decl | ModelsBlock | Block | RouteNode | LoopNode
+Item = Decl | ModelsBlock | Block | RouteNode | LoopNode | UseNode
 
 
 class Comment(NamedTuple):

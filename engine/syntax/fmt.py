@@ -59,7 +59,7 @@ class _Printer:
             out.append((_closer(node), -id(node)))
 
         def walk(node: Any) -> None:
-            if isinstance(node, (ast.Block, ast.ModelDef)):
+            if isinstance(node, (ast.Block, ast.ModelDef, ast.UseNode)):
                 block(node, node.props)
             elif isinstance(node, ast.ModelsBlock):
                 block(node, node.models)
@@ -138,6 +138,8 @@ class _Printer:
             head = f"route {item.name}" + (f" by {item.by}" if item.by else "") + (f" {item.router.text}" if item.router else "")
             head += f" {item.rule[0].text} {item.rule[1].text}" if item.rule else ""
             self._open(item, depth, head, item.arms, self._arm)
+        elif isinstance(item, ast.UseNode):
+            self._open(item, depth, f"use {item.path.text} as {item.name}", item.props, self._prop)
         elif isinstance(item, ast.LoopNode):
             head = f"loop {item.name}" + (f" max {item.max_rounds.text}" if item.max_rounds else "")
             body = sorted([*item.members, *item.props], key=_start)

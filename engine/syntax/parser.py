@@ -172,6 +172,10 @@ class _ToAst(Transformer[Token, Any]):
             _span(kw).cover(_span(rb)),
         )
 
+    def use(self, c: list[Any]) -> ast.UseNode:
+        kw, path, _as, name, _lb, *props, rb = c
+        return ast.UseNode(_atom(path), str(name), _span(name), tuple(props), _span(kw).cover(_span(rb)))
+
     def prop(self, c: list[Any]) -> ast.Prop:
         key, value = c
         name = str(key)[:-1].rstrip()
@@ -236,7 +240,7 @@ def _property_hint(word: str, rest: str) -> str:
     return f"; did you mean `{word}:`? a property's name ends with a colon"
 
 
-_KEYWORD_TYPES = {"VERSION", "FLOW", "INPUT", "BUDGET", "OUTPUT", "MODELS", "STEP", "FUSE", "VERIFY", "ROUTE", "LOOP", "BY", "WHEN", "ELSE", "MAX"}
+_KEYWORD_TYPES = {"VERSION", "FLOW", "INPUT", "BUDGET", "OUTPUT", "MODELS", "STEP", "FUSE", "VERIFY", "ROUTE", "LOOP", "BY", "WHEN", "ELSE", "MAX", "USE", "AS"}
 
 
 def _end_span(text: str) -> Span:
