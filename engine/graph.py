@@ -15,7 +15,7 @@ from typing import Any
 
 import networkx as nx
 
-from engine.model import Flow, Fuse, Loop, Route, Step, Verify, node_models
+from engine.model import Flow, Fuse, Loop, Route, Step, Use, Verify, node_models
 
 
 def build_graph(flow: Flow) -> nx.DiGraph:
@@ -35,6 +35,8 @@ def build_graph(flow: Flow) -> nx.DiGraph:
         if isinstance(node, Loop):
             attrs["members"] = [(m, flow.nodes[m].kind, node_models(flow.nodes[m])) for m in node.members]
             attrs["max_rounds"] = node.max_rounds
+        if isinstance(node, Use):
+            attrs["uses"] = node.source
         g.add_node(name, **attrs)
     for name in top:
         node = flow.nodes[name]
@@ -83,6 +85,7 @@ def critical_path(flow: Flow) -> list[str]:
 def _label(name: str, data: dict[str, Any]) -> str:
     models = data.get("roles") or ", ".join(data.get("models") or [])
     head = f"{data['kind']} {name}" if data["kind"] != "step" else name
+    head += f' "{data["uses"]}"' if data.get("uses") else ""
     return f"{head}\\n{models}" if models else head
 
 
@@ -133,6 +136,8 @@ def to_json(flow: Flow) -> str:
     nodes = []
     for name, data in g.nodes(data=True):
         entry: dict[str, Any] = {"id": name, "kind": data["kind"], "models": data.get("models", [])}
+        if data.get("uses"):
+            entry["uses"] = data["uses"]
         if data["kind"] == "loop":
             entry["max_rounds"] = data["max_rounds"]
             entry["members"] = [{"id": m, "kind": k, "models": ms} for m, k, ms in data["members"]]

@@ -66,6 +66,8 @@ class Resolved:
     output: str | None = None
     output_span: Span | None = None
     arms_ast: dict[str, ast.RouteNode] = field(default_factory=dict)
+    #: Names a node that could not be read names (a `use` whose sub-flow is missing): not reported as never used.
+    mentioned: set[str] = field(default_factory=set)
     loops_ast: dict[str, ast.LoopNode] = field(default_factory=dict)
 
 
@@ -339,6 +341,8 @@ class Resolver:
         read = uses.read(node)
         if read is not None:
             self.out.nodes[node.name], info.sees_atoms = read
+        else:  # what it names is used, whatever was wrong with it: no "never used" on top of the error
+            self.out.mentioned.update(a.value for p in node.props for ph in p.value.phrases for a in ph.atoms if a.kind == "NAME")
 
     def _block(self, block: ast.Block, loop: str | None) -> None:
         info = self.out.info.get(block.name)

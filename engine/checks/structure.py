@@ -440,7 +440,7 @@ class Structure:
 
     def _unused_inputs(self) -> None:
         for name, span in self.res.input_spans.items():
-            if name not in self.used_inputs:
+            if name not in self.used_inputs and name not in self.res.mentioned:
                 self.r.error("W404", f"input `{name}` is never used", span, f"name it in a task as {{{name}}} or in a `sees:`")
 
 

@@ -17,6 +17,7 @@ Files that use each other in a cycle are an error (E321), found by keeping the c
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -60,8 +61,8 @@ def library_names() -> list[str]:
 
 
 def is_library_name(text: str) -> bool:
-    """`"critique"` names a pattern of the library; `"critique.flow"` or `"lib/critique"` a file beside the flow."""
-    return "/" not in text and "\\" not in text and not text.endswith(".flow")
+    """`"critique"` names a pattern of the library; `"critique.flow"` or `"lib/critique"` (a dot or a slash) a file."""
+    return re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", text) is not None
 
 
 @contextmanager
@@ -168,10 +169,10 @@ class UseReader:
 
     def _parse(self, atom: Atom, path: Path) -> ast.Document | None:
         chain = _checking.get()
-        if str(path) in chain or resolved_name(self.r.filename) == str(path):
-            cycle = [Path(p).name for p in (*chain, str(path))]
-            start = next(i for i, p in enumerate((*chain, str(path))) if p == str(path))
-            self.r.error("E321", f"sub-flows use each other in a cycle: {' -> '.join(cycle[start:])}", atom.span,
+        here = (*chain, resolved_name(self.r.filename))
+        if str(path) in here:
+            cycle = [Path(p).name for p in (*here[here.index(str(path)):], str(path))]
+            self.r.error("E321", f"sub-flows use each other in a cycle: {' -> '.join(cycle)}", atom.span,
                          "a flow cannot use itself, directly or through another flow")
             return None
         if len(chain) >= MAX_DEPTH:

@@ -20,7 +20,7 @@ from typing import Any
 from engine.records import explain
 from engine.records.layout import NODE_WIDTH, Box, Point, layout
 from engine.records.page_assets import CSS, SCRIPT
-from engine.run.trace import Attempt, StepResult
+from engine.run.trace import Attempt, StepResult, is_nested, nested_in
 
 LINE = 16
 PAD = 10
@@ -86,6 +86,8 @@ def node_lines(name: str, attrs: dict[str, Any], step: StepResult | None, value:
     if kind == "loop" and attrs.get("members"):
         members = " \u21c4 ".join(m for m, _kind, _models in attrs["members"])
         lines[1] = (_short(f"loop: {members}, at most {attrs.get('max_rounds', '?')} rounds"), "kind")
+    if kind == "use" and attrs.get("uses"):
+        lines[1] = (_short(f'use "{attrs["uses"]}"'), "kind")
     if step is None:
         return [*lines, ("not finished yet" if running else "not run", "sub")]
     if step.model:
@@ -300,6 +302,20 @@ def _detail(name: str, kind: str, step: StepResult | None, run: explain.Recorded
     if step is None:
         later = "not finished yet: the page follows the run" if run.summary.status == "running" else "not run"
         return head + f'<p class="hint">{later}</p></section>'
+    return head + _detail_body(kind, step, run) + "</section>"
+
+
+def _sub_run(step: StepResult, run: explain.RecordedRun) -> str:
+    """A sub-flow's steps, each folded: what it did, as a step of the caller is shown."""
+    parts = ["<h3>its steps (the sub-flow's run)</h3>"]
+    for inner in nested_in(run.summary.steps, step.name):
+        summary = (f"{esc(inner.name)} <span class=\"hint\">{esc(inner.kind)}</span> \u00b7 {esc(shown_status(inner).replace('_', ' '))}"
+                   + (f" \u00b7 {esc(inner.model)}" if inner.model else "") + f" \u00b7 {_dollars(inner.cost)}")
+        parts.append(f'<details class="substep"><summary>{summary}</summary>{_detail_body(inner.kind, inner, run)}</details>')
+    return "".join(parts)
+
+
+def _detail_body(kind: str, step: StepResult, run: explain.RecordedRun) -> str:
     spent = ("no calls of its own: it takes the chosen branch's output" if kind == "route" else
              f"{step.input_tokens} in / {step.output_tokens} out tokens \u00b7 {_dollars(step.cost)}")
     facts = [f'<p class="why"><span class="badge {esc(step.status)}">{esc(shown_status(step).replace("_", " "))}</span> '
@@ -327,8 +343,9 @@ def _detail(name: str, kind: str, step: StepResult | None, run: explain.Recorded
     shown = _prompts(step)
     if not step.prompts and run.flow is None and "messages" in run.inputs:  # a pass-through call: the client's own messages
         shown = f'<div class="hint">the exact messages sent</div><pre class="messages">{esc(_pretty_json(run.inputs["messages"]))}</pre>'
-    return (head + "".join(facts) + output + "<h3>calls</h3>" + _attempts_table(step)
-            + "<h3>what it was shown</h3>" + shown + "</section>")
+    if kind == "use":  # its calls and prompts are its steps'
+        return "".join(facts) + output + _sub_run(step, run)
+    return "".join(facts) + output + "<h3>calls</h3>" + _attempts_table(step) + "<h3>what it was shown</h3>" + shown
 
 
 def _pretty_json(text: str) -> str:
@@ -338,9 +355,24 @@ def _pretty_json(text: str) -> str:
         return text
 
 
+def _nested_order(steps: dict[str, StepResult]) -> list[tuple[str, StepResult]]:
+    """The recorded steps, each sub-flow's right after its `use`."""
+    out: list[tuple[str, StepResult]] = []
+
+    def add(step: StepResult) -> None:
+        out.append((step.name, step))
+        for inner in nested_in(steps, step.name):
+            add(inner)
+
+    for name, step in steps.items():
+        if not is_nested(name):
+            add(step)
+    return out
+
+
 def _timeline(run: explain.RecordedRun, critical: list[str]) -> str:
     summary = run.summary
-    rows = [(n, s) for n, s in summary.steps.items() if s.attempts or s.started]
+    rows = [(n, s) for n, s in _nested_order(summary.steps) if s.attempts or s.started]
     if not rows:
         return ""
     t0 = min([summary.started or float("inf"), *(s.started for _, s in rows if s.started)])
@@ -354,7 +386,8 @@ def _timeline(run: explain.RecordedRun, critical: list[str]) -> str:
     for i, (name, step) in enumerate(rows):
         y = i * row_h
         parts.append(f'<rect class="row{" critical" if name in on_path else ""}" x="0" y="{y}" width="{label_w + plot_w}" height="{row_h}"/>')
-        parts.append(f'<text x="4" y="{y + 13}">{esc(_short(name, 26))}</text>')
+        depth = name.count("/")  # a sub-flow's step, indented under its use
+        parts.append(f'<text x="{4 + 10 * depth}" y="{y + 13}">{esc(_short(name.rsplit("/", 1)[-1], 26 - 2 * depth))}</text>')
         if step.started and step.finished:
             x = label_w + (step.started - t0) * scale
             parts.append(f'<rect x="{x:.1f}" y="{y + 8}" width="{max(1.0, (step.finished - step.started) * scale):.1f}" height="2" fill="#90a4ae">'

@@ -26,7 +26,7 @@ from engine.errors import BatonError
 from engine.model import Flow
 from engine.pool import Pool
 from engine.records.explain import RecordedRun
-from engine.run.trace import RunSummary, StepResult
+from engine.run.trace import RunSummary, StepResult, is_nested
 from engine.tracing import names
 from engine.tracing.spans import SpanSpec, node_span, run_spans, workflow_span
 
@@ -143,6 +143,8 @@ class _LiveRun(NamedTuple):
     top_level: set[str]
     pool: Pool
     inputs: Mapping[str, str]
+    #: Sub-flows' steps finished so far (`review/draft`): their spans go under their `use`'s, sent when it finishes.
+    nested: dict[str, StepResult]
 
 
 class OtelObserver:
@@ -159,14 +161,18 @@ class OtelObserver:
     def run_started(self, summary: RunSummary, flow: Flow, pool: Pool, inputs: Mapping[str, str]) -> None:
         span = emit(self.tracer, workflow_span(summary, content=self.content, inputs=inputs), end=False)
         with self._lock:
-            self._runs[summary.run_id] = _LiveRun(span, trace.set_span_in_context(span), set(flow.top_level()), pool, inputs)
+            self._runs[summary.run_id] = _LiveRun(span, trace.set_span_in_context(span), set(flow.top_level()), pool, inputs, {})
 
     def step_finished(self, run_id: str, step: StepResult) -> None:
         with self._lock:
             entry = self._runs.get(run_id)
-        if entry is None or step.name not in entry.top_level:
+        if entry is None:
             return
-        spec = node_span(step, entry.pool, self.content)
+        if step.name not in entry.top_level:
+            if is_nested(step.name):
+                entry.nested[step.name] = step
+            return
+        spec = node_span(step, entry.pool, self.content, entry.nested)
         if spec is not None:
             emit(self.tracer, spec, entry.context)
 

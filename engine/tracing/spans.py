@@ -1,7 +1,8 @@
 """A run's span tree, built from its record: plain data, no OpenTelemetry import.
 
 One workflow span for the run; under it one span per top-level node that ran (a loop's
-members are parts of their loop: their calls hang under the loop's span, named by round);
+members are parts of their loop: their calls hang under the loop's span, named by round;
+a sub-flow's `use` has the spans of its sub-run's nodes under it, nested as deep as they go);
 under each node one client span per model call, with its tokens, cost, why it was made
 (first call, retry, fallback, escalation, cache hit) and how it ended. Times are the
 record's. Prompt and reply text are added only when `content` is asked for: they are the
@@ -18,7 +19,7 @@ from typing import Any
 from engine.pool import Pool
 from engine.records.explain import call_causes, prompt_for
 from engine.run.prompt import recorded_messages
-from engine.run.trace import Attempt, RunSummary, StepResult
+from engine.run.trace import Attempt, RunSummary, StepResult, nested_in
 from engine.tracing import names as n
 
 Attributes = dict[str, Any]
@@ -60,8 +61,9 @@ def workflow_span(summary: RunSummary, end: float | None = None, content: bool =
                     error=(summary.error or summary.status) if failed else None)
 
 
-def node_span(step: StepResult, pool: Pool | None, content: bool) -> SpanSpec | None:
-    """A node's span with its calls, or None for a node that did not run (skipped, not run)."""
+def node_span(step: StepResult, pool: Pool | None, content: bool, steps: Mapping[str, StepResult] | None = None) -> SpanSpec | None:
+    """A node's span with its calls, or None for a node that did not run (skipped, not run). A sub-flow's `use` has its
+    sub-run's node spans (from the run's `steps`) under it instead, each with its own calls."""
     if step.status in ("skipped", "not_run") or not step.started:
         return None
     attrs: Attributes = {n.OPERATION: n.OP_AGENT, n.AGENT_NAME: step.name, n.STEP_KIND: step.kind, n.STEP_STATUS: step.status,
@@ -83,6 +85,12 @@ def node_span(step: StepResult, pool: Pool | None, content: bool) -> SpanSpec | 
         attrs[n.OI_OUTPUT] = step.output
     span = SpanSpec(n.NODE_SPAN.format(step=step.name), "internal", step.started, step.finished or step.started, _clean(attrs),
                     error=step.error if step.status == "failed" else None)
+    if step.kind == "use":
+        for inner in nested_in(steps or {}, step.name):
+            child = node_span(inner, pool, content, steps)
+            if child is not None:
+                span.children.append(child)
+        return span
     last_ok = max((i for i, a in enumerate(step.attempts) if a.answered and a.alias == step.model), default=-1)
     for i, (attempt, why) in enumerate(zip(step.attempts, call_causes(step), strict=True)):
         reply = step.output if i == last_ok else attempt.reply_preview
@@ -152,7 +160,7 @@ def run_spans(summary: RunSummary, top_level: Callable[[str], bool], pool: Pool 
     root = workflow_span(summary, content=content, inputs=inputs)
     for step in sorted(summary.steps.values(), key=lambda s: s.started):
         if top_level(step.name):
-            span = node_span(step, pool, content)
+            span = node_span(step, pool, content, summary.steps)
             if span is not None:
                 root.children.append(span)
     return root
