@@ -313,6 +313,9 @@ class Flow(Frozen):
     def where(self, name: str) -> str | None:
         """`file:line:col` of a node's definition, for errors at run time; None for a node without a span."""
         node = self.nodes.get(name)
+        use, _, inner = name.partition(SUBFLOW_SEPARATOR)
+        if node is None and inner and isinstance(self.nodes.get(use), Use):  # a sub-flow's step: in its own file
+            return self.nodes[use].flow.where(inner)  # type: ignore[union-attr]
         if node is None or not node.span[0]:
             return None
         return f"{self.filename}:{node.span[0]}:{node.span[1]}"

@@ -17,10 +17,10 @@ from typing import Any
 
 from engine.checks.cost import WorstCase
 from engine.graph import build_graph
-from engine.model import Flow
+from engine.model import Flow, Use
 
 #: Node fields compared, in the order changes are reported; `sees` first (visibility).
-FIELDS = ("sees", "kind", "models", "panel", "judge", "escalate", "fallbacks", "task", "judge_task", "system", "expect", "choices",
+FIELDS = ("sees", "kind", "source", "inputs", "texts", "calls", "models", "panel", "judge", "escalate", "fallbacks", "task", "judge_task", "system", "expect", "choices",
           "fields", "returns", "accept", "quorum", "vote", "agree", "tie", "scorer", "threshold", "by", "arms", "members", "max_rounds", "verifier", "result", "exhausted", "loop",
           "guard", "temperature", "max_tokens", "top_p", "reasoning", "seed", "retries", "timeout")
 TEXT_FIELDS = {"task", "judge_task", "system"}
@@ -57,8 +57,11 @@ class FlowDiff:
 
 
 def _node_fields(node: Any, rename: dict[str, str]) -> dict[str, Any]:
-    data: dict[str, Any] = node.model_dump(exclude={"span", "name", "params"})
+    data: dict[str, Any] = node.model_dump(exclude={"span", "name", "params", "flow"})
     data.update(node.params.model_dump() if hasattr(node, "params") else {})
+    if isinstance(node, Use):  # a sub-flow: which one, what it is given, which of our models it calls
+        data["inputs"] = {k: rename.get(v, v) for k, v in node.inputs.items()}
+        data["calls"] = node.flow.aliases()
     for key in ("sees", "members"):
         if key in data:
             data[key] = [rename.get(n, n) for n in data[key]]
@@ -77,7 +80,9 @@ def _node_fields(node: Any, rename: dict[str, str]) -> dict[str, Any]:
 def _show(key: str, value: Any) -> str:
     if value is None or value == [] or value == ():
         return "none" if key == "sees" else "-"
-    if key in ("sees", "models", "panel", "fallbacks", "members", "choices"):
+    if key in ("inputs", "texts"):
+        return ", ".join(f"{k}: {v if key == 'inputs' else repr(v)}" for k, v in value.items()) if value else "-"
+    if key in ("sees", "models", "panel", "fallbacks", "members", "choices", "calls"):
         joiner = " then " if key == "models" else ", "
         return joiner.join(str(v) for v in value)
     if key == "fields":
@@ -138,6 +143,8 @@ def _renames(old: Flow, new: Flow) -> dict[str, str]:
 
 def _signature(node: Any) -> str:
     """What identifies a node apart from its name: its task (or, for routes and loops, its shape)."""
+    if isinstance(node, Use):
+        return f"{node.source} {sorted(node.inputs.items())} {sorted(node.texts.items())}"
     return str(getattr(node, "task", "") or node.model_dump(exclude={"span", "name"}))
 
 

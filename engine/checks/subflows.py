@@ -237,7 +237,7 @@ class UseReader:
             if first.code == "E202":
                 alias = first.message.split("`")[1] if "`" in first.message else "ALIAS"
                 hint = f"bind it to one of this flow's models: `{alias}: MODEL` in `use {node.name}`"
-            more = f" (and {len(errors) - 1} more: `baton validate {path}`)" if len(errors) > 1 else ""
+            more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
             self.r.error("E322", f"sub-flow {node.path.value} does not check: {_short(first, node.path.value)}{more}",
                          node.path.span, hint)
             return None

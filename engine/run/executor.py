@@ -186,7 +186,7 @@ class Executor:
             self.results.update(subflow.nested_results(use.name, child.results))
             subflow.count_calls(use, result, child.results)
         if child.failure is not None:
-            raise child.failure
+            raise subflow.failed_inside(use.name, child.failure)
         subflow.finish_use(use, result, child.results)
 
     def _note_tool_calls(self, node: object, result: StepResult) -> None:

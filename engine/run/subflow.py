@@ -13,6 +13,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+from engine.errors import RunError
 from engine.model import SUBFLOW_SEPARATOR, Flow, Use
 from engine.run.calls import Caller
 from engine.run.events import RunEvents
@@ -97,6 +98,14 @@ class SubflowRecord:
 
     def close(self) -> None:
         return None
+
+
+def failed_inside(use: str, err: RunError) -> RunError:
+    """The sub-flow's failure as the caller's: its step named as recorded (`review/revise`), its message saying where."""
+    if err.step is not None:
+        err.step = prefix_of(use) + err.step
+    err.args = (f"in sub-flow `{use}`: {err}",)
+    return err
 
 
 def count_calls(use: Use, result: StepResult, results: Mapping[str, StepResult]) -> None:
