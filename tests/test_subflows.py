@@ -242,3 +242,14 @@ def test_the_callers_budget_caps_its_sub_flows_calls(tmp_path: Path) -> None:
     assert summary.status == "budget_exhausted" and summary.calls == 2
     assert summary.steps["review/critique"].status == "ok" and summary.steps["review/revise"].status == "failed"
     assert summary.steps["final"].status == "not_run" and summary.error_step == "review/revise"
+
+
+def test_the_language_server_indexes_and_hovers_a_use(tmp_path: Path) -> None:
+    from engine.lsp import features
+
+    path = write(tmp_path, {"main.flow": CALLER, "crit.flow": CRITIQUE})
+    analysis = features.analyse(CALLER, reference_pool(), str(path))
+    text, _span = features.hover(analysis, 3, 22) or ("", None)
+    assert text.startswith("**use `review`**") and "runs `crit.flow`: draft, critique, revise" in text and "`task` ← question" in text
+    assert [d.name for d in features.outline(analysis)] == ["review", "final"]
+    assert {u.span.line for u in analysis.index.uses_of("question")} == {4}  # type: ignore[union-attr]  # given to the sub-flow

@@ -17,6 +17,7 @@ from engine.checks.properties import PROPERTY_HELP, REQUIRED, RESERVED_NAMES, SC
 from engine.diagnostics import CODES
 from engine.errors import FlowError
 from engine.lsp.index import IDENTIFIER, Definition, FlowIndex, Use, build_index
+from engine.model import Use as SubflowNode
 from engine.pool import ModelSpec, Pool
 from engine.syntax.ast import Span
 from engine.syntax.fmt import format_source
@@ -107,7 +108,11 @@ def _name_hover(a: Analysis, d: Definition) -> str:
     if flow is not None and d.name in flow.nodes:
         node = flow.nodes[d.name]
         sees = getattr(node, "sees", ())
-        if d.kind != "route":
+        if isinstance(node, SubflowNode):
+            given = [f"`{k}` \u2190 {v}" for k, v in node.inputs.items()] + [f"`{k}` \u2190 {v!r}" for k, v in node.texts.items()]
+            text += f"\n\nruns `{node.source}`: {node.flow.description or node.flow.name}\n\ngiven: {', '.join(given) or 'nothing'}"
+            text += f"\n\ncalls: {', '.join(node.flow.aliases())}"
+        elif d.kind != "route":
             text += f"\n\nsees: {', '.join(sees) if sees else 'nothing but its task'}"
         text += f"\n\n{worst_case_text(CostModel(flow, _pool_of(a)).node(d.name))}"
     return text

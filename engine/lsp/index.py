@@ -26,7 +26,7 @@ IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 @dataclass(frozen=True, slots=True)
 class Definition:
     name: str
-    kind: str  # input, step, verify, fuse, route, loop
+    kind: str  # input, step, verify, fuse, route, loop, use
     span: Span  # the name
     whole: Span  # the whole declaration or block
     loop: str | None = None
@@ -36,7 +36,7 @@ class Definition:
 class Use:
     name: str
     span: Span
-    how: str  # sees, template, by, target, output, alias
+    how: str  # sees, template, by, target, output, alias, given
 
 
 @dataclass
@@ -96,6 +96,10 @@ def build_index(doc: ast.Document) -> FlowIndex:
                 index.uses.append(Use(arm.target, arm.target_span, "target"))
                 if arm.condition is not None:
                     index.uses.extend(Use(a.value, a.span, "rule") for a in arm.condition.atoms[:1] if a.kind == "NAME")
+        elif isinstance(item, ast.UseNode):  # what it is given: the caller's names (or models, which name no node)
+            _define(index, Definition(item.name, "use", item.name_span, item.span))
+            for prop in item.props:
+                index.uses.extend(Use(a.value, a.span, "given") for a in _atoms(prop) if a.kind == "NAME")
         elif isinstance(item, ast.LoopNode):
             _define(index, Definition(item.name, "loop", item.name_span, item.span))
             for member in item.members:
