@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
         async with Session(pool, home=args.home) as session:  # one for the planner's calls and every round's run
 
             async def planner(task: str, allow_keep: bool) -> PlanResult:
-                result = await make_plan(args, pool, task, allow_keep, session)
+                result = await make_plan(args, pool, task, allow_keep, session, given=args.task)
                 report(result)
                 if result.ok:
                     print(for_terminal(f"--- plan ---\n{result.text}---"), file=sys.stderr)

@@ -11,7 +11,7 @@ from pathlib import Path
 from engine.cli.common import add_pool_argument, at_least, fail, for_stream, parse_budget, pool_for
 from engine.cli.exits import EXIT_FAILED, EXIT_USAGE
 from engine.planner.limits import ALL_CONSTRUCTS, PlanLimits
-from engine.planner.plan import PlanResult, plan
+from engine.planner.plan import PlanResult, Style, default_style, plan
 from engine.pool import Pool
 from engine.session import Session
 from engine.terminal import for_terminal
@@ -29,7 +29,11 @@ def add_plan_arguments(p: argparse.ArgumentParser) -> None:
     add_pool_argument(p)
     p.add_argument("--max-steps", type=int, default=5)
     p.add_argument("--budget", metavar="$X", help="plans may not declare a larger budget")
-    p.add_argument("--allow", default="step,fuse", help=f"constructs a plan may use, from {','.join(ALL_CONSTRUCTS)}")
+    p.add_argument("--style", choices=["auto", "select", "write"], default="auto",
+                   help="select: the planner picks a pattern of the library, its models and its input; write: it writes the "
+                        "flow (default auto: select for the embedded models, write for others)")
+    p.add_argument("--allow", default=None, help=f"constructs a plan may use, from {','.join(ALL_CONSTRUCTS)} "
+                                                 "(default: step,fuse when it writes; all of them when it selects)")
     p.add_argument("--constrain", choices=["auto", "off", "gbnf", "lark"], default="auto")
     p.add_argument("--repairs", type=at_least(0), default=3, help="how many times to send diagnostics back (default 3)")
     p.add_argument("--strict", action="store_true", help="send warnings back too (a step nobody sees, an unused input, a worst case over budget)")
@@ -37,8 +41,9 @@ def add_plan_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hide-names", action="store_true", help="show the planner models as m0, m1 ... (as Conductor does)")
 
 
-def limits_from(args: argparse.Namespace, pool: Pool) -> PlanLimits:
-    allow = tuple(a.strip() for a in args.allow.split(",") if a.strip())
+def limits_from(args: argparse.Namespace, pool: Pool, style: Style = "write") -> PlanLimits:
+    given = args.allow if args.allow is not None else ("step,fuse" if style == "write" else ",".join(ALL_CONSTRUCTS))
+    allow = tuple(a.strip() for a in given.split(",") if a.strip())
     bad = [a for a in allow if a not in ALL_CONSTRUCTS]
     if bad:
         raise ValueError(f"--allow: unknown construct {', '.join(bad)} (choose from {', '.join(ALL_CONSTRUCTS)})")
@@ -49,18 +54,21 @@ def limits_from(args: argparse.Namespace, pool: Pool) -> PlanLimits:
 
 
 async def make_plan(args: argparse.Namespace, pool: Pool, task: str, allow_keep: bool = False,
-                    session: Session | None = None) -> PlanResult:
+                    session: Session | None = None, given: str | None = None) -> PlanResult:
     """Plan through `session` (baton ask's, shared with its runs), or a session of its own."""
     planner = args.planner or next(iter(pool.models))
     if planner not in pool.models:
         raise ValueError(f"--planner {planner!r} is not in the pool ({', '.join(pool.models)})")
+    style: Style = default_style(pool, planner) if args.style == "auto" else args.style
+    if args.prompt and style == "select":
+        raise ValueError("--prompt replaces the prompt of a written plan: add --style write")
     template = Path(args.prompt).read_text(encoding="utf-8") if args.prompt else None
     if session is None:
         async with Session(pool, cache=False) as own:
-            return await make_plan(args, pool, task, allow_keep, own)
-    return await plan(task, pool, planner, session, limits=limits_from(args, pool), constrain=args.constrain,
+            return await make_plan(args, pool, task, allow_keep, own, given)
+    return await plan(task, pool, planner, session, limits=limits_from(args, pool, style), constrain=args.constrain,
                       repairs=args.repairs, template=template, allow_keep=allow_keep, hide_names=args.hide_names,
-                      strict=args.strict)
+                      strict=args.strict, style=style, given=given)
 
 
 def report(result: PlanResult) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 from engine.diagnostics import Diagnostic
 from engine.syntax.ast import Span
+from engine.syntax.literals import encode_string
 
 LABELS = ("model_id", "subtasks", "access_list")
 _SMART = {"\u201c": '"', "\u201d": '"', "\u2018": "'", "\u2019": "'"}
@@ -143,10 +144,6 @@ def parse_completion(text: str, filename: str = "<conductor>") -> tuple[Conducto
     return ConductorPlan(models, subtasks, access), []
 
 
-def _quote(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
-
-
 def to_flow(plan: ConductorPlan, model_map: dict[int, str], name: str = "conductor", filename: str = "<conductor>") -> tuple[str | None, list[Diagnostic]]:
     """The flow text for a parsed plan. Each worker sees the question, its access list and its subtask, as in Conductor."""
     diags = [Diagnostic("E503", f"model_id[{i}] = {mid} is not in --map (it has {', '.join(map(str, sorted(model_map))) or 'nothing'})",
@@ -159,7 +156,7 @@ def to_flow(plan: ConductorPlan, model_map: dict[int, str], name: str = "conduct
             sees = "all"
         else:
             sees = ", ".join(["question", *(f"s{x + 1}" for x in entry)])
-        lines += [f"step s{i + 1} {{", f"  model: {model_map[mid]}", f"  sees: {sees}", f"  task: {_quote(sub)}", "}", ""]
+        lines += [f"step s{i + 1} {{", f"  model: {model_map[mid]}", f"  sees: {sees}", f"  task: {encode_string(sub)}", "}", ""]
     return "\n".join(lines).rstrip() + "\n", []
 
 

@@ -8,10 +8,11 @@ an E311 diagnostic, fed back to the planner like any other.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from engine.diagnostics import Diagnostic
-from engine.model import Flow, Fuse, Loop, Route, Step, Verify, node_models
+from engine.model import Flow, Fuse, Loop, Node, Route, Step, Use, Verify, node_models
 from engine.syntax.ast import Span
 
 ALL_CONSTRUCTS = ("step", "fuse", "route", "loop")
@@ -30,16 +31,18 @@ def _span(node: object) -> Span:
     return Span(*s) if s[0] else Span(1, 1, 1, 2)
 
 
-def check_limits(flow: Flow, limits: PlanLimits) -> list[Diagnostic]:
+def check_limits(flow: Flow, limits: PlanLimits, needs_question: bool = True) -> list[Diagnostic]:
+    """Every breach of the limits, as E311. A written plan must take the task as `input question`; a chosen one (select
+    style) is given the task's words as its pattern's input instead. A sub-flow's nodes count as the plan's own."""
     out: list[Diagnostic] = []
 
     def err(message: str, span: Span, hint: str | None = None) -> None:
         out.append(Diagnostic("E311", message, span, hint, flow.filename))
 
-    if "question" not in flow.inputs:
+    if needs_question and "question" not in flow.inputs:
         err("a plan must declare `input question` (the task) and use it", Span(1, 1, 1, 2), "add `input question` at the top")
     calls = 0
-    for node in flow.nodes.values():
+    for node in _all_nodes(flow):
         kind = "loop" if isinstance(node, Loop) else "route" if isinstance(node, Route) else "fuse" if isinstance(node, Fuse) else "step"
         if isinstance(node, Verify) or (isinstance(node, Step) and node.loop):
             kind = "loop"
@@ -55,3 +58,12 @@ def check_limits(flow: Flow, limits: PlanLimits) -> list[Diagnostic]:
     if limits.budget_usd is not None and flow.budget.usd is not None and flow.budget.usd > limits.budget_usd:
         err(f"the plan's budget ${flow.budget.usd:g} is above the allowed ${limits.budget_usd:g}", Span(1, 1, 1, 2))
     return out
+
+
+def _all_nodes(flow: Flow) -> Iterator[Node]:
+    """The flow's nodes, each sub-flow's in place of its `use` (its steps are what the plan runs)."""
+    for node in flow.nodes.values():
+        if isinstance(node, Use):
+            yield from _all_nodes(node.flow)
+        else:
+            yield node

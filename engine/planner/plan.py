@@ -21,7 +21,8 @@ from engine.model import Flow, Params
 from engine.planner.extract import extract_flow
 from engine.planner.gbnf import _sym, to_gbnf
 from engine.planner.limits import ALL_CONSTRUCTS, PlanLimits, check_limits
-from engine.planner.prompt import build_prompt
+from engine.planner.prompt import build_prompt, pool_summary
+from engine.planner.select import catalogue, instantiate, offered, select_gbnf, select_prompt
 from engine.pool import Pool
 from engine.run.choices import gbnf_literal
 from engine.run.protocol import Provider
@@ -31,6 +32,13 @@ from engine.syntax.fmt import format_source
 from engine.syntax.parser import parse
 
 Constrain = Literal["auto", "off", "gbnf", "lark"]
+#: `write`: the planner writes the flow; `select`: it picks a library pattern, its models and its input (planner/select.py).
+Style = Literal["write", "select"]
+
+
+def default_style(pool: Pool, planner_alias: str) -> Style:
+    """Small planners choose, larger ones write: the embedded models (provider kind `local`) select by default."""
+    return "select" if pool.provider(pool.models[planner_alias].provider).kind == "local" else "write"
 
 
 @dataclass
@@ -126,6 +134,8 @@ def reveal_names(text: str, names: dict[str, str]) -> str:
     for item in doc.items:
         if isinstance(item, (ast.Block, ast.LoopNode)):
             visit(item.props)
+        elif isinstance(item, ast.UseNode):  # a select plan binds the pattern's roles to (hidden) aliases
+            visit(tuple(p._replace(key="model") for p in item.props if p.key != "task"))
         for member in getattr(item, "members", ()):
             visit(member.props)
     for start, end, alias in sorted(spans, reverse=True):
@@ -151,19 +161,21 @@ def _repair_message(diagnostics: list[Diagnostic], text: str) -> str:
 
 async def plan(task: str, pool: Pool, planner_alias: str, via: Session | Provider, *, limits: PlanLimits | None = None,
                constrain: Constrain = "auto", repairs: int = 3, template: str | None = None, max_tokens: int = 600,
-               temperature: float = 0.0, allow_keep: bool = False, hide_names: bool = False, strict: bool = False) -> PlanResult:
+               temperature: float = 0.0, allow_keep: bool = False, hide_names: bool = False, strict: bool = False,
+               style: Style = "write", given: str | None = None) -> PlanResult:
     """Ask the planner for a flow until one passes every check, at most `1 + repairs` times.
 
     The planner's calls go `via` a `Session` (its limits, retries and recorded usage); a bare
     `Provider` gets a session of its own. `strict` sends warnings back as well as errors, as
     `baton validate --strict` fails on them: a plan with a step whose output nobody sees is
-    sound but pays for that step.
+    sound but pays for that step. In the select style, the chosen pattern is `given` the task (by default `task`
+    itself; a recursion round of `baton ask` asks about the answer, and the pattern is given the user's task).
     """
     if not isinstance(via, Session):
         async with Session(pool, providers={"*": via}, cache=False) as own:
             return await plan(task, pool, planner_alias, own, limits=limits, constrain=constrain, repairs=repairs, template=template,
                               max_tokens=max_tokens, temperature=temperature, allow_keep=allow_keep, hide_names=hide_names,
-                              strict=strict)
+                              strict=strict, style=style, given=given)
     session = via
     limits = limits or PlanLimits()
     spec = pool.models[planner_alias]
@@ -176,13 +188,25 @@ async def plan(task: str, pool: Pool, planner_alias: str, via: Session | Provide
         pool = pool.model_copy(update={"models": {hidden: pool.models[alias] for hidden, alias in names.items()}})
         limits = PlanLimits(limits.max_steps, limits.budget_usd, limits.allow, tuple(names))
     mode = _constraint(constrain, pspec.kind, dict(pspec.options))
-    grammar = planner_gbnf(pool, limits, allow_keep) if mode == "gbnf" else None
-    if mode == "lark":
-        from engine.planner.gbnf import to_lark
-
-        grammar = to_lark([c for c in ALL_CONSTRUCTS if c not in limits.allow])
     result = PlanResult(task=task, planner=planner_alias)
-    messages: list[dict[str, str]] = [{"role": "user", "content": build_prompt(task, pool, limits, template)}]
+    if style == "select":
+        patterns = offered(catalogue(), limits)
+        if not patterns:
+            result.attempts.append(PlanAttempt(reply="", flow_text="", diagnostics=[{"message": "no pattern of the library fits "
+                                               f"the limits (allowed: {', '.join(limits.allow)}; at most {limits.max_steps} steps)"}]))
+            return result
+        mode = mode if mode == "gbnf" else None  # the library's grammar is GBNF; elsewhere the diagnostics repair
+        aliases = [a for a in pool.models if not limits.models or a in limits.models]
+        grammar = select_gbnf(patterns, aliases, allow_keep) if mode == "gbnf" else None
+        prompt = select_prompt(task, patterns, pool_summary(pool, limits.models), aliases[0])
+    else:
+        grammar = planner_gbnf(pool, limits, allow_keep) if mode == "gbnf" else None
+        if mode == "lark":
+            from engine.planner.gbnf import to_lark
+
+            grammar = to_lark([c for c in ALL_CONSTRUCTS if c not in limits.allow])
+        prompt = build_prompt(task, pool, limits, template)
+    messages: list[dict[str, str]] = [{"role": "user", "content": prompt}]
     for n in range(repairs + 1):
         # a repair at the same temperature from a deterministic model tends to repeat the same flow
         params = Params(temperature=temperature if n == 0 else max(temperature, 0.7), max_tokens=max_tokens)
@@ -199,11 +223,11 @@ async def plan(task: str, pool: Pool, planner_alias: str, via: Session | Provide
             result.attempts.append(PlanAttempt(reply=reply, flow_text="", valid=True, constrained=mode,
                                                latency_s=round(time.perf_counter() - t0, 3)))
             return result
-        text = extract_flow(reply)
+        text = instantiate(reply, given if given is not None else task) if style == "select" else extract_flow(reply)
         checked = check_source(text, pool, f"plan-{n + 1}.flow")
         diags = list(checked.diagnostics)
         if checked.flow is not None:
-            diags += check_limits(checked.flow, limits)
+            diags += check_limits(checked.flow, limits, needs_question=style == "write")
         errors = [d for d in diags if d.severity == "error" or strict]
         attempt = PlanAttempt(reply=reply, flow_text=text, diagnostics=[d.to_json() for d in diags], valid=not errors,
                               constrained=mode, latency_s=round(time.perf_counter() - t0, 3),

@@ -71,7 +71,7 @@ async def ask_rounds(task: str, pool: Pool, planner: Callable[[str, bool], Await
             entry["decision"] = "no valid plan"
             outcome.rounds.append(entry)
             break
-        inputs = {"question": task}
+        inputs = {"question": task} if "question" in result.flow.inputs else {}  # a chosen plan holds the task itself
         if "previous" in result.flow.inputs and answer is not None:
             inputs["previous"] = answer
         if session is not None:

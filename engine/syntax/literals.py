@@ -36,3 +36,9 @@ def decode_long_string(raw: str) -> str:
     if last_nl >= 0 and not body[last_nl + 1 :].strip():
         body = body[:last_nl]
     return textwrap.dedent(body)
+
+
+def encode_string(text: str) -> str:
+    """`text` as a `"..."` literal that `decode_string` reads back exactly (one line, whatever it holds)."""
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r")
+    return f'"{escaped}"'
