@@ -144,7 +144,8 @@ def test_ask_end_to_end_on_the_local_model(tmp_path: Path) -> None:
     assert proc.stdout.strip()
     run_dir = next((tmp_path / "runs").iterdir())
     record = json.loads((run_dir / "ask.json").read_text())
-    assert record["rounds"][0]["plan"]["ok"] and record["rounds"][0]["plan"]["flow"].startswith("input question")
+    plan = record["rounds"][0]["plan"]
+    assert plan["ok"] and 'use "' in plan["flow"] and 'task: "Name a primary colour."' in plan["flow"]  # chosen (--style select)
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "ok" and summary["output"] == record["output"]
     assert all(s["model"] in ("local", "smol") for s in summary["steps"].values())  # the built-in pool's two embedded models
