@@ -22,7 +22,8 @@ class Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-ConditionKind = Literal["matches", "not_matches", "contains", "not_contains", "json"]
+ConditionKind = Literal["matches", "not_matches", "contains", "not_contains", "json", "equals", "not_equals", "at_least",
+                        "at_most"]
 
 
 class Condition(Frozen):
@@ -30,12 +31,20 @@ class Condition(Frozen):
 
     An `expect:` criterion on a step's reply is a condition (a failure escalates to the next
     model), and so is a route rule's test on its subject (`when x matches /re/`).
+
+    With `field`, the test is on one field of a reply that `returns:` fields (`expect: verdict
+    "accept"`, `confidence at least 0.7`, `topic contains "refund"`): `equals` compares with
+    the JSON value in `pattern`, `at_least`/`at_most` with the number in it, and the text
+    tests read the field as a template would show it. A reply without the field fails.
     """
 
     kind: ConditionKind
     pattern: str = ""
+    field: str | None = None
 
     def holds(self, text: str) -> bool:
+        if self.field is not None:
+            return self._field_holds(text, self.field)
         if self.kind == "json":
             try:
                 json.loads(text)
@@ -45,11 +54,45 @@ class Condition(Frozen):
         found = re.search(self.pattern, text) is not None if "matches" in self.kind else self.pattern in text
         return not found if self.kind.startswith("not_") else found
 
+    def _field_holds(self, text: str, field: str) -> bool:
+        try:
+            data = json.loads(text)
+        except ValueError:
+            return False
+        if not isinstance(data, dict) or field not in data:
+            return False
+        value = data[field]
+        if self.kind in ("equals", "not_equals"):
+            same = _same_json(value, json.loads(self.pattern))
+            return same if self.kind == "equals" else not same
+        if self.kind in ("at_least", "at_most"):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                return False
+            bound = float(self.pattern)
+            return value >= bound if self.kind == "at_least" else value <= bound
+        shown = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        return Condition(kind=self.kind, pattern=self.pattern).holds(shown)
+
     def describe(self) -> str:
         if self.kind == "json":
             return "json"
+        if self.kind in ("equals", "not_equals"):
+            return f"{'not ' if self.kind == 'not_equals' else ''}{self.field} {self.pattern}"
+        if self.kind in ("at_least", "at_most"):
+            return f"{self.field} {self.kind.replace('_', ' ')} {self.pattern}"
         shown = f"/{self.pattern}/" if "matches" in self.kind else f'"{self.pattern}"'
-        return f"{self.kind.replace('_', ' ')} {shown}"
+        words = self.kind.replace('_', ' ')
+        if self.field is not None:
+            negate, _, op = words.rpartition(" ")
+            return f"{negate + ' ' if negate else ''}{self.field} {op} {shown}"
+        return f"{words} {shown}"
+
+
+def _same_json(a: Any, b: Any) -> bool:
+    """JSON equality that keeps `true` apart from `1` (Python's `True == 1` does not)."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a == b
+    return bool(a == b)
 
 
 #: An `expect:` criterion: a `Condition` on the reply.

@@ -17,7 +17,7 @@ from typing import Any
 
 from engine.checks.cost import WorstCase
 from engine.graph import build_graph
-from engine.model import Flow, Use
+from engine.model import Condition, Flow, Use
 
 #: Node fields compared, in the order changes are reported; `sees` first (visibility).
 FIELDS = ("sees", "kind", "source", "inputs", "texts", "calls", "models", "panel", "judge", "escalate", "fallbacks", "task", "judge_task", "system", "expect", "choices",
@@ -90,7 +90,7 @@ def _show(key: str, value: Any) -> str:
     if key == "returns":
         return "a JSON Schema" if value else "-"
     if key == "expect":
-        return ", ".join(f"{c['kind']} {c['pattern']!r}" if c.get("pattern") else c["kind"] for c in value)
+        return ", ".join(Condition.model_validate(c).describe() for c in value)
     if key == "arms":
         return "; ".join(_arm(a) for a in value)
     if key == "guard":

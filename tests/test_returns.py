@@ -232,3 +232,65 @@ def test_a_served_flow_whose_output_returns_fields_says_its_schema_and_answers_w
     assert listed["flow/extract"]["output_schema"]["properties"] == {"city": {"type": "string"}, "celsius": {"type": "number"}}
     assert json.loads(answer["choices"][0]["message"]["content"]) == {"city": "Paris", "celsius": 18}
     assert upstream.requests[0]["response_format"]["json_schema"]["name"] == "extract"
+
+
+SURE = """version 1
+input question
+
+step answer {
+  model: fast then strong
+  task: "Answer, and say how sure you are from 0 to 1: {question}"
+  returns: answer text, confidence number, topic one of "billing" "other", human boolean
+  expect: confidence at least 0.7, not human true, topic "billing", answer contains "refund"
+}
+
+output answer
+"""
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    (("confidence at least 0.7", "confidance at least 0.7"), "E318 step `answer` returns no field `confidance`"),
+    (('topic "billing"', 'topic "bills"'), 'E319 `topic` is never "bills"'),
+    (("confidence at least 0.7", 'confidence "high"'), 'E324 `confidence` is number, so it is never "high"'),
+    (("not human true", "human 1"), "E324 `human` is boolean, so it is never 1"),
+    (("answer contains", "human contains"), "E324 `human` is boolean, not text"),
+    (("confidence at least 0.7", "topic at least 2"), 'E324 `topic` is one of "billing" "other", so it cannot be at least'),
+    (("confidence at least 0.7", "not confidence at least 0.7"), "E208 write `confidence at most ...` rather than `not`"),
+    (("confidence at least 0.7", "confidence above 0.7"), "E208 a check on field `confidence` is"),
+    (("  returns: answer text, confidence number, topic one of \"billing\" \"other\", human boolean\n", ""),
+     "E318 step `answer` returns no field `confidence`"),
+])
+def test_an_expect_on_a_field_is_held_to_the_declaration(change: tuple[str, str], expected: str) -> None:
+    flow, problems = checked(SURE.replace(*change))
+    assert flow is None and any(p.startswith(expected) for p in problems), problems
+
+
+def test_an_expect_on_a_field_tests_the_value_not_the_text() -> None:
+    flow, problems = checked(SURE)
+    assert flow is not None and not problems
+    expect = flow.nodes["answer"].expect  # type: ignore[attr-defined]
+    assert [c.describe() for c in expect] == ["confidence at least 0.7", "not human true", 'topic "billing"',
+                                              'answer contains "refund"']
+    good = {"answer": "We will refund it.", "confidence": 0.9, "topic": "billing", "human": False}
+    assert all(c.holds(json.dumps(good)) for c in expect)
+    for change in ({"confidence": 0.5}, {"confidence": "0.9"}, {"confidence": True}, {"human": True}, {"topic": "other"},
+                   {"answer": "No."}):
+        failing = [c.describe() for c in expect if not c.holds(json.dumps({**good, **change}))]
+        assert len(failing) == 1, (change, failing)
+    assert not any(c.holds("not JSON") or c.holds("[1]") for c in expect)
+    equals_one = flow.nodes["answer"].expect[0].model_copy(update={"kind": "equals", "pattern": "1"})  # type: ignore[attr-defined]
+    assert equals_one.holds('{"confidence": 1.0}') and not equals_one.holds('{"confidence": true}')  # true is not 1
+
+
+def test_against_a_real_server_a_reply_that_fails_a_field_check_escalates(home: Path, tmp_path: Path) -> None:
+    (tmp_path / "sure.flow").write_text(SURE)
+    unsure = {"answer": "Maybe a refund.", "confidence": 0.4, "topic": "billing", "human": False}
+    sure = {**unsure, "answer": "We will refund the second charge.", "confidence": 0.95}
+    with ChatServer(responder=lambda body: Reply(text=json.dumps(unsure if body["model"] == "fast" else sure))) as server:
+        summary = run(tmp_path / "sure.flow", {"question": "I was charged twice"}, loopback_pool(server.url), home)
+        asked = [body["model"] for body in server.requests]
+    assert asked == ["fast", "strong"]  # a valid reply that fails the check is not retried on its model: it escalates
+    assert summary.status == "ok" and json.loads(summary.output)["confidence"] == 0.95
+    first, second = summary.steps["answer"].attempts
+    assert (first.status, first.cause, second.status) == ("rejected", "expect", "ok")
+    assert first.reason == "expect confidence at least 0.7 failed"

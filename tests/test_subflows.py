@@ -253,3 +253,20 @@ def test_the_language_server_indexes_and_hovers_a_use(tmp_path: Path) -> None:
     assert text.startswith("**use `review`**") and "runs `crit.flow`: draft, critique, revise" in text and "`task` ← question" in text
     assert [d.name for d in features.outline(analysis)] == ["review", "final"]
     assert {u.span.line for u in analysis.index.uses_of("question")} == {4}  # type: ignore[union-attr]  # given to the sub-flow
+
+
+def test_the_language_server_completes_inside_a_use(tmp_path: Path) -> None:
+    from engine.lsp import features
+
+    source = 'input question\nstep plan { model: fast  task: "Plan: {question}" }\nuse "critique" as review {\n  \n  task: \n  writer: \n}\noutput review\n'
+    analysis = features.analyse(source, reference_pool(), str(tmp_path / "main.flow"))
+    keys = {c.label: c.detail for c in features.complete(analysis, 4, 3)}
+    assert keys == {"task": "input: What to write or solve", "writer": "a model alias it calls: give it one of yours",
+                    "critic": "a model alias it calls: give it one of yours"}
+    assert {c.label for c in features.complete(analysis, 5, 9)} == {"question", "plan"}  # an input: what the caller has
+    assert {c.label for c in features.complete(analysis, 6, 11)} == set(reference_pool().models)  # a role: our aliases
+    path = write(tmp_path, {"crit.flow": CRITIQUE})  # a file beside the flow: its inputs and the aliases its steps call
+    on_file = features.analyse(source.replace('"critique"', '"crit.flow"'), reference_pool(), str(path.parent / "main.flow"))
+    assert [c.label for c in features.complete(on_file, 4, 3)] == ["task", "writer", "critic"]
+    missing = features.analyse(source.replace('"critique"', '"nowhere.flow"'), reference_pool(), str(tmp_path / "main.flow"))
+    assert features.complete(missing, 4, 3) == []

@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from engine.checks.expect import field_check, is_field_check
 from engine.checks.learned import fuse_scorer, learned_path
 from engine.checks.properties import MAX_LOOP_ROUNDS, MAX_PANEL, REQUIRED, RESERVED_NAMES, SCHEMAS, SUPPORTED_VERSIONS
 from engine.checks.returns import read_returns
@@ -366,7 +367,7 @@ class Resolver:
             if block.kind == "step":
                 expect: list[Check] = []
                 if "expect" in props:
-                    expect = self.r.checks(props["expect"].value, "expect") or []
+                    expect = self._expect(props["expect"], common.get("fields") or {}, block.name)
                 if "tools" in props and self.r.choice(props["tools"], ("client",)) is not None:
                     if loop is not None:  # a tool call ends the run, which a round of a loop cannot do and be resumed
                         self.r.error("E314", f"step `{block.name}` is in loop `{loop}`, so it may not call the client's tools: a "
@@ -445,6 +446,12 @@ class Resolver:
                                  "reply)", props["returns"].key_span)
         return Fuse(panel=tuple(panel), judge=judge, judge_task=judge_task, quorum=quorum, vote=vote, tie=tie or "first",  # type: ignore[arg-type]
                     agree=agree, escalate=escalate, scorer=scorer, threshold=threshold, **common)
+
+    def _expect(self, prop: ast.Prop, fields: dict[str, str], step: str) -> list[Check]:
+        """`expect:` checks on the reply as text (`matches /re/`, `json`), or on a field it `returns` (`verdict "accept"`)."""
+        checks = [field_check(self.r, phrase, fields, step) if is_field_check(phrase) else self.r.check(phrase, "expect")
+                  for phrase in prop.value.phrases]
+        return [c for c in checks if c is not None]
 
     def _accept_field(self, prop: ast.Prop, fields: dict[str, str]) -> tuple[str, str] | None:
         """`accept: verdict "accept"`: a verifier that `returns:` fields accepts when a field has a value; None when the

@@ -148,24 +148,7 @@ class UseReader:
     # -- finding and reading the file ---------------------------------------------------------
 
     def _find(self, atom: Atom) -> Path | None:
-        if atom.kind != "STRING" or not atom.value.strip():
-            self.r.error("E320", "`use` takes a pattern's name or a flow file's path, in quotes", atom.span,
-                         f'for example `use "critique" as review {{ ... }}`; the library has: {", ".join(library_names())}')
-            return None
-        if is_library_name(atom.value):
-            names = library_names()
-            if atom.value not in names:
-                self.r.error("E320", f"the pattern library has no `{atom.value}`", atom.span,
-                             did_you_mean(atom.value, names) or f"it has: {', '.join(names)}; a file is named with its .flow")
-                return None
-            return library_folder() / f"{atom.value}.flow"
-        base = flow_folder(self.r.filename)
-        path = (base / atom.value).resolve()
-        if not inside(path, base):  # like a router file: a flow reads files from its own folder tree only
-            self.r.error("E320", f"sub-flow {atom.value} is outside the flow's folder", atom.span,
-                         "a sub-flow is read only from the folder tree of the flow that uses it (or by name from the library)")
-            return None
-        return path
+        return locate(self.r, atom)
 
     def _parse(self, atom: Atom, path: Path) -> ast.Document | None:
         chain = _checking.get()
@@ -271,6 +254,52 @@ class UseReader:
             else:
                 self.brought[alias] = spec
         return ok
+
+
+def locate(r: Reader, atom: Atom) -> Path | None:
+    """The file a `use` names (a pattern of the library, or a file in the caller's folder tree); None after an error."""
+    if atom.kind != "STRING" or not atom.value.strip():
+        r.error("E320", "`use` takes a pattern's name or a flow file's path, in quotes", atom.span,
+                f'for example `use "critique" as review {{ ... }}`; the library has: {", ".join(library_names())}')
+        return None
+    if is_library_name(atom.value):
+        names = library_names()
+        if atom.value not in names:
+            r.error("E320", f"the pattern library has no `{atom.value}`", atom.span,
+                    did_you_mean(atom.value, names) or f"it has: {', '.join(names)}; a file is named with its .flow")
+            return None
+        return library_folder() / f"{atom.value}.flow"
+    base = flow_folder(r.filename)
+    path = (base / atom.value).resolve()
+    if not inside(path, base):  # like a router file: a flow reads files from its own folder tree only
+        r.error("E320", f"sub-flow {atom.value} is outside the flow's folder", atom.span,
+                "a sub-flow is read only from the folder tree of the flow that uses it (or by name from the library)")
+        return None
+    return path
+
+
+def what_it_takes(source: str, filename: str) -> tuple[dict[str, str], list[str]] | None:
+    """What a `use` of `source` from `filename` may bind, for an editor: the sub-flow's inputs (with what each is) and
+    the model aliases it calls. Read without checking it (a sub-flow being written is still offered); None when it
+    cannot be found, read or parsed."""
+    path = locate(Reader(filename), Atom("STRING", f'"{source}"', source, ast.Span(1, 1, 1, 1)))
+    if path is None:
+        return None
+    try:
+        doc = parse(decode_flow(read_bounded(path, MAX_SUBFLOW_BYTES, "sub-flow"), str(path)), str(path))
+    except (RouterError, FlowError):
+        return None
+    inputs = {item.name: item.text.value if item.text is not None else "" for item in doc.items
+              if isinstance(item, ast.Decl) and item.kind == "input" and item.name}
+    roles = [m.name for item in doc.items if isinstance(item, ast.ModelsBlock) for m in item.models]
+    blocks = [b for item in doc.items for b in (item.members if isinstance(item, ast.LoopNode) else (item,))
+              if isinstance(b, ast.Block)]
+    for block in blocks:
+        for prop in block.props:
+            if prop.key in ("model", "fallback", "panel", "judge", "escalate"):
+                roles += [a.value for ph in prop.value.phrases for a in ph.atoms
+                          if a.kind == "NAME" and a.value not in ("then", "x") and a.value not in roles]
+    return inputs, roles
 
 
 def rename_aliases(flow: Flow, mapping: dict[str, str]) -> Flow:

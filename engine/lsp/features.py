@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from engine.checks import CheckResult, check_document
 from engine.checks.cost import CostModel, WorstCase
 from engine.checks.properties import PROPERTY_HELP, REQUIRED, RESERVED_NAMES, SCHEMAS, VALUE_KINDS, VALUE_WORDS
+from engine.checks.subflows import what_it_takes
 from engine.diagnostics import CODES
 from engine.errors import FlowError
 from engine.lsp.index import IDENTIFIER, Definition, FlowIndex, Use, build_index
@@ -37,6 +38,7 @@ class Analysis:
     check: CheckResult
     index: FlowIndex | None  # None when the text does not parse
     models: dict[str, ModelSpec] = field(default_factory=dict)
+    filename: str = "<flow>"  # where a `use` looks for its sub-flow
 
 
 def analyse(source: str, pool: Pool, filename: str) -> Analysis:
@@ -48,7 +50,7 @@ def analyse(source: str, pool: Pool, filename: str) -> Analysis:
     else:
         result, index = check_document(doc, pool), build_index(doc)
     models = {**pool.models, **(result.flow.models if result.flow is not None else {})}
-    return Analysis(source, result, index, models)
+    return Analysis(source, result, index, models, filename)
 
 
 def worst_case_text(w: WorstCase) -> str:
@@ -148,7 +150,7 @@ class Completion:
 
 
 _STRINGS = re.compile(r'"""[\s\S]*?(?:"""|$)|"(?:[^"\\\n]|\\.)*"?')
-_OPENER = re.compile(r"\b(step|fuse|verify|route|loop|models)\b\s*([A-Za-z_]\w*)?[^{}]*\{")
+_OPENER = re.compile(r"\b(step|fuse|verify|route|loop|models)\b\s*([A-Za-z_]\w*)?[^{}]*\{|\b(use)\b[^{}]*?\bas\s+([A-Za-z_]\w*)\s*\{")
 
 
 def _blocks_open(prefix: str) -> list[tuple[str, str]]:
@@ -166,7 +168,7 @@ def _blocks_open(prefix: str) -> list[tuple[str, str]]:
         if opener is None and closer < 0:
             return stack
         if opener is not None and (closer < 0 or opener.end() - 1 < closer):
-            stack.append((opener.group(1), opener.group(2) or ""))
+            stack.append((opener.group(1) or opener.group(3), opener.group(2) or opener.group(4) or ""))
             pos = opener.end()
         else:
             if stack:
@@ -189,6 +191,8 @@ def complete(a: Analysis, line: int, column: int) -> list[Completion]:
     template = _open_template(prefix, current)
     if template and inside:
         return [Completion(n, "name", "visible here") for n in _visible(a, prefix, inside[1], blocks)]
+    if inside and inside[0] == "use":
+        return _in_use(a, prefix, current, inside[1], blocks)
     key = re.match(r"\s*([A-Za-z_]\w*)\s*:(.*)$", current)
     if key and inside:
         name, rest = key.group(1), key.group(2)
@@ -220,6 +224,29 @@ def complete(a: Analysis, line: int, column: int) -> list[Completion]:
         return [Completion(n, "name", d.kind) for n, d in _definitions(a).items() if d.kind != "input"]
     if re.fullmatch(r"[A-Za-z_]*", stripped):
         return [Completion(k, "keyword") for k in KEYWORDS]
+    return []
+
+
+def _in_use(a: Analysis, prefix: str, current: str, name: str, blocks: list[tuple[str, str]]) -> list[Completion]:
+    """Inside `use "critique" as review { ... }`: the sub-flow's inputs and model roles as keys; for an input, the
+    caller's names it may be given, for a role, the pool's aliases."""
+    sources = re.findall(r'\buse\s+"((?:[^"\\\n]|\\.)*)"\s+as\s+' + re.escape(name) + r"\s*\{", prefix)
+    takes = what_it_takes(sources[-1], a.filename) if sources else None
+    if takes is None:
+        return []
+    inputs, roles = takes
+    key = re.match(r"\s*([A-Za-z_]\w*)\s*:(.*)$", current)
+    if key is None:
+        if not re.fullmatch(r"\s*[A-Za-z_]*", current):
+            return []
+        return [Completion(n, "property", f"input: {about}" if about else "an input of the sub-flow") for n, about in inputs.items()] + \
+               [Completion(r, "property", "a model alias it calls: give it one of yours") for r in roles]
+    if '"' in key.group(2):
+        return []
+    if key.group(1) in inputs:
+        return [Completion(n, "name", "visible here") for n in _seeable(a, prefix, blocks)]
+    if key.group(1) in roles:
+        return [Completion(alias, "alias", f"{spec.id} ({spec.provider})") for alias, spec in sorted(a.models.items())]
     return []
 
 
