@@ -36,6 +36,7 @@ def served(upstream: ChatServer, tmp_path_factory: pytest.TempPathFactory) -> It
     flows = root / "flows"
     flows.mkdir()
     (flows / "extract.flow").write_text(EXTRACT)
+    (flows / "typed.flow").write_text(EXTRACT.replace("  retries: 2", "  returns: city text, celsius number\n  retries: 2"))
     (flows / "fuse_panel.flow").write_text((WORKFLOWS / "fuse_panel.flow").read_text())
     with BatonServer("--flows", str(flows), "--pool", str(pool), home=root / "home") as server:
         yield server
@@ -89,6 +90,24 @@ def test_what_cannot_be_honoured_is_refused_before_any_call(served: BatonServer,
         oa(served).chat.completions.create(model="fast", messages=[{"role": "user", "content": "x"}], response_format=bad_schema)  # type: ignore[arg-type]
     with pytest.raises(openai.BadRequestError, match="its output `.*` is a fuse"):
         oa(served).chat.completions.create(model="flow/fuse_panel", messages=[{"role": "user", "content": "x"}], response_format=FORMAT)  # type: ignore[arg-type]
+    assert len(upstream.requests) == before
+
+
+def test_a_flow_that_returns_fields_keeps_its_schema_and_refuses_another(served: BatonServer, upstream: ChatServer) -> None:
+    listed = {m.id: m.model_dump() for m in oa(served).models.list()}
+    declared = listed["flow/typed"]["baton"]["output_schema"]
+    same = {"type": "json_schema", "json_schema": {"name": "mine", "schema": declared}}
+    for asked in (None, {"type": "json_object"}, same):
+        before = len(upstream.requests)
+        extra: dict[str, Any] = {} if asked is None else {"response_format": asked}
+        reply = oa(served).chat.completions.create(model="flow/typed", messages=[{"role": "user", "content": "18 in Paris"}], **extra)
+        assert json.loads(reply.choices[0].message.content or "") == {"city": "Paris", "celsius": 18}
+        sent = upstream.requests[before]["response_format"]  # the declaration, by the step's name, whatever was asked
+        assert sent["json_schema"]["name"] == "extract" and sent["json_schema"]["schema"] == declared
+    before = len(upstream.requests)
+    other = {"type": "json_schema", "json_schema": {"name": "other", "schema": {**declared, "required": ["city"]}}}
+    with pytest.raises(openai.BadRequestError, match="declares .*returns.*not another"):
+        oa(served).chat.completions.create(model="flow/typed", messages=[{"role": "user", "content": "x"}], response_format=other)  # type: ignore[arg-type]
     assert len(upstream.requests) == before
 
 

@@ -270,3 +270,21 @@ def test_the_language_server_completes_inside_a_use(tmp_path: Path) -> None:
     assert [c.label for c in features.complete(on_file, 4, 3)] == ["task", "writer", "critic"]
     missing = features.analyse(source.replace('"critique"', '"nowhere.flow"'), reference_pool(), str(tmp_path / "main.flow"))
     assert features.complete(missing, 4, 3) == []
+
+
+def test_a_sub_flows_own_budget_caps_it_inside_its_caller_and_across_a_resume(tmp_path: Path) -> None:
+    path = write(tmp_path, {"main.flow": CALLER, "crit.flow": "budget calls 2\n" + CRITIQUE})
+    worst = check_file(path, reference_pool())[0].worst
+    assert worst is not None and worst.calls == 2 + 3  # the use is capped at its 2 calls; `final` retries twice
+    home = tmp_path / "home"
+    with ChatServer(responder=echo) as server:
+        pool = loopback_pool(server.url)
+        with pytest.raises(BudgetExceeded) as info:
+            run(path, {"question": "q", "secret": "s"}, pool, home)
+        assert server.count() == 2  # the upstream's own count: the sub-flow's third call was never sent
+        assert str(info.value).startswith("in sub-flow `review`: the sub-flow's own budget: call cap 2 reached")
+        summary = info.value.summary
+        assert summary.steps["review/revise"].status == "failed" and summary.steps["final"].status == "not_run"
+        with pytest.raises(BudgetExceeded):  # what its finished steps spent still counts: no call is sent
+            asyncio.run(run_flow(None, None, pool=pool, home=home, resume=summary.run_id))  # type: ignore[arg-type]
+        assert server.count() == 2

@@ -114,8 +114,12 @@ class CostModel:
                     levels = max(levels, len(m.models))
             rounds = node.max_rounds + (levels - 1 if node.exhausted == "escalate" else 0)
             result = per_round.times(rounds)
-        elif isinstance(node, Use):  # its aliases are the caller's: the caller's prices
+        elif isinstance(node, Use):  # its aliases are the caller's: the caller's prices; its own budget caps it at run time
             result = CostModel(node.flow, self.pool, self.models).flow_total()
+            cap = node.flow.budget
+            result = WorstCase(min(result.calls, cap.calls) if cap.calls is not None else result.calls,
+                               min(result.tokens, cap.tokens) if cap.tokens is not None else result.tokens,
+                               min(result.usd, cap.usd) if cap.usd is not None else result.usd)
         elif isinstance(node, Route):
             branches = [self.node(a.target) for a in node.arms if a.target in self.flow.nodes and self.flow.guarded_by(a.target, name)]
             if branches:

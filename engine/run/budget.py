@@ -91,13 +91,13 @@ class BudgetGuard:
             )
         if b.tokens is not None and self.spent_tokens + self.reserved_tokens + tokens > b.tokens:
             raise BudgetExceeded(
-                f"token cap {b.tokens} would be exceeded: step `{step}` needs up to {tokens} tokens; "
+                f"{self._whose()}token cap {b.tokens} would be exceeded: step `{step}` needs up to {tokens} tokens; "
                 f"used {self.spent_tokens}, {self.reserved_tokens} reserved by calls in flight",
                 step=step, cap="tokens", limit=float(b.tokens), spent=float(self.spent_tokens), budget=self.label,
             )
         if b.calls is not None and self.spent_calls + self.reserved_calls + 1 > b.calls:
             raise BudgetExceeded(
-                f"call cap {b.calls} reached: step `{step}` was refused after {self.spent_calls} calls",
+                f"{self._whose()}call cap {b.calls} reached: step `{step}` was refused after {self.spent_calls} calls",
                 step=step, cap="calls", limit=float(b.calls), spent=float(self.spent_calls), budget=self.label,
             )
         parent = self.parent.reserve(step, usd, tokens) if self.parent is not None else None
@@ -110,6 +110,10 @@ class BudgetGuard:
     def caps_usd(self) -> bool:
         """Whether a dollar cap applies: this guard's, or an account's it reserves against."""
         return self.budget.usd is not None or (self.parent is not None and self.parent.caps_usd)
+
+    def _whose(self) -> str:
+        """Whose token or call cap refused a call, when it is not the run's own (the dollar message says it anyway)."""
+        return "" if self.label == "budget" else f"{self.label}: "
 
     def _estimated_words(self) -> str:
         return f" (${self.estimated_usd:.6f} of it estimated: replies without readable usage)" if self.estimated_usd > 0 else ""

@@ -175,11 +175,12 @@ class Executor:
                 await self._finish(result)  # a failed result is not committed: nothing here suspends
             raise
     async def _use(self, use: Use, result: StepResult) -> None:
-        """Run a sub-flow inside this run: its own scheduler over the same budget, cache and record, its steps named
-        `use/step`. It is given exactly the texts its `use` binds."""
-        child = Executor(use.flow, subflow.sub_caller(self.caller, use.name), subflow.SubflowRecord(self.store, use.name),
+        """Run a sub-flow inside this run: its own scheduler over the same budget (and its own, when it declares one),
+        cache and record, its steps named `use/step`. It is given exactly the texts its `use` binds."""
+        completed = subflow.completed_inside(use.name, self.completed)
+        child = Executor(use.flow, subflow.sub_caller(self.caller, use, completed), subflow.SubflowRecord(self.store, use.name),
                          subflow.given_inputs(use, self.flow, self.inputs, self.results), subflow.SubflowEvents(self.events, use.name),
-                         subflow.completed_inside(use.name, self.completed), self.stream_for(use.name))
+                         completed, self.stream_for(use.name))
         try:
             await child.run()
         finally:  # finished or failed, its steps and what they spent are on the caller's record

@@ -14,11 +14,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from engine.errors import RunError
-from engine.model import SUBFLOW_SEPARATOR, Flow, Use
+from engine.model import SUBFLOW_SEPARATOR, Budget, Flow, Use
+from engine.run.budget import BudgetGuard
 from engine.run.calls import Caller
 from engine.run.events import RunEvents
 from engine.run.store import RunRecord
-from engine.run.trace import RunSummary, StepResult
+from engine.run.trace import RunSummary, StepResult, in_flight_totals
 
 
 def prefix_of(use: str) -> str:
@@ -46,12 +47,23 @@ def nested_results(use: str, results: Mapping[str, StepResult]) -> dict[str, Ste
     return {prefix + name: r.model_copy(update={"name": prefix + name}) for name, r in results.items()}
 
 
-def sub_caller(caller: Caller, use: str) -> Caller:
-    """The run's caller (its budget, cache and limits), reporting the sub-flow's calls under their nested names."""
-    prefix = prefix_of(use)
+def sub_caller(caller: Caller, use: Use, completed: Mapping[str, StepResult]) -> Caller:
+    """The run's caller (its budget, cache and limits), reporting the sub-flow's calls under their nested names.
+
+    A sub-flow that declares a `budget` is held to it inside its caller as well: its calls reserve against a guard of
+    its own whose parent is the run's, so either cap refuses a call. On `--resume`, what its finished steps (`completed`,
+    named as the sub-flow names them) spent counts against it."""
+    prefix = prefix_of(use.name)
     on_attempt, on_retry, on_warning = caller.on_attempt, caller.on_retry, caller.on_warning
+    budget = caller.budget
+    if use.flow.budget != Budget():
+        before = in_flight_totals(RunSummary(run_id="", flow="", started=0.0), completed, use.flow.counted())
+        budget = BudgetGuard(use.flow.budget, spent_usd=before.cost, spent_tokens=before.input_tokens + before.output_tokens,
+                             spent_calls=before.calls, estimated_usd=before.estimated_cost, parent=caller.budget,
+                             label="the sub-flow's own budget")
     return dataclasses.replace(
         caller,
+        budget=budget,
         on_attempt=(lambda step, a: on_attempt(prefix + step, a)) if on_attempt else None,
         on_retry=(lambda step, alias, s: on_retry(prefix + step, alias, s)) if on_retry else None,
         on_warning=(lambda step, message: on_warning(prefix + step, message)) if on_warning else None,

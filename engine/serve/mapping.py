@@ -22,6 +22,7 @@ from engine.model import HISTORY, Flow, Fuse, Node, Params, Step, Verify
 from engine.numbers import finite
 from engine.run.budget import usd_cap
 from engine.run.protocol import ToolOffer, normal_tool_calls
+from engine.run.structured import schema_of
 from engine.run.trace import RunSummary
 
 #: The response header that names the run behind an answer (or behind a failure that was recorded).
@@ -308,7 +309,19 @@ def structured_output(response_format: Any, param: str) -> dict[str, Any] | None
 
 
 def with_structured_output(flow: Flow, response_format: dict[str, Any]) -> Flow:
-    """The flow with its output step asked for structured output (the steps before it answer as they were written)."""
+    """The flow with its output step asked for structured output (the steps before it answer as they were written).
+
+    An output step that declares `returns:` fields already answers JSON of its own schema (published in `/v1/models`),
+    and its `expect:` tests read those fields: a client asking for JSON, or for that very schema, gets it as written; a
+    different schema is refused rather than silently put in its place."""
+    node = flow.nodes[flow.output]
+    declared = getattr(node, "returns", None)
+    if declared is not None:
+        asked = schema_of(response_format)
+        if asked is None or asked == declared:
+            return flow
+        raise RequestError(f"flow `{flow.name}` answers with the fields its output `{flow.output}` declares (`returns:`; the "
+                           "schema is in /v1/models): ask for that schema, or for json_object, not another", param="response_format")
     return _with_output_params(flow, {"response_format": response_format}, "cannot honour response_format",
                                "'s reply is held to a schema", "response_format")
 
