@@ -123,10 +123,12 @@ def test_a_run_whose_process_was_killed_is_shown_as_gone_not_running(tmp_path: P
         proc = start(flow, pool, home)
         wait_for(lambda: server.count("cheap") == 1)
         live = baton("runs", "--home", str(home))
+        twice = baton("run", "--resume", only_run(home).name, "--home", str(home))
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
     run_id = only_run(home).name
-    assert " running " in live.stdout  # in flight: its process holds the run's lock
+    assert " running " in live.stdout  # in flight: its process holds the lock on the run's folder
+    assert twice.returncode != 0 and f"run {run_id} is being run by another process right now" in twice.stderr, twice.stderr
     listed = baton("runs", "--home", str(home))
     shown = baton("show", run_id, "--home", str(home))
     assert " interrupted " in listed.stdout and " running " not in listed.stdout

@@ -199,7 +199,7 @@ async def evaluate(flows: list[tuple[str, Flow]], items: list[Item], pool: Pool,
     counters = {"done": len(done), "right": sum(r.correct for r in done.values())}
     t0 = time.perf_counter()
     # the same journal as a run's steps: an item counts as done once its line is fsynced, so a crash
-    # (even SIGKILL) never bills a finished item again; opening it cuts a line torn by a crash
+    # (even SIGKILL) never bills a finished item again; its first write cuts a line torn by a crash
     journal = Journal(folder / RESULTS_JOURNAL)
     turns = Turns()
 

@@ -4,10 +4,15 @@
       runs/<run-id>/     one folder a run (engine.run.store writes it, engine.run.reader reads it)
       evals/<eval-id>/   one folder an evaluation: results.jsonl (a journal), report.json
       cache/             the response cache
+      snapshots/         texts many runs record alike (a server's pool, a served flow), hard-linked into them
 
 Run ids sort by time (`20261201-094401-9b87ba`); a unique prefix names a run. A process
-running a run holds the lock on its `run.lock`, so a reader can tell a run in flight from
-one whose process was killed.
+running a run holds the lock on its folder (or on its `run.lock`, where a folder cannot be
+locked), so a reader can tell a run in flight from one whose process was killed.
+
+Creating a file is the dearest thing a served call does on a disk like ext4 (0.05 to 0.25 ms
+of kernel time each, against 0.01 ms for a hard link): the lock on the folder and the linked
+snapshots (`engine.run.snapshots`) spare a run the files it used to create for them.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from glob import escape as glob_escape
 from pathlib import Path
 
 from engine.errors import HomeError, InputError, UnknownRun
+from engine.run.snapshots import Snapshots
 
 DEFAULT_HOME = ".baton"
 STEP_JOURNAL = "steps.jsonl"
@@ -60,44 +66,69 @@ def _is_run_folder(path: Path) -> bool:
 RUN_LOCK = "run.lock"
 
 
-def hold_run_lock(run_dir: Path, run_id: str) -> int | None:
-    """Lock `run.lock` for as long as this process runs the run (the OS drops it when the process dies).
+def hold_run_lock(run_dir: Path, run_id: str, new: bool = False) -> int | None:
+    """Lock the run's folder for as long as this process runs the run (the OS drops it when the process dies).
 
     Readers tell a run in flight from one whose process was killed by trying the lock
-    (`run_is_live`); two processes cannot resume the same run at once.
+    (`run_is_live`); two processes cannot resume the same run at once. A `new` run's folder was
+    just made by this process, so nothing else can run it: its lock is waited for, as a reader
+    may hold it shared for a moment. Where a folder cannot be locked (some network file
+    systems), a `run.lock` file in it is.
     """
     try:
         import fcntl
     except ImportError:  # pragma: no cover - not POSIX: no liveness check
         return None
+    fd = os.open(run_dir, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if new else fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise HomeError(f"run {run_id} is being run by another process right now") from None
+    except OSError:
+        os.close(fd)
+        return _hold_lock_file(run_dir, run_id)
+    if not new and (run_dir / RUN_LOCK).exists():  # a run begun where folders could not be locked, or by an older Baton
+        try:
+            os.close(_hold_lock_file(run_dir, run_id))
+        except HomeError:
+            os.close(fd)
+            raise
+    return fd
+
+
+def _hold_lock_file(run_dir: Path, run_id: str) -> int:
+    import fcntl
+
     fd = os.open(run_dir / RUN_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
         raise HomeError(f"run {run_id} is being run by another process right now") from None
-    os.ftruncate(fd, 0)
-    os.write(fd, str(os.getpid()).encode())
     return fd
 
 
 def run_is_live(run_dir: Path) -> bool:
-    """Whether a process is running this run now: its lock is held."""
+    """Whether a process is running this run now: the lock on its folder, or on its `run.lock`, is held."""
     try:
         import fcntl
     except ImportError:  # pragma: no cover
         return True
-    try:
-        fd = os.open(run_dir / RUN_LOCK, os.O_RDONLY)
-    except OSError:
-        return False  # never locked (a run from before locks), or its folder is unreadable
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        return False
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
+    for path in (run_dir, run_dir / RUN_LOCK):
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue  # no lock file: a folder that can be locked, or a run from before locks
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+    return False
 
 
 def new_run_id() -> str:
@@ -112,6 +143,7 @@ class RunHome:
     def __init__(self, explicit: str | Path | None = None) -> None:
         self.root = usable_home(explicit)
         self._runs_made = False  # `runs/` is made once, not checked again for every run a server records
+        self.snapshots = Snapshots(self.root / "snapshots")
 
     @property
     def runs(self) -> Path:

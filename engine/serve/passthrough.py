@@ -38,7 +38,8 @@ class CallRecord:
 
     def open(self) -> None:
         self._store = RunStore.create(self.session.home, self.session.durable, self.run_id)
-        self._store.write_setup("", {"messages": json.dumps(self.messages, ensure_ascii=False)}, self.session.pool_record())
+        self._store.write_setup("", {"messages": json.dumps(self.messages, ensure_ascii=False)}, self.session.pool_record(),
+                                resumable=False)  # one call: nothing to resume, so no journal
         self._store.write_summary(RunSummary(run_id=self.run_id, flow=f"alias:{self.alias}", output_step=STEP, started=self.started),
                                   final=False)
 
