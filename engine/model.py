@@ -192,6 +192,8 @@ class Fuse(CallSpec):
     #: `escalate`, below `threshold` (else the file's calibrated one) the escalate model answers instead.
     scorer: str | None = None
     threshold: float | None = None
+    #: In a sub-flow whose models were bound to its caller's: the panel under the names the scorer was trained on.
+    scorer_panel: tuple[str, ...] | None = None
 
 
 class Arm(Frozen):
@@ -230,6 +232,9 @@ class Route(Frozen):
     router: str | None = None
     threshold: float | None = None
     tradeoff: float | None = None
+    #: In a sub-flow whose models were bound to its caller's: each arm's label (the name the router was trained on)
+    #: and the alias that arm now calls, whose prices weigh it.
+    arm_models: dict[str, str] = Field(default_factory=dict)
     loop: str | None = None
     guard: Guard | None = None
     span: SpanTuple = (0, 0, 0, 0, 0, 0)

@@ -136,10 +136,10 @@ class Session:
         with it and returned in `summary.warnings`.
         """
         if isinstance(flow, Flow):
-            flow_obj, flow_file = flow, flow.filename
+            flow_obj, flow_file = flow, _recorded_path(flow.filename)
         else:
             flow_obj, _pool = load_flow(flow, self.pool)
-            flow_file = str(flow)
+            flow_file = _recorded_path(str(flow))
         run_pool, checked_inputs, warnings = self._prepare(flow_obj, inputs or {})  # before the run folder exists
         warnings = [*notes, *warnings]
         store: RunRecord = RunStore.create(self.home, self.durable, run_id) if record else MemoryStore(run_id)
@@ -325,6 +325,13 @@ def _finish_stream(stream: TextStream, output: str, summary: RunSummary) -> None
         stream.finish(output)
     except StreamMismatch as err:  # pragma: no cover - a streamed reply is the step's output by construction
         summary.warnings.append(f"the streamed answer differs from the recorded one: {err}")
+
+
+def _recorded_path(filename: str) -> str:
+    """A flow file's path as its run records it: absolute, so that `--resume` from another folder finds the
+    sub-flows it uses (named relative to it) and the pool beside it. A name that is no file ("<stdin>") stays."""
+    path = Path(filename)
+    return str(path.absolute()) if not path.is_absolute() and path.is_file() else filename
 
 
 def _recorded_flow(store: RunStore, source: str, pool: Pool, flow_file: str) -> Flow:

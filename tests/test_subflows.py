@@ -232,6 +232,26 @@ def test_a_run_resumes_across_the_boundary_calling_only_what_did_not_finish(tmp_
         assert again.status == "ok" and server.count() == 5 and again.cache_hits == 4
 
 
+def test_a_run_begun_from_one_folder_resumes_from_another(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: the run recorded `main.flow` as given, so a resume from elsewhere looked for `crit.flow` beside the wrong folder."""
+    project = tmp_path / "project"
+    write(project, {"main.flow": CALLER, "crit.flow": CRITIQUE})
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    home = tmp_path / "home"
+    with ChatServer(responder=echo) as server:
+        pool = loopback_pool(server.url)
+        server.script["strong"] = [Reply(status=400), Reply(text="final")]
+        monkeypatch.chdir(project)
+        with pytest.raises(RunError) as info:
+            run(Path("main.flow"), {"question": "q", "secret": "s"}, pool, home)
+        failed = info.value.summary  # type: ignore[attr-defined]
+        assert failed.flow_file == str(project / "main.flow")
+        monkeypatch.chdir(elsewhere)
+        summary = asyncio.run(run_flow(None, None, pool=pool, home=home, resume=failed.run_id))  # type: ignore[arg-type]
+    assert summary.status == "ok" and summary.output == "final" and summary.steps["review/revise"].resumed
+
+
 def test_the_callers_budget_caps_its_sub_flows_calls(tmp_path: Path) -> None:
     path = write(tmp_path, {"main.flow": "budget calls 2\n" + CALLER, "crit.flow": CRITIQUE})
     with ChatServer(responder=echo) as server:
@@ -288,3 +308,63 @@ def test_a_sub_flows_own_budget_caps_it_inside_its_caller_and_across_a_resume(tm
         with pytest.raises(BudgetExceeded):  # what its finished steps spent still counts: no call is sent
             asyncio.run(run_flow(None, None, pool=pool, home=home, resume=summary.run_id))  # type: ignore[arg-type]
         assert server.count() == 2
+
+
+def test_a_served_flow_is_checked_again_when_a_sub_flow_it_uses_changes(tmp_path: Path) -> None:
+    """Before: `baton serve --reload` re-read a flow only when its own file changed, and went on serving its callers'
+    copy of an edited pattern."""
+    from engine.serve.catalog import Catalog
+
+    flows = tmp_path / "flows"
+    write(flows, {"main.flow": CALLER.replace('"crit.flow"', '"patterns/crit.flow"'), "patterns/crit.flow": CRITIQUE})
+    crit = flows / "patterns" / "crit.flow"
+    catalog = Catalog.load(flows, reference_pool())
+    assert set(catalog.flows) == {"flow/main"} and catalog.reload() == []
+
+    def edit(text: str) -> None:
+        before = crit.stat().st_mtime_ns
+        crit.write_text(text)
+        os.utime(crit, ns=(before + 10**9, before + 10**9))  # a later time, however coarse the file system's clock
+
+    edit(CRITIQUE.replace("Find the faults.", "List three faults."))
+    assert catalog.reload() == [f"{flows / 'main.flow'}: reloaded as flow/main"]
+    review = catalog.flows["flow/main"].flow.nodes["review"]
+    assert isinstance(review, Use) and review.flow.nodes["critique"].task == "List three faults."  # type: ignore[union-attr]
+    edit(CRITIQUE.replace("model: critic", "model: nosuch"))
+    notes = catalog.reload()
+    assert len(notes) == 1 and "main.flow: does not check; keeps serving its last good version" in notes[0] and "crit.flow:" in notes[0]
+    assert catalog.reload() == []  # the same broken version is not checked again
+    assert catalog.flows["flow/main"].flow.nodes["review"].flow.nodes["critique"].task == "List three faults."  # type: ignore[union-attr]
+
+
+def test_a_learned_vote_and_a_learned_route_inside_a_sub_flow_keep_their_trained_names(tmp_path: Path) -> None:
+    """Before: binding a sub-flow's models to the caller's renamed the panel its scorer reads (so it scored the answers
+    as if from models it never saw) and the arms its router prices (a KeyError on a name the caller's pool lacks)."""
+    import json
+
+    from engine.router.files import load_router
+
+    (tmp_path / "hand.scorer").write_text(json.dumps({
+        "format": "baton-scorer/1", "panel": ["a", "b"], "models": {"a": "model-a", "b": "model-b"}, "escalate": "big",
+        "threshold": 0.6, "weights": {"bias": -2.0, "unanimous": 4.0, "says:a": 0.5, "says:b": 0.5}}))
+    vote = ('flow vote "a and b, scored"\ninput question\n'
+            'fuse answer {\n  panel: a, b\n  vote: number\n  scorer: "hand.scorer"\n  escalate: big\n  task: "{question}"\n}\n')
+    router = tmp_path / "gsm8k.router"
+    router.write_text((WORKFLOWS / "eval" / "gsm8k.router").read_text())
+    routed = (WORKFLOWS / "eval" / "routed.flow").read_text()
+    caller = ('input question\nuse "vote.flow" as v { question: question  a: fast  b: cheap  big: strong }\n'
+              'use "routed.flow" as r { question: question  flash: fast  gpt4o: strong }\n'
+              'step both { model: fast  sees: v, r  task: "both" }\noutput both\n')
+    path = write(tmp_path, {"main.flow": caller, "vote.flow": vote, "routed.flow": routed})
+    with ChatServer(responder=lambda body: Reply(text="41")) as server:
+        pool = loopback_pool(server.url)
+        summary = run(path, {"question": "What is 40 + 1?"}, pool, tmp_path / "home")
+    assert summary.status == "ok"
+    assert summary.steps["v/answer"].verdict == "score 0.95 >= threshold 0.60"  # says:a and says:b weighed: 0.88 without them
+    decision = summary.steps["r/answer"].decision
+    assert decision is not None and set(decision.costs) == {"flash", "gpt4o"}
+    trained = load_router(str(router))
+    for label, alias in (("flash", "fast"), ("gpt4o", "strong")):  # the router's estimate, at the prices of the model it calls
+        price = pool.models[alias]
+        assert decision.costs[label] == round(trained.cost(label, price.input_price, price.output_price), 8)
+    assert summary.steps[f"r/{decision.chosen}"].model == {"cheap": "fast", "strong": "strong"}[decision.chosen]

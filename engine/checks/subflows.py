@@ -30,7 +30,7 @@ from engine.checks.learned import flow_folder
 from engine.checks.values import Reader
 from engine.diagnostics import Diagnostic, did_you_mean
 from engine.errors import FlowError
-from engine.model import HISTORY, Flow, Fuse, Step, Use, Verify
+from engine.model import HISTORY, Flow, Fuse, Route, Step, Use, Verify
 from engine.pool import ModelSpec, Pool
 from engine.router.files import inside, read_bounded
 from engine.router.model import RouterError
@@ -318,8 +318,13 @@ def rename_aliases(flow: Flow, mapping: dict[str, str]) -> Flow:
         if isinstance(node, (Step, Verify)):
             node = node.model_copy(update={"models": many(node.models), "fallbacks": many(node.fallbacks)})
         elif isinstance(node, Fuse):
+            trained = node.scorer_panel or node.panel if node.scorer is not None else None  # what its scorer knows them as
             node = node.model_copy(update={"panel": many(node.panel), "fallbacks": many(node.fallbacks),
-                                           "judge": one(node.judge), "escalate": one(node.escalate)})
+                                           "judge": one(node.judge), "escalate": one(node.escalate), "scorer_panel": trained})
+        elif isinstance(node, Route) and node.router is not None:  # its labels stay the router's names; its prices follow the binding
+            labels = [label for arm in node.arms for label in arm.labels]
+            node = node.model_copy(update={"arm_models": {label: mapping.get(node.arm_models.get(label, label),
+                                                                             node.arm_models.get(label, label)) for label in labels}})
         elif isinstance(node, Use):
             node = node.model_copy(update={"flow": rename_aliases(node.flow, mapping)})
         nodes[name] = node

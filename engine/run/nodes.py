@@ -214,7 +214,7 @@ async def _scored_vote(ex: NodeContext, node: Fuse, result: StepResult, ok: Sequ
     tokens: dict[str, int] = {}
     replies: dict[str, tuple[str, str]] = {}
     for i, alias, text in ok:
-        member = node.panel[i]  # the scorer knows members by their panel alias, whichever fallback answered
+        member = (node.scorer_panel or node.panel)[i]  # the scorer knows members by their panel alias, whichever fallback answered
         answers[member] = answer_key(extract_answer(text or "", node.vote or "number"))
         replies.setdefault(answers[member], (alias, text or ""))
         tokens[member] = next((a.output_tokens for a in reversed(result.attempts) if a.role == f"panel[{i}]" and a.answered), 0)
@@ -248,7 +248,9 @@ def learned_decision(ex: NodeContext, route: Route) -> RouteDecision:
             raise RouterError(f"the router embeds questions with `{router.embeddings_alias}`, and this run has no embedder")
         embedder = ex.caller.embedder(router.embeddings_alias)
     predicted = {a: round(p, 4) for a, p in router.predict(text, embedder).items() if a in candidates}
-    costs = {alias: round(cost, 8) for alias, cost in router.arm_costs(candidates, ex.caller.pool).items()}
+    pool = ex.caller.pool
+    costs = {label: round(router.cost(label, pool.models[alias].input_price, pool.models[alias].output_price), 8)
+             for label, alias in ((c, route.arm_models.get(c, c)) for c in candidates)}
     choice = choose(predicted, costs, candidates, threshold=route.threshold, tradeoff=route.tradeoff)
     arm = next(a for a in route.arms if choice.alias in a.labels)
     targets = list(dict.fromkeys(a.target for a in route.arms))

@@ -3,7 +3,9 @@
 A flow is asked for as `flow/<file stem>` (`workflows/layered.flow` is `flow/layered`).
 At start every flow must check: a server that would answer some names with errors is
 refused with the same diagnostics as `baton validate`. When reloading, a flow that stops
-checking keeps serving its last good version, and its diagnostics are logged.
+checking keeps serving its last good version, and its diagnostics are logged. A flow is
+re-checked when its file changes or when a sub-flow it uses (`use "patterns/critique.flow"`,
+at any depth) does: its caller holds a copy of the sub-flow as checked.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from engine.checks.cost import WorstCase
 from engine.diagnostics import render_all
 from engine.errors import BatonError
 from engine.loading import check_file
-from engine.model import Flow
+from engine.model import Flow, Use
 from engine.pool import Pool
 
 FLOW_PREFIX = "flow/"
@@ -34,6 +36,29 @@ class Offered:
     flow: Flow
     worst: WorstCase
     mtime_ns: int
+    #: the sub-flow files it uses, at any depth, with their modification times when it was checked
+    uses: tuple[tuple[str, int | None], ...] = ()
+
+    def changed(self, mtime_ns: int) -> bool:
+        """Whether its file, or a sub-flow file it uses, differs from what was checked (a file gone counts)."""
+        return mtime_ns != self.mtime_ns or any(_mtime(Path(path)) != seen for path, seen in self.uses)
+
+
+def _mtime(path: Path) -> int | None:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return None
+
+
+def used_files(flow: Flow) -> list[str]:
+    """The sub-flow files a flow uses, its sub-flows' own included, each once."""
+    found: dict[str, None] = {}
+    for node in flow.nodes.values():
+        if isinstance(node, Use):
+            found[node.path] = None
+            found.update(dict.fromkeys(used_files(node.flow)))
+    return list(found)
 
 
 @dataclass
@@ -71,7 +96,8 @@ class Catalog:
         result, text = check_file(path, self.pool)
         if result.flow is None or result.errors or result.worst is None:
             return None, render_all(result.diagnostics, text) or f"{path}: does not check"
-        return Offered(FLOW_PREFIX + path.stem, path, result.flow, result.worst, mtime), ""
+        uses = tuple((used, _mtime(Path(used))) for used in used_files(result.flow))
+        return Offered(FLOW_PREFIX + path.stem, path, result.flow, result.worst, mtime, uses), ""
 
     def reload(self) -> list[str]:
         """Re-read changed, new and removed files; returns what to log (a failed flow keeps its last good version)."""
@@ -85,7 +111,7 @@ class Catalog:
             except OSError:
                 continue
             current = self.flows.get(model)
-            if current is not None and current.mtime_ns == mtime:
+            if current is not None and not current.changed(mtime):
                 continue
             if current is None and self.stale.get(model) == str(mtime):
                 continue  # still the same broken new file
@@ -99,7 +125,8 @@ class Catalog:
                 kept = "; keeps serving its last good version" if current is not None else "; not served"
                 notes.append(f"{path}: does not check{kept}:\n{report}")
                 if current is not None:  # do not check the same broken version again
-                    self.flows[model] = Offered(current.model, current.path, current.flow, current.worst, mtime)
+                    uses = tuple((used, _mtime(Path(used))) for used, _ in current.uses)
+                    self.flows[model] = Offered(current.model, current.path, current.flow, current.worst, mtime, uses)
         for gone in set(self.flows) - seen:
             notes.append(f"{self.flows[gone].path}: removed; {gone} is no longer served")
             del self.flows[gone]
