@@ -6,6 +6,7 @@ database and a ledger from before versioning to the current schema without losin
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
 import os
 import signal
@@ -18,6 +19,10 @@ from pathlib import Path
 
 import pytest
 
+from engine.errors import BudgetExceeded
+from engine.model import Budget
+from engine.run.budget import BudgetGuard, Reservation
+from engine.serve.keys import KeyAllowance, KeySpec, utc_day
 from engine.serve.ledger import SCHEMA_VERSION, Ledger, Refusal, SqliteLedger
 from engine.serve.ledgers import open_ledger
 from tests.conftest import ROOT
@@ -48,6 +53,65 @@ def test_a_reservation_counts_until_it_is_settled_and_a_cap_refuses_what_would_p
         assert ledger.spent("k", "2026-12-04") == (0.0, pytest.approx(0.2))
         ledger.own("run-1", "k", "m")
         assert ledger.owner("run-1") == "k" and ledger.owned("k") == {"run-1"} and ledger.owner("other") is None
+    finally:
+        ledger.close()
+
+
+def test_a_run_under_a_key_reserves_through_the_ledger_without_holding_the_event_loop(location: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A call's reservation chain (a run's own budget under a key's allowance): on PostgreSQL the ledger's statements
+    are awaited on its asynchronous pool while the loop goes on; on SQLite (a local file) they run inline. Either way
+    the caps hold under concurrent calls, and a call cancelled while its reservation is being made does not leave it
+    held."""
+    monkeypatch.setenv("BATON_LEDGER_AWAIT", "1")  # awaited even on this loopback server, as across a network
+    ledger = open_ledger(location)
+    allowance = KeyAllowance(KeySpec(name="k", sha256="-", daily_usd=1.0), ledger)
+    run_guard = BudgetGuard(Budget(usd=0.65), parent=allowance)
+    assert run_guard.waits is ledger.remote is (ledger.backend == "postgresql")
+
+    async def one() -> Reservation | None:
+        try:
+            return await run_guard.reserve_async("s", 0.1, 10)
+        except BudgetExceeded:
+            return None
+
+    async def main() -> None:
+        got = await asyncio.gather(*(one() for _ in range(10)))
+        held = [r for r in got if r is not None]
+        assert len(held) == 6 and ledger.held("k") == pytest.approx(0.6)  # the run's own cap, $0.65, took six
+        for r in held[:3]:
+            await run_guard.settle_async(r, 0.05, 5)
+        for r in held[3:]:
+            await run_guard.settle_async(r, 0.0, 0, called=False)
+        assert ledger.held("k") == 0 and ledger.spent("k", utc_day()) == (pytest.approx(0.15), pytest.approx(0.15))
+        assert (run_guard.spent_usd, run_guard.reserved_usd, allowance.reserved_calls) == (pytest.approx(0.15), pytest.approx(0), 0)
+        if ledger.remote:  # cancelled while its statement runs: released once the statement returns
+            released: list[str | None] = []
+            settle = ledger.settle_async
+
+            async def watched(rid: str | None, key: str, day: str, usd: float | None) -> None:
+                released.append(rid)
+                await settle(rid, key, day, usd)
+
+            ledger.settle_async = watched  # type: ignore[method-assign]
+            pending = asyncio.create_task(run_guard.reserve_async("s", 0.1, 10))
+            await asyncio.sleep(0)
+            pending.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await pending
+            assert run_guard.reserved_usd == pytest.approx(0, abs=1e-12) and run_guard.reserved_calls == 0
+            deadline = time.time() + 10
+            while not (released and ledger.held("k") == 0) and time.time() < deadline:
+                await asyncio.sleep(0.01)
+            assert len(released) == 1 and released[0] is not None and ledger.held("k") == 0
+
+    async def run_and_close() -> None:
+        try:
+            await main()
+        finally:
+            await ledger.aclose()
+
+    try:
+        asyncio.run(run_and_close())
     finally:
         ledger.close()
 

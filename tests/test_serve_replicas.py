@@ -104,8 +104,9 @@ def test_two_replicas_on_postgresql_keep_the_cap_and_show_each_others_runs(tmp_p
     with ChatServer(latency=0.02, responder=answering) as upstream:
         token = add_key(tmp_path / "keys.toml", "small", total_usd=cap)
         pool = write_pool(upstream.url, tmp_path / "pool.toml", prices=PRICES)
-        replicas = [BatonServer("--pool", str(pool), "--keys", str(tmp_path / "keys.toml"), "--db", db, home=tmp_path / f"home{i}").start()
-                    for i in range(2)]
+        # the first awaits the ledger (as across a network), the second asks it inline (as on one machine): one cap holds
+        replicas = [BatonServer("--pool", str(pool), "--keys", str(tmp_path / "keys.toml"), "--db", db, home=tmp_path / f"home{i}",
+                                env={"BATON_LEDGER_AWAIT": str(1 - i)}).start() for i in range(2)]
         try:
             tally = Tally()
             asyncio.run(load([r.url for r in replicas], token, 100, 4.0, tally))

@@ -5,6 +5,11 @@ flight, plus this call's worst case fits under every cap. The worst case uses an
 bound on prompt tokens (UTF-8 bytes: a byte-level BPE token covers at least one byte)
 plus `max_tokens` at the alias's prices, so with computed costs spending can never pass
 the cap. All of this runs on the event loop's thread, so no lock is needed.
+
+An account kept in a database across a network (a key's allowance on PostgreSQL) is reserved
+and settled with `reserve_async` / `settle_async`: its statements run in a worker thread, so
+the event loop serves other requests while one waits on the database. Everything else takes
+the plain calls, which cost no thread hop.
 """
 
 from __future__ import annotations
@@ -82,6 +87,13 @@ class BudgetGuard:
         self.reserved_calls = 0
 
     def reserve(self, step: str, usd: float, tokens: int) -> Reservation:
+        self._check(step, usd, tokens)
+        parent = self.parent.reserve(step, usd, tokens) if self.parent is not None else None
+        self._hold(usd, tokens, 1)
+        return Reservation(step, usd, tokens, parent=parent)
+
+    def _check(self, step: str, usd: float, tokens: int) -> None:
+        """Whether this guard's own caps take the call, with what is spent and held: else `BudgetExceeded`."""
         b = self.budget
         if b.usd is not None and self.spent_usd + self.reserved_usd + usd > b.usd + 1e-12:
             raise BudgetExceeded(
@@ -100,11 +112,30 @@ class BudgetGuard:
                 f"{self._whose()}call cap {b.calls} reached: step `{step}` was refused after {self.spent_calls} calls",
                 step=step, cap="calls", limit=float(b.calls), spent=float(self.spent_calls), budget=self.label,
             )
-        parent = self.parent.reserve(step, usd, tokens) if self.parent is not None else None
+
+    @property
+    def waits(self) -> bool:
+        """Whether reserving or settling here waits on a database across a network (an account's, up the chain)."""
+        return self.parent is not None and self.parent.waits
+
+    async def reserve_async(self, step: str, usd: float, tokens: int) -> Reservation:
+        """`reserve`, awaiting the accounts up the chain that wait on a database. This guard's share is held before the
+        wait and given back if the account refuses (or the caller is cancelled), so no other call slips in meanwhile."""
+        if not self.waits or self.parent is None:
+            return self.reserve(step, usd, tokens)
+        self._check(step, usd, tokens)
+        self._hold(usd, tokens, 1)
+        try:
+            parent = await self.parent.reserve_async(step, usd, tokens)
+        except BaseException:
+            self._hold(-usd, -tokens, -1)
+            raise
+        return Reservation(step, usd, tokens, parent=parent)
+
+    def _hold(self, usd: float, tokens: int, calls: int) -> None:
         self.reserved_usd += usd
         self.reserved_tokens += tokens
-        self.reserved_calls += 1
-        return Reservation(step, usd, tokens, parent=parent)
+        self.reserved_calls += calls
 
     @property
     def caps_usd(self) -> bool:
@@ -130,6 +161,22 @@ class BudgetGuard:
         r.settled = True
         if r.parent is not None and self.parent is not None:
             self.parent.settle(r.parent, usd, tokens, called, estimated)
+        return self._book(r, usd, tokens, called, estimated)
+
+    async def settle_async(self, r: Reservation, usd: float, tokens: int, called: bool = True, estimated: bool = False) -> str | None:
+        """`settle`, awaiting the accounts up the chain that wait on a database (see `reserve_async`)."""
+        if not self.waits or self.parent is None:
+            return self.settle(r, usd, tokens, called, estimated)
+        if r.settled:
+            return None
+        r.settled = True
+        warning = self._book(r, usd, tokens, called, estimated)
+        if r.parent is not None:
+            await self.parent.settle_async(r.parent, usd, tokens, called, estimated)
+        return warning
+
+    def _book(self, r: Reservation, usd: float, tokens: int, called: bool, estimated: bool) -> str | None:
+        """This guard's own part of settling: the reservation released, the spend booked, a warning past a cap."""
         self.reserved_usd -= r.usd
         self.reserved_tokens -= r.tokens
         self.reserved_calls -= 1

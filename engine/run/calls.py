@@ -167,11 +167,17 @@ class Caller:
         return Charge(0.0, 0, "not_billed")
 
     def _settle(self, step: str, reservation: Reservation, charge: Charge) -> None:
-        warning = self.budget.settle(reservation, charge.usd, charge.tokens, estimated=charge.estimated)
+        """Settle now, without awaiting: for a call interrupted mid-flight (its task may be cancelled)."""
+        self._warn(step, self.budget.settle(reservation, charge.usd, charge.tokens, estimated=charge.estimated))
+
+    async def _settle_async(self, step: str, reservation: Reservation, charge: Charge) -> None:
+        self._warn(step, await self.budget.settle_async(reservation, charge.usd, charge.tokens, estimated=charge.estimated))
+
+    def _warn(self, step: str, warning: str | None) -> None:
         if warning is not None and self.on_warning is not None:
             self.on_warning(step, warning)
 
-    def _reserve(self, step: str, alias: str, spec: ModelSpec, messages: tuple[Mapping[str, Any], ...], max_tokens: int,
+    async def _reserve(self, step: str, alias: str, spec: ModelSpec, messages: tuple[Mapping[str, Any], ...], max_tokens: int,
                  tools: ToolOffer | None = None) -> Reservation:
         """The call's worst case, raised by what earlier replies of this alias showed."""
         prompt_bound = prompt_token_bound(messages, tools.tools if tools is not None else ())
@@ -183,7 +189,7 @@ class Caller:
                                  "bound will do; 0 for a free server)", step=step, cap="usd")
         output_bound = math.ceil(max_tokens * seen.output_overrun)
         usd = max(spec.worst_cost(prompt_bound, output_bound) * seen.price_overrun, seen.dearest_call)
-        return self.budget.reserve(step, usd, prompt_bound + output_bound)
+        return await self.budget.reserve_async(step, usd, prompt_bound + output_bound)
 
     def _observe(self, alias: str, spec: ModelSpec, max_tokens: int, resp: ChatResponse, charge: Charge) -> None:
         if resp.usage_source != "reported":
@@ -247,7 +253,7 @@ class Caller:
             for sem in slots:
                 await sem.acquire()
                 held += 1
-            reservation = self._reserve(step, alias, spec, messages, params.max_tokens, tools)
+            reservation = await self._reserve(step, alias, spec, messages, params.max_tokens, tools)
             began = time.time()
             started = time.perf_counter()
             try:
@@ -269,7 +275,7 @@ class Caller:
             except (ProviderFault, TimeoutError) as err:
                 fault = err if isinstance(err, ProviderFault) else ProviderFault("timeout", f"no reply within {timeout:g}s")
                 charge = self._charge_fault(spec, fault, reservation)
-                self._settle(step, reservation, charge)
+                await self._settle_async_or_record(step, alias, spec, role, reservation, charge, began, started, record)
                 billed = fault.billed
                 if billed is not None:  # a rejected reply still shows what this alias spends (reasoning past max_tokens)
                     self._observe(alias, spec, params.max_tokens, billed, charge)
@@ -283,7 +289,7 @@ class Caller:
                 raise
             latency = (time.perf_counter() - started) * 1000
             charge = self._charge(spec, response, reservation)
-            self._settle(step, reservation, charge)
+            await self._settle_async_or_record(step, alias, spec, role, reservation, charge, began, started, record)
             self._observe(alias, spec, params.max_tokens, response, charge)
         finally:
             for sem in slots[:held]:
@@ -310,14 +316,26 @@ class Caller:
         """Tool calls with the secrets of the pool hidden in their arguments (a model may echo a key into them)."""
         return tuple({**c, "function": {**c["function"], "arguments": self.secrets.scrub(c["function"]["arguments"])}} for c in calls)
 
+    async def _settle_async_or_record(self, step: str, alias: str, spec: ModelSpec, role: str, reservation: Reservation,
+                                      charge: Charge, began: float, started: float, record: Callable[[Attempt], None] | None) -> None:
+        """Settle a call that ended, awaiting a ledger across a network. Interrupted while it waits, the settling still
+        finishes (in its thread), and the call is recorded at what it was booked at before the interruption goes on."""
+        try:
+            await self._settle_async(step, reservation, charge)
+        except BaseException as err:
+            self._interrupted(step, alias, spec, role, reservation, err, began, started, record, charge)
+            raise
+
     def _interrupted(self, step: str, alias: str, spec: ModelSpec, role: str, reservation: Reservation, err: BaseException,
-                     began: float, started: float, record: Callable[[Attempt], None] | None) -> None:
-        """Book and record a sent call that ended without a reply or a fault (see `attempt`)."""
+                     began: float, started: float, record: Callable[[Attempt], None] | None, booked: Charge | None = None) -> None:
+        """Book and record a sent call that ended without a reply or a fault (see `attempt`); `booked`: what a call that
+        ended was being booked at when the interruption came."""
         what = ("the call was interrupted (cancelled: the client went away, or the run was stopped)"
                 if isinstance(err, (asyncio.CancelledError, KeyboardInterrupt)) else
                 f"reading the reply failed ({type(err).__name__})")
-        charge = Charge(reservation.usd, reservation.tokens, "estimated",
-                        f"{what} after the request was sent (the provider may have billed it); booked at the call's worst case")
+        charge = booked or Charge(reservation.usd, reservation.tokens, "estimated",
+                                  f"{what} after the request was sent (the provider may have billed it); booked at the call's "
+                                  "worst case")
         self._settle(step, reservation, charge)
         self._record(step, record, Attempt(
             alias=alias, model_id=spec.id, role=role, status="fault", cause="interrupted", reason=what, cost=charge.usd,

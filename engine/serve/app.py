@@ -158,7 +158,7 @@ async def run_summary(request: web.Request) -> web.Response:
     run_id = request.match_info["run_id"]
     key = request[KEY]
     not_found = mapping.RequestError(f"no run `{run_id}`", 404, code="run_not_found")
-    if key is not None and (state.ledger is None or state.ledger.owner(run_id) != key.name):
+    if key is not None and (state.ledger is None or await state.ledger.owner_async(run_id) != key.name):
         raise not_found  # another key's run, or none: the same answer, so ids cannot be probed
     try:
         summary = load_run(run_id, state.session.home.root)
@@ -239,7 +239,11 @@ async def _serve(request: web.Request, wire: Wire) -> web.StreamResponse:
         work = state.session.run(flow, inputs, budget_usd=max_cost, account=account, run_id=run_id, notes=[unseen] if unseen else (),
                                  on_text=answer.text if answer else None, progress=answer.progress if answer else None)
     if state.ledger is not None and key is not None:  # mapped: a run will be recorded under this id
-        state.ledger.own(run_id, key.name, model)
+        try:
+            await state.ledger.own_async(run_id, key.name, model)
+        except BaseException:
+            work.close()  # never started
+            raise
     if answer is not None:
         return await answer.serve(work, lambda err: _failure(err, run_id))
     try:
@@ -298,7 +302,7 @@ async def _call_alias(state: ServerState, alias: str, chat: list[dict[str, Any]]
         await state.session.call(alias, chat, params=Params(**params), budget_usd=max_cost, account=account,
                                  on_text=answer.text if answer else None, step="call", into=record.call, tools=offer)
     except RunError as err:
-        err.summary = _closed(state, record, err)
+        err.summary = await _closed_async(state, record, err)
         raise
     except asyncio.CancelledError:  # the client went away mid-call: the record keeps what was sent and what it cost
         _closed(state, record, RunCancelled("the client disconnected before the reply was complete"))
@@ -306,14 +310,23 @@ async def _call_alias(state: ServerState, alias: str, chat: list[dict[str, Any]]
     except BaseException as err:
         _closed(state, record, RunError(f"the call failed: {type(err).__name__}"))
         raise
-    return _closed(state, record)
+    return await _closed_async(state, record)
 
 
 def _closed(state: ServerState, record: CallRecord, error: RunError | None = None) -> RunSummary:
-    """The call's final record, also kept in the shared ledger when replicas share records."""
+    """The call's final record, also kept in the shared ledger when replicas share records (now: the call's task is
+    being cancelled, so nothing is awaited)."""
     summary = record.close(error=error)
     if state.shared is not None:
         state.shared.keep_call(summary, json.dumps(record.messages, ensure_ascii=False), json.loads(state.session.pool_record()))
+    return summary
+
+
+async def _closed_async(state: ServerState, record: CallRecord, error: RunError | None = None) -> RunSummary:
+    """`_closed`, awaiting a shared ledger across a network off the event loop."""
+    summary = record.close(error=error)
+    if state.shared is not None:
+        await state.shared.keep_call_async(summary, json.dumps(record.messages, ensure_ascii=False), json.loads(state.session.pool_record()))
     return summary
 
 
@@ -339,6 +352,7 @@ def build_app(state: ServerState, reload_every: float | None = None, policy: Bro
     async def close(_app: web.Application) -> None:
         await state.session.aclose()
         if state.ledger is not None:
+            await state.ledger.aclose()
             state.ledger.close()
 
     app.on_cleanup.append(close)

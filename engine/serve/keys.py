@@ -16,20 +16,25 @@ nothing that was booked.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
 import secrets as token_source
 import time
 import tomllib
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 from engine.errors import BatonError, BudgetExceeded
 from engine.model import Budget
 from engine.numbers import finite
 from engine.run.budget import BudgetGuard, Reservation
 from engine.serve.ledger import Ledger, Refusal
+
+T = TypeVar("T")
 
 KEY_PREFIX = "bk-"
 
@@ -157,28 +162,78 @@ class KeyAllowance(BudgetGuard):
         cap = key.daily_usd if key.daily_usd is not None else key.total_usd
         super().__init__(Budget(usd=cap), label=f"API key `{key.name}`'s allowance", owner=key.name)
         self.key, self.ledger = key, ledger
+        self._statements: set[asyncio.Task[Any]] = set()
+
+    @property
+    def capped(self) -> bool:
+        return self.key.daily_usd is not None or self.key.total_usd is not None  # an uncapped key only books what it spent
+
+    @property
+    def waits(self) -> bool:
+        return self.ledger.remote
 
     def reserve(self, step: str, usd: float, tokens: int) -> Reservation:
         day = utc_day()
-        ref: str | None = None
-        if self.key.daily_usd is not None or self.key.total_usd is not None:  # an uncapped key only books what it spent
-            got = self.ledger.reserve(self.key.name, day, usd, self.key.daily_usd, self.key.total_usd)
-            if isinstance(got, Refusal):
-                label = f"API key `{self.key.name}`'s {got.cap} allowance"
-                raise BudgetExceeded(f"{label} ${got.limit:g} would be exceeded: step `{step}` needs up to ${usd:.6f}; booked "
-                                     f"${got.booked:.6f}, ${got.held:.6f} reserved by calls in flight (in every process serving "
-                                     "this key)", step=step, cap="usd", limit=got.limit, spent=got.booked, budget=label)
-            ref = got
-        self.reserved_usd += usd
-        self.reserved_tokens += tokens
-        self.reserved_calls += 1
-        return Reservation(step, usd, tokens, ref=ref, day=day)
+        got = self.ledger.reserve(self.key.name, day, usd, self.key.daily_usd, self.key.total_usd) if self.capped else None
+        return self._reserved(step, usd, tokens, day, got)
+
+    async def reserve_async(self, step: str, usd: float, tokens: int) -> Reservation:
+        """`reserve`, awaiting the ledger. Its statement is not interrupted: a caller cancelled meanwhile (its client went
+        away) does not leave the reservation held until it expires, it is released as soon as the statement returns."""
+        if not self.waits or not self.capped:
+            return self.reserve(step, usd, tokens)
+        day = utc_day()
+        pending = self._unstoppable(self.ledger.reserve_async(self.key.name, day, usd, self.key.daily_usd, self.key.total_usd))
+        try:
+            got = await asyncio.shield(pending)
+        except asyncio.CancelledError:
+            pending.add_done_callback(lambda done: self._release_unused(done, day))
+            raise
+        return self._reserved(step, usd, tokens, day, got)
+
+    def _unstoppable(self, statement: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+        """A statement run to its end whoever stops waiting for it (held here: the loop keeps only weak references)."""
+        task = asyncio.ensure_future(statement)
+        self._statements.add(task)
+        task.add_done_callback(self._statements.discard)
+        return task
+
+    def _release_unused(self, done: asyncio.Task[str | Refusal], day: str) -> None:
+        if done.cancelled() or done.exception() is not None:
+            return
+        held = done.result()
+        if not isinstance(held, Refusal):
+            self._unstoppable(self.ledger.settle_async(held, self.key.name, day, None))
+
+    def _reserved(self, step: str, usd: float, tokens: int, day: str, got: str | Refusal | None) -> Reservation:
+        if isinstance(got, Refusal):
+            label = f"API key `{self.key.name}`'s {got.cap} allowance"
+            raise BudgetExceeded(f"{label} ${got.limit:g} would be exceeded: step `{step}` needs up to ${usd:.6f}; booked "
+                                 f"${got.booked:.6f}, ${got.held:.6f} reserved by calls in flight (in every process serving "
+                                 "this key)", step=step, cap="usd", limit=got.limit, spent=got.booked, budget=label)
+        self._hold(usd, tokens, 1)
+        return Reservation(step, usd, tokens, ref=got, day=day)
 
     def settle(self, r: Reservation, usd: float, tokens: int, called: bool = True, estimated: bool = False) -> str | None:
         if r.settled:
             return None
         r.settled = True
         self.ledger.settle(r.ref, self.key.name, r.day or utc_day(), usd if called else None)
+        return self._book(r, usd, tokens, called, estimated)
+
+    async def settle_async(self, r: Reservation, usd: float, tokens: int, called: bool = True, estimated: bool = False) -> str | None:
+        """`settle`, awaiting the ledger; the statement finishes even if the caller is cancelled meanwhile."""
+        if not self.waits:
+            return self.settle(r, usd, tokens, called, estimated)
+        if r.settled:
+            return None
+        r.settled = True
+        self._book(r, usd, tokens, called, estimated)
+        await asyncio.shield(self._unstoppable(self.ledger.settle_async(r.ref, self.key.name, r.day or utc_day(), usd if called else None)))
+        return None
+
+    def _book(self, r: Reservation, usd: float, tokens: int, called: bool, estimated: bool) -> str | None:
+        """Only what this process did (the caps are the ledger's): no warning of its own."""
         self.reserved_usd -= r.usd
         self.reserved_tokens -= r.tokens
         self.reserved_calls -= 1

@@ -71,6 +71,15 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
 }
 
 
+#: The statements a served call makes besides reserving and settling, shared by the plain and the awaited methods.
+OWN_SQL = ("INSERT INTO runs (run_id, key, model, created) VALUES (?, ?, ?, ?) ON CONFLICT (run_id) DO UPDATE SET "
+           "key = excluded.key, model = excluded.model, created = excluded.created")
+OWNER_SQL = "SELECT key FROM runs WHERE run_id = ?"
+KEEP_RECORD_SQL = ("INSERT INTO records (run_id, flow, status, cost, tokens, started, finished, host, summary, setup) "
+                   "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id) DO UPDATE SET status = excluded.status, "
+                   "cost = excluded.cost, tokens = excluded.tokens, finished = excluded.finished, summary = excluded.summary")
+
+
 class LedgerError(BatonError):
     """A ledger that cannot be opened or migrated."""
 
@@ -119,6 +128,9 @@ class Ledger:
     """The statements and the rules; a backend says how to run a statement and a transaction."""
 
     backend = "abstract"
+    #: Whether its statements wait on a server across a network: then what a served call asks of it is awaited (the
+    #: `..._async` methods), and the event loop serves other requests meanwhile. A local file is asked inline.
+    remote = False
 
     def __init__(self) -> None:
         self.holder = new_holder()
@@ -227,6 +239,27 @@ class Ledger:
             if usd is not None:
                 self.book(key, day, usd)
 
+    # -- what a served call asks, awaited: inline here; a backend across a network overrides them ---------------
+
+    async def reserve_async(self, key: str, day: str, usd: float, daily_cap: float | None, total_cap: float | None) -> str | Refusal:
+        return self.reserve(key, day, usd, daily_cap, total_cap)
+
+    async def settle_async(self, rid: str | None, key: str, day: str, usd: float | None) -> None:
+        self.settle(rid, key, day, usd)
+
+    async def own_async(self, run_id: str, key: str, model: str) -> None:
+        self.own(run_id, key, model)
+
+    async def owner_async(self, run_id: str) -> str | None:
+        return self.owner(run_id)
+
+    async def keep_record_async(self, run_id: str, flow: str, status: str, cost: float, tokens: int, started: float, finished: float,
+                                summary_json: str, setup_json: str) -> None:
+        self.keep_record(run_id, flow, status, cost, tokens, started, finished, summary_json, setup_json)
+
+    async def aclose(self) -> None:
+        """Close what the awaited methods opened in the event loop (before `close`)."""
+
     def book(self, key: str, day: str, usd: float) -> None:
         self.execute("INSERT INTO spend (key, day, usd, calls) VALUES (?, ?, ?, 1) "
                      "ON CONFLICT (key, day) DO UPDATE SET usd = spend.usd + excluded.usd, calls = spend.calls + 1", (key, day, usd))
@@ -248,15 +281,14 @@ class Ledger:
     # -- runs --------------------------------------------------------------------------------------
 
     def own(self, run_id: str, key: str, model: str) -> None:
-        self.execute("INSERT INTO runs (run_id, key, model, created) VALUES (?, ?, ?, ?) ON CONFLICT (run_id) DO UPDATE SET "
-                     "key = excluded.key, model = excluded.model, created = excluded.created", (run_id, key, model, time.time()))
+        self.execute(OWN_SQL, (run_id, key, model, time.time()))
 
     def owned(self, key: str) -> set[str]:
         """The ids of the runs a key started."""
         return {str(row[0]) for row in self.execute("SELECT run_id FROM runs WHERE key = ?", (key,)).fetchall()}
 
     def owner(self, run_id: str) -> str | None:
-        row = self.execute("SELECT key FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        row = self.execute(OWNER_SQL, (run_id,)).fetchone()
         return str(row[0]) if row else None
 
     # -- keys ----------------------------------------------------------------------------------------
@@ -290,10 +322,7 @@ class Ledger:
 
     def keep_record(self, run_id: str, flow: str, status: str, cost: float, tokens: int, started: float, finished: float,
                     summary_json: str, setup_json: str) -> None:
-        self.execute("INSERT INTO records (run_id, flow, status, cost, tokens, started, finished, host, summary, setup) "
-                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id) DO UPDATE SET status = excluded.status, "
-                     "cost = excluded.cost, tokens = excluded.tokens, finished = excluded.finished, summary = excluded.summary",
-                     (run_id, flow, status, cost, tokens, started, finished, socket.gethostname(), summary_json, setup_json))
+        self.execute(KEEP_RECORD_SQL, (run_id, flow, status, cost, tokens, started, finished, socket.gethostname(), summary_json, setup_json))
 
     def record(self, run_id: str) -> tuple[str, str] | None:
         """A finished run's (summary JSON, setup JSON), from whichever replica ran it."""

@@ -5,10 +5,22 @@ connection pool. A key's transactions take a transaction-scoped advisory lock on
 (`pg_advisory_xact_lock`), so two replicas reserving on one key run one after the other and
 never both see the same room under a cap; different keys never wait for each other. Money
 is `DOUBLE PRECISION` (PostgreSQL's `REAL` is single precision: 7 digits).
+
+What a served call asks (reserve, settle, who owns a run, keep its record) is awaited, on
+psycopg's asynchronous pool in the server's event loop, when the database is across a network:
+each statement is then a round trip during which the loop serves other requests (2.2 to 2.8
+times the requests a second behind 1 ms of delay each way, docs/performance.md). On the same
+machine the wait is shorter than what awaiting costs (a third fewer requests a second on
+loopback), so there the statements run inline. Which it is, is measured when the ledger opens
+(`SELECT 1`'s median round trip against `AWAIT_ABOVE_S`); `BATON_LEDGER_AWAIT=1` or `0` decides
+instead.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
+import socket
 import threading
 import time
 import uuid
@@ -18,9 +30,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import psycopg
-from psycopg_pool import ConnectionPool
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
-from engine.serve.ledger import MAX_HOLD_S, Cursor, Ledger, LedgerError, Refusal, redact
+from engine.serve.ledger import KEEP_RECORD_SQL, MAX_HOLD_S, OWN_SQL, OWNER_SQL, Cursor, Ledger, LedgerError, Refusal, redact
 
 #: A reservation and a settlement as one round trip each: a function per operation, so a served call waits for the
 #: database twice, not fifteen times (statement by statement, they cost 3 ms of wall time a call on loopback).
@@ -72,6 +84,14 @@ def _first_line(err: BaseException, url: str) -> str:
     return text.replace(password, "***") if password else text
 
 
+RESERVE_SQL = "SELECT * FROM baton_reserve(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+SETTLE_SQL = "SELECT baton_settle(?, ?, ?, ?)"
+
+
+#: A database whose round trip takes longer than this is awaited (a LAN's is 0.2 to 0.5 ms, loopback's 0.06).
+AWAIT_ABOVE_S = 0.0002
+
+
 def _pg(sql: str) -> str:
     return sql.replace("?", "%s").replace(" REAL", " DOUBLE PRECISION")
 
@@ -94,8 +114,24 @@ class PostgresLedger(Ledger):
             raise LedgerError(f"cannot connect to the PostgreSQL ledger {redact(url)}: {_first_line(err, url)}") from None
         self._local = threading.local()
         self._kept: list[psycopg.Connection[Any]] = []  # the connections threads keep (`_own_connection`)
+        self.max_connections = max_connections
+        #: The pool the awaited methods use, opened by the first of them in the event loop they run in.
+        self._apool: AsyncConnectionPool | None = None
+        self._apool_loop: asyncio.AbstractEventLoop | None = None
+        self.round_trip_s = self._round_trip()
+        awaited = os.environ.get("BATON_LEDGER_AWAIT", "").strip()
+        self.remote = awaited == "1" if awaited in ("0", "1") else self.round_trip_s > AWAIT_ABOVE_S
         if migrate:
             self.migrate()
+
+    def _round_trip(self) -> float:
+        """The median wall time of `SELECT 1` on a kept connection: how far the database is."""
+        times = []
+        for _ in range(9):
+            began = time.perf_counter()
+            self.execute("SELECT 1")
+            times.append(time.perf_counter() - began)
+        return sorted(times)[len(times) // 2]
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
         conn = getattr(self._local, "conn", None)
@@ -147,15 +183,62 @@ class PostgresLedger(Ledger):
         now = time.time()
         self._keep_beating()
         rid = uuid.uuid4().hex
-        row = self.execute("SELECT * FROM baton_reserve(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                           (rid, key, day, usd, daily_cap, total_cap, self.holder, now, self.stale_s, MAX_HOLD_S)).fetchone()
+        row = self.execute(RESERVE_SQL, (rid, key, day, usd, daily_cap, total_cap, self.holder, now, self.stale_s, MAX_HOLD_S)).fetchone()
         if row is not None:
             return Refusal(str(row[0]), float(row[1]), float(row[2]), float(row[3]))
         self._last_beat = now  # the function recorded the holder as seen with the reservation
         return rid
 
     def settle(self, rid: str | None, key: str, day: str, usd: float | None) -> None:
-        self.execute("SELECT baton_settle(%s, %s, %s, %s)", (rid, key, day, usd))
+        self.execute(SETTLE_SQL, (rid, key, day, usd))
+
+    # -- awaited ------------------------------------------------------------------------------------
+
+    async def _fetch(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        """One statement, autocommitted, on a connection of the event loop's pool; its rows. Inline on a database
+        this near (`remote` False)."""
+        if not self.remote:
+            return list(self.execute(sql, params).fetchall())
+        loop = asyncio.get_running_loop()
+        if self._apool is None or self._apool_loop is not loop:  # the first, or a new loop (the old pool's is gone)
+            self._apool = AsyncConnectionPool(self.url, min_size=1, max_size=self.max_connections, kwargs={"autocommit": True},
+                                              open=False)
+            self._apool_loop = loop
+        if self._apool.closed:
+            await self._apool.open(wait=True, timeout=10.0)
+        async with self._apool.connection() as conn:
+            cursor = await conn.execute(_pg(sql), tuple(params))
+            return await cursor.fetchall() if cursor.description is not None else []
+
+    async def reserve_async(self, key: str, day: str, usd: float, daily_cap: float | None, total_cap: float | None) -> str | Refusal:
+        now = time.time()
+        self._keep_beating()
+        rid = uuid.uuid4().hex
+        rows = await self._fetch(RESERVE_SQL, (rid, key, day, usd, daily_cap, total_cap, self.holder, now, self.stale_s, MAX_HOLD_S))
+        if rows:
+            return Refusal(str(rows[0][0]), float(rows[0][1]), float(rows[0][2]), float(rows[0][3]))
+        self._last_beat = now
+        return rid
+
+    async def settle_async(self, rid: str | None, key: str, day: str, usd: float | None) -> None:
+        await self._fetch(SETTLE_SQL, (rid, key, day, usd))
+
+    async def own_async(self, run_id: str, key: str, model: str) -> None:
+        await self._fetch(OWN_SQL, (run_id, key, model, time.time()))
+
+    async def owner_async(self, run_id: str) -> str | None:
+        rows = await self._fetch(OWNER_SQL, (run_id,))
+        return str(rows[0][0]) if rows else None
+
+    async def keep_record_async(self, run_id: str, flow: str, status: str, cost: float, tokens: int, started: float, finished: float,
+                                summary_json: str, setup_json: str) -> None:
+        await self._fetch(KEEP_RECORD_SQL, (run_id, flow, status, cost, tokens, started, finished, socket.gethostname(), summary_json,
+                                            setup_json))
+
+    async def aclose(self) -> None:
+        if self._apool is not None and self._apool_loop is asyncio.get_running_loop():
+            await self._apool.close()
+        self._apool = None
 
     def version(self) -> int:
         tables = {row[0] for row in self.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()")

@@ -40,6 +40,13 @@ class SharedRecords:
         """A pass-through call's record (it has no flow: its messages are its input)."""
         self._keep(summary, _setup("", {"messages": messages}, pool))
 
+    async def keep_call_async(self, summary: RunSummary, messages: str, pool: dict[str, Any]) -> None:
+        """`keep_call`, awaiting a ledger across a network."""
+        await self.ledger.keep_record_async(summary.run_id, summary.flow, summary.status, summary.cost,
+                                            summary.input_tokens + summary.output_tokens, summary.started,
+                                            summary.started + summary.duration_s, summary.model_dump_json(),
+                                            _setup("", {"messages": messages}, pool))
+
     def _keep(self, summary: RunSummary, setup: str) -> None:
         self.ledger.keep_record(summary.run_id, summary.flow, summary.status, summary.cost, summary.input_tokens + summary.output_tokens,
                                 summary.started, summary.started + summary.duration_s, summary.model_dump_json(), setup)
