@@ -14,7 +14,6 @@ median latency and the servers' CPU a request.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import subprocess
 import sys
@@ -27,35 +26,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import serve_bench as sb  # noqa: E402  (this folder's benchmark helpers)
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delay: float) -> None:
-    try:
-        while data := await reader.read(65536):
-            if delay:
-                await asyncio.sleep(delay)
-            writer.write(data)
-            await writer.drain()
-    except (ConnectionError, OSError):
-        pass
-    finally:
-        writer.close()
-
-
-async def _proxy(listen: int, target: int, delay: float) -> None:
-    async def handle(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
-        server_r, server_w = await asyncio.open_connection("127.0.0.1", target)
-        await asyncio.gather(_pipe(client_r, server_w, delay), _pipe(server_r, client_w, delay))
-
-    server = await asyncio.start_server(handle, "127.0.0.1", listen)
-    print("ready", flush=True)
-    async with server:
-        await server.serve_forever()
-
-
 def start_proxy(target: int, delay: float) -> tuple[subprocess.Popen[str], int]:
-    port = sb.free_port()
-    proc = subprocess.Popen([sys.executable, __file__, "--proxy", str(port), str(target), str(delay)], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-    return proc, port
+    """`engine.testing.slow_link` in a process of its own (no CPU taken from this process's client)."""
+    proc = subprocess.Popen([sys.executable, "-m", "engine.testing.slow_link", str(target), str(delay)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, cwd=sb.ROOT)
+    assert proc.stdout is not None
+    return proc, int(proc.stdout.readline())
 
 
 def main() -> None:
@@ -63,11 +39,7 @@ def main() -> None:
     parser.add_argument("--delay", type=float, nargs="+", default=[0.0, 0.001])
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=8.0)
-    parser.add_argument("--proxy", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.proxy:
-        asyncio.run(_proxy(int(args.proxy[0]), int(args.proxy[1]), float(args.proxy[2])))
-        return
     from engine.testing.postgres import PostgresServer, postgres_bin
 
     if postgres_bin() is None:

@@ -23,6 +23,7 @@ from engine.serve.ledger import SqliteLedger
 from engine.serve.ledgers import open_ledger
 from engine.testing.chat_server import ChatServer, Reply
 from engine.testing.postgres import PostgresServer
+from engine.testing.slow_link import SlowLink
 from tests.conftest import new_database
 from tests.serve_harness import BatonServer, write_pool
 
@@ -261,6 +262,41 @@ def test_with_cache_replicas_share_one_response_cache_and_keys_never_share_hits(
             assert asyncio.run(ask(replicas[1].url, tokens["alice"])) == first and upstream.count("coder") == 1  # a hit, elsewhere
             asyncio.run(ask(replicas[1].url, tokens["bob"]))
             assert upstream.count("coder") == 2  # another key asked it again: its own call, never alice's reply
+        finally:
+            for r in replicas:
+                r.stop()
+
+
+def test_a_flow_answered_by_a_replica_that_awaits_the_ledger_is_shown_by_the_other_at_once(tmp_path: Path,
+                                                                                           postgres: PostgresServer) -> None:
+    """A flow's record goes to the shared ledger as a task when the ledger is awaited (measured: the first replica's is
+    20 ms away each way); the answer waits for it, so the other replica finds the run the moment the client has its
+    answer, streamed or not. Without that wait the other replica answered 404."""
+    db = new_database(postgres)
+    flows = tmp_path / "flows"
+    flows.mkdir()
+    (flows / "one.flow").write_text('flow one\ninput question\nstep answer { model: coder  task: "{question}"  max_tokens: 16 }\n')
+    token = add_key(tmp_path / "keys.toml", "k", daily_usd=1.0)
+    with ChatServer(responder=answering) as upstream, SlowLink(postgres.port, 0.02) as far:
+        pool = write_pool(upstream.url, tmp_path / "pool.toml", prices=PRICES)
+        replicas = [BatonServer("--flows", str(flows), "--pool", str(pool), "--keys", str(tmp_path / "keys.toml"), "--db",
+                                db.replace(f":{postgres.port}/", f":{far.port}/") if i == 0 else db, home=tmp_path / f"home{i}").start()
+                    for i in range(2)]
+        try:
+            async def ask_then_look(stream: bool, n: int) -> None:
+                bearer = {"Authorization": f"Bearer {token}"}
+                body = {"model": "flow/one", "stream": stream, "messages": [{"role": "user", "content": f"question {n}"}]}
+                async with aiohttp.ClientSession(timeout=TIMEOUT) as http:
+                    async with http.post(f"{replicas[0].url}/chat/completions", json=body, headers=bearer) as resp:
+                        assert resp.status == 200, await resp.text()
+                        run_id = resp.headers["x-baton-run-id"]
+                        await resp.read()
+                    async with http.get(f"{replicas[1].url}/runs/{run_id}", headers=bearer) as resp:
+                        assert resp.status == 200, (n, await resp.text())
+                        assert (await resp.json())["status"] == "ok"
+
+            for n in range(5):
+                asyncio.run(ask_then_look(stream=n % 2 == 1, n=n))
         finally:
             for r in replicas:
                 r.stop()

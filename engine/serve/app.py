@@ -14,6 +14,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -244,6 +245,8 @@ async def _serve(request: web.Request, wire: Wire) -> web.StreamResponse:
         except BaseException:
             work.close()  # never started
             raise
+    if state.shared is not None and offered is not None:  # a flow's record goes to the shared ledger as it ends: answer after
+        work = _after_landing(state.shared, run_id, work)
     if answer is not None:
         return await answer.serve(work, lambda err: _failure(err, run_id))
     try:
@@ -251,6 +254,14 @@ async def _serve(request: web.Request, wire: Wire) -> web.StreamResponse:
     except (RunError, InputError, PoolError) as err:
         raise _failure(err, run_id) from None
     return web.json_response(wire.answer(summary, run_id, ask), headers=headers, dumps=_dumps)
+
+
+async def _after_landing(shared: SharedRecords, run_id: str, work: Coroutine[Any, Any, RunSummary]) -> RunSummary:
+    """The run, then its row in the shared ledger written (another replica asked for it right after the answer finds it)."""
+    try:
+        return await work
+    finally:
+        await shared.landed(run_id)
 
 
 def _check_tool_callers(state: ServerState, flow: Flow) -> None:
@@ -351,6 +362,8 @@ def build_app(state: ServerState, reload_every: float | None = None, policy: Bro
 
     async def close(_app: web.Application) -> None:
         await state.session.aclose()
+        if state.shared is not None:
+            await state.shared.drain()
         if state.ledger is not None:
             await state.ledger.aclose()
             state.ledger.close()
