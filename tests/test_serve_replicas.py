@@ -247,7 +247,8 @@ def test_with_cache_replicas_share_one_response_cache_and_keys_never_share_hits(
         tokens = {name: add_key(tmp_path / "keys.toml", name, daily_usd=1.0) for name in ("alice", "bob")}
         pool = write_pool(upstream.url, tmp_path / "pool.toml", prices=PRICES)
         replicas = [BatonServer("--pool", str(pool), "--keys", str(tmp_path / "keys.toml"), "--db", db, "--cache",
-                                home=tmp_path / f"home{i}").start() for i in range(2)]
+                                home=tmp_path / f"home{i}", env={"BATON_LEDGER_AWAIT": str(1 - i)}).start()  # awaited, inline
+                    for i in range(2)]
         try:
             async def ask(url: str, token: str) -> str:
                 body = {"model": "coder", "max_tokens": 8, "temperature": 0, "messages": [{"role": "user", "content": "same question"}]}

@@ -22,11 +22,16 @@ from engine.run.protocol import ChatRequest, ChatResponse
 
 class CacheStore(Protocol):
     """Where cached replies are kept: files in the run home (`ResponseCache`), or a table replicas share
-    (`engine.serve.shared_cache`). Keys come from `ResponseCache.key`, which holds the tenant's partition."""
+    (`engine.serve.shared_cache`). Keys come from `ResponseCache.key`, which holds the tenant's partition. A call
+    awaits `fetch` and `keep`: a table across a network is asked without holding up the event loop."""
 
     def get(self, key: str) -> ChatResponse | None: ...
 
     def put(self, key: str, response: ChatResponse) -> None: ...
+
+    async def fetch(self, key: str) -> ChatResponse | None: ...
+
+    async def keep(self, key: str, response: ChatResponse) -> None: ...
 
 
 def encode_response(response: ChatResponse) -> str:
@@ -78,6 +83,12 @@ class ResponseCache:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(encode_response(response))
         os.replace(tmp, path)
+
+    async def fetch(self, key: str) -> ChatResponse | None:
+        return self.get(key)  # a local file: read inline
+
+    async def keep(self, key: str, response: ChatResponse) -> None:
+        self.put(key, response)
 
     def clear(self) -> int:
         """Remove every entry; returns how many there were."""

@@ -238,7 +238,7 @@ class Caller:
         if self.cache is not None and tools is None and (params.temperature == 0 or self.cache_all):
             endpoint = f"{spec.provider}:{self.pool.provider(spec.provider).base_url or ''}"
             cache_key = ResponseCache.key(endpoint, request, self.cache_partition)
-            hit = self.cache.get(cache_key)
+            hit = await self.cache.fetch(cache_key)
             if hit is not None:
                 hit_attempt = Attempt(alias=alias, model_id=spec.id, role=role, status="cache_hit", input_tokens=hit.input_tokens,
                                       output_tokens=hit.output_tokens, cost=0.0, cost_source="cache", finish_reason=hit.finish_reason,
@@ -309,7 +309,7 @@ class Caller:
                 done.status, done.cause, done.reason = "fault", "bad_response", str(err)
                 return None, done, ProviderFault("bad_response", str(err), billed=response)
         if reply is not None and cache_key is not None and self.cache is not None:
-            self.cache.put(cache_key, reply)
+            await self.cache.keep(cache_key, reply)
         return reply, done, None
 
     def _scrubbed_calls(self, calls: tuple[dict[str, Any], ...]) -> tuple[dict[str, Any], ...]:

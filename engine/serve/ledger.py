@@ -75,6 +75,8 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
 OWN_SQL = ("INSERT INTO runs (run_id, key, model, created) VALUES (?, ?, ?, ?) ON CONFLICT (run_id) DO UPDATE SET "
            "key = excluded.key, model = excluded.model, created = excluded.created")
 OWNER_SQL = "SELECT key FROM runs WHERE run_id = ?"
+CACHED_SQL = "SELECT response FROM responses WHERE key = ?"
+CACHE_SQL = "INSERT INTO responses (key, response, created) VALUES (?, ?, ?) ON CONFLICT (key) DO NOTHING"
 KEEP_RECORD_SQL = ("INSERT INTO records (run_id, flow, status, cost, tokens, started, finished, host, summary, setup) "
                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id) DO UPDATE SET status = excluded.status, "
                    "cost = excluded.cost, tokens = excluded.tokens, finished = excluded.finished, summary = excluded.summary")
@@ -257,6 +259,12 @@ class Ledger:
                                 summary_json: str, setup_json: str) -> None:
         self.keep_record(run_id, flow, status, cost, tokens, started, finished, summary_json, setup_json)
 
+    async def cached_async(self, key: str) -> str | None:
+        return self.cached(key)
+
+    async def cache_async(self, key: str, response: str) -> None:
+        self.cache(key, response)
+
     async def aclose(self) -> None:
         """Close what the awaited methods opened in the event loop (before `close`)."""
 
@@ -310,12 +318,11 @@ class Ledger:
     # -- the response cache of replicas ------------------------------------------------------------
 
     def cached(self, key: str) -> str | None:
-        row = self.execute("SELECT response FROM responses WHERE key = ?", (key,)).fetchone()
+        row = self.execute(CACHED_SQL, (key,)).fetchone()
         return str(row[0]) if row else None
 
     def cache(self, key: str, response: str) -> None:
-        self.execute("INSERT INTO responses (key, response, created) VALUES (?, ?, ?) ON CONFLICT (key) DO NOTHING",
-                     (key, response, time.time()))
+        self.execute(CACHE_SQL, (key, response, time.time()))
 
     #: Whether finished runs' records are kept here, for replicas that do not share a run home.
     shares_records = False

@@ -32,7 +32,19 @@ from urllib.parse import urlsplit
 import psycopg
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
-from engine.serve.ledger import KEEP_RECORD_SQL, MAX_HOLD_S, OWN_SQL, OWNER_SQL, Cursor, Ledger, LedgerError, Refusal, redact
+from engine.serve.ledger import (
+    CACHE_SQL,
+    CACHED_SQL,
+    KEEP_RECORD_SQL,
+    MAX_HOLD_S,
+    OWN_SQL,
+    OWNER_SQL,
+    Cursor,
+    Ledger,
+    LedgerError,
+    Refusal,
+    redact,
+)
 
 #: A reservation and a settlement as one round trip each: a function per operation, so a served call waits for the
 #: database twice, not fifteen times (statement by statement, they cost 3 ms of wall time a call on loopback).
@@ -234,6 +246,13 @@ class PostgresLedger(Ledger):
                                 summary_json: str, setup_json: str) -> None:
         await self._fetch(KEEP_RECORD_SQL, (run_id, flow, status, cost, tokens, started, finished, socket.gethostname(), summary_json,
                                             setup_json))
+
+    async def cached_async(self, key: str) -> str | None:
+        rows = await self._fetch(CACHED_SQL, (key,))
+        return str(rows[0][0]) if rows else None
+
+    async def cache_async(self, key: str, response: str) -> None:
+        await self._fetch(CACHE_SQL, (key, response, time.time()))
 
     async def aclose(self) -> None:
         if self._apool is not None and self._apool_loop is asyncio.get_running_loop():

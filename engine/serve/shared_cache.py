@@ -22,3 +22,10 @@ class LedgerCache:
 
     def put(self, key: str, response: ChatResponse) -> None:
         self.ledger.cache(key, encode_response(response))
+
+    async def fetch(self, key: str) -> ChatResponse | None:
+        text = await self.ledger.cached_async(key)
+        return decode_response(text) if text is not None else None
+
+    async def keep(self, key: str, response: ChatResponse) -> None:
+        await self.ledger.cache_async(key, encode_response(response))
