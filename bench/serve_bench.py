@@ -202,12 +202,23 @@ def start_replicas(upstream: str, tmp: Path, procs: list[subprocess.Popen[str]])
     return urls, pids, token
 
 
+def _median_row(measured: list[dict[str, float | str]]) -> dict[str, float | str]:
+    """One row's figures over rounds: the median of each, and every round's requests a second."""
+    row: dict[str, float | str] = {"name": measured[0]["name"]}
+    for field in ("p50", "p99", "rps", "cpu_ms"):
+        row[field] = statistics.median(float(m[field]) for m in measured)
+    row["each"] = ", ".join(f"{float(m['rps']):.0f}" for m in measured)
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--latency", type=float, nargs="+", default=[0.0, 0.1])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--sequential", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=1, help="measure every row this many times, the rows taking turns "
+                        "(the machine drifts: a row's median over rounds compares better than one pass)")
     args = parser.parse_args()
     for latency in args.latency:
         with tempfile.TemporaryDirectory() as tmp_name:
@@ -222,19 +233,22 @@ def main() -> None:
                 workers, workers_url, workers_token = start_baton(up_url, tmp, workers=2, name="workers")
                 procs.append(workers)
                 litellm = start_litellm(up_url, tmp)
-                rows = [measure("direct", up_url, "fast", upstream.pid, args)]
-                rows.append(measure("baton serve (alias)", baton_url, "fast", baton.pid, args, token))
-                rows.append(measure("baton serve (flow/one)", baton_url, "flow/one", baton.pid, args, token))
-                rows.append(measure("  the same, --fsync", durable_url, "flow/one", durable.pid, args, durable_token))
-                rows.append(measure("  --workers 2 (alias)", workers_url, "fast", workers.pid, args, workers_token))
-                rows.append(measure("  --workers 2 (flow/one)", workers_url, "flow/one", workers.pid, args, workers_token))
+                targets: list[tuple[str, str | list[str], str, int | list[int], str]] = [
+                    ("direct", up_url, "fast", upstream.pid, "none"),
+                    ("baton serve (alias)", baton_url, "fast", baton.pid, token),
+                    ("baton serve (flow/one)", baton_url, "flow/one", baton.pid, token),
+                    ("  the same, --fsync", durable_url, "flow/one", durable.pid, durable_token),
+                    ("  --workers 2 (alias)", workers_url, "fast", workers.pid, workers_token),
+                    ("  --workers 2 (flow/one)", workers_url, "flow/one", workers.pid, workers_token)]
                 replicas = start_replicas(up_url, tmp, procs)
                 if replicas is not None:
                     urls, pids, replica_token = replicas
-                    rows.append(measure("  2 replicas, PostgreSQL", urls, "fast", pids, args, replica_token))
+                    targets.append(("  2 replicas, PostgreSQL", urls, "fast", pids, replica_token))
                 if litellm is not None:
                     procs.append(litellm[0])
-                    rows.append(measure("litellm proxy", litellm[1], "fast", litellm[0].pid, args, LITELLM_KEY))
+                    targets.append(("litellm proxy", litellm[1], "fast", litellm[0].pid, LITELLM_KEY))
+                rounds = [[measure(*target[:4], args, target[4]) for target in targets] for _ in range(args.rounds)]
+                rows = [_median_row([r[i] for r in rounds]) for i in range(len(targets))]
             finally:
                 for p in procs:
                     p.send_signal(signal.SIGINT)
@@ -245,13 +259,14 @@ def main() -> None:
                         p.kill()
             base = rows[0]
             print(f"\nupstream latency {latency * 1000:.0f} ms; {args.sequential} sequential requests, then {args.concurrency} "
-                  f"clients for {args.seconds:g} s")
+                  f"clients for {args.seconds:g} s" + (f"; the median of {args.rounds} rounds (req/s of each in brackets)"
+                                                       if args.rounds > 1 else ""))
             print(f"{'':<24} {'p50 ms':>8} {'+p50':>7} {'p99 ms':>8} {'+p99':>7} {'req/s':>7} {'CPU ms/req':>11}")
             for r in rows:
                 extra = "" if r is base else f"{float(r['p50']) - float(base['p50']):>+7.2f}"
                 extra99 = "" if r is base else f"{float(r['p99']) - float(base['p99']):>+7.2f}"
                 print(f"{r['name']:<24} {float(r['p50']):>8.2f} {extra:>7} {float(r['p99']):>8.2f} {extra99:>7} {float(r['rps']):>7.0f} "
-                      f"{float(r['cpu_ms']):>11.3f}")
+                      f"{float(r['cpu_ms']):>11.3f}" + (f"  [{r['each']}]" if args.rounds > 1 else ""))
             sys.stdout.flush()
 
 
