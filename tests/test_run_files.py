@@ -91,6 +91,22 @@ def test_a_run_in_flight_is_live_and_cannot_be_resumed_by_another_process(tmp_pa
     RunStore.open(home, folder.name).close()
 
 
+def test_a_resume_waits_out_a_reader_looking_at_the_run_for_a_moment(tmp_path: Path) -> None:
+    """`baton runs` or a server's run list holds a run's folder shared while it asks whether it is live; a resume at
+    that instant used to be told the run was being run by another process."""
+    home = RunHome(tmp_path / "home")
+    folder = home.new_run("20261204-000000-dddddddd")
+    (folder / "flow.flow").write_text("")
+    glance = ("import fcntl, os, sys, time\nfd = os.open(sys.argv[1], os.O_RDONLY)\nfcntl.flock(fd, fcntl.LOCK_SH)\n"
+              "print('held', flush=True)\ntime.sleep(0.05)\n")
+    reader = subprocess.Popen([sys.executable, "-c", glance, str(folder)], stdout=subprocess.PIPE, text=True)
+    assert reader.stdout is not None and reader.stdout.readline() == "held\n"
+    store = RunStore.open(home, folder.name)  # waits the 50 ms out instead of refusing
+    reader.wait(10)
+    assert run_is_live(folder)
+    store.close()
+
+
 def test_a_run_begun_by_an_older_baton_is_still_seen_through_its_run_lock(tmp_path: Path) -> None:
     home = RunHome(tmp_path / "home")
     folder = home.new_run("20261204-000000-bbbbbbbb")

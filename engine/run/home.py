@@ -81,7 +81,10 @@ def hold_run_lock(run_dir: Path, run_id: str, new: bool = False) -> int | None:
         return None
     fd = os.open(run_dir, os.O_RDONLY)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX if new else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if new:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        else:
+            _lock_soon(fd)
     except BlockingIOError:
         os.close(fd)
         raise HomeError(f"run {run_id} is being run by another process right now") from None
@@ -97,12 +100,26 @@ def hold_run_lock(run_dir: Path, run_id: str, new: bool = False) -> int | None:
     return fd
 
 
-def _hold_lock_file(run_dir: Path, run_id: str) -> int:
+def _lock_soon(fd: int, tries: int = 20, pause_s: float = 0.01) -> None:
+    """The exclusive lock, if it is free within a moment: a reader (`run_is_live`) holds it shared for microseconds,
+    a process running the run holds it for as long as the run; `BlockingIOError` if it stays taken."""
     import fcntl
+
+    for attempt in range(tries):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if attempt == tries - 1:
+                raise
+            time.sleep(pause_s)
+
+
+def _hold_lock_file(run_dir: Path, run_id: str) -> int:
 
     fd = os.open(run_dir / RUN_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        _lock_soon(fd)
     except BlockingIOError:
         os.close(fd)
         raise HomeError(f"run {run_id} is being run by another process right now") from None
