@@ -76,45 +76,30 @@ def test_a_flow_run_keeps_its_journal_and_events_and_resumes_from_them(tmp_path:
     assert (folder / "flow.flow").read_text() == flow.read_text()
 
 
-def test_a_run_in_flight_is_live_and_cannot_be_resumed_by_another_process(tmp_path: Path) -> None:
+def recorded_run(tmp_path: Path, run_id: str) -> tuple[RunHome, Path]:
+    """A home with one run folder in it (a `flow.flow` makes it a run's), locked by nobody."""
     home = RunHome(tmp_path / "home")
-    folder = home.new_run("20261204-000000-aaaaaaaa")
+    folder = home.new_run(run_id)
     (folder / "flow.flow").write_text("")
-    holder = holding(folder)
-    try:
-        assert run_is_live(folder)
-        with pytest.raises(HomeError, match="is being run by another process right now"):
-            RunStore.open(home, folder.name)
-    finally:
-        release(holder)
-    assert not run_is_live(folder)
-    RunStore.open(home, folder.name).close()
+    return home, folder
 
 
-def test_a_resume_waits_out_a_reader_looking_at_the_run_for_a_moment(tmp_path: Path) -> None:
-    """`baton runs` or a server's run list holds a run's folder shared while it asks whether it is live; a resume at
-    that instant used to be told the run was being run by another process."""
-    home = RunHome(tmp_path / "home")
-    folder = home.new_run("20261204-000000-dddddddd")
-    (folder / "flow.flow").write_text("")
+def glancing(folder: Path) -> subprocess.Popen[str]:
+    """Another process holding the folder shared for 50 ms, as `run_is_live` does for a moment (once it says it holds it)."""
     glance = ("import fcntl, os, sys, time\nfd = os.open(sys.argv[1], os.O_RDONLY)\nfcntl.flock(fd, fcntl.LOCK_SH)\n"
               "print('held', flush=True)\ntime.sleep(0.05)\n")
     reader = subprocess.Popen([sys.executable, "-c", glance, str(folder)], stdout=subprocess.PIPE, text=True)
     assert reader.stdout is not None and reader.stdout.readline() == "held\n"
-    store = RunStore.open(home, folder.name)  # waits the 50 ms out instead of refusing
-    reader.wait(10)
-    assert run_is_live(folder)
-    store.close()
+    return reader
 
 
-def test_a_run_begun_by_an_older_baton_is_still_seen_through_its_run_lock(tmp_path: Path) -> None:
-    home = RunHome(tmp_path / "home")
-    folder = home.new_run("20261204-000000-bbbbbbbb")
-    (folder / "flow.flow").write_text("")
-    holder = holding(folder / "run.lock")
+@pytest.mark.parametrize("lock", ["folder", "run.lock"], ids=["the folder", "an older Baton's run.lock"])
+def test_a_run_in_flight_is_live_and_cannot_be_resumed_by_another_process(tmp_path: Path, lock: str) -> None:
+    home, folder = recorded_run(tmp_path, "20261204-000000-aaaaaaaa")
+    holder = holding(folder if lock == "folder" else folder / "run.lock")
     try:
         assert run_is_live(folder)
-        with pytest.raises(HomeError, match="another process"):
+        with pytest.raises(HomeError, match="is being run by another process right now"):
             RunStore.open(home, folder.name)
     finally:
         release(holder)
@@ -124,9 +109,22 @@ def test_a_run_begun_by_an_older_baton_is_still_seen_through_its_run_lock(tmp_pa
     store.close()
 
 
+def test_a_resume_waits_out_a_reader_looking_at_the_run_for_a_moment(tmp_path: Path) -> None:
+    """`baton runs` or a server's run list holds a run's folder shared while it asks whether it is live; a resume at
+    that instant used to be told the run was being run by another process."""
+    home, folder = recorded_run(tmp_path, "20261204-000000-dddddddd")
+    reader = glancing(folder)
+    store = RunStore.open(home, folder.name)  # waits the 50 ms out instead of refusing
+    reader.wait(10)
+    assert run_is_live(folder)
+    store.close()
+
+
 def test_a_new_run_waits_out_a_reader_that_holds_its_folder_for_a_moment(tmp_path: Path) -> None:
-    folder = RunHome(tmp_path / "home").new_run("20261204-000000-cccccccc")
-    fd = hold_run_lock(folder, folder.name, new=True)
+    _home, folder = recorded_run(tmp_path, "20261204-000000-cccccccc")
+    reader = glancing(folder)
+    fd = hold_run_lock(folder, folder.name, new=True)  # blocks until the reader lets go
+    assert reader.wait(10) == 0
     assert fd is not None and run_is_live(folder)
     os.close(fd)
 

@@ -322,9 +322,8 @@ def rename_aliases(flow: Flow, mapping: dict[str, str]) -> Flow:
             node = node.model_copy(update={"panel": many(node.panel), "fallbacks": many(node.fallbacks),
                                            "judge": one(node.judge), "escalate": one(node.escalate), "scorer_panel": trained})
         elif isinstance(node, Route) and node.router is not None:  # its labels stay the router's names; its prices follow the binding
-            labels = [label for arm in node.arms for label in arm.labels]
-            node = node.model_copy(update={"arm_models": {label: mapping.get(node.arm_models.get(label, label),
-                                                                             node.arm_models.get(label, label)) for label in labels}})
+            calls = {label: node.arm_models.get(label, label) for arm in node.arms for label in arm.labels}
+            node = node.model_copy(update={"arm_models": {label: mapping.get(alias, alias) for label, alias in calls.items()}})
         elif isinstance(node, Use):
             node = node.model_copy(update={"flow": rename_aliases(node.flow, mapping)})
         nodes[name] = node

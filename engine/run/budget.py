@@ -7,9 +7,9 @@ plus `max_tokens` at the alias's prices, so with computed costs spending can nev
 the cap. All of this runs on the event loop's thread, so no lock is needed.
 
 An account kept in a database across a network (a key's allowance on PostgreSQL) is reserved
-and settled with `reserve_async` / `settle_async`: its statements run in a worker thread, so
-the event loop serves other requests while one waits on the database. Everything else takes
-the plain calls, which cost no thread hop.
+and settled with `reserve_async` / `settle_async`: its statements are awaited, so the event
+loop serves other requests while one waits on the database. Everything else takes the plain
+calls, which cost no await.
 """
 
 from __future__ import annotations

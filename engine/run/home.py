@@ -116,7 +116,6 @@ def _lock_soon(fd: int, tries: int = 20, pause_s: float = 0.01) -> None:
 
 
 def _hold_lock_file(run_dir: Path, run_id: str) -> int:
-
     fd = os.open(run_dir / RUN_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         _lock_soon(fd)

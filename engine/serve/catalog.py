@@ -17,7 +17,7 @@ from engine.checks.cost import WorstCase
 from engine.diagnostics import render_all
 from engine.errors import BatonError
 from engine.loading import check_file
-from engine.model import Flow, Use
+from engine.model import Flow
 from engine.pool import Pool
 
 FLOW_PREFIX = "flow/"
@@ -51,13 +51,16 @@ def _mtime(path: Path) -> int | None:
         return None
 
 
+def _stamped(paths: list[str]) -> tuple[tuple[str, int | None], ...]:
+    return tuple((path, _mtime(Path(path))) for path in paths)
+
+
 def used_files(flow: Flow) -> list[str]:
     """The sub-flow files a flow uses, its sub-flows' own included, each once."""
     found: dict[str, None] = {}
-    for node in flow.nodes.values():
-        if isinstance(node, Use):
-            found[node.path] = None
-            found.update(dict.fromkeys(used_files(node.flow)))
+    for use in flow.uses():
+        found[use.path] = None
+        found.update(dict.fromkeys(used_files(use.flow)))
     return list(found)
 
 
@@ -96,8 +99,7 @@ class Catalog:
         result, text = check_file(path, self.pool)
         if result.flow is None or result.errors or result.worst is None:
             return None, render_all(result.diagnostics, text) or f"{path}: does not check"
-        uses = tuple((used, _mtime(Path(used))) for used in used_files(result.flow))
-        return Offered(FLOW_PREFIX + path.stem, path, result.flow, result.worst, mtime, uses), ""
+        return Offered(FLOW_PREFIX + path.stem, path, result.flow, result.worst, mtime, _stamped(used_files(result.flow))), ""
 
     def reload(self) -> list[str]:
         """Re-read changed, new and removed files; returns what to log (a failed flow keeps its last good version)."""
@@ -125,7 +127,7 @@ class Catalog:
                 kept = "; keeps serving its last good version" if current is not None else "; not served"
                 notes.append(f"{path}: does not check{kept}:\n{report}")
                 if current is not None:  # do not check the same broken version again
-                    uses = tuple((used, _mtime(Path(used))) for used, _ in current.uses)
+                    uses = _stamped([used for used, _ in current.uses])
                     self.flows[model] = Offered(current.model, current.path, current.flow, current.worst, mtime, uses)
         for gone in set(self.flows) - seen:
             notes.append(f"{self.flows[gone].path}: removed; {gone} is no longer served")

@@ -130,9 +130,12 @@ class Ledger:
     """The statements and the rules; a backend says how to run a statement and a transaction."""
 
     backend = "abstract"
-    #: Whether its statements wait on a server across a network: then what a served call asks of it is awaited (the
-    #: `..._async` methods), and the event loop serves other requests meanwhile. A local file is asked inline.
-    remote = False
+
+    @property
+    def remote(self) -> bool:
+        """Whether its statements wait on a server across a network: then what a served call asks of it is awaited (the
+        `..._async` methods), and the event loop serves other requests meanwhile. A local file is asked inline."""
+        return False
 
     def __init__(self) -> None:
         self.holder = new_holder()

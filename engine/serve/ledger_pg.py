@@ -11,8 +11,8 @@ psycopg's asynchronous pool in the server's event loop, when the database is acr
 each statement is then a round trip during which the loop serves other requests (2.2 to 2.8
 times the requests a second behind 1 ms of delay each way, docs/performance.md). On the same
 machine the wait is shorter than what awaiting costs (a third fewer requests a second on
-loopback), so there the statements run inline. Which it is, is measured when the ledger opens
-(`SELECT 1`'s median round trip against `AWAIT_ABOVE_S`); `BATON_LEDGER_AWAIT=1` or `0` decides
+loopback), so there the statements run inline. Which it is, is measured when a server first
+asks (`SELECT 1`'s median round trip against `AWAIT_ABOVE_S`); `BATON_LEDGER_AWAIT=1` or `0` decides
 instead.
 """
 
@@ -130,11 +130,18 @@ class PostgresLedger(Ledger):
         #: The pool the awaited methods use, opened by the first of them in the event loop they run in.
         self._apool: AsyncConnectionPool | None = None
         self._apool_loop: asyncio.AbstractEventLoop | None = None
-        self.round_trip_s = self._round_trip()
-        awaited = os.environ.get("BATON_LEDGER_AWAIT", "").strip()
-        self.remote = awaited == "1" if awaited in ("0", "1") else self.round_trip_s > AWAIT_ABOVE_S
+        self._remote: bool | None = None  # measured when first asked (`remote`)
         if migrate:
             self.migrate()
+
+    @property
+    def remote(self) -> bool:
+        """Measured when a server first asks (its first call), so that commands which only read (`baton runs --db`) do
+        not pay nine round trips to a distant database at start."""
+        if self._remote is None:
+            awaited = os.environ.get("BATON_LEDGER_AWAIT", "").strip()
+            self._remote = awaited == "1" if awaited in ("0", "1") else self._round_trip() > AWAIT_ABOVE_S
+        return self._remote
 
     def _round_trip(self) -> float:
         """The median wall time of `SELECT 1` on a kept connection: how far the database is."""
@@ -192,12 +199,21 @@ class PostgresLedger(Ledger):
         return moved
 
     def reserve(self, key: str, day: str, usd: float, daily_cap: float | None, total_cap: float | None) -> str | Refusal:
+        rid, now, params = self._reservation(key, day, usd, daily_cap, total_cap)
+        return self._reserved(rid, now, self.execute(RESERVE_SQL, params).fetchone())
+
+    def _reservation(self, key: str, day: str, usd: float, daily_cap: float | None,
+                     total_cap: float | None) -> tuple[str, float, tuple[Any, ...]]:
+        """A new reservation's id, time and `baton_reserve`'s arguments."""
         now = time.time()
         self._keep_beating()
         rid = uuid.uuid4().hex
-        row = self.execute(RESERVE_SQL, (rid, key, day, usd, daily_cap, total_cap, self.holder, now, self.stale_s, MAX_HOLD_S)).fetchone()
-        if row is not None:
-            return Refusal(str(row[0]), float(row[1]), float(row[2]), float(row[3]))
+        return rid, now, (rid, key, day, usd, daily_cap, total_cap, self.holder, now, self.stale_s, MAX_HOLD_S)
+
+    def _reserved(self, rid: str, now: float, refused: Any) -> str | Refusal:
+        """`baton_reserve`'s answer: a row is the refusal; none, the reservation was made."""
+        if refused is not None:
+            return Refusal(str(refused[0]), float(refused[1]), float(refused[2]), float(refused[3]))
         self._last_beat = now  # the function recorded the holder as seen with the reservation
         return rid
 
@@ -223,14 +239,9 @@ class PostgresLedger(Ledger):
             return await cursor.fetchall() if cursor.description is not None else []
 
     async def reserve_async(self, key: str, day: str, usd: float, daily_cap: float | None, total_cap: float | None) -> str | Refusal:
-        now = time.time()
-        self._keep_beating()
-        rid = uuid.uuid4().hex
-        rows = await self._fetch(RESERVE_SQL, (rid, key, day, usd, daily_cap, total_cap, self.holder, now, self.stale_s, MAX_HOLD_S))
-        if rows:
-            return Refusal(str(rows[0][0]), float(rows[0][1]), float(rows[0][2]), float(rows[0][3]))
-        self._last_beat = now
-        return rid
+        rid, now, params = self._reservation(key, day, usd, daily_cap, total_cap)
+        rows = await self._fetch(RESERVE_SQL, params)
+        return self._reserved(rid, now, rows[0] if rows else None)
 
     async def settle_async(self, rid: str | None, key: str, day: str, usd: float | None) -> None:
         await self._fetch(SETTLE_SQL, (rid, key, day, usd))

@@ -72,13 +72,16 @@ class SharedRecords:
         await self._keep_async(summary, _setup("", {"messages": messages}, pool))
 
     async def _keep_async(self, summary: RunSummary, setup: str) -> None:
-        await self.ledger.keep_record_async(summary.run_id, summary.flow, summary.status, summary.cost,
-                                            summary.input_tokens + summary.output_tokens, summary.started,
-                                            summary.started + summary.duration_s, summary.model_dump_json(), setup)
+        await self.ledger.keep_record_async(*_row(summary, setup))
 
     def _keep(self, summary: RunSummary, setup: str) -> None:
-        self.ledger.keep_record(summary.run_id, summary.flow, summary.status, summary.cost, summary.input_tokens + summary.output_tokens,
-                                summary.started, summary.started + summary.duration_s, summary.model_dump_json(), setup)
+        self.ledger.keep_record(*_row(summary, setup))
+
+
+def _row(summary: RunSummary, setup: str) -> tuple[str, str, str, float, int, float, float, str, str]:
+    """`Ledger.keep_record`'s arguments for a finished run."""
+    return (summary.run_id, summary.flow, summary.status, summary.cost, summary.input_tokens + summary.output_tokens,
+            summary.started, summary.started + summary.duration_s, summary.model_dump_json(), setup)
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:
